@@ -1,0 +1,48 @@
+# dl — developer entry points. `make demo` and `make test` each create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DL     := $(VENV)/bin/dl
+STAMP  := $(VENV)/.installed
+# Where no GPU is present, take the CPU build of torch (a local wheel when the machine has one)
+# instead of letting pip resolve the multi-GB CUDA build.
+TORCH_CPU := torch==2.13.0
+WHEELS    := /opt/wheels
+
+.PHONY: venv demo test lint format bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "GPU found: installing torch from the index"; \
+	elif [ -d $(WHEELS) ]; then \
+		$(PY) -m pip install -q --find-links $(WHEELS) "$(TORCH_CPU)"; \
+	else \
+		$(PY) -m pip install -q --index-url https://download.pytorch.org/whl/cpu "$(TORCH_CPU)" || \
+		$(PY) -m pip install -q "$(TORCH_CPU)"; \
+	fi
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	bash scripts/demo.sh
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check dlcli tests benchmarks
+	$(VENV)/bin/ruff format --check dlcli tests benchmarks
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check dlcli tests benchmarks
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format dlcli tests benchmarks
+	$(VENV)/bin/ruff check --fix dlcli tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo_out

@@ -1,0 +1,86 @@
+"""The `dl` command line: one Typer module per command, combined here. Nothing heavy is imported at
+module level, so `dl --help` and argument errors never load torch."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from dlcli import __version__
+
+app = typer.Typer(
+    name="dl",
+    help="Train, evaluate, predict with and export deep learning models from the command line.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show full tracebacks on errors (also accepted after the command)."
+    ),
+) -> None:
+    """dl: deep learning from the command line. Run `dl COMMAND --help` for a command's options."""
+
+
+def _register() -> None:
+    from dlcli.cli import build, evaluate, export, predict, train
+
+    for module in (build, train, evaluate, predict, export):
+        module.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app; every DLError becomes one line on stderr and its exit code.
+
+    Typer (standalone mode) prints usage errors itself with exit code 2.
+    """
+    from dlcli.console import error_line
+    from dlcli.errors import DLError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("DL_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="dl")
+    except DLError as exc:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        error_line(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        # the reader of stdout went away (e.g. `| head`): not an error worth a traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as exc:
+        if debug:
+            raise
+        error_line(
+            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
+        )
+        sys.exit(1)

@@ -1,0 +1,78 @@
+"""`dl build`: spec -> network -> layer table (output shapes, parameter counts), or the spec itself."""
+
+from __future__ import annotations
+
+import typer
+
+from dlcli.cli.output import JSON, print_json
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    from dlcli.errors import UsageError
+
+    try:
+        shape = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        raise UsageError(
+            f"--input-shape '{text}': expected comma-separated positive integers, e.g. 30 or 3,64,64"
+        ) from None
+    if not shape or any(d <= 0 for d in shape):
+        raise UsageError(
+            f"--input-shape '{text}': expected comma-separated positive integers, e.g. 30 or 3,64,64"
+        )
+    return shape
+
+
+def build(
+    arch: str = typer.Option(None, "--arch", "-a", help="Built-in preset (default: mlp)."),
+    spec: str = typer.Option(None, "--spec", "-s", help="Spec file (YAML or JSON)."),
+    input_shape: str = typer.Option(
+        None, "--input-shape", help="Per-sample input shape, e.g. 30 or 3,64,64."
+    ),
+    outputs: int = typer.Option(
+        None, "--outputs", min=1, help="Output size (classes, or 1 for regression)."
+    ),
+    print_spec: bool = typer.Option(
+        False, "--print-spec", help="Print the spec as YAML on stdout and exit."
+    ),
+    list_presets: bool = typer.Option(False, "--list", help="List the built-in presets."),
+    json_out: bool = JSON,
+) -> None:
+    """Build a network from a preset or spec file and show each layer's output shape and parameters."""
+    import sys
+    from pathlib import Path
+
+    from dlcli.errors import UsageError
+    from dlcli.spec import schema
+
+    if list_presets:
+        for name in schema.preset_names():
+            doc = schema.read_spec_text(schema.preset_text(name), name)
+            sys.stdout.write(f"{name:14s} {doc.get('description', '')}\n")
+        return
+    if print_spec:
+        if spec:
+            schema.load_spec_file(spec)  # validate first: never print an invalid spec
+            sys.stdout.write(Path(spec).read_text(encoding="utf-8"))
+        else:
+            sys.stdout.write(schema.preset_text(arch or "mlp"))
+        return
+    parsed, _ = schema.resolve_spec(spec, arch)
+    if input_shape is None:
+        raise UsageError(
+            "dl build needs --input-shape (e.g. --input-shape 30, or 3,64,64 for images)"
+        )
+    shape = _parse_shape(input_shape)
+    from dlcli.console import console
+    from dlcli.model.builder import build_network
+    from dlcli.model.summary import render_summary, summary_dict
+
+    net = build_network(parsed, shape, outputs)
+    if json_out:
+        print_json(summary_dict(net))
+    else:
+        console().print(render_summary(net, parsed.name or spec or "network"))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build")(build)

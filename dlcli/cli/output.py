@@ -1,0 +1,22 @@
+"""Shared bits of the command modules: JSON on stdout, common option definitions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+
+QUIET = typer.Option(False, "--quiet", "-q", help="Only errors on stderr.")
+JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+def print_json(obj: Any) -> None:
+    """One JSON document on stdout (data channel)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def split_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []

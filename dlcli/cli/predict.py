@@ -1,0 +1,54 @@
+"""`dl predict MODEL INPUT`: predictions as CSV (or JSON lines) on stdout or -o FILE, streamed."""
+
+from __future__ import annotations
+
+import typer
+
+from dlcli.cli.output import QUIET
+
+
+def predict(
+    model: str = typer.Argument(..., help="Model file written by `dl train`."),
+    inputs: str = typer.Argument(
+        ..., help="CSV file of rows to predict, or - to read CSV from stdin."
+    ),
+    output: str = typer.Option(
+        None, "--output", "-o", help="Write here instead of stdout (atomically)."
+    ),
+    fmt: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
+    proba: bool = typer.Option(False, "--proba", help="Add a proba_<class> column per class."),
+    keep_columns: bool = typer.Option(
+        False, "--keep-columns", help="Copy the input columns into the output."
+    ),
+    quiet: bool = QUIET,
+) -> None:
+    """Predict with MODEL on new rows; columns are matched by name, the target column is ignored."""
+    import contextlib
+    import sys
+
+    from dlcli.console import set_quiet
+    from dlcli.engine import predictor
+    from dlcli.errors import UsageError
+
+    set_quiet(quiet)
+    if fmt not in predictor.WRITERS:
+        raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
+    from dlcli.model.assemble import load_model
+
+    loaded = load_model(model)
+    with contextlib.ExitStack() as stack:
+        if output:
+            from dlcli.fileio import atomic_path
+
+            tmp = stack.enter_context(atomic_path(output))
+            fh = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
+        else:
+            fh = sys.stdout
+        writer = predictor.WRITERS[fmt](fh)
+        for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
+            writer.write(predictor.output_frame(loaded, passthrough, outputs, proba))
+        fh.flush()
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict", no_args_is_help=True)(predict)

@@ -1,0 +1,44 @@
+"""Rich tables shared by train and evaluate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAMES = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "precision_macro": "precision (macro)",
+    "recall_macro": "recall (macro)",
+    "f1_macro": "F1 (macro)",
+    "log_loss": "log loss",
+    "roc_auc": "ROC AUC",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "mse": "MSE",
+    "r2": "R²",
+}
+
+
+def metrics_table(metrics: dict, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in NAMES.items():
+        v = metrics.get(key)
+        if isinstance(v, (int, float)):
+            table.add_row(label, f"{v:.4f}")
+    return table
+
+
+def confusion_table(matrix: list[list[int]], classes: list[str]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="confusion matrix (rows: true, columns: predicted)", title_justify="left")
+    table.add_column("")
+    for c in classes:
+        table.add_column(c, justify="right")
+    for c, row in zip(classes, matrix, strict=False):
+        table.add_row(c, *[str(v) for v in row])
+    return table

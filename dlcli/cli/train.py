@@ -1,0 +1,135 @@
+"""`dl train DATA`: fit a model from a preset or spec and write a model file plus its run folder."""
+
+from __future__ import annotations
+
+import typer
+
+from dlcli.cli.output import JSON, QUIET, print_json
+
+
+def train(
+    data: str = typer.Argument(..., help="Training data: a CSV file."),
+    arch: str = typer.Option(
+        None,
+        "--arch",
+        "-a",
+        help="Built-in architecture preset (default: mlp). See `dl build --list`.",
+    ),
+    spec: str = typer.Option(
+        None, "--spec", "-s", help="Network spec file (YAML or JSON); overrides --arch."
+    ),
+    output: str = typer.Option("model.pt", "--output", "-o", help="Model file to write."),
+    target: str = typer.Option(
+        None, "--target", "-t", help="Label column (default: the last column)."
+    ),
+    task: str = typer.Option(
+        None, "--task", help="classification or regression (default: inferred from the target)."
+    ),
+    val: str = typer.Option(
+        None, "--val", help="Validation CSV (default: a stratified split of DATA)."
+    ),
+    val_split: float = typer.Option(
+        0.2, "--val-split", help="Share of DATA held out for validation."
+    ),
+    epochs: int = typer.Option(
+        None, "--epochs", "-e", min=1, help="Maximum epochs (default: from the data size, 10-200)."
+    ),
+    batch_size: int = typer.Option(
+        None, "--batch-size", "-b", min=1, help="Batch size (default: from the data size)."
+    ),
+    lr: float = typer.Option(
+        None, "--lr", min=0.0, help="Learning rate (default: from the spec, else 1e-3)."
+    ),
+    optimizer: str = typer.Option(None, "--optimizer", help="sgd, adam, adamw or rmsprop."),
+    weight_decay: float = typer.Option(
+        None, "--weight-decay", min=0.0, help="L2 penalty / decoupled weight decay."
+    ),
+    momentum: float = typer.Option(
+        None, "--momentum", min=0.0, max=0.999, help="Momentum for sgd and rmsprop."
+    ),
+    schedule: str = typer.Option(
+        None, "--schedule", help="Learning-rate schedule: none, step, cosine or onecycle."
+    ),
+    loss: str = typer.Option(
+        None, "--loss", help="cross_entropy, bce, mse, l1 or huber (default: from the task)."
+    ),
+    patience: int = typer.Option(
+        None,
+        "--patience",
+        min=0,
+        help="Early stopping: epochs without validation improvement (0: off).",
+    ),
+    class_weights: str = typer.Option(
+        None, "--class-weights", help="none or balanced (weights classes by inverse frequency)."
+    ),
+    grad_clip: float = typer.Option(
+        None, "--grad-clip", min=0.0, help="Clip the gradient norm to this value (0: off)."
+    ),
+    label_smoothing: float = typer.Option(
+        None, "--label-smoothing", min=0.0, max=0.99, help="Label smoothing for classification."
+    ),
+    seed: int = typer.Option(
+        None, "--seed", help="Random seed (default 42); CPU runs are reproducible bit for bit."
+    ),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
+    ),
+    plots: bool = typer.Option(
+        True, "--plots/--no-plots", help="Write the learning-curve and confusion-matrix PNGs."
+    ),
+    quiet: bool = QUIET,
+    json_out: bool = JSON,
+) -> None:
+    """Train a model on DATA and save it (default ./model.pt), with metrics and plots in model.run/."""
+    from dlcli.console import console, set_quiet
+    from dlcli.errors import UsageError
+
+    set_quiet(quiet)
+    if class_weights is not None and class_weights not in ("none", "balanced"):
+        raise UsageError(f"--class-weights must be none or balanced, got '{class_weights}'")
+    if task is not None and task not in ("classification", "regression"):
+        raise UsageError(f"--task must be classification or regression, got '{task}'")
+    from dlcli.data.sources import DataOptions
+    from dlcli.engine.train_run import TrainRequest, run_training
+
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "optimizer": optimizer,
+        "weight_decay": weight_decay,
+        "momentum": momentum,
+        "schedule": schedule,
+        "loss": loss,
+        "patience": patience,
+        "class_weights": class_weights,
+        "grad_clip": grad_clip,
+        "label_smoothing": label_smoothing,
+        "seed": seed,
+        "device": device,
+    }
+    req = TrainRequest(
+        data,
+        output,
+        arch,
+        spec,
+        DataOptions(target, task, val, val_split),
+        overrides,
+        resume,
+        plots,
+    )
+    summary = run_training(req)
+    if json_out:
+        print_json(summary)
+    if not quiet:
+        from dlcli.cli.tables import metrics_table
+
+        console().print(metrics_table(summary["metrics"], "validation"))
+        console().print(
+            f"saved [bold]{summary['model']}[/] (best epoch {summary['best_epoch']} of {summary['epochs_run']}); run files in {summary['run_dir']}/"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", no_args_is_help=True)(train)

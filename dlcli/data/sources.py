@@ -1,0 +1,176 @@
+"""Data source registry: a path + options -> `Prepared` (encoded train/val tensors and the encoder).
+
+Every source returns the same contract, so the engine never knows where data came from. A new data
+kind is one `@register_source` class plus its encoder in `ENCODERS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlcli.console import note
+from dlcli.errors import InputError, UsageError
+
+
+@dataclass
+class DataOptions:
+    """What the user said about the data (command-line flags)."""
+
+    target: str | None = None
+    task: str | None = None
+    val: str | None = None
+    val_split: float = 0.2
+    seed: int = 42
+
+
+@dataclass
+class Prepared:
+    """Encoded tensors plus the fitted encoder: what every data source hands the engine."""
+
+    encoder: Any
+    x_train: torch.Tensor  # raw inputs: the encoder's preprocess module runs inside the model
+    y_train: torch.Tensor
+    x_val: torch.Tensor | None
+    y_val: torch.Tensor | None
+    info: dict = field(default_factory=dict)
+
+
+SOURCES: dict[str, Any] = {}
+ENCODERS: dict[str, Any] = {}
+
+
+def register_source(name: str):
+    def deco(cls):
+        SOURCES[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_encoders() -> None:
+    from dlcli.data.tabular import TabularEncoder
+
+    ENCODERS.setdefault("tabular", TabularEncoder)
+
+
+def encoder_from_state(state: dict) -> Any:
+    """Rebuild an encoder saved in a model file."""
+    _load_encoders()
+    kind = state.get("kind")
+    if kind not in ENCODERS:
+        raise InputError(f"model file has preprocessing of unknown kind '{kind}'")
+    return ENCODERS[kind].from_state(state)
+
+
+def stratified_split(
+    y: np.ndarray | None, n: int, fraction: float, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train_idx, val_idx); per-class proportions kept when `stratify`."""
+    rng = np.random.default_rng(seed)
+    if not stratify or y is None:
+        perm = rng.permutation(n)
+        k = max(1, round(n * fraction))
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    val = []
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        rng.shuffle(idx)
+        k = round(len(idx) * fraction)
+        if len(idx) > 1:
+            k = min(max(k, 1), len(idx) - 1)
+        else:
+            k = 0
+        val.append(idx[:k])
+    val_idx = np.sort(np.concatenate(val))
+    mask = np.ones(n, dtype=bool)
+    mask[val_idx] = False
+    return np.flatnonzero(mask), val_idx
+
+
+@register_source("tabular")
+class TabularSource:
+    """A CSV table: numeric and categorical columns and a label column."""
+
+    @staticmethod
+    def claims(path: str) -> bool:
+        return Path(path).is_file() or not Path(path).exists()
+
+    @staticmethod
+    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
+        """Read, split and encode. A given `encoder` (resume, transfer) is reused instead of fitted."""
+        import pandas as pd
+
+        from dlcli.data.csvio import read_table
+        from dlcli.data.tabular import TabularEncoder
+        from dlcli.data.target import Target
+
+        frame = read_table(path)
+        tname = opts.target or str(frame.columns[-1])
+        if tname not in frame.columns:
+            raise InputError(
+                f"{path}: no column '{tname}' (columns: {', '.join(map(str, frame.columns))})",
+                "pass --target COLUMN",
+            )
+        if len(frame.columns) < 2:
+            raise InputError(
+                f"{path}: needs at least one feature column besides the target '{tname}'"
+            )
+        frame = _drop_missing_targets(frame, tname, path)
+        val_frame = None
+        if opts.val:
+            val_frame = _drop_missing_targets(read_table(opts.val), tname, opts.val)
+            if tname not in val_frame.columns:
+                raise InputError(f"{opts.val}: no column '{tname}' (the target)")
+        if encoder is None:
+            target = Target.fit(frame[tname], opts.task, path)
+            y_all = target.encode(frame[tname], path)
+            if val_frame is None:
+                if not 0.0 < opts.val_split < 1.0:
+                    raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
+                tr, va = stratified_split(
+                    y_all, len(frame), opts.val_split, opts.seed, target.task == "classification"
+                )
+                if len(tr) < 2 or len(va) < 1:
+                    raise InputError(
+                        f"{path}: only {len(frame)} rows; too few to split for validation",
+                        "pass --val FILE",
+                    )
+                val_frame, frame = frame.iloc[va], frame.iloc[tr]
+            encoder = TabularEncoder.fit(frame, target, path)
+        elif val_frame is None:
+            y_all = encoder.target.encode(frame[tname], path)
+            stratify = encoder.target.task == "classification"
+            tr, va = stratified_split(y_all, len(frame), opts.val_split, opts.seed, stratify)
+            val_frame, frame = frame.iloc[va], frame.iloc[tr]
+        target = encoder.target
+        x_tr = torch.from_numpy(encoder.raw_matrix(frame, path))
+        y_tr = torch.from_numpy(target.encode(frame[tname], path))
+        x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val or path))
+        y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val or path))
+        del pd
+        return Prepared(encoder, x_tr, y_tr, x_va, y_va, {"rows": len(frame) + len(val_frame)})
+
+
+def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:
+    if tname not in frame.columns:
+        return frame
+    missing = frame[tname].isna()
+    if missing.all():
+        raise InputError(f"{source}: target column '{tname}' has no values")
+    if missing.any():
+        note(f"{source}: dropped {int(missing.sum())} rows with no value in target '{tname}'")
+        frame = frame[~missing]
+    return frame
+
+
+def choose_source(path: str) -> Any:
+    """The source class for `path` (first that claims it)."""
+    for source in SOURCES.values():
+        if source.claims(path):
+            return source
+    raise InputError(f"{path}: no data source understands this path")

@@ -1,0 +1,257 @@
+"""Tabular CSV: column typing, the fitted encoder (plain-data state) and its torch preprocessing module.
+
+Raw rows become a float matrix (numbers as read, NaN for missing; categories as integer codes, 0 for
+missing or unseen). `TabularPreprocess` turns that matrix into model inputs (impute, missing
+indicators, standardise, one-hot). Training, prediction and the ONNX graph all run that module.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dlcli.console import note
+from dlcli.data.target import Target, canonical_strings
+from dlcli.errors import InputError
+
+MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
+_ID_NAME = re.compile(r"^(id|index|row_?id|unnamed: ?0|.*[_ ]id)$", re.IGNORECASE)
+
+
+@dataclass
+class Column:
+    """One input column and everything needed to encode it again."""
+
+    name: str
+    kind: str  # "numeric" | "categorical"
+    fill: float = 0.0
+    mean: float = 0.0
+    std: float = 1.0
+    indicator: bool = False  # add a was-missing feature
+    categories: list[str] = field(default_factory=list)  # code i+1 <-> categories[i]
+
+
+def _is_id_like(s: pd.Series, n: int) -> bool:
+    if n < 20 or s.nunique(dropna=False) != n:
+        return False
+    if _ID_NAME.match(str(s.name)):
+        return True
+    if pd.api.types.is_integer_dtype(s):
+        d = np.diff(s.to_numpy())
+        return bool(np.all(d == 1))
+    return False
+
+
+def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[str], list[str]]:
+    """Split feature columns into (numeric, categorical); ignored ones are reported as notes."""
+    numeric, categorical = [], []
+    n = len(frame)
+    for name in frame.columns:
+        if name == target:
+            continue
+        s = frame[name]
+        non_null = s.dropna()
+        if non_null.empty:
+            note(f"{source}: column '{name}' is empty; ignored")
+        elif _is_id_like(s, n):
+            note(f"{source}: column '{name}' looks like an ID (all values unique); ignored")
+        elif non_null.nunique() == 1:
+            note(f"{source}: column '{name}' has a single value; ignored")
+        elif pd.api.types.is_bool_dtype(s):
+            categorical.append(name)
+        elif pd.api.types.is_numeric_dtype(s):
+            numeric.append(name)
+        elif n >= 50 and non_null.nunique() > 0.5 * len(non_null):
+            note(
+                f"{source}: column '{name}' is text with mostly unique values (free text or an ID); ignored"
+            )
+        else:
+            categorical.append(name)
+    if not numeric and not categorical:
+        raise InputError(f"{source}: no usable feature columns besides the target '{target}'")
+    return numeric, categorical
+
+
+class TabularPreprocess(nn.Module):
+    """(N, F_raw) raw matrix -> (N, F_encoded) model input. Exported to ONNX as part of the graph."""
+
+    def __init__(self, columns: list[Column]) -> None:
+        super().__init__()
+        num = [i for i, c in enumerate(columns) if c.kind == "numeric"]
+        nums = [columns[i] for i in num]
+        self.register_buffer("num_idx", torch.tensor(num, dtype=torch.long))
+        self.register_buffer("fill", torch.tensor([c.fill for c in nums], dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor([c.mean for c in nums], dtype=torch.float32))
+        self.register_buffer("std", torch.tensor([c.std for c in nums], dtype=torch.float32))
+        self.register_buffer(
+            "ind_idx",
+            torch.tensor([j for j, c in enumerate(nums) if c.indicator], dtype=torch.long),
+        )
+        slot_col, slot_code = [], []
+        for i, c in enumerate(columns):
+            if c.kind == "categorical":
+                for code in range(len(c.categories) + 1):  # 0 = missing / unseen
+                    slot_col.append(i)
+                    slot_code.append(float(code))
+        self.register_buffer("slot_col", torch.tensor(slot_col, dtype=torch.long))
+        self.register_buffer("slot_code", torch.tensor(slot_code, dtype=torch.float32))
+        self.n_num, self.n_ind, self.n_cat = len(num), len(self.ind_idx), len(slot_col)
+
+    @property
+    def out_features(self) -> int:
+        return self.n_num + self.n_ind + self.n_cat
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, F_raw) -> (N, F_enc)
+        parts = []
+        if self.n_num:
+            xn = x.index_select(1, self.num_idx)
+            miss = torch.isnan(xn)
+            xn = (torch.where(miss, self.fill, xn) - self.mean) / self.std
+            parts.append(xn)
+            if self.n_ind:
+                parts.append(miss.index_select(1, self.ind_idx).to(x.dtype))
+        if self.n_cat:
+            parts.append((x.index_select(1, self.slot_col) == self.slot_code).to(x.dtype))
+        return torch.cat(parts, dim=1)
+
+
+class TabularEncoder:
+    """Fitted on the training rows; turns any later frame into the same raw matrix."""
+
+    kind = "tabular"
+
+    def __init__(self, columns: list[Column], target: Target | None) -> None:
+        self.columns = columns
+        self.target = target
+
+    # -- fitting -------------------------------------------------------------
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, target: Target | None, source: str) -> TabularEncoder:
+        tname = target.name if target else ""
+        numeric, categorical = plan_columns(frame, tname, source)
+        cols: list[Column] = []
+        for name in frame.columns:
+            if name in numeric:
+                v = pd.to_numeric(frame[name], errors="coerce").to_numpy(
+                    dtype="float64", na_value=np.nan
+                )
+                finite = v[np.isfinite(v)]
+                mean = float(finite.mean()) if finite.size else 0.0
+                std = float(finite.std()) if finite.size else 1.0
+                cols.append(
+                    Column(
+                        name,
+                        "numeric",
+                        fill=mean,
+                        mean=mean,
+                        std=std if std > 1e-12 else 1.0,
+                        indicator=bool(np.isnan(v).any()),
+                    )
+                )
+            elif name in categorical:
+                counts = canonical_strings(frame[name]).value_counts()
+                cols.append(
+                    Column(
+                        name,
+                        "categorical",
+                        categories=[str(c) for c in counts.index[:MAX_CATEGORIES]],
+                    )
+                )
+        return cls(cols, target)
+
+    # -- encoding ------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def check_columns(self, frame_columns: list[str], source: str) -> None:
+        missing = [c for c in self.feature_names if c not in frame_columns]
+        if missing:
+            raise InputError(
+                f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} that the model was trained on"
+            )
+
+    def raw_matrix(self, frame: pd.DataFrame, source: str, row_offset: int = 0) -> np.ndarray:
+        """(N, F_raw) float32: numbers as read (NaN if missing), categories as codes."""
+        self.check_columns(list(frame.columns), source)
+        out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
+        for j, col in enumerate(self.columns):
+            s = frame[col.name]
+            if col.kind == "numeric":
+                if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                    out[:, j] = s.to_numpy(dtype="float32", na_value=np.nan)
+                    continue
+                v = pd.to_numeric(s, errors="coerce")
+                bad = s.notna() & v.isna() & (s.astype(str).str.strip() != "")
+                if bad.any():
+                    i = int(np.argmax(bad.to_numpy()))
+                    raise InputError(
+                        f"{source}: column '{col.name}', row {row_offset + i + 1}: '{s.iloc[i]}' is not a number (the model expects numbers in this column)"
+                    )
+                out[:, j] = v.to_numpy(dtype="float32", na_value=np.nan)
+            else:
+                codes = {c: i + 1 for i, c in enumerate(col.categories)}
+                out[:, j] = canonical_strings(s).map(codes).fillna(0).to_numpy(dtype="float32")
+        return out
+
+    def preprocess_module(self) -> TabularPreprocess:
+        return TabularPreprocess(self.columns)
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        return (len(self.columns),)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.preprocess_module().out_features,)
+
+    def arrow_types(self) -> dict[str, Any]:
+        """pyarrow column types for streaming reads: numbers parsed as float64, categories as text."""
+        import pyarrow as pa
+
+        return {c.name: pa.float64() if c.kind == "numeric" else pa.string() for c in self.columns}
+
+    def iter_inputs(
+        self, path: str, keep: bool = False
+    ) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+        """Stream new rows: (input columns if `keep`, else none; raw input tensor) per chunk."""
+        from dlcli.data.csvio import iter_chunks
+
+        offset = 0
+        name = "<stdin>" if path == "-" else path
+        for chunk in iter_chunks(path, self.arrow_types()):
+            raw = self.raw_matrix(chunk, name, offset)
+            offset += len(chunk)
+            yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
+
+    def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+        """Stream labelled rows (rows without a label are skipped): (frame, raw input tensor)."""
+        from dlcli.data.csvio import iter_chunks
+
+        name, offset, tname = ("<stdin>" if path == "-" else path), 0, self.target.name
+        for chunk in iter_chunks(path, self.arrow_types()):
+            if tname not in chunk.columns:
+                raise InputError(f"{name}: no target column '{tname}'; evaluation needs the labels")
+            labelled = chunk[chunk[tname].notna()]
+            yield labelled, torch.from_numpy(self.raw_matrix(labelled, name, offset))
+            offset += len(chunk)
+
+    # -- state ---------------------------------------------------------------
+    def to_state(self) -> dict:
+        return {
+            "kind": self.kind,
+            "columns": [asdict(c) for c in self.columns],
+            "target": self.target.to_state() if self.target else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> TabularEncoder:
+        target = Target.from_state(state["target"]) if state.get("target") else None
+        return cls([Column(**c) for c in state["columns"]], target)

@@ -1,0 +1,108 @@
+"""Training callbacks: progress display (rich bar on a terminal, one plain line per epoch otherwise)
+and periodic resumable checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dlcli.console import console, is_interactive, quiet
+
+
+class Callback:
+    """Hooks the trainer calls; override what you need."""
+
+    def on_train_start(self, epochs: int, steps: int, start_epoch: int) -> None: ...
+
+    def on_batch_end(self, step: int) -> None: ...
+
+    def on_epoch_end(self, row: dict, snapshot: Callable[[], dict]) -> None: ...
+
+    def on_train_end(self, history: list[dict]) -> None: ...
+
+
+def _fmt_row(row: dict) -> str:
+    parts = [f"loss {row['train_loss']:.4f}"]
+    for k, v in row.items():
+        if k.startswith("val_"):
+            parts.append(f"{k} {v:.4f}")
+    parts.append(f"{row['samples_per_s']:,.0f} samples/s")
+    return "  ".join(parts)
+
+
+def _eta(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+class ProgressCallback(Callback):
+    """Epoch progress on stderr: a live rich bar on a terminal, else a plain line per epoch."""
+
+    def __init__(self) -> None:
+        self.live = is_interactive() and not quiet()
+        self.progress: Any = None
+
+    def on_train_start(self, epochs: int, steps: int, start_epoch: int) -> None:
+        self.epochs, self.steps, self.t0, self.done0 = (
+            epochs,
+            steps,
+            time.perf_counter(),
+            start_epoch - 1,
+        )
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("epoch"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[stats]}"),
+                console=console(),
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(
+                "train", total=epochs, completed=start_epoch - 1, stats=""
+            )
+
+    def on_epoch_end(self, row: dict, snapshot: Callable[[], dict]) -> None:
+        if quiet():
+            return
+        done = row["epoch"] - self.done0
+        eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.epochs - row["epoch"])
+        if self.progress is not None:
+            self.progress.update(self.task, completed=row["epoch"], stats=_fmt_row(row))
+        else:
+            console().print(
+                f"epoch {row['epoch']}/{self.epochs}  {_fmt_row(row)}  eta {_eta(eta)}",
+                soft_wrap=True,
+            )
+
+    def on_train_end(self, history: list[dict]) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class CheckpointCallback(Callback):
+    """Saves a resumable snapshot at most every `every_s` seconds (and the caller saves on Ctrl-C)."""
+
+    def __init__(self, save: Callable[[dict], None], every_s: float = 60.0) -> None:
+        self.save, self.every_s, self.last = save, every_s, time.perf_counter()
+
+    def on_epoch_end(self, row: dict, snapshot: Callable[[], dict]) -> None:
+        if time.perf_counter() - self.last >= self.every_s:
+            self.save(snapshot())
+            self.last = time.perf_counter()

@@ -1,0 +1,220 @@
+"""`dl train` as a library call: data source -> model from spec -> trainer -> model file + run folder.
+
+Nothing is written until training has finished; the model file is replaced atomically, so a failed
+or interrupted run never touches an existing good model. Ctrl-C leaves <model>.run/checkpoint.pt.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlcli import __version__, checkpoint
+from dlcli.console import info
+from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
+from dlcli.engine.tasks import make_task
+from dlcli.engine.trainer import Interrupted, TrainConfig, Trainer
+from dlcli.errors import DLError, UsageError
+from dlcli.model.assemble import InferenceModel
+from dlcli.model.builder import build_network
+from dlcli.spec.schema import parse_spec, resolve_spec
+
+CHECKPOINT_FORMAT = "dlcli-checkpoint"
+
+
+class TrainingInterrupted(DLError):
+    exit_code = 130
+
+
+@dataclass
+class TrainRequest:
+    """Everything `dl train` was asked to do."""
+
+    data: str
+    output: str = "model.pt"
+    arch: str | None = None
+    spec: str | None = None
+    data_opts: DataOptions = field(default_factory=DataOptions)
+    overrides: dict = field(default_factory=dict)  # TrainConfig fields given on the command line
+    resume: bool = False
+    plots: bool = True
+
+
+def merge_config(spec_training: Any, overrides: dict) -> TrainConfig:
+    """flags > spec `training:` > TrainConfig defaults."""
+    cfg = TrainConfig()
+    for f in fields(TrainConfig):
+        if overrides.get(f.name) is not None:
+            setattr(cfg, f.name, overrides[f.name])
+        elif getattr(spec_training, f.name, None) is not None:
+            setattr(cfg, f.name, getattr(spec_training, f.name))
+    return cfg
+
+
+def _check_output(path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"-o {path}: is a folder; give a file name such as {p / 'model.pt'}")
+    if not p.parent.exists():
+        raise UsageError(f"-o {path}: folder {p.parent} does not exist")
+
+
+def run_training(req: TrainRequest) -> dict:
+    """Train and save; returns the summary that --json prints."""
+    _check_output(req.output)
+    ckpt_path = checkpoint.checkpoint_path(req.output)
+    resume_state, encoder = None, None
+    if req.resume:
+        if not ckpt_path.exists():
+            raise UsageError(
+                f"--resume: no checkpoint at {ckpt_path}", "it is written when a run is interrupted"
+            )
+        ck = checkpoint.load(ckpt_path, expect=CHECKPOINT_FORMAT)
+        spec_doc, encoder = ck["spec"], encoder_from_state(ck["encoder"])
+        spec = parse_spec(spec_doc, str(ckpt_path))
+        cfg = TrainConfig(**ck["train"])
+        for k, v in req.overrides.items():  # only more epochs or patience make sense on resume
+            if v is not None and k in ("epochs", "patience", "device"):
+                setattr(cfg, k, v)
+        req.data_opts.seed, req.data_opts.val_split = cfg.seed, ck["val_split"]
+        resume_state = ck["snapshot"]
+        info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
+    else:
+        spec, spec_doc = resolve_spec(req.spec, req.arch)
+        cfg = merge_config(spec.training, req.overrides)
+        req.data_opts.seed = cfg.seed
+    torch.manual_seed(cfg.seed)
+    t_load = time.perf_counter()
+    source = choose_source(req.data)
+    prep = source.prepare(req.data, req.data_opts, encoder)
+    encoder = prep.encoder
+    task = make_task(encoder.target, cfg.loss)
+    cfg.loss = task.loss
+    cfg = cfg.resolved(len(prep.x_train))
+    load_s = time.perf_counter() - t_load
+    torch.manual_seed(cfg.seed)
+    built = build_network(spec, encoder.input_shape, task.n_outputs)
+    preprocess = encoder.preprocess_module()
+    with torch.no_grad():  # encode once: the same module is part of the saved model
+        x_tr, x_va = (
+            preprocess(prep.x_train),
+            preprocess(prep.x_val) if prep.x_val is not None else None,
+        )
+    info(
+        f"{req.data}: {len(prep.x_train):,} training rows, {len(prep.x_val) if prep.x_val is not None else 0:,} validation rows; "
+        f"task {task.name}"
+        + (f" ({len(encoder.target.classes)} classes)" if task.name == "classification" else "")
+        + f"; {sum(p.numel() for p in built.module.parameters()):,} parameters"
+    )
+    payload_base = {
+        "dl_version": __version__,
+        "task": task.name,
+        "loss": task.loss,
+        "spec": spec_doc,
+        "input_shape": list(encoder.input_shape),
+        "outputs": task.n_outputs,
+        "encoder": encoder.to_state(),
+        "train": cfg.to_dict(),
+        "val_split": req.data_opts.val_split,
+    }
+
+    def save_checkpoint(snapshot: dict) -> None:
+        checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
+
+    progress = ProgressCallback()
+    trainer = Trainer(built.module, task, cfg, [progress, CheckpointCallback(save_checkpoint)])
+    try:
+        result = trainer.fit(x_tr, prep.y_train, x_va, prep.y_val, resume=resume_state)
+    except Interrupted as exc:
+        progress.close()
+        save_checkpoint(exc.snapshot)
+        done = len(exc.snapshot["history"])
+        raise TrainingInterrupted(
+            f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; checkpoint saved to {ckpt_path}",
+            f"continue with: dl train {req.data} -o {req.output} --resume",
+        ) from None
+    finally:
+        progress.close()
+    built.module.cpu().eval()
+    model = InferenceModel(preprocess, built.module, task.postprocess()).eval()
+    metrics = {}
+    if prep.x_val is not None and len(prep.x_val):
+        with torch.no_grad():
+            outputs = model(prep.x_val).numpy()
+        metrics = task.metrics(prep.y_val.numpy(), outputs)
+    payload = {
+        **payload_base,
+        "weights": {"network": built.module.state_dict()},
+        "history": result.history,
+        "metrics": _plain(metrics),
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "data": {"source": str(req.data), "rows": prep.info.get("rows")},
+        # a few real raw input rows, so `dl export` can verify the exported graph on real data
+        "examples": (prep.x_val if prep.x_val is not None else prep.x_train)[:64].clone(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    checkpoint.save(payload, req.output)
+    run_folder = checkpoint.run_dir(req.output)
+    if ckpt_path.exists():
+        ckpt_path.unlink()
+    files = _write_run_files(run_folder, result.history, metrics, task, encoder, req.plots)
+    summary = {
+        "model": str(req.output),
+        "run_dir": str(run_folder),
+        "task": task.name,
+        "loss": task.loss,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "train_rows": len(prep.x_train),
+        "val_rows": 0 if prep.x_val is None else len(prep.x_val),
+        "params": sum(p.numel() for p in built.module.parameters()),
+        "load_seconds": round(load_s, 3),
+        "train_seconds": round(result.seconds, 3),
+        "epoch_seconds": [round(r["seconds"], 4) for r in result.history],
+        "metrics": {k: v for k, v in _plain(metrics).items() if not isinstance(v, (dict, list))},
+        "settings": cfg.to_dict(),
+        "files": files,
+    }
+    return summary
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays -> Python values (model files and JSON hold plain data only)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def _write_run_files(
+    folder: Path, history: list[dict], metrics: dict, task: Any, encoder: Any, plots: bool
+) -> list[str]:
+    from dlcli import report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [folder / "metrics.csv"]
+    report.write_history_csv(files[0], history)
+    if plots:
+        primary = "accuracy" if task.name == "classification" else "rmse"
+        files.append(folder / "learning_curve.png")
+        report.plot_learning_curve(files[-1], history, primary)
+        if task.name == "classification" and metrics.get("confusion_matrix"):
+            files.append(folder / "confusion_matrix.png")
+            report.plot_confusion_matrix(
+                files[-1], metrics["confusion_matrix"], encoder.target.classes
+            )
+    return [str(f) for f in files]

@@ -1,0 +1,183 @@
+"""Evaluation metrics by task, in plain numpy (values match scikit-learn's definitions).
+
+Every function returns a dict of plain Python numbers, ready for JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+LOG_LOSS_EPS = 1e-15
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """Elementwise num / den, with 0.0 where den == 0 (sklearn's zero_division=0)."""
+    num = np.asarray(num, dtype=np.float64)
+    den = np.asarray(den, dtype=np.float64)
+    out = np.zeros_like(num)
+    np.divide(num, den, out=out, where=den != 0)
+    return out
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of `x`, ties sharing the mean of their ranks."""
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
+
+
+def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+    """ROC AUC via the Mann-Whitney U statistic; None when one class is missing."""
+    n_pos = int(positive.sum())
+    n_neg = positive.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = _average_ranks(score)
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
+    """Binary AUC on proba[:, 1]; for C > 2 the macro one-vs-rest AUC over present classes."""
+    if np.unique(y_true).size < 2:
+        return None
+    n_classes = proba.shape[1]
+    if n_classes == 2:
+        return _binary_auc(y_true == 1, proba[:, 1])
+    aucs = [_binary_auc(y_true == c, proba[:, c]) for c in range(n_classes)]
+    aucs = [a for a in aucs if a is not None]
+    return float(np.mean(aucs))
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
+    """Metrics for predicted class probabilities `proba` (N, C) against integer labels (N,).
+
+    Predictions are argmax(proba). Macro averages cover all C classes (sklearn's
+    `labels=range(C)`, `zero_division=0`); balanced accuracy averages recall over the
+    classes present in `y_true`, as sklearn does. `roc_auc` is None when `y_true` holds
+    a single class; for C > 2 it is the macro one-vs-rest AUC over classes present.
+    """
+    y_true = np.asarray(y_true).reshape(-1)
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        raise ValueError(f"proba must have shape (N, C) with C >= 2, got {proba.shape}")
+    n, n_classes = proba.shape
+    if y_true.shape[0] != n:
+        raise ValueError(f"y_true has {y_true.shape[0]} rows but proba has {n}")
+    if n == 0:
+        raise ValueError("cannot compute metrics on zero rows")
+    if len(class_names) != n_classes:
+        raise ValueError(f"{len(class_names)} class names for {n_classes} probability columns")
+    if not np.all(np.equal(np.mod(y_true, 1), 0)):
+        raise ValueError("y_true must hold integer class indices")
+    y_true = y_true.astype(np.int64)
+    if y_true.min() < 0 or y_true.max() >= n_classes:
+        raise ValueError(f"y_true class indices must lie in [0, {n_classes - 1}]")
+
+    y_pred = proba.argmax(axis=1)
+    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
+    tp = np.diag(cm).astype(np.float64)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    precision = _safe_div(tp, predicted)
+    recall = _safe_div(tp, support)
+    f1 = _safe_div(2 * tp, support + predicted)
+
+    p_true = np.clip(proba[np.arange(n), y_true], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+    per_class = {
+        str(name): {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(class_names)
+    }
+    return {
+        "accuracy": float(tp.sum() / n),
+        "balanced_accuracy": float(recall[support > 0].mean()),
+        "precision_macro": float(precision.mean()),
+        "recall_macro": float(recall.mean()),
+        "f1_macro": float(f1.mean()),
+        "log_loss": float(-np.log(p_true).mean()),
+        "roc_auc": _roc_auc(y_true, proba),
+        "confusion_matrix": cm.astype(int).tolist(),
+        "per_class": per_class,
+        "n": int(n),
+    }
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MAE, MSE, RMSE and R² of `y_pred` against `y_true`, (N,) or (N, K).
+
+    Multi-output scores are the uniform average of per-output scores (so `rmse` is the
+    mean of per-output RMSEs, as in sklearn). `r2` is None with fewer than two rows; a
+    constant target scores 1.0 if predicted exactly, else 0.0 (sklearn's force_finite).
+    """
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    n = y_true.shape[0] if y_true.ndim else 0
+    if n == 0:
+        raise ValueError("cannot compute metrics on zero rows")
+    y_true = y_true.reshape(n, -1)
+    if y_pred.size != y_true.size or (y_pred.ndim and y_pred.shape[0] != n):
+        raise ValueError(f"y_pred shape {y_pred.shape} does not match y_true shape {y_true.shape}")
+    y_pred = y_pred.reshape(y_true.shape)
+
+    err = y_pred - y_true
+    mse = np.mean(err**2, axis=0)
+    r2: float | None = None
+    if n >= 2:
+        ss_res = np.sum(err**2, axis=0)
+        ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
+        scores = np.where(ss_res == 0, 1.0, 0.0)
+        nonzero = ss_tot != 0
+        scores[nonzero] = 1.0 - ss_res[nonzero] / ss_tot[nonzero]
+        r2 = float(scores.mean())
+    return {
+        "mae": float(np.mean(np.abs(err), axis=0).mean()),
+        "rmse": float(np.sqrt(mse).mean()),
+        "mse": float(mse.mean()),
+        "r2": r2,
+        "n": int(n),
+    }
+
+
+TASK_METRICS: dict[str, Callable[..., dict]] = {
+    "classification": classification_metrics,
+    "regression": regression_metrics,
+}
+
+PRIMARY: dict[str, tuple[str, str]] = {
+    "classification": ("accuracy", "max"),
+    "regression": ("rmse", "min"),
+}
+
+HEADLINE: dict[str, list[str]] = {
+    "classification": [
+        "accuracy",
+        "balanced_accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "log_loss",
+        "roc_auc",
+    ],
+    "regression": ["mae", "rmse", "r2"],
+}
+
+
+def is_better(task: str, new: float, old: float | None) -> bool:
+    """True if `new` beats `old` on the task's primary metric (any finite value beats None)."""
+    if task not in PRIMARY:
+        raise ValueError(f"unknown task {task!r}; expected one of {sorted(PRIMARY)}")
+    if new is None or np.isnan(new):
+        return False
+    if old is None or np.isnan(old):
+        return True
+    _, mode = PRIMARY[task]
+    return new > old if mode == "max" else new < old

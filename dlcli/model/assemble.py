@@ -1,0 +1,62 @@
+"""Model file <-> modules: rebuild the network from its stored spec, and the serving pipeline
+(raw inputs -> preprocessing -> network -> task output) that predict, evaluate and export all run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlcli.data.sources import encoder_from_state
+from dlcli.engine.tasks import SupervisedTask, make_task
+from dlcli.errors import ModelFileError
+from dlcli.model.builder import BuiltNetwork, build_network
+from dlcli.spec.schema import parse_spec
+
+
+class InferenceModel(nn.Module):
+    """raw inputs (N, ...) -> probabilities (N, C) or values (N, 1)."""
+
+    def __init__(self, preprocess: nn.Module, network: nn.Module, postprocess: nn.Module) -> None:
+        super().__init__()
+        self.preprocess, self.network, self.postprocess = preprocess, network, postprocess
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.postprocess(self.network(self.preprocess(x)))
+
+
+@dataclass
+class LoadedModel:
+    """A model file brought back to life."""
+
+    data: dict
+    encoder: Any
+    task: SupervisedTask
+    built: BuiltNetwork
+    inference: InferenceModel
+
+
+def from_file_data(data: dict, source: str) -> LoadedModel:
+    """Rebuild modules from a loaded model file and load their weights strictly."""
+    try:
+        encoder = encoder_from_state(data["encoder"])
+        spec = parse_spec(data["spec"], f"in {source}")
+        task = make_task(encoder.target, data.get("loss"))
+        built = build_network(spec, tuple(data["input_shape"]), int(data["outputs"]))
+        built.module.load_state_dict(data["weights"]["network"])
+    except KeyError as exc:
+        raise ModelFileError(f"{source}: model file lacks '{exc.args[0]}'") from None
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"{source}: weights do not fit the stored spec: {str(exc).splitlines()[0]}"
+        ) from None
+    model = InferenceModel(encoder.preprocess_module(), built.module, task.postprocess()).eval()
+    return LoadedModel(data, encoder, task, built, model)
+
+
+def load_model(path: str) -> LoadedModel:
+    from dlcli import checkpoint
+
+    return from_file_data(checkpoint.load(path), path)

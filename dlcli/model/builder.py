@@ -1,0 +1,122 @@
+"""Spec + per-sample input shape + output size -> torch module, inferring each layer's input size.
+
+Every layer is also run once on a dummy batch, so an impossible shape is a SpecError naming the
+layer before any data is touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from dlcli.errors import SpecError
+from dlcli.spec.init import apply_init, check_init
+from dlcli.spec.registry import BuildContext, Shape
+from dlcli.spec.schema import Spec, parse_layer
+
+
+@dataclass
+class SummaryRow:
+    """One line of the layer table."""
+
+    name: str
+    type: str
+    out_shape: Shape
+    params: int
+    depth: int = 0
+
+
+@dataclass
+class BuiltNetwork:
+    """The module plus what `dl build` shows about it."""
+
+    module: nn.Sequential
+    rows: list[SummaryRow]
+    input_shape: Shape
+    output_shape: Shape
+
+
+def _dummy(shape: Shape) -> torch.Tensor:
+    return torch.zeros(2, *[8 if d is None else int(d) for d in shape])
+
+
+class _Builder:
+    def __init__(self, outputs: int | None, default_init: str | None) -> None:
+        self.outputs = outputs
+        self.default_init = default_init
+        self.used_outputs = False
+        self.rows: list[SummaryRow] = []
+        self.depth = 0
+
+    def build_list(
+        self, entries: list[Any], in_shape: Shape, where: str
+    ) -> tuple[nn.Sequential, Shape, list]:
+        seq = nn.Sequential()
+        shape = in_shape
+        for i, raw in enumerate(entries):
+            loc = f"{where}[{i}]"
+            entry = parse_layer(raw, loc)
+            check_init(entry.opts.init, loc)
+            name = entry.opts.name or str(i)
+            if "." in name or name in seq._modules:
+                raise SpecError(f"{loc}: field 'name': '{name}' must be unique and contain no '.'")
+            ctx = BuildContext(self.outputs, self._nested, f"{loc} ({entry.type_name})")
+            if getattr(entry.opts, "units", None) == "outputs":
+                self.used_outputs = True
+            row = SummaryRow(name, entry.layerdef.names[0], (), 0, self.depth)
+            self.rows.append(row)
+            module, out_shape = entry.layerdef.build(entry.opts, shape, ctx)
+            apply_init(module, entry.opts.init or self.default_init)
+            _check_runs(module, shape, out_shape, ctx.where)
+            row.out_shape, row.params = out_shape, sum(p.numel() for p in module.parameters())
+            seq.add_module(name, module)
+            shape = out_shape
+        return seq, shape, self.rows
+
+    def _nested(self, entries: list[Any], in_shape: Shape, where: str):
+        self.depth += 1
+        try:
+            return self.build_list(entries, in_shape, where)
+        finally:
+            self.depth -= 1
+
+
+def _check_runs(module: nn.Module, in_shape: Shape, out_shape: Shape, where: str) -> None:
+    """Run the layer on a dummy batch: errors and shape disagreements become SpecErrors."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            y = module(_dummy(in_shape))
+    except Exception as exc:  # a torch error here means the shapes cannot work
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"{where}: cannot take input of shape {tuple(in_shape)}: {msg}") from None
+    finally:
+        module.train(was_training)
+    got = tuple(y.shape[1:])
+    want = tuple(8 if d is None else d for d in out_shape)
+    if got != want:
+        raise SpecError(f"{where}: produced shape {got} where {tuple(out_shape)} was inferred")
+
+
+def build_network(spec: Spec, input_shape: Shape, outputs: int | None) -> BuiltNetwork:
+    """Build `spec` for inputs of `input_shape`; append a dense head of `outputs` units if the spec
+    has no layer with `units: outputs` and `head` is auto."""
+    check_init(spec.init, "spec field 'init'")
+    b = _Builder(outputs, spec.init)
+    seq, shape, rows = b.build_list(spec.layers, tuple(input_shape), "layers")
+    if spec.head == "auto" and outputs and not b.used_outputs:
+        if len(shape) != 1:
+            raise SpecError(
+                f"the last layer outputs shape {tuple(shape)}; the output head needs a flat vector",
+                "end the spec with flatten or a global pooling layer",
+            )
+        head = nn.Linear(int(shape[0]), outputs)
+        apply_init(head, "xavier")
+        seq.add_module("head", head)
+        shape = (outputs,)
+        rows.append(SummaryRow("head", "dense", shape, sum(p.numel() for p in head.parameters())))
+    return BuiltNetwork(seq, rows, tuple(input_shape), shape)

@@ -1,0 +1,12 @@
+"""Layer builders grouped by family. `load_all` imports each family so its @register calls run."""
+
+from __future__ import annotations
+
+import importlib
+
+FAMILIES = ("core",)
+
+
+def load_all() -> None:
+    for family in FAMILIES:
+        importlib.import_module(f"dlcli.spec.layers.{family}")

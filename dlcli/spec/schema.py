@@ -1,0 +1,185 @@
+"""Spec files (YAML or JSON) and presets -> validated `Spec`. Errors name the file, layer index and field."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from dlcli.errors import SpecError
+from dlcli.spec.registry import LayerDef, lookup
+
+
+class TrainingDefaults(BaseModel):
+    """Training settings a spec may carry; command-line flags override them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    optimizer: str | None = None
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    momentum: float | None = Field(None, ge=0, lt=1)
+    batch_size: int | None = Field(None, gt=0)
+    epochs: int | None = Field(None, gt=0)
+    schedule: str | None = None
+    loss: str | None = None
+    patience: int | None = Field(None, ge=0)
+    grad_clip: float | None = Field(None, ge=0)
+    label_smoothing: float | None = Field(None, ge=0, lt=1)
+
+
+class Spec(BaseModel):
+    """A network: a list of layers (plus an automatic output head) and optional training defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    description: str | None = None
+    init: str | None = None
+    head: Literal["auto", "none"] = "auto"
+    layers: list[Any] = Field(min_length=1)
+    training: TrainingDefaults = TrainingDefaults()
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One parsed layer: its definition, validated options and the type name as written."""
+
+    layerdef: LayerDef
+    opts: Any
+    type_name: str
+
+
+def parse_layer(entry: Any, where: str) -> LayerEntry:
+    """Accept `relu`, `{type: dense, units: 64}`, `{dense: 64}` or `{dense: {units: 64}}`."""
+    if isinstance(entry, str):
+        type_name, raw = entry, {}
+    elif isinstance(entry, dict) and "type" in entry:
+        type_name, raw = entry["type"], {k: v for k, v in entry.items() if k != "type"}
+    elif isinstance(entry, dict) and len(entry) == 1:
+        type_name, value = next(iter(entry.items()))
+        layerdef = lookup(type_name, where)
+        if isinstance(value, dict):
+            raw = value
+        elif value is None:
+            raw = {}
+        elif layerdef.primary:
+            raw = {layerdef.primary: value}
+        else:
+            raise SpecError(f"{where} ({type_name}): takes no shorthand value, got {value!r}")
+    else:
+        raise SpecError(
+            f"{where}: a layer needs a 'type' field, e.g. {{type: dense, units: 64}}; got {entry!r}"
+        )
+    layerdef = lookup(type_name, where)
+    try:
+        opts = layerdef.Options.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(f"{where} ({type_name}): {_first_error(exc)}") from None
+    return LayerEntry(layerdef, opts, str(type_name))
+
+
+def _first_error(exc: ValidationError) -> str:
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
+    # pydantic adds union branch names ('int', "literal['outputs']") to the location: keep the fields
+    parts = [str(p) for p in err["loc"] if isinstance(p, int) or p in _field_names(exc)]
+    field = ".".join(parts) or str(err["loc"][0]) if err["loc"] else "value"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field '{field}'"
+    if err["type"] == "missing":
+        return f"field '{field}' is required"
+    return f"field '{field}': {err['msg']} (got {err.get('input')!r})"
+
+
+def _field_names(exc: ValidationError) -> set[str]:
+    return {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+
+
+def parse_spec(data: Any, source: str) -> Spec:
+    """Validate a decoded spec document; `source` names it in errors."""
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"spec {source}: must be a mapping with a 'layers' list, got {type(data).__name__}"
+        )
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"spec {source}: {_first_error(exc)}") from None
+    for i, entry in enumerate(spec.layers):  # validate every layer now, before any training
+        try:
+            parse_layer(entry, f"layers[{i}]")
+        except SpecError as exc:
+            raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
+    return spec
+
+
+def read_spec_text(text: str, source: str, suffix: str = ".yaml") -> Any:
+    """Decode YAML or JSON text; syntax errors name the line."""
+    if suffix.lower() == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                f"spec {source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise SpecError(f"spec {source}: invalid YAML at line {line}: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec {source}: invalid YAML: {exc}") from None
+
+
+def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
+    """Read, decode and validate a spec file. Returns the Spec and the raw document."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec {path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError(f"spec {path}: not UTF-8 text") from None
+    data = read_spec_text(text, str(path), path.suffix)
+    return parse_spec(data, str(path)), data
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in dlcli/spec/presets."""
+    files = resources.files("dlcli.spec.presets").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    """The YAML text of preset `name` (what `dl build --print-spec` shows)."""
+    key = name.lower().replace("-", "_")
+    names = preset_names()
+    if key not in names:
+        import difflib
+
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"did you mean {close[0]}?" if close else f"available: {', '.join(names)}"
+        raise SpecError(f"unknown --arch '{name}'", hint)
+    return resources.files("dlcli.spec.presets").joinpath(f"{key}.yaml").read_text(encoding="utf-8")
+
+
+def load_preset(name: str) -> tuple[Spec, dict]:
+    """Decode and validate a shipped preset."""
+    data = read_spec_text(preset_text(name), f"preset {name}")
+    return parse_spec(data, f"preset {name}"), data
+
+
+def resolve_spec(
+    spec_path: str | None, arch: str | None, default: str = "mlp"
+) -> tuple[Spec, dict]:
+    """--spec FILE wins; else --arch NAME; else the default preset."""
+    if spec_path:
+        return load_spec_file(spec_path)
+    return load_preset(arch or default)
