@@ -27,13 +27,13 @@ def is_interactive() -> bool:
 def info(message: str) -> None:
     """A log line on stderr (suppressed by --quiet through `set_quiet`)."""
     if not _state["quiet"]:
-        console().print(message, markup=True)
+        console().print(message, markup=True, soft_wrap=True)
 
 
 def note(message: str) -> None:
     """A note the user should see even in plain mode (e.g. a column that was ignored)."""
     if not _state["quiet"]:
-        console().print(f"[yellow]note:[/] {message}")
+        console().print(f"[yellow]note:[/] {message}", soft_wrap=True)
 
 
 def error_line(message: str) -> None:

@@ -36,6 +36,7 @@ def build(
         False, "--print-spec", help="Print the spec as YAML on stdout and exit."
     ),
     list_presets: bool = typer.Option(False, "--list", help="List the built-in presets."),
+    list_layers: bool = typer.Option(False, "--layers", help="List the layer types a spec can use, with their options."),
     json_out: bool = JSON,
 ) -> None:
     """Build a network from a preset or spec file and show each layer's output shape and parameters."""
@@ -49,6 +50,14 @@ def build(
         for name in schema.preset_names():
             doc = schema.read_spec_text(schema.preset_text(name), name)
             sys.stdout.write(f"{name:14s} {doc.get('description', '')}\n")
+        return
+    if list_layers:
+        from dlcli.spec.registry import known_layers
+
+        for d in known_layers():
+            opts = [f for f in d.Options.model_fields if f not in ("name", "init")]
+            alias = f" (also {', '.join(d.names[1:])})" if len(d.names) > 1 else ""
+            sys.stdout.write(f"{d.names[0]:12s} {d.doc}{alias}  options: {', '.join(opts) or '-'}\n")
         return
     if print_spec:
         if spec:

@@ -1,12 +1,16 @@
 """Reading CSV with pyarrow: whole files for training, bounded chunks for prediction. Every parse
-problem (missing, empty, header-only, ragged, non-UTF-8, non-numeric) becomes one InputError line."""
+problem (missing, empty, header-only, ragged, non-UTF-8, non-numeric) becomes one InputError line.
+
+Empty cells and the usual null spellings (NA, NaN, null, ...) are missing values in every column,
+text columns included, for training and prediction alike.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -15,6 +19,9 @@ import pandas as pd
 from dlcli.errors import InputError
 
 CHUNK_BYTES = 8 << 20  # pyarrow block size for streaming reads: bounded memory per chunk
+
+# Given the header, the pyarrow types of the columns to read; only those columns are read.
+ReadPlan = Callable[[list[str]], dict[str, Any]]
 
 
 def check_file(path: str) -> Path:
@@ -41,25 +48,36 @@ def _ragged_line(path: str, expected: int) -> int | None:
     return None
 
 
-def _value_line(path: str, column: str, value: str) -> int | None:
-    """1-based line number of the first row whose `column` holds exactly `value`."""
+def _value_row(path: str, index: int, value: str) -> int | None:
+    """1-based data row number of the first row whose column `index` holds exactly `value`."""
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.reader(fh)
-            header = next(reader)
-            j = header.index(column)
-            for i, row in enumerate(reader):
-                if j < len(row) and row[j].strip() == value:
-                    return i + 2
-    except (OSError, StopIteration, ValueError):
+            next(reader)
+            for i, row in enumerate(r for r in reader if r):
+                if index < len(row) and row[index].strip() == value.strip():
+                    return i + 1
+    except (OSError, StopIteration):
         return None
     return None
+
+
+def _column_index(msg: str) -> int | None:
+    try:
+        return int(msg.split("column #")[1].split(":")[0])
+    except (IndexError, ValueError):
+        return None
 
 
 def _translate(
     exc: Exception, name: str, path: str | None, columns: list[str] | None
 ) -> InputError:
+    """A pyarrow parse error as one InputError line naming the file, and the column or line."""
     msg = str(exc)
+    idx = _column_index(msg)
+    col = None
+    if idx is not None:
+        col = columns[idx] if columns and idx < len(columns) else f"#{idx + 1}"
     if "Expected" in msg and "columns, got" in msg:
         expected = int(msg.split("Expected ")[1].split(" ")[0])
         got = msg.split("got ")[1].split(":")[0]
@@ -69,12 +87,15 @@ def _translate(
             f"{name}: {where} has {got} fields but the header has {expected}",
             "fix or remove that row",
         )
-    if "conversion error" in msg and "invalid value" in msg and columns:
-        idx = int(msg.split("column #")[1].split(":")[0])
+    if "invalid UTF8" in msg or "UTF-8" in msg or isinstance(exc, UnicodeDecodeError):
+        where = f"column '{col}'" if col else "the file"
+        return InputError(
+            f"{name}: {where} holds bytes that are not UTF-8 text", "re-save the file as UTF-8"
+        )
+    if "conversion error" in msg and "invalid value" in msg and col is not None:
         value = msg.split("invalid value '")[1].rsplit("'", 1)[0]
-        col = columns[idx] if idx < len(columns) else f"#{idx}"
-        line = _value_line(path, col, value) if path else None
-        at = f", line {line}" if line else ""
+        row = _value_row(path, idx, value) if path and idx is not None else None
+        at = f", row {row}" if row else ""
         return InputError(
             f"{name}: column '{col}'{at}: '{value}' is not a number (the model expects numbers in this column)"
         )
@@ -94,65 +115,132 @@ def _check_utf8(frame_cols: Any, name: str, types: Any) -> None:
             )
 
 
+def _read_header(fh: BinaryIO, name: str) -> tuple[bytes, list[str]]:
+    """Consume the header record from `fh`: (the bytes read, the column names).
+
+    Raises an InputError for an empty stream, a header that is not UTF-8 or duplicate names.
+    """
+    raw = b""
+    while True:
+        line = fh.readline()
+        raw += line
+        if not line:
+            break
+        if raw.strip() and raw.count(b'"') % 2 == 0:  # a quoted name may hold a line break
+            break
+    if not raw.strip():
+        raise InputError(f"{name}: is empty (no header row)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(
+            f"{name}: the header row holds bytes that are not UTF-8 text",
+            "re-save the file as UTF-8",
+        ) from None
+    names = next(csv.reader(io.StringIO(text.lstrip("\r\n"))), [])
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup:
+        raise InputError(f"{name}: duplicate column names: {', '.join(dup)}")
+    return raw, names
+
+
+class _Prefixed(io.RawIOBase):
+    """A read-only stream: `prefix` (bytes already consumed from `rest`), then the rest of `rest`."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._prefix, self._rest = prefix, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._prefix:
+            n = min(len(buf), len(self._prefix))
+            buf[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        data = self._rest.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _convert_options(column_types: dict[str, Any] | None, include: list[str] | None) -> Any:
+    import pyarrow.csv as pc
+
+    return pc.ConvertOptions(
+        column_types=column_types or {},
+        include_columns=include or [],
+        strings_can_be_null=True,  # empty cells and NA spellings are missing in text columns too
+    )
+
+
 def read_table(path: str) -> pd.DataFrame:
     """Read a whole CSV (training data) into a DataFrame."""
     import pyarrow as pa
     import pyarrow.csv as pc
 
     check_file(path)
+    with open(path, "rb") as fh:
+        _, columns = _read_header(fh, path)
     try:
-        table = pc.read_csv(path, read_options=pc.ReadOptions(use_threads=True))
+        table = pc.read_csv(
+            path,
+            read_options=pc.ReadOptions(use_threads=True),
+            convert_options=_convert_options(None, None),
+        )
     except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise _translate(exc, path, path, None) from None
+        raise _translate(exc, path, path, columns) from None
     _check_utf8(table.column_names, path, table.schema.types)
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no data rows")
-    if len(set(table.column_names)) != len(table.column_names):
-        dup = sorted({c for c in table.column_names if table.column_names.count(c) > 1})
-        raise InputError(f"{path}: duplicate column names: {', '.join(dup)}")
     return table.to_pandas()
 
 
 def _open_source(path: str) -> tuple[BinaryIO, str, str | None]:
     if path == "-":
-        data = sys.stdin.buffer
-        return data, "<stdin>", None
+        return sys.stdin.buffer, "<stdin>", None
     check_file(path)
     return open(path, "rb"), path, path
 
 
 def header_of(path: str) -> list[str]:
-    """Column names of a CSV file (first line)."""
-    with open(check_file(path), newline="", encoding="utf-8", errors="replace") as fh:
-        return next(csv.reader(fh), [])
+    """Column names of a CSV file (first record)."""
+    with open(check_file(path), "rb") as fh:
+        return _read_header(fh, path)[1]
 
 
 def iter_chunks(
-    path: str, column_types: dict[str, Any] | None = None, block_bytes: int = CHUNK_BYTES
+    path: str,
+    column_types: dict[str, Any] | None = None,
+    block_bytes: int | None = None,
+    plan: ReadPlan | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Stream a CSV (or stdin for '-') as DataFrames of about `block_bytes` each.
 
-    `column_types` maps column names to pyarrow types; the rest is inferred per file.
+    `column_types` maps column names to pyarrow types; the rest is inferred from the first block.
+    `plan`, when given, sees the header first (it may raise, e.g. for missing columns) and returns
+    the types of the only columns to read: other columns are never parsed, so they cannot fail.
     """
     import pyarrow as pa
     import pyarrow.csv as pc
 
     fh, name, real_path = _open_source(path)
-    if real_path is None:  # stdin: pyarrow needs a seekable-free stream; wrap to be safe
-        fh = io.BufferedReader(fh)  # type: ignore[arg-type]
-    columns: list[str] | None = None
     try:
+        prefix, header = _read_header(fh, name)
+        include = None
+        if plan is not None:
+            column_types = plan(header)
+            include = [c for c in header if c in column_types]
+        stream = io.BufferedReader(_Prefixed(prefix, fh), buffer_size=1 << 20)
         try:
             reader = pc.open_csv(
-                fh,
-                read_options=pc.ReadOptions(block_size=block_bytes),
-                convert_options=pc.ConvertOptions(column_types=column_types or {}),
+                stream,
+                read_options=pc.ReadOptions(block_size=block_bytes or CHUNK_BYTES),
+                convert_options=_convert_options(column_types, include),
             )
         except pa.ArrowInvalid as exc:
-            if "Empty CSV" in str(exc):
-                raise InputError(f"{name}: is empty (no header row)") from None
-            raise _translate(exc, name, real_path, None) from None
-        columns = reader.schema.names
+            raise _translate(exc, name, real_path, header) from None
         rows = 0
         while True:
             try:
@@ -160,7 +248,7 @@ def iter_chunks(
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise _translate(exc, name, real_path, columns) from None
+                raise _translate(exc, name, real_path, header) from None
             _check_utf8(batch.schema.names, name, batch.schema.types)
             rows += batch.num_rows
             if batch.num_rows:

@@ -173,4 +173,6 @@ def choose_source(path: str) -> Any:
     for source in SOURCES.values():
         if source.claims(path):
             return source
+    if Path(path).is_dir():
+        raise InputError(f"{path}: is a folder that no data source can read", "pass a CSV file")
     raise InputError(f"{path}: no data source understands this path")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dlcli.console import note
-from dlcli.data.target import Target, canonical_strings
+from dlcli.data.target import Target, canonical_strings, match_known
 from dlcli.errors import InputError
 
 MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
@@ -192,13 +192,18 @@ class TabularEncoder:
                 bad = s.notna() & v.isna() & (s.astype(str).str.strip() != "")
                 if bad.any():
                     i = int(np.argmax(bad.to_numpy()))
+                    label = frame.index[i]  # the row's place in its file or chunk
+                    row = (
+                        row_offset + (int(label) if isinstance(label, (int, np.integer)) else i) + 1
+                    )
                     raise InputError(
-                        f"{source}: column '{col.name}', row {row_offset + i + 1}: '{s.iloc[i]}' is not a number (the model expects numbers in this column)"
+                        f"{source}: column '{col.name}', row {row}: '{s.iloc[i]}' is not a number (the model expects numbers in this column)"
                     )
                 out[:, j] = v.to_numpy(dtype="float32", na_value=np.nan)
             else:
                 codes = {c: i + 1 for i, c in enumerate(col.categories)}
-                out[:, j] = canonical_strings(s).map(codes).fillna(0).to_numpy(dtype="float32")
+                strs = match_known(canonical_strings(s), col.categories)
+                out[:, j] = strs.map(codes).fillna(0).to_numpy(dtype="float32")
         return out
 
     def preprocess_module(self) -> TabularPreprocess:
@@ -218,15 +223,39 @@ class TabularEncoder:
 
         return {c.name: pa.float64() if c.kind == "numeric" else pa.string() for c in self.columns}
 
+    def _read_plan(self, source: str, keep: bool, target: str | None = None) -> Any:
+        """What to read of a file with this header: the model's columns (plus `target`), typed;
+        with `keep`, every column as text, so kept columns are copied exactly as written."""
+        import pyarrow as pa
+
+        def plan(header: list[str]) -> dict[str, Any]:
+            self.check_columns(header, source)
+            if target is not None and target not in header:
+                raise InputError(
+                    f"{source}: no target column '{target}'; evaluation needs the labels"
+                )
+            if keep:
+                return {c: pa.string() for c in header}
+            types = self.arrow_types()
+            if target is not None:
+                regression = self.target is not None and self.target.task == "regression"
+                types[target] = pa.float64() if regression else pa.string()
+            return types
+
+        return plan
+
     def iter_inputs(
         self, path: str, keep: bool = False
     ) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
-        """Stream new rows: (input columns if `keep`, else none; raw input tensor) per chunk."""
+        """Stream new rows: (input columns if `keep`, else none; raw input tensor) per chunk.
+
+        Only the model's columns are parsed (others, the target included, are ignored) unless `keep`.
+        """
         from dlcli.data.csvio import iter_chunks
 
         offset = 0
         name = "<stdin>" if path == "-" else path
-        for chunk in iter_chunks(path, self.arrow_types()):
+        for chunk in iter_chunks(path, plan=self._read_plan(name, keep)):
             raw = self.raw_matrix(chunk, name, offset)
             offset += len(chunk)
             yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
@@ -236,9 +265,7 @@ class TabularEncoder:
         from dlcli.data.csvio import iter_chunks
 
         name, offset, tname = ("<stdin>" if path == "-" else path), 0, self.target.name
-        for chunk in iter_chunks(path, self.arrow_types()):
-            if tname not in chunk.columns:
-                raise InputError(f"{name}: no target column '{tname}'; evaluation needs the labels")
+        for chunk in iter_chunks(path, plan=self._read_plan(name, False, tname)):
             labelled = chunk[chunk[tname].notna()]
             yield labelled, torch.from_numpy(self.raw_matrix(labelled, name, offset))
             offset += len(chunk)

@@ -27,6 +27,32 @@ def canonical_strings(series: pd.Series) -> pd.Series:
     )
 
 
+def _normal_form(value: str) -> str:
+    """The text as dl stores it when pyarrow types the column: 1.0 -> '1', 'true' -> 'True'."""
+    low = value.strip().lower()
+    if low in ("true", "false"):
+        return low.capitalize()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    if number.is_integer():
+        return str(int(number))
+    return repr(number)
+
+
+def match_known(strs: pd.Series, known: list[str]) -> pd.Series:
+    """Canonical strings with each value not in `known` replaced by its normal form, where that is
+    known: new rows read as text ('true', '2.0') meet names fitted on typed columns ('True', '2')."""
+    unknown = strs.notna() & ~strs.isin(known)
+    if not unknown.any():
+        return strs
+    fixed = strs[unknown].map(lambda v: _normal_form(str(v)))
+    strs = strs.copy()
+    strs[unknown] = fixed.where(fixed.isin(known), strs[unknown])
+    return strs
+
+
 def infer_task(series: pd.Series) -> str:
     """classification for strings, booleans and integers with few distinct values; else regression."""
     s = series.dropna()
@@ -88,14 +114,16 @@ class Target:
         """Class indices (int64) or standardised values (float32) for a label column."""
         if self.task == "classification":
             index = {c: i for i, c in enumerate(self.classes)}
-            strs = canonical_strings(series)
+            strs = match_known(canonical_strings(series), self.classes)
             codes = strs.map(index)
             unknown = strs.notna() & codes.isna()
             if unknown.any():
                 raise InputError(
                     f"{source}: target column '{self.name}' has class '{strs[unknown].iloc[0]}' that the model was not trained on"
                 )
-            return codes.to_numpy(dtype="int64")
+            return np.array(
+                codes.to_numpy(dtype="int64")
+            )  # writable copy (pandas may hand out read-only views)
         vals = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
         return ((vals - self.mean) / self.std).astype("float32")
 

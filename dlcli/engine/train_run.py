@@ -45,6 +45,7 @@ class TrainRequest:
     overrides: dict = field(default_factory=dict)  # TrainConfig fields given on the command line
     resume: bool = False
     plots: bool = True
+    callbacks: list = field(default_factory=list)  # extra trainer callbacks (library use, tests)
 
 
 def merge_config(spec_training: Any, overrides: dict) -> TrainConfig:
@@ -129,7 +130,7 @@ def run_training(req: TrainRequest) -> dict:
         checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
 
     progress = ProgressCallback()
-    trainer = Trainer(built.module, task, cfg, [progress, CheckpointCallback(save_checkpoint)])
+    trainer = Trainer(built.module, task, cfg, [progress, CheckpointCallback(save_checkpoint), *req.callbacks])
     try:
         result = trainer.fit(x_tr, prep.y_train, x_va, prep.y_val, resume=resume_state)
     except Interrupted as exc:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dlcli.errors import SpecError
+from dlcli.spec.registry import INIT_NAMES
 
 
 def _xavier(w: torch.Tensor) -> None:
@@ -35,6 +36,8 @@ INITS: dict[str, Callable[[torch.Tensor], None] | None] = {
     "normal": _normal,
     "zeros": _zeros,
 }
+
+assert set(INITS) == set(INIT_NAMES)
 
 _WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Embedding)
 

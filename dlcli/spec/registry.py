@@ -5,11 +5,14 @@ from __future__ import annotations
 import difflib
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from dlcli.errors import SpecError
 
 Shape = tuple[int | None, ...]  # per-sample shape, batch dimension excluded; None = any length
+
+
+INIT_NAMES = ("default", "xavier", "kaiming", "he", "normal", "zeros")  # see spec/init.py
 
 
 class Options(BaseModel):
@@ -19,6 +22,13 @@ class Options(BaseModel):
 
     name: str | None = None  # optional module name (used by --freeze and in the summary)
     init: str | None = None  # weight initialisation for this layer (see spec/init.py)
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() not in INIT_NAMES:
+            raise ValueError(f"unknown initialisation '{v}', known: {', '.join(INIT_NAMES)}")
+        return v
 
 
 class LayerDef:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from dlcli.errors import SpecError
 from dlcli.spec.registry import LayerDef, lookup
+
+_UNION_TAG = re.compile(r"^(int|float|str|bool|list\[.*\]|dict\[.*\]|none|literal\[.*\]|function-.*)$", re.IGNORECASE)
 
 
 class TrainingDefaults(BaseModel):
@@ -55,26 +58,26 @@ class LayerEntry:
 
 
 def parse_layer(entry: Any, where: str) -> LayerEntry:
-    """Accept `relu`, `{type: dense, units: 64}`, `{dense: 64}` or `{dense: {units: 64}}`."""
+    """Accept `relu`, `{type: dense, units: 64}`, `{dense: 64, init: xavier}` or `{dense: {units: 64}}`."""
     if isinstance(entry, str):
         type_name, raw = entry, {}
     elif isinstance(entry, dict) and "type" in entry:
         type_name, raw = entry["type"], {k: v for k, v in entry.items() if k != "type"}
-    elif isinstance(entry, dict) and len(entry) == 1:
+    elif isinstance(entry, dict) and entry:
+        # shorthand: the first key names the layer, its value is the main option; other keys are options
         type_name, value = next(iter(entry.items()))
+        rest = {k: v for k, v in list(entry.items())[1:]}
         layerdef = lookup(type_name, where)
         if isinstance(value, dict):
-            raw = value
+            raw = {**value, **rest}
         elif value is None:
-            raw = {}
+            raw = rest
         elif layerdef.primary:
-            raw = {layerdef.primary: value}
+            raw = {layerdef.primary: value, **rest}
         else:
             raise SpecError(f"{where} ({type_name}): takes no shorthand value, got {value!r}")
     else:
-        raise SpecError(
-            f"{where}: a layer needs a 'type' field, e.g. {{type: dense, units: 64}}; got {entry!r}"
-        )
+        raise SpecError(f"{where}: a layer must be a name or a mapping with 'type', e.g. {{type: dense, units: 64}}; got {entry!r}")
     layerdef = lookup(type_name, where)
     try:
         opts = layerdef.Options.model_validate(raw)
@@ -86,18 +89,14 @@ def parse_layer(entry: Any, where: str) -> LayerEntry:
 def _first_error(exc: ValidationError) -> str:
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
     err = errors[0]
-    # pydantic adds union branch names ('int', "literal['outputs']") to the location: keep the fields
-    parts = [str(p) for p in err["loc"] if isinstance(p, int) or p in _field_names(exc)]
-    field = ".".join(parts) or str(err["loc"][0]) if err["loc"] else "value"
+    # pydantic adds union branch names ('int', "literal['outputs']") to the location: drop them
+    parts = [str(p) for p in err["loc"] if isinstance(p, int) or not _UNION_TAG.match(str(p))]
+    field = ".".join(parts) or "value"
     if err["type"] == "extra_forbidden":
         return f"unknown field '{field}'"
     if err["type"] == "missing":
         return f"field '{field}' is required"
     return f"field '{field}': {err['msg']} (got {err.get('input')!r})"
-
-
-def _field_names(exc: ValidationError) -> set[str]:
-    return {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
 
 
 def parse_spec(data: Any, source: str) -> Spec:

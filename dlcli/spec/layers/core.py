@@ -114,7 +114,7 @@ class _Channels(nn.Module):
 
 @register("batchnorm", "batchnorm1d")
 class BatchNorm(LayerDef):
-    """Batch normalisation over the features (the channel dimension for images, see batchnorm2d)."""
+    """Batch normalisation over the features (over channels for (C, H, W) inputs)."""
 
     class Options(Options):
         momentum: float = Field(0.1, gt=0.0, le=1.0)

@@ -1,0 +1,274 @@
+"""`dl export --onnx`: model file -> .onnx holding the whole serving pipeline (preprocessing, network,
+task output), checked with onnx.checker and compared with PyTorch through onnxruntime before it is
+put in place. The contract a caller relies on is documented in docs/onnx.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlcli import __version__
+from dlcli.errors import ExportError, UsageError
+
+FORMAT_VERSION = 1  # version of the ONNX contract (input, outputs, metadata keys) in docs/onnx.md
+DYNAMO_OPSET = 18  # the first opset the torch.export-based exporter emits natively
+TORCHSCRIPT_OPSET = 17
+IR_VERSION = 8  # ONNX 1.13, the first with opset 18: all these graphs need (onnxruntime >= 1.14)
+INPUT_NAME = "features"
+PREPROCESSING = "in-graph: impute NaN, missing indicators, standardise, one-hot"
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript")
+
+
+def export(model_path: str, output: str | None, tolerance: float) -> dict[str, Any]:
+    """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
+    import onnx
+
+    from dlcli.fileio import atomic_path
+    from dlcli.model.assemble import load_model
+
+    loaded = load_model(model_path)
+    target = output_path(model_path, output)
+    output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
+    rows = verification_rows(loaded)  # (N, F_raw) real rows plus rows with missing values
+    proto, exporter = to_onnx(loaded.inference, rows, output_name)
+    onnx.helper.set_model_props(proto, metadata(loaded))
+    proto.producer_name, proto.producer_version = "dl", __version__
+    proto.ir_version = min(proto.ir_version, IR_VERSION)  # loadable by older runtimes too
+    with atomic_path(target) as tmp:  # a failed check below leaves `target` as it was
+        onnx.save_model(proto, str(tmp))
+        diff = verify(tmp, loaded.inference, rows, tolerance)
+        size = tmp.stat().st_size
+    return {
+        "path": str(target),
+        "format": "onnx",
+        "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "exporter": exporter,
+        "max_abs_diff": diff,
+        "rows_checked": len(rows),
+        "input_name": INPUT_NAME,
+        "output_name": output_name,
+        "size_bytes": size,
+    }
+
+
+def output_path(model_path: str, output: str | None) -> Path:
+    """`-o PATH` (a folder gets MODEL's stem + .onnx), else MODEL with suffix .onnx."""
+    model = Path(model_path)
+    target = Path(output) if output else model.with_suffix(".onnx")
+    if target.is_dir():
+        target = target / model.with_suffix(".onnx").name
+    if target.resolve() == model.resolve():
+        raise UsageError(f"{target}: the output would overwrite the model file", "pick another -o")
+    return target
+
+
+# -- inputs used for tracing and verification ----------------------------------------------------
+def verification_rows(loaded: Any) -> torch.Tensor:
+    """The model file's example rows, plus copies with numbers NaN and categories 0 (missing)."""
+    examples = loaded.data.get("examples")
+    if not isinstance(examples, torch.Tensor) or examples.ndim < 2 or len(examples) == 0:
+        examples = _synthetic_rows(loaded.encoder)
+    examples = examples.detach().to(torch.float32).cpu()
+    return torch.cat([examples, *_missing_variants(examples[:2], loaded.encoder)])
+
+
+def _missing_variants(rows: torch.Tensor, encoder: Any) -> list[torch.Tensor]:
+    columns = getattr(encoder, "columns", [])
+    numeric = [i for i, c in enumerate(columns) if c.kind == "numeric"]
+    categorical = [i for i, c in enumerate(columns) if c.kind == "categorical"]
+    variants = []
+    for cols in (numeric, categorical, list(range(0, len(columns), 2))):  # all, all, every other
+        if cols:
+            v = rows.clone()
+            for i in cols:
+                v[:, i] = float("nan") if i in numeric else 0.0
+            variants.append(v)
+    return variants
+
+
+def _synthetic_rows(encoder: Any, n: int = 32) -> torch.Tensor:
+    """Rows drawn from the fitted column statistics, for model files without stored examples."""
+    columns = getattr(encoder, "columns", None)
+    if not columns:
+        raise ExportError("the model file holds no example inputs to verify the export on")
+    gen = torch.Generator().manual_seed(0)
+    out = torch.empty(n, len(columns))
+    for i, c in enumerate(columns):
+        if c.kind == "numeric":
+            out[:, i] = c.mean + c.std * torch.randn(n, generator=gen)
+        else:
+            out[:, i] = torch.randint(0, len(c.categories) + 1, (n,), generator=gen).float()
+    return out
+
+
+# -- export ---------------------------------------------------------------------------------------
+def to_onnx(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> tuple[Any, str]:
+    """ModelProto with a dynamic batch axis: the dynamo exporter, else the TorchScript one."""
+    from dlcli.console import note
+
+    failures: list[str] = []
+    last: Exception | None = None
+    for name, exporter in (("dynamo", _export_dynamo), ("torchscript", _export_torchscript)):
+        try:
+            with _silenced():
+                proto = exporter(module.eval(), sample, output_name)
+            _check_names(proto, output_name)
+        except Exception as exc:  # any exporter failure: try the next one
+            failures.append(f"{name} exporter: {_first_line(exc)}")
+            last = exc
+            continue
+        if failures:
+            note(f"{failures[0]}; used the {name} exporter instead")
+        return proto, name
+    raise ExportError(
+        f"ONNX export failed ({'; '.join(failures)})", "rerun with --debug for the traceback"
+    ) from last
+
+
+def _export_dynamo(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> Any:
+    program = torch.onnx.export(
+        module,
+        (sample,),
+        dynamo=True,
+        input_names=[INPUT_NAME],
+        output_names=[output_name],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        opset_version=DYNAMO_OPSET,
+    )
+    return program.model_proto
+
+
+def _export_torchscript(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> Any:
+    import onnx
+
+    buffer = io.BytesIO()
+    torch.onnx.export(
+        module,
+        (sample,),
+        buffer,
+        dynamo=False,
+        input_names=[INPUT_NAME],
+        output_names=[output_name],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+        opset_version=TORCHSCRIPT_OPSET,
+    )
+    return onnx.load_model_from_string(buffer.getvalue())
+
+
+def _check_names(proto: Any, output_name: str) -> None:
+    inputs = [i.name for i in proto.graph.input]
+    outputs = [o.name for o in proto.graph.output]
+    if inputs != [INPUT_NAME] or outputs != [output_name]:
+        raise RuntimeError(f"graph has inputs {inputs} and outputs {outputs}")
+
+
+@contextlib.contextmanager
+def _silenced() -> Iterator[None]:
+    """Keep the exporter's progress lines, warnings and log records off stdout and stderr
+    (stdout carries data); DL_DEBUG=1 lets them through."""
+    import warnings
+
+    if os.environ.get("DL_DEBUG") == "1":
+        yield
+        return
+    log = io.StringIO()
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with (
+            contextlib.redirect_stdout(log),
+            contextlib.redirect_stderr(log),
+            warnings.catch_warnings(),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+def metadata(loaded: Any) -> dict[str, str]:
+    """The `dl.*` metadata_props: everything a caller needs to build the `features` input."""
+    encoder, task = loaded.encoder, loaded.task
+    columns = getattr(encoder, "columns", [])
+    meta = {
+        "dl.format_version": str(FORMAT_VERSION),
+        "dl.task": task.name,
+        "dl.input_columns": json.dumps([c.name for c in columns]),
+        "dl.column_kinds": json.dumps({c.name: c.kind for c in columns}),
+        "dl.categories": json.dumps(
+            {c.name: list(c.categories) for c in columns if c.kind == "categorical"}
+        ),
+        "dl.target": encoder.target.name if encoder.target else "",
+        "dl.preprocessing": PREPROCESSING,
+        "dl.version": __version__,
+    }
+    if task.name == "classification":
+        meta["dl.classes"] = json.dumps(list(encoder.target.classes))
+    return meta
+
+
+# -- verification ---------------------------------------------------------------------------------
+def verify(path: Path, module: torch.nn.Module, rows: torch.Tensor, tolerance: float) -> float:
+    """onnx.checker, then onnxruntime vs PyTorch on `rows` (batch 1 and all rows).
+
+    An output passes when |onnx - torch| <= tolerance * max(1, |torch|): absolute for probabilities,
+    relative for regression values far from 0 (float32 cannot do better there). Returns the max abs diff.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # checker and runtime raise many kinds
+        raise ExportError(f"exported ONNX model is invalid: {_first_line(exc)}") from exc
+    with torch.no_grad():
+        expected = module.eval()(rows).numpy()  # (N, C) or (N, 1)
+    worst, scaled = 0.0, 0.0
+    for batch in (rows[:1], rows):  # batch 1 and N: the batch axis really is dynamic
+        try:
+            got = session.run(None, {INPUT_NAME: batch.numpy()})[0]
+        except Exception as exc:
+            raise ExportError(
+                f"onnxruntime failed on a batch of {len(batch)}: {_first_line(exc)}"
+            ) from exc
+        d_abs, d_scaled = _differences(got, expected[: len(batch)])
+        worst, scaled = max(worst, d_abs), max(scaled, d_scaled)
+    if not scaled <= tolerance:
+        raise ExportError(
+            f"ONNX output differs from PyTorch by {worst:.3g} ({scaled:.3g} scaled) on {len(rows)} rows, over the tolerance {tolerance:g}; nothing written",
+            "raise --tolerance if the difference is acceptable",
+        )
+    return worst
+
+
+def _differences(got: Any, expected: Any) -> tuple[float, float]:
+    """(max |got - expected|, max |got - expected| / max(1, |expected|)); NaN in both agrees."""
+    import numpy as np
+
+    if got.shape != expected.shape:
+        return float("inf"), float("inf")
+    expected = expected.astype(np.float64)
+    diff = np.abs(got.astype(np.float64) - expected)
+    diff = np.nan_to_num(np.where(np.isnan(got) & np.isnan(expected), 0.0, diff), nan=np.inf)
+    scaled = diff / np.maximum(1.0, np.nan_to_num(np.abs(expected)))
+    return float(diff.max(initial=0.0)), float(scaled.max(initial=0.0))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
