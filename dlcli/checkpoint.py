@@ -42,17 +42,21 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported" in str(exc) or "global" in str(exc).lower():
+        if "Unsupported global" in str(exc):
             raise ModelFileError(
                 f"{path}: contains pickled code or objects, not plain data; refused (dl never runs code from a model file)"
             ) from None
         raise ModelFileError(f"{path}: not a dl model file (unreadable)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (EOFError, zipfile.BadZipFile) as exc:
+        raise ModelFileError(f"{path}: truncated or not a dl model file") from exc
+    except (
+        Exception
+    ) as exc:  # torch raises many kinds (RuntimeError, IndexError, ...) on foreign bytes
         text = str(exc)
-        if "zip" in text.lower() or "central directory" in text or isinstance(exc, EOFError):
+        if "zip" in text.lower() or "central directory" in text:
             raise ModelFileError(f"{path}: truncated or not a dl model file") from None
         raise ModelFileError(
-            f"{path}: cannot read model file: {text.splitlines()[0] if text else type(exc).__name__}"
+            f"{path}: not a dl model file (cannot be read: {type(exc).__name__})"
         ) from None
     if not isinstance(data, dict) or data.get("format") != expect:
         raise ModelFileError(f"{path}: not a dl model file (no '{expect}' header)")
