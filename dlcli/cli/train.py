@@ -72,6 +72,19 @@ def train(
         None, "--seed", help="Random seed (default 42); CPU runs are reproducible bit for bit."
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    augment: str = typer.Option(
+        None, "--augment", help="Image augmentations, comma-separated: flip, crop, rotate, jitter."
+    ),
+    init_from: str = typer.Option(
+        None,
+        "--init-from",
+        help="Transfer learning: start from this model's weights (the head is replaced if the classes differ).",
+    ),
+    freeze: str = typer.Option(
+        None,
+        "--freeze",
+        help="With --init-from: keep these layers fixed, by name or index range (e.g. features, 0:6).",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
     ),
@@ -108,6 +121,7 @@ def train(
         "label_smoothing": label_smoothing,
         "seed": seed,
         "device": device,
+        "augment": augment,
     }
     req = TrainRequest(
         data,
@@ -118,6 +132,8 @@ def train(
         overrides,
         resume,
         plots,
+        init_from=init_from,
+        freeze=freeze,
     )
     summary = run_training(req)
     if json_out:

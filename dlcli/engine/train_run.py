@@ -46,6 +46,8 @@ class TrainRequest:
     resume: bool = False
     plots: bool = True
     callbacks: list = field(default_factory=list)  # extra trainer callbacks (library use, tests)
+    init_from: str | None = None  # transfer learning: start from this model's weights
+    freeze: str | None = None  # layers to keep fixed (names or index ranges)
 
 
 def merge_config(spec_training: Any, overrides: dict) -> TrainConfig:
@@ -102,17 +104,21 @@ def run_training(req: TrainRequest) -> dict:
     load_s = time.perf_counter() - t_load
     torch.manual_seed(cfg.seed)
     built = build_network(spec, encoder.input_shape, task.n_outputs)
+    frozen = _transfer(built.module, req)
     preprocess = encoder.preprocess_module()
-    with torch.no_grad():  # encode once: the same module is part of the saved model
-        x_tr, x_va = (
-            preprocess(prep.x_train),
-            preprocess(prep.x_val) if prep.x_val is not None else None,
-        )
+    x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)
+    n_params = sum(p.numel() for p in built.module.parameters())
+    n_train = sum(p.numel() for p in built.module.parameters() if p.requires_grad)
     info(
         f"{req.data}: {len(prep.x_train):,} training rows, {len(prep.x_val) if prep.x_val is not None else 0:,} validation rows; "
         f"task {task.name}"
         + (f" ({len(encoder.target.classes)} classes)" if task.name == "classification" else "")
-        + f"; {sum(p.numel() for p in built.module.parameters()):,} parameters"
+        + f"; {n_params:,} parameters"
+        + (
+            f" ({n_train:,} trainable, {n_params - n_train:,} frozen)"
+            if n_train != n_params
+            else ""
+        )
     )
     payload_base = {
         "dl_version": __version__,
@@ -130,7 +136,9 @@ def run_training(req: TrainRequest) -> dict:
         checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
 
     progress = ProgressCallback()
-    trainer = Trainer(built.module, task, cfg, [progress, CheckpointCallback(save_checkpoint), *req.callbacks])
+    callbacks = [progress, CheckpointCallback(save_checkpoint), *req.callbacks]
+    trainer = Trainer(built.module, task, cfg, callbacks, train_tf, eval_tf)
+    trainer.frozen = frozen
     try:
         result = trainer.fit(x_tr, prep.y_train, x_va, prep.y_val, resume=resume_state)
     except Interrupted as exc:
@@ -186,6 +194,37 @@ def run_training(req: TrainRequest) -> dict:
         "files": files,
     }
     return summary
+
+
+def _transfer(network: torch.nn.Module, req: TrainRequest) -> list[torch.nn.Module]:
+    """--init-from and --freeze; returns the frozen layers."""
+    from dlcli.model import transfer
+
+    if req.init_from:
+        transfer.init_from(network, req.init_from)
+    elif req.freeze:
+        raise UsageError(
+            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+        )
+    return transfer.freeze(network, req.freeze) if req.freeze else []
+
+
+def _inputs_and_transforms(
+    encoder: Any, preprocess: torch.nn.Module, prep: Any, cfg: TrainConfig
+) -> tuple:
+    """Encode once when nothing varies per batch (tables); else keep the stored inputs (e.g. uint8
+    images) and run augmentation + preprocessing per batch on the training device."""
+    augment = None
+    if cfg.augment:
+        if not hasattr(encoder, "augmenter"):
+            raise UsageError(f"--augment applies to image data, not to {encoder.kind} data")
+        augment = encoder.augmenter(cfg.augment)
+    if augment is None and getattr(encoder, "encode_once", True):
+        with torch.no_grad():  # the same module is part of the saved model
+            x_va = preprocess(prep.x_val) if prep.x_val is not None else None
+            return preprocess(prep.x_train), x_va, None, None
+    train_tf = torch.nn.Sequential(augment, preprocess) if augment is not None else preprocess
+    return prep.x_train, prep.x_val, train_tf, preprocess
 
 
 def _plain(obj: Any) -> Any:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from dlcli.engine.batches import TensorBatches
 from dlcli.engine.callbacks import Callback
 from dlcli.engine.optim import make_optimizer, make_schedule
 from dlcli.errors import TrainingError, UsageError
@@ -35,6 +36,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 42
     device: str = "auto"
+    augment: str = ""  # comma-separated augmentations for image data (see data/augment.py)
 
     def resolved(self, n_train: int) -> TrainConfig:
         """Fill the data-dependent defaults: ~4,000 optimisation steps for small tables, at least
@@ -106,6 +108,10 @@ class Interrupted(Exception):
         self.snapshot = snapshot
 
 
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 def _state_copy(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -119,33 +125,60 @@ class Trainer:
         task: Any,
         cfg: TrainConfig,
         callbacks: list[Callback] | None = None,
+        train_transform: Any = None,
+        eval_transform: Any = None,
     ) -> None:
+        """`train_transform` / `eval_transform` map a batch of stored inputs to network inputs
+        (e.g. augmentation + normalisation of uint8 images); None: inputs are used as stored."""
         self.network = network
         self.task = task
         self.cfg = cfg
         self.callbacks = callbacks or []
         self.device = pick_device(cfg.device)
+        self.train_tf = train_transform or _identity
+        self.eval_tf = eval_transform or _identity
+        self.frozen: list[torch.nn.Module] = []  # layers kept in eval mode (transfer learning)
 
     def _emit(self, event: str, *args: Any) -> None:
         for cb in self.callbacks:
             getattr(cb, event)(*args)
 
     @torch.no_grad()
-    def evaluate(
-        self, x: torch.Tensor, y: torch.Tensor, loss_fn: Any, batch: int = 8192
-    ) -> tuple[float, float]:
-        """(mean loss, task score) on held-out tensors; score = accuracy or RMSE in target units."""
+    def evaluate(self, data: TensorBatches, loss_fn: Any) -> tuple[float, float]:
+        """(mean loss, task score) on held-out data; score = accuracy or RMSE in target units."""
         self.network.eval()
-        total_loss, total_score, n = 0.0, 0.0, len(x)
-        for i in range(0, n, batch):
-            out = self.network(x[i : i + batch])
-            yb = y[i : i + batch]
+        total_loss, total_score, n = 0.0, 0.0, 0
+        for xb, yb in data.in_order():
+            out = self.network(self.eval_tf(xb))
             total_loss += float(loss_fn(out, yb)) * len(yb)
             total_score += float(self.task.batch_score(out, yb))
+            n += len(yb)
         score = (
             total_score / n if self.task.name == "classification" else math.sqrt(total_score / n)
         )
         return total_loss / n, score
+
+    def _train_epoch(self, data: TensorBatches, gen: torch.Generator, loss_fn: Any) -> float:
+        """One pass over the training data; returns the mean training loss."""
+        net, opt, cfg = self.network, self.opt, self.cfg
+        net.train()
+        for m in self.frozen:
+            m.eval()
+        run_loss = torch.zeros((), device=self.device)
+        for s, (xb, yb) in enumerate(data.shuffled(gen)):
+            loss = loss_fn(net(self.train_tf(xb)), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+            opt.step()
+            if self.sched is not None and self.sched_per_batch:
+                self.sched.step()
+            run_loss += loss.detach()
+            self._emit("on_batch_end", s + 1)
+        if self.sched is not None and not self.sched_per_batch:
+            self.sched.step()
+        return float(run_loss) / len(data)
 
     def fit(
         self,
@@ -155,113 +188,120 @@ class Trainer:
         y_va: torch.Tensor | None,
         resume: dict | None = None,
     ) -> FitResult:
+        """Train; keep the weights of the epoch with the lowest validation loss."""
         cfg, dev = self.cfg, self.device
         net = self.network.to(dev)
-        x_tr, y_tr = x_tr.to(dev), y_tr.to(dev)
-        has_val = x_va is not None and len(x_va) > 0
-        if has_val:
-            x_va, y_va = x_va.to(dev), y_va.to(dev)
+        for tf in (self.train_tf, self.eval_tf):
+            if isinstance(tf, torch.nn.Module):
+                tf.to(dev)
+        train = TensorBatches(x_tr, y_tr, int(cfg.batch_size or 32)).to(dev)
+        val = TensorBatches(x_va, y_va, 1).to(dev) if x_va is not None and len(x_va) else None
         weights = (
-            self.task.balanced_weights(y_tr).to(dev) if cfg.class_weights == "balanced" else None
+            self.task.balanced_weights(train.labels()).to(dev)
+            if cfg.class_weights == "balanced"
+            else None
         )
         loss_fn = self.task.make_loss(weights, cfg.label_smoothing)
         eval_loss = self.task.make_loss(weights, 0.0)
-        n, bs = len(x_tr), int(cfg.batch_size or 32)
-        steps = (
-            max(1, n // bs) if n >= bs else 1
-        )  # drop a ragged last batch (BatchNorm needs > 1 row)
-        params = [p for p in net.parameters() if p.requires_grad]
-        _pick_threads(dev, sum(p.numel() for p in params) * bs)
-        opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
-        sched, per_batch = make_schedule(cfg.schedule, opt, cfg.lr, int(cfg.epochs), steps)
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        _pick_threads(dev, sum(p.numel() for p in self.params) * train.batch_size)
+        self.opt = make_optimizer(
+            cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum
+        )
+        self.sched, self.sched_per_batch = make_schedule(
+            cfg.schedule, self.opt, cfg.lr, int(cfg.epochs), len(train)
+        )
         gen = torch.Generator().manual_seed(cfg.seed)
-        history: list[dict] = []
-        best_val, best_state, best_epoch, bad, start_epoch = math.inf, None, 0, 0, 1
+        st = _FitState()
         if resume:
-            net.load_state_dict(resume["network"])
-            opt.load_state_dict(resume["optimizer"])
-            if sched is not None and resume.get("scheduler"):
-                sched.load_state_dict(resume["scheduler"])
-            gen.set_state(resume["generator"])
-            torch.set_rng_state(resume["torch_rng"])
-            history, best_val, best_epoch, bad = (
-                resume["history"],
-                resume["best_val"],
-                resume["best_epoch"],
-                resume["bad_epochs"],
-            )
-            best_state = resume.get("best_state")
-            start_epoch = len(history) + 1
+            st = self._restore(resume, gen)
         t_start = time.perf_counter()
-        self._emit("on_train_start", int(cfg.epochs), steps, start_epoch)
-        epoch = start_epoch - 1
-
-        def snapshot() -> dict:
-            return {
-                "network": _state_copy(net),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched else None,
-                "generator": gen.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "best_val": best_val,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad,
-                "best_state": best_state,
-            }
-
-        stopped = "completed"
+        self._emit("on_train_start", int(cfg.epochs), len(train), len(st.history) + 1)
+        snapshot = lambda: self._snapshot(st, gen)  # noqa: E731
         try:
-            for epoch in range(start_epoch, int(cfg.epochs) + 1):
-                net.train()
+            for epoch in range(len(st.history) + 1, int(cfg.epochs) + 1):
                 t0 = time.perf_counter()
-                perm = torch.randperm(n, generator=gen).to(dev)
-                run_loss = torch.zeros((), device=dev)
-                for s in range(steps):
-                    idx = perm[s * bs : (s + 1) * bs]
-                    out = net(x_tr[idx])
-                    loss = loss_fn(out, y_tr[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
-                    if sched is not None and per_batch:
-                        sched.step()
-                    run_loss += loss.detach()
-                    self._emit("on_batch_end", s + 1)
-                if sched is not None and not per_batch:
-                    sched.step()
-                train_loss = float(run_loss) / steps
+                train_loss = self._train_epoch(train, gen, loss_fn)
                 if not math.isfinite(train_loss):
                     raise TrainingError(
                         f"training diverged at epoch {epoch}: the loss is {train_loss}",
                         f"lower the learning rate (now --lr {cfg.lr}) or set --grad-clip 1.0",
                     )
                 row = {"epoch": epoch, "train_loss": train_loss}
-                if has_val:
-                    vloss, vscore = self.evaluate(x_va, y_va, eval_loss)
+                if val is not None:
+                    vloss, vscore = self.evaluate(val, eval_loss)
                     row["val_loss"] = vloss
                     row["val_" + ("accuracy" if self.task.name == "classification" else "rmse")] = (
                         vscore
                     )
-                    if vloss < best_val - 1e-6:
-                        best_val, best_epoch, bad, best_state = vloss, epoch, 0, _state_copy(net)
-                    else:
-                        bad += 1
+                    st.observe(epoch, vloss, net)
                 else:
-                    best_epoch, best_state = epoch, None
-                row["lr"] = opt.param_groups[0]["lr"]
+                    st.best_epoch = epoch
+                row["lr"] = self.opt.param_groups[0]["lr"]
                 row["seconds"] = time.perf_counter() - t0
-                row["samples_per_s"] = steps * bs / max(row["seconds"], 1e-9)
-                history.append(row)
+                row["samples_per_s"] = len(train) * train.batch_size / max(row["seconds"], 1e-9)
+                st.history.append(row)
                 self._emit("on_epoch_end", row, snapshot)
-                if has_val and cfg.patience and bad >= cfg.patience:
-                    stopped = "early_stopping"
+                if val is not None and cfg.patience and st.bad >= cfg.patience:
+                    st.stopped = "early_stopping"
                     break
         except KeyboardInterrupt:
             raise Interrupted(snapshot()) from None
-        if best_state is not None:
-            net.load_state_dict(best_state)
-        self._emit("on_train_end", history)
-        return FitResult(history, best_epoch or epoch, stopped, time.perf_counter() - t_start)
+        if st.best_state is not None:
+            net.load_state_dict(st.best_state)
+        self._emit("on_train_end", st.history)
+        return FitResult(
+            st.history, st.best_epoch or len(st.history), st.stopped, time.perf_counter() - t_start
+        )
+
+    def _snapshot(self, st: _FitState, gen: torch.Generator) -> dict:
+        return {
+            "network": _state_copy(self.network),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched else None,
+            "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": st.history,
+            "best_val": st.best_val,
+            "best_epoch": st.best_epoch,
+            "bad_epochs": st.bad,
+            "best_state": st.best_state,
+        }
+
+    def _restore(self, snap: dict, gen: torch.Generator) -> _FitState:
+        self.network.load_state_dict(snap["network"])
+        self.opt.load_state_dict(snap["optimizer"])
+        if self.sched is not None and snap.get("scheduler"):
+            self.sched.load_state_dict(snap["scheduler"])
+        gen.set_state(snap["generator"])
+        torch.set_rng_state(snap["torch_rng"])
+        return _FitState(
+            snap["history"],
+            snap["best_val"],
+            snap["best_epoch"],
+            snap["bad_epochs"],
+            snap.get("best_state"),
+        )
+
+
+@dataclass
+class _FitState:
+    """Early-stopping bookkeeping (part of the resumable snapshot)."""
+
+    history: list[dict] = field(default_factory=list)
+    best_val: float = math.inf
+    best_epoch: int = 0
+    bad: int = 0
+    best_state: dict | None = None
+    stopped: str = "completed"
+
+    def observe(self, epoch: int, val_loss: float, net: torch.nn.Module) -> None:
+        if val_loss < self.best_val - 1e-6:
+            self.best_val, self.best_epoch, self.bad, self.best_state = (
+                val_loss,
+                epoch,
+                0,
+                _state_copy(net),
+            )
+        else:
+            self.bad += 1
