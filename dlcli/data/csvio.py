@@ -19,6 +19,28 @@ import pandas as pd
 from dlcli.errors import InputError
 
 CHUNK_BYTES = 8 << 20  # pyarrow block size for streaming reads: bounded memory per chunk
+# pyarrow's spellings of a missing value (ConvertOptions().null_values), for text read verbatim
+NULL_TEXT = frozenset(
+    [
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "n/a",
+        "nan",
+        "null",
+    ]
+)
 
 # Given the header, the pyarrow types of the columns to read; only those columns are read.
 ReadPlan = Callable[[list[str]], dict[str, Any]]
@@ -165,13 +187,16 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
 
-def _convert_options(column_types: dict[str, Any] | None, include: list[str] | None) -> Any:
+def _convert_options(
+    column_types: dict[str, Any] | None, include: list[str] | None, verbatim: bool = False
+) -> Any:
     import pyarrow.csv as pc
 
     return pc.ConvertOptions(
         column_types=column_types or {},
         include_columns=include or [],
-        strings_can_be_null=True,  # empty cells and NA spellings are missing in text columns too
+        # empty cells and NA spellings are missing in text columns too, unless text is kept as is
+        strings_can_be_null=not verbatim,
     )
 
 
@@ -215,12 +240,14 @@ def iter_chunks(
     column_types: dict[str, Any] | None = None,
     block_bytes: int | None = None,
     plan: ReadPlan | None = None,
+    verbatim: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Stream a CSV (or stdin for '-') as DataFrames of about `block_bytes` each.
 
     `column_types` maps column names to pyarrow types; the rest is inferred from the first block.
     `plan`, when given, sees the header first (it may raise, e.g. for missing columns) and returns
     the types of the only columns to read: other columns are never parsed, so they cannot fail.
+    `verbatim` keeps text cells exactly as written ('NA' stays 'NA'; see NULL_TEXT).
     """
     import pyarrow as pa
     import pyarrow.csv as pc
@@ -237,7 +264,7 @@ def iter_chunks(
             reader = pc.open_csv(
                 stream,
                 read_options=pc.ReadOptions(block_size=block_bytes or CHUNK_BYTES),
-                convert_options=_convert_options(column_types, include),
+                convert_options=_convert_options(column_types, include, verbatim),
             )
         except pa.ArrowInvalid as exc:
             raise _translate(exc, name, real_path, header) from None

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dlcli.console import note
+from dlcli.data.csvio import NULL_TEXT, iter_chunks
 from dlcli.data.target import Target, canonical_strings, match_known
 from dlcli.errors import InputError
 
@@ -188,8 +189,10 @@ class TabularEncoder:
                 if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
                     out[:, j] = s.to_numpy(dtype="float32", na_value=np.nan)
                     continue
-                v = pd.to_numeric(s, errors="coerce")
-                bad = s.notna() & v.isna() & (s.astype(str).str.strip() != "")
+                text = s.astype(str).str.strip()
+                blank = s.isna() | text.isin(NULL_TEXT)  # verbatim text: 'NA', '' are missing
+                v = pd.to_numeric(s.where(~blank), errors="coerce")
+                bad = ~blank & v.isna()
                 if bad.any():
                     i = int(np.argmax(bad.to_numpy()))
                     label = frame.index[i]  # the row's place in its file or chunk
@@ -251,19 +254,15 @@ class TabularEncoder:
 
         Only the model's columns are parsed (others, the target included, are ignored) unless `keep`.
         """
-        from dlcli.data.csvio import iter_chunks
-
         offset = 0
         name = "<stdin>" if path == "-" else path
-        for chunk in iter_chunks(path, plan=self._read_plan(name, keep)):
+        for chunk in iter_chunks(path, plan=self._read_plan(name, keep), verbatim=keep):
             raw = self.raw_matrix(chunk, name, offset)
             offset += len(chunk)
             yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
 
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """Stream labelled rows (rows without a label are skipped): (frame, raw input tensor)."""
-        from dlcli.data.csvio import iter_chunks
-
         name, offset, tname = ("<stdin>" if path == "-" else path), 0, self.target.name
         for chunk in iter_chunks(path, plan=self._read_plan(name, False, tname)):
             labelled = chunk[chunk[tname].notna()]

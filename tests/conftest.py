@@ -1,0 +1,149 @@
+"""Shared fixtures for the end-to-end tests: run `dl` as a real process or in this one, one small
+trained model for the whole session, and the check that an error is one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "sample_data"
+PENGUINS = SAMPLES / "penguins"
+DIABETES = SAMPLES / "diabetes"
+
+Runner = Callable[..., subprocess.CompletedProcess]
+
+
+# The sample tables are tiny: one intra-op thread is as fast, and on a busy machine (CI, tests and
+# benchmarks side by side) torch's spinning thread pool makes them 10-30x slower.
+THREADS = os.environ.get("DL_TEST_THREADS", "1")
+
+
+def dl_env() -> dict[str, str]:
+    """The environment every `dl` process gets: no colours, no debug tracebacks, the venv first on PATH
+    (so shell lines can say `dl` as a user would), one torch thread."""
+    env = {k: v for k, v in os.environ.items() if k != "DL_DEBUG"}
+    env["NO_COLOR"] = "1"
+    env["OMP_NUM_THREADS"] = THREADS
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+def _run_process(
+    *args: str, input: str | bytes | None = None, cwd: str | Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "dlcli", *map(str, args)]
+    if isinstance(input, bytes):
+        res = subprocess.run(
+            cmd, input=input, cwd=cwd, env=dl_env(), capture_output=True, timeout=timeout
+        )
+        return subprocess.CompletedProcess(
+            cmd,
+            res.returncode,
+            res.stdout.decode("utf-8", "replace"),
+            res.stderr.decode("utf-8", "replace"),
+        )
+    return subprocess.run(
+        cmd, input=input, cwd=cwd, env=dl_env(), capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def run_dl() -> Runner:
+    """`run_dl(*args, input=None, cwd=None)`: `python -m dlcli ARGS` as a subprocess -> CompletedProcess
+    (text). Real exit codes, real stdout/stderr separation, a fresh interpreter each time."""
+    return _run_process
+
+
+@pytest.fixture(scope="session")
+def run_dl_session() -> Runner:
+    """`run_dl` for session- and module-scoped fixtures."""
+    return _run_process
+
+
+@pytest.fixture
+def dl_inproc(monkeypatch: pytest.MonkeyPatch) -> Iterator[Runner]:
+    """Like `run_dl` but runs `dlcli.cli.main` in this interpreter (no 2-3 s torch start-up per call).
+
+    Exit status comes from SystemExit; stdout and stderr are captured separately; `input` is stdin.
+    """
+    import torch
+
+    from dlcli.cli import main
+    from dlcli.console import set_quiet
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.delenv("DL_DEBUG", raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(THREADS))
+
+    def run(
+        *args: str, input: str | bytes | None = None, cwd: str | Path | None = None
+    ) -> subprocess.CompletedProcess:
+        out, err = io.StringIO(), io.StringIO()
+        data = input.encode("utf-8") if isinstance(input, str) else (input or b"")
+        stdin = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+        argv = [str(a) for a in args]
+        code: int = 0
+        with contextlib.ExitStack() as stack:
+            if cwd is not None:
+                stack.enter_context(monkeypatch.context()).chdir(cwd)
+            stack.enter_context(contextlib.redirect_stdout(out))
+            stack.enter_context(contextlib.redirect_stderr(err))
+            monkeypatch.setattr(sys, "stdin", stdin)
+            try:
+                main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            finally:
+                set_quiet(False)
+        return subprocess.CompletedProcess(["dl", *argv], code, out.getvalue(), err.getvalue())
+
+    yield run
+    torch.set_num_threads(threads)
+
+
+def assert_error(
+    result: subprocess.CompletedProcess, *words: str, code: int = 2, stdout: bool = False
+) -> str:
+    """The run failed with one clear line: exit `code`, stderr ending in a single `error: ...` line
+    that holds each of `words`, no traceback, and nothing on stdout. Returns that line."""
+    shown = f"\n--- stdout ---\n{result.stdout}\n--- stderr ---\n{result.stderr}"
+    assert result.returncode == code, f"exit {result.returncode}, expected {code}{shown}"
+    assert "Traceback" not in result.stderr, shown
+    lines = result.stderr.strip().splitlines()
+    assert lines, f"nothing on stderr{shown}"
+    last = lines[-1]
+    assert last.startswith("error: "), f"last stderr line is not an error line{shown}"
+    assert sum(ln.startswith("error:") for ln in lines) == 1, f"more than one error line{shown}"
+    assert "internal error" not in last, f"an unexpected exception, not a clear message{shown}"
+    if not stdout:
+        assert result.stdout == "", f"stdout must stay empty on errors{shown}"
+    for word in words:
+        assert word in last, f"{word!r} missing from the error line{shown}"
+    return last
+
+
+def flat(text: str) -> str:
+    """Whitespace collapsed: rich wraps long notes at the console width."""
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="session")
+def penguins_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session: Runner) -> Path:
+    """One small penguins model, trained once per session and shared by predict/evaluate tests."""
+    folder = tmp_path_factory.mktemp("penguins_model")
+    model = folder / "model.pt"
+    res = run_dl_session(
+        "train", PENGUINS / "train.csv", "-o", model, "--epochs", "5", "--quiet", "--no-plots"
+    )
+    assert res.returncode == 0, res.stderr
+    assert model.is_file()
+    return model
