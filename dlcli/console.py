@@ -16,7 +16,11 @@ def console() -> Any:
     """The shared stderr Console (created on first use, so importing this module stays cheap)."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, no_color="NO_COLOR" in os.environ or None)
+    # off a terminal (logs, CI) rich would wrap at 80 columns: give lines room instead
+    width = None if sys.stderr.isatty() else 160
+    return Console(
+        stderr=True, highlight=False, no_color="NO_COLOR" in os.environ or None, width=width
+    )
 
 
 def is_interactive() -> bool:

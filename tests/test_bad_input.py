@@ -206,13 +206,6 @@ def test_impossible_shapes_in_build(spec: str, shape: str, words: list[str], tmp
     assert_error(res, *words)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dlcli/model/builder.py (build_network) or engine/train_run.py: a spec with `head: none` "
-    "whose last layer has 5 units trains for a 3-class target, then dies after training with "
-    "'internal error: ValueError: 3 class names for 5 probability columns' (exit 1); expected a "
-    "SpecError before training naming the last layer and the 3 outputs the task needs",
-)
 def test_output_size_that_does_not_fit_the_task(folder: Path, dl_inproc) -> None:
     (folder / "net.yaml").write_text("head: none\nlayers:\n  - dense: 5\n")
     shutil.copy(PENGUINS / "train.csv", folder / "data.csv")

@@ -36,7 +36,9 @@ def build(
         False, "--print-spec", help="Print the spec as YAML on stdout and exit."
     ),
     list_presets: bool = typer.Option(False, "--list", help="List the built-in presets."),
-    list_layers: bool = typer.Option(False, "--layers", help="List the layer types a spec can use, with their options."),
+    list_layers: bool = typer.Option(
+        False, "--layers", help="List the layer types a spec can use, with their options."
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Build a network from a preset or spec file and show each layer's output shape and parameters."""
@@ -57,7 +59,9 @@ def build(
         for d in known_layers():
             opts = [f for f in d.Options.model_fields if f not in ("name", "init")]
             alias = f" (also {', '.join(d.names[1:])})" if len(d.names) > 1 else ""
-            sys.stdout.write(f"{d.names[0]:12s} {d.doc}{alias}  options: {', '.join(opts) or '-'}\n")
+            sys.stdout.write(
+                f"{d.names[0]:12s} {d.doc}{alias}  options: {', '.join(opts) or '-'}\n"
+            )
         return
     if print_spec:
         if spec:
@@ -76,7 +80,7 @@ def build(
     from dlcli.model.builder import build_network
     from dlcli.model.summary import render_summary, summary_dict
 
-    net = build_network(parsed, shape, outputs)
+    net = build_network(parsed, shape, outputs, spec or f"preset {arch or 'mlp'}")
     if json_out:
         print_json(summary_dict(net))
     else:

@@ -9,8 +9,10 @@ from dlcli.cli.output import QUIET
 
 def predict(
     model: str = typer.Argument(..., help="Model file written by `dl train`."),
-    inputs: str = typer.Argument(
-        ..., help="CSV file of rows to predict, or - to read CSV from stdin."
+    inputs: list[str] = typer.Argument(
+        ...,
+        help="What to predict: CSV files (or - for CSV on stdin) for table models; image files, "
+        "folders, or - for image paths on stdin, for image models.",
     ),
     output: str = typer.Option(
         None, "--output", "-o", help="Write here instead of stdout (atomically)."
@@ -20,9 +22,17 @@ def predict(
     keep_columns: bool = typer.Option(
         False, "--keep-columns", help="Copy the input columns into the output."
     ),
+    top_k: int = typer.Option(
+        1,
+        "--top-k",
+        "-k",
+        min=1,
+        help="Also list the next K-1 most likely classes with their confidence.",
+    ),
     quiet: bool = QUIET,
 ) -> None:
-    """Predict with MODEL on new rows; columns are matched by name, the target column is ignored."""
+    """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
+    Images: prints path,prediction,confidence."""
     import contextlib
     import sys
 
@@ -46,7 +56,7 @@ def predict(
             fh = sys.stdout
         writer = predictor.WRITERS[fmt](fh)
         for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
-            writer.write(predictor.output_frame(loaded, passthrough, outputs, proba))
+            writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
         fh.flush()
 
 

@@ -248,18 +248,20 @@ class TabularEncoder:
         return plan
 
     def iter_inputs(
-        self, path: str, keep: bool = False
+        self, paths: list[str], keep: bool = False
     ) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
-        """Stream new rows: (input columns if `keep`, else none; raw input tensor) per chunk.
+        """Stream new rows of each CSV ('-' = stdin): (input columns if `keep`, else none; raw
+        input tensor) per chunk.
 
         Only the model's columns are parsed (others, the target included, are ignored) unless `keep`.
         """
-        offset = 0
-        name = "<stdin>" if path == "-" else path
-        for chunk in iter_chunks(path, plan=self._read_plan(name, keep), verbatim=keep):
-            raw = self.raw_matrix(chunk, name, offset)
-            offset += len(chunk)
-            yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
+        for path in [paths] if isinstance(paths, str) else paths:
+            offset = 0
+            name = "<stdin>" if path == "-" else path
+            for chunk in iter_chunks(path, plan=self._read_plan(name, keep), verbatim=keep):
+                raw = self.raw_matrix(chunk, name, offset)
+                offset += len(chunk)
+                yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
 
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """Stream labelled rows (rows without a label are skipped): (frame, raw input tensor)."""

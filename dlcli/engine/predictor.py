@@ -22,25 +22,36 @@ def run_batches(model: torch.nn.Module, x: torch.Tensor, batch: int = BATCH) -> 
     return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
 
 
-def predict_stream(loaded: Any, path: str, keep: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-    """(pass-through columns, outputs) per chunk of `path` ('-' = stdin)."""
-    for passthrough, raw in loaded.encoder.iter_inputs(path, keep):
+def predict_stream(
+    loaded: Any, paths: list[str], keep: bool
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """(pass-through columns, outputs) per chunk of the inputs ('-' = stdin)."""
+    for passthrough, raw in loaded.encoder.iter_inputs(paths, keep):
         yield passthrough, run_batches(loaded.inference, raw)
 
 
 def output_frame(
-    loaded: Any, passthrough: pd.DataFrame, outputs: np.ndarray, proba: bool
+    loaded: Any, passthrough: pd.DataFrame, outputs: np.ndarray, proba: bool, top_k: int = 1
 ) -> pd.DataFrame:
-    """Turn outputs into the prediction table: `prediction` (+ `proba_<class>`)."""
+    """Turn outputs into the prediction table: `prediction`, a `confidence` column where the data
+    kind asks for one (images) or with --top-k, `prediction_2`/`confidence_2`... for the next
+    classes, and `proba_<class>` with --proba."""
     frame = passthrough.reset_index(drop=True).copy()
-    if loaded.task.name == "classification":
-        classes = np.asarray(loaded.encoder.target.classes, dtype=object)
-        frame["prediction"] = classes[outputs.argmax(1)]
-        if proba:
-            for j, c in enumerate(loaded.encoder.target.classes):
-                frame[f"proba_{c}"] = outputs[:, j]
-    else:
+    if loaded.task.name != "classification":
         frame["prediction"] = outputs.reshape(len(outputs), -1)[:, 0]
+        return frame
+    classes = np.asarray(loaded.encoder.target.classes, dtype=object)
+    k = max(1, min(top_k, len(classes)))
+    order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]  # (N, k) best classes first
+    confident = k > 1 or "confidence" in getattr(loaded.encoder, "prediction_columns", ())
+    for r in range(k):
+        suffix = "" if r == 0 else f"_{r + 1}"
+        frame["prediction" + suffix] = classes[order[:, r]]
+        if confident:
+            frame["confidence" + suffix] = np.take_along_axis(outputs, order[:, r : r + 1], 1)[:, 0]
+    if proba:
+        for j, c in enumerate(classes):
+            frame[f"proba_{c}"] = outputs[:, j]
     return frame
 
 
@@ -50,7 +61,7 @@ class CsvWriter:
 
     def write(self, frame: pd.DataFrame) -> None:
         frame.to_csv(
-            self.fh, header=self.first, index=False, float_format="%.6g", lineterminator="\n"
+            self.fh, header=self.first, index=False, float_format="%.7g", lineterminator="\n"
         )
         self.first = False
 

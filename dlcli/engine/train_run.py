@@ -103,7 +103,9 @@ def run_training(req: TrainRequest) -> dict:
     cfg = cfg.resolved(len(prep.x_train))
     load_s = time.perf_counter() - t_load
     torch.manual_seed(cfg.seed)
-    built = build_network(spec, encoder.input_shape, task.n_outputs)
+    built = build_network(
+        spec, encoder.input_shape, task.n_outputs, req.spec or f"preset {req.arch or 'mlp'}"
+    )
     frozen = _transfer(built.module, req)
     preprocess = encoder.preprocess_module()
     x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)

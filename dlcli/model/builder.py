@@ -102,9 +102,21 @@ def _check_runs(module: nn.Module, in_shape: Shape, out_shape: Shape, where: str
         raise SpecError(f"{where}: produced shape {got} where {tuple(out_shape)} was inferred")
 
 
-def build_network(spec: Spec, input_shape: Shape, outputs: int | None) -> BuiltNetwork:
+def build_network(
+    spec: Spec, input_shape: Shape, outputs: int | None, source: str | None = None
+) -> BuiltNetwork:
     """Build `spec` for inputs of `input_shape`; append a dense head of `outputs` units if the spec
-    has no layer with `units: outputs` and `head` is auto."""
+    has no layer with `units: outputs` and `head` is auto. `source` (a file or preset) is named
+    in errors."""
+    try:
+        return _build_network(spec, input_shape, outputs)
+    except SpecError as exc:
+        if source is None:
+            raise
+        raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
+
+
+def _build_network(spec: Spec, input_shape: Shape, outputs: int | None) -> BuiltNetwork:
     check_init(spec.init, "spec field 'init'")
     b = _Builder(outputs, spec.init)
     seq, shape, rows = b.build_list(spec.layers, tuple(input_shape), "layers")
@@ -119,4 +131,11 @@ def build_network(spec: Spec, input_shape: Shape, outputs: int | None) -> BuiltN
         seq.add_module("head", head)
         shape = (outputs,)
         rows.append(SummaryRow("head", "dense", shape, sum(p.numel() for p in head.parameters())))
+    if outputs and tuple(shape) != (outputs,):
+        last = rows[-1] if rows else None
+        where = f"the last layer ({last.name}: {last.type})" if last else "the network"
+        raise SpecError(
+            f"{where} outputs shape {tuple(shape)} but the task needs {outputs} output{'s' if outputs != 1 else ''}",
+            "use head: auto, or end with {dense: outputs}",
+        )
     return BuiltNetwork(seq, rows, tuple(input_shape), shape)
