@@ -18,7 +18,7 @@ def build(layers, shape=(4,), outputs=3, **top):
 
 def test_dense_matches_torch_linear():
     torch.manual_seed(0)
-    net = build([{"dense": 5}], head="none").module
+    net = build([{"dense": 5}], head="none", outputs=None).module
     ref = nn.Linear(4, 5)
     ref.load_state_dict({"weight": net[0].weight, "bias": net[0].bias})
     x = torch.randn(7, 4)
@@ -49,11 +49,11 @@ def test_head_is_added_from_outputs_unless_spec_uses_outputs():
 
 def test_residual_adds_skip_and_projects_when_width_changes():
     torch.manual_seed(0)
-    same = build([{"residual": [{"dense": 4}]}], head="none").module[0]
+    same = build([{"residual": [{"dense": 4}]}], head="none", outputs=None).module[0]
     x = torch.randn(3, 4)
     assert torch.allclose(same(x), same.body(x) + x)
     proj = build(
-        [{"residual": {"layers": [{"dense": 6}], "activation": "relu"}}], head="none"
+        [{"residual": {"layers": [{"dense": 6}], "activation": "relu"}}], head="none", outputs=None
     ).module[0]
     assert isinstance(proj.proj, nn.Linear)
     assert torch.allclose(proj(x), torch.relu(proj.body(x) + proj.proj(x)))
@@ -64,7 +64,7 @@ def test_residual_adds_skip_and_projects_when_width_changes():
 )
 def test_activations_match_torch_functional(name):
     x = torch.randn(5, 4)
-    got = build([name], head="none").module(x)
+    got = build([name], head="none", outputs=None).module(x)
     ref = {
         "relu": torch.relu,
         "leaky_relu": nn.functional.leaky_relu,
@@ -79,7 +79,9 @@ def test_activations_match_torch_functional(name):
 
 
 def test_norm_layers_and_flatten_shapes():
-    net = build(["flatten", "batchnorm", "layernorm", {"dense": 2}], shape=(2, 3), head="none")
+    net = build(
+        ["flatten", "batchnorm", "layernorm", {"dense": 2}], shape=(2, 3), head="none", outputs=None
+    )
     assert [r.out_shape for r in net.rows] == [(6,), (6,), (6,), (2,)]
     assert isinstance(net.module[1], nn.BatchNorm1d) and isinstance(net.module[2], nn.LayerNorm)
 
@@ -95,7 +97,7 @@ def test_norm_layers_and_flatten_shapes():
 )
 def test_weight_init(init, check):
     torch.manual_seed(0)
-    lin = build([{"dense": 32, "init": init}], shape=(64,), head="none").module[0]
+    lin = build([{"dense": 32, "init": init}], shape=(64,), head="none", outputs=None).module[0]
     assert check(lin.weight)
     assert torch.count_nonzero(lin.bias) == 0
 
@@ -172,7 +174,8 @@ def test_top_level_errors():
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_validates_and_builds(name):
     spec, _ = load_preset(name)
-    net = build_network(spec, (30,), 2)
+    shape = {"image": (3, 32, 32)}.get((spec.data or ["tabular"])[0], (30,))
+    net = build_network(spec, shape, 2)
     assert net.output_shape == (2,)
 
 
@@ -183,3 +186,10 @@ def test_spec_round_trips_through_state_dict():
     b.load_state_dict(a.state_dict())
     x = torch.randn(4, 10)
     assert torch.equal(a(x), b(x))
+
+
+def test_nested_layer_init_is_not_overwritten_by_its_container():
+    net = build(
+        [{"residual": [{"dense": 4, "init": "zeros"}]}], init="kaiming", head="none", outputs=None
+    )
+    assert torch.count_nonzero(net.module[0].body[0].weight) == 0

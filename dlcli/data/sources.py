@@ -26,6 +26,7 @@ class DataOptions:
     val: str | None = None
     val_split: float = 0.2
     seed: int = 42
+    extra: dict = field(default_factory=dict)  # per data kind, e.g. {"image": ImageOptions(...)}
 
 
 @dataclass
@@ -52,10 +53,18 @@ def register_source(name: str):
     return deco
 
 
+# data kinds beyond tables live in their own modules and register themselves when imported
+KIND_MODULES = ("dlcli.data.images",)
+
+
 def _load_encoders() -> None:
+    import importlib
+
     from dlcli.data.tabular import TabularEncoder
 
     ENCODERS.setdefault("tabular", TabularEncoder)
+    for module in KIND_MODULES:
+        importlib.import_module(module)
 
 
 def encoder_from_state(state: dict) -> Any:
@@ -170,6 +179,7 @@ def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:
 
 def choose_source(path: str) -> Any:
     """The source class for `path` (first that claims it)."""
+    _load_encoders()
     for source in SOURCES.values():
         if source.claims(path):
             return source

@@ -98,6 +98,12 @@ def run_training(req: TrainRequest) -> dict:
     source = choose_source(req.data)
     prep = source.prepare(req.data, req.data_opts, encoder)
     encoder = prep.encoder
+    if spec.data and encoder.kind not in spec.data:
+        name = req.spec or f"--arch {req.arch or 'mlp'}"
+        raise UsageError(
+            f"{name} is made for {' or '.join(spec.data)} data, but {req.data} is {encoder.kind} data",
+            _suggest(encoder.kind),
+        )
     task = make_task(encoder.target, cfg.loss)
     cfg.loss = task.loss
     cfg = cfg.resolved(len(prep.x_train))
@@ -196,6 +202,12 @@ def run_training(req: TrainRequest) -> dict:
         "files": files,
     }
     return summary
+
+
+def _suggest(kind: str) -> str:
+    return {"tabular": "try --arch mlp", "image": "try --arch cnn or --arch resnet"}.get(
+        kind, "see dl build --list"
+    )
 
 
 def _transfer(network: torch.nn.Module, req: TrainRequest) -> list[torch.nn.Module]:

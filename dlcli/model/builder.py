@@ -18,6 +18,27 @@ from dlcli.spec.registry import BuildContext, Shape
 from dlcli.spec.schema import Spec, parse_layer
 
 
+class LayerStack(nn.Sequential):
+    """nn.Sequential that threads a padding mask to the layers that take one.
+
+    Token-id inputs (integer (N, T), 0 = padding) start a mask `ids != 0` of shape (N, T); a layer
+    with `accepts_mask = True` is called as `layer(x, mask)`, and one that also changes the time
+    axis (`updates_mask = True`) returns `(x, mask)`. Other inputs carry no mask.
+    """
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if mask is None and not torch.is_floating_point(x) and x.dim() == 2:
+            mask = x != 0  # (N, T)
+        for layer in self:
+            if getattr(layer, "updates_mask", False):
+                x, mask = layer(x, mask)
+            elif getattr(layer, "accepts_mask", False):
+                x = layer(x, mask)
+            else:
+                x = layer(x)
+        return x
+
+
 @dataclass
 class SummaryRow:
     """One line of the layer table."""
@@ -33,18 +54,25 @@ class SummaryRow:
 class BuiltNetwork:
     """The module plus what `dl build` shows about it."""
 
-    module: nn.Sequential
+    module: LayerStack
     rows: list[SummaryRow]
     input_shape: Shape
     output_shape: Shape
 
 
-def _dummy(shape: Shape) -> torch.Tensor:
-    return torch.zeros(2, *[8 if d is None else int(d) for d in shape])
+def _dummy(shape: Shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A batch of 2 for the dry run; integer inputs (token ids) get ids 1 (not padding)."""
+    dims = [8 if d is None else int(d) for d in shape]
+    return torch.ones(2, *dims, dtype=dtype) if dtype != torch.float32 else torch.zeros(2, *dims)
 
 
 class _Builder:
-    def __init__(self, outputs: int | None, default_init: str | None) -> None:
+    def __init__(
+        self, outputs: int | None, default_init: str | None, dtype: torch.dtype = torch.float32
+    ) -> None:
+        self.dtype = dtype
+        self.data_info: dict = {}
+        self.initialised: set[int] = set()  # modules whose weights a layer's init already set
         self.outputs = outputs
         self.default_init = default_init
         self.used_outputs = False
@@ -54,7 +82,7 @@ class _Builder:
     def build_list(
         self, entries: list[Any], in_shape: Shape, where: str
     ) -> tuple[nn.Sequential, Shape, list]:
-        seq = nn.Sequential()
+        seq = LayerStack()
         shape = in_shape
         for i, raw in enumerate(entries):
             loc = f"{where}[{i}]"
@@ -64,13 +92,15 @@ class _Builder:
             if "." in name or name in seq._modules:
                 raise SpecError(f"{loc}: field 'name': '{name}' must be unique and contain no '.'")
             ctx = BuildContext(self.outputs, self._nested, f"{loc} ({entry.type_name})")
+            ctx.dtype = self.dtype  # integer for token ids, float otherwise
+            ctx.data = self.data_info
             if getattr(entry.opts, "units", None) == "outputs":
                 self.used_outputs = True
             row = SummaryRow(name, entry.layerdef.names[0], (), 0, self.depth)
             self.rows.append(row)
             module, out_shape = entry.layerdef.build(entry.opts, shape, ctx)
-            apply_init(module, entry.opts.init or self.default_init)
-            _check_runs(module, shape, out_shape, ctx.where)
+            apply_init(module, entry.opts.init or self.default_init, self.initialised)
+            self.dtype = _check_runs(module, shape, out_shape, ctx.where, self.dtype)
             row.out_shape, row.params = out_shape, sum(p.numel() for p in module.parameters())
             seq.add_module(name, module)
             shape = out_shape
@@ -84,13 +114,18 @@ class _Builder:
             self.depth -= 1
 
 
-def _check_runs(module: nn.Module, in_shape: Shape, out_shape: Shape, where: str) -> None:
-    """Run the layer on a dummy batch: errors and shape disagreements become SpecErrors."""
+def _check_runs(
+    module: nn.Module, in_shape: Shape, out_shape: Shape, where: str, dtype: torch.dtype
+) -> torch.dtype:
+    """Run the layer on a dummy batch: errors and shape disagreements become SpecErrors.
+    Returns the output dtype (an embedding turns token ids into floats)."""
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            y = module(_dummy(in_shape))
+            y = module(_dummy(in_shape, dtype))
+            if isinstance(y, tuple):  # layers that update the padding mask return (x, mask)
+                y = y[0]
     except Exception as exc:  # a torch error here means the shapes cannot work
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"{where}: cannot take input of shape {tuple(in_shape)}: {msg}") from None
@@ -100,25 +135,35 @@ def _check_runs(module: nn.Module, in_shape: Shape, out_shape: Shape, where: str
     want = tuple(8 if d is None else d for d in out_shape)
     if got != want:
         raise SpecError(f"{where}: produced shape {got} where {tuple(out_shape)} was inferred")
+    return y.dtype
 
 
 def build_network(
-    spec: Spec, input_shape: Shape, outputs: int | None, source: str | None = None
+    spec: Spec,
+    input_shape: Shape,
+    outputs: int | None,
+    source: str | None = None,
+    input_dtype: torch.dtype = torch.float32,
+    data_info: dict | None = None,
 ) -> BuiltNetwork:
     """Build `spec` for inputs of `input_shape`; append a dense head of `outputs` units if the spec
     has no layer with `units: outputs` and `head` is auto. `source` (a file or preset) is named
-    in errors."""
+    in errors. `input_dtype` is torch.long for token ids; `data_info` carries facts layers may
+    need from the data (e.g. `vocab_size`), available to builders as `ctx.data`."""
     try:
-        return _build_network(spec, input_shape, outputs)
+        return _build_network(spec, input_shape, outputs, input_dtype, data_info or {})
     except SpecError as exc:
         if source is None:
             raise
         raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
 
 
-def _build_network(spec: Spec, input_shape: Shape, outputs: int | None) -> BuiltNetwork:
+def _build_network(
+    spec: Spec, input_shape: Shape, outputs: int | None, dtype: torch.dtype, data_info: dict
+) -> BuiltNetwork:
     check_init(spec.init, "spec field 'init'")
-    b = _Builder(outputs, spec.init)
+    b = _Builder(outputs, spec.init, dtype)
+    b.data_info = data_info
     seq, shape, rows = b.build_list(spec.layers, tuple(input_shape), "layers")
     if spec.head == "auto" and outputs and not b.used_outputs:
         if len(shape) != 1:

@@ -50,13 +50,19 @@ def check_init(name: str | None, where: str) -> None:
         )
 
 
-def apply_init(module: Any, name: str | None) -> None:
-    """Initialise the weights of every Linear/Conv/Embedding inside `module`; biases to zero."""
+def apply_init(module: Any, name: str | None, done: set[int] | None = None) -> None:
+    """Initialise the weights of every Linear/Conv/Embedding inside `module`; biases to zero.
+
+    Sub-modules whose id is in `done` keep their weights (a nested layer with its own `init`
+    must not be overwritten by its container's); every visited one is added to `done`.
+    """
     fn = INITS.get((name or "default").lower())
-    if fn is None:
-        return
     for m in module.modules():
-        if isinstance(m, _WEIGHTED):
+        if done is not None:
+            if id(m) in done:
+                continue
+            done.add(id(m))
+        if fn is not None and isinstance(m, _WEIGHTED):
             fn(m.weight)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)

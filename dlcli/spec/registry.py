@@ -55,6 +55,8 @@ class BuildContext:
         self.outputs = outputs
         self.build_list = build_list
         self.where = where
+        self.dtype: Any = None  # torch dtype of this layer's input (integer = token ids)
+        self.data: dict = {}  # facts from the data (e.g. vocab_size), set by the builder
 
     def resolve_units(self, value: int | str, field: str) -> int:
         if value == "outputs":

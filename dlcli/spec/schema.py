@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from dlcli.errors import SpecError
 from dlcli.spec.registry import LayerDef, lookup
 
-_UNION_TAG = re.compile(r"^(int|float|str|bool|list\[.*\]|dict\[.*\]|none|literal\[.*\]|function-.*)$", re.IGNORECASE)
+_UNION_TAG = re.compile(
+    r"^(int|float|str|bool|list\[.*\]|dict\[.*\]|none|literal\[.*\]|function-.*)$", re.IGNORECASE
+)
 
 
 class TrainingDefaults(BaseModel):
@@ -44,6 +46,9 @@ class Spec(BaseModel):
     description: str | None = None
     init: str | None = None
     head: Literal["auto", "none"] = "auto"
+    data: list[Literal["tabular", "image", "text", "series"]] | None = (
+        None  # data kinds it suits (None: any)
+    )
     layers: list[Any] = Field(min_length=1)
     training: TrainingDefaults = TrainingDefaults()
 
@@ -77,7 +82,9 @@ def parse_layer(entry: Any, where: str) -> LayerEntry:
         else:
             raise SpecError(f"{where} ({type_name}): takes no shorthand value, got {value!r}")
     else:
-        raise SpecError(f"{where}: a layer must be a name or a mapping with 'type', e.g. {{type: dense, units: 64}}; got {entry!r}")
+        raise SpecError(
+            f"{where}: a layer must be a name or a mapping with 'type', e.g. {{type: dense, units: 64}}; got {entry!r}"
+        )
     layerdef = lookup(type_name, where)
     try:
         opts = layerdef.Options.model_validate(raw)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core",)
+FAMILIES = ("core", "conv")
 
 
 def load_all() -> None:

@@ -1,4 +1,4 @@
-"""Core layers: dense, activations, dropout, normalisation, flatten and the residual block."""
+"""Core layers: dense, activations, dropout, normalisation, flatten, the residual block and named blocks."""
 
 from __future__ import annotations
 
@@ -191,3 +191,17 @@ class ResidualBlock(LayerDef):
                 )
         act = make_activation(opts.activation, ctx.where) if opts.activation else nn.Identity()
         return Residual(body, proj, act), out_shape
+
+
+@register("block", "sequential")
+class Block(LayerDef):
+    """A named group of layers (e.g. `features`), so `--freeze features` can address it as one."""
+
+    primary = "layers"
+
+    class Options(Options):
+        layers: list[Any] = Field(min_length=1)
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        seq, out_shape, _ = ctx.build_list(opts.layers, in_shape, f"{ctx.where}.layers")
+        return seq, out_shape
