@@ -212,13 +212,6 @@ def test_evaluate_regression_keys(diabetes_model: Path, dl_inproc) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="training defaults (dlcli/engine/trainer.py TrainConfig.resolved and/or "
-    "spec/presets/mlp.yaml): a default `dl train sample_data/diabetes/train.csv` stops at "
-    "epoch 19 (best epoch 4) and reaches R² 0.33 on test.csv; needs >= 0.35 (scikit-learn on "
-    "the same split, standardised: Ridge 0.52, MLPRegressor 0.50)",
-)
 def test_default_train_r2_on_diabetes(diabetes_model: Path, dl_inproc) -> None:
     assert _diabetes_metrics(diabetes_model, dl_inproc)["r2"] >= 0.35
 

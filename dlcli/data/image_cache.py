@@ -1,0 +1,432 @@
+"""Image files -> one uint8 tensor (N, C, S, S): finding, probing and decoding images with Pillow,
+in parallel threads, with an on-disk cache.
+
+Every image goes through `decode_image`: first frame, EXIF orientation, any mode to 8 bits,
+resize of the shorter side to S and a center crop, transparency composited on white, then L or
+RGB. A folder's decoded tensor is cached per (folder, S, channels, resize policy); on the next run
+only new or changed files (by size and mtime) are decoded again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import os
+import statistics
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from dlcli.console import info, is_interactive, note, quiet
+from dlcli.errors import InputError, UsageError
+from dlcli.fileio import atomic_path
+
+RESIZE_POLICY = "shorter-side+center-crop"
+INTERPOLATION = "bilinear"
+IMAGE_EXTENSIONS = frozenset(
+    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
+)
+GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+PIXEL_LIMIT = 20000 * 20000  # Pillow refuses images over twice this (a decompression bomb)
+BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time (memory)
+MEMORY_LIMIT = 4 * 1024**3  # bytes of decoded uint8 pixels held in memory (DL_MAX_IMAGE_MEMORY)
+CHUNK = 64  # images per task handed to a decoding thread
+CACHE_VERSION = 1
+PROBE_SAMPLE = 200  # images looked at to choose the default size and channel count
+
+
+class BadImage(Exception):
+    """A file that Pillow cannot decode (corrupt, truncated, empty or not an image)."""
+
+
+# -- finding images -------------------------------------------------------------------------
+def is_hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def walk_images(folder: Path) -> tuple[list[str], int, Counter]:
+    """Image files under `folder`, recursively, sorted, as posix paths relative to `folder`
+    -> (files, hidden entries skipped, {extension: count} of other files skipped)."""
+    found, hidden, other = [], 0, Counter()
+    top = len(str(folder))
+    for dirpath, dirnames, filenames in os.walk(folder):
+        sub = dirpath[top:].lstrip(os.sep).replace(os.sep, "/")
+        keep = sorted(d for d in dirnames if not is_hidden(d))
+        hidden += len(dirnames) - len(keep)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            ext = os.path.splitext(name)[1].lower()
+            if is_hidden(name):
+                hidden += 1
+            elif ext in IMAGE_EXTENSIONS:
+                found.append(f"{sub}/{name}" if sub else name)
+            else:
+                other[ext or "(no extension)"] += 1
+    return found, hidden, other
+
+
+def no_images(source: str) -> InputError:
+    return InputError(
+        f"{source}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+    )
+
+
+def note_skipped(source: str, hidden: int, other: Counter) -> None:
+    """One note counting the hidden entries and non-image files that were passed over."""
+    s, n = "s" if hidden != 1 else "", sum(other.values())
+    parts = [f"{hidden} hidden file{s} or folder{s}"] if hidden else []
+    if n:
+        parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
+    if parts:
+        note(f"{source}: skipped {' and '.join(parts)}")
+
+
+# -- one image -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def pixel_limit() -> Iterator[None]:
+    """Allow big images (up to PIXEL_LIMIT pixels, quietly) only while decoding."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def _high_depth_to_l(im: Image.Image) -> Image.Image:
+    """16-bit, 32-bit integer and float images -> 8-bit L, scaled (not clipped) to 0..255.
+
+    I;16: 0..65535 -> 0..255. I: as I;16 when any value exceeds 255, else taken as 8-bit values.
+    F: taken as 0..1 when no value exceeds 1, else as 0..255.
+    """
+    a = np.nan_to_num(np.asarray(im, dtype=np.float32))  # (H, W)
+    top = float(a.max()) if a.size else 0.0
+    if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
+        a = a / 257.0
+    elif im.mode == "F" and top <= 1.0:
+        a = a * 255.0
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+
+
+def _to_resizable(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> one of L, LA, RGB, RGBA (alpha kept until after the resize)."""
+    mode = im.mode
+    if mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    if mode == "I" or mode == "F" or mode.startswith("I;16"):
+        return _high_depth_to_l(im)
+    if mode == "1":
+        return im.convert("L")
+    if mode == "La":
+        return im.convert("LA")
+    if mode in ("P", "PA", "RGBa") and (mode != "P" or "transparency" in im.info):
+        return im.convert("RGBA")
+    return im.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def _fit(im: Image.Image, size: int) -> Image.Image:
+    """Shorter side -> `size`, center crop to (size, size); bilinear, reduced in steps for speed."""
+    w, h = im.size
+    s = min(w, h)
+    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    return im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
+
+
+def _flatten(im: Image.Image, channels: int) -> Image.Image:
+    """Composite transparency on white, then convert to L (channels=1) or RGB."""
+    if im.mode in ("LA", "RGBA"):
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        white.alpha_composite(im.convert("RGBA"))
+        im = white
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def decode_image(
+    path: str | os.PathLike[str], size: int, channels: int, gate: Any = None
+) -> np.ndarray:
+    """One image file -> (channels, size, size) uint8. Raises BadImage with a short reason.
+
+    `gate` (a semaphore) bounds how many huge images (> BIG_PIXELS) are decoded at once.
+    """
+    try:
+        with Image.open(path) as im:
+            im.draft(None, (size, size))  # JPEG: decode at 1/2..1/8 scale, still >= size
+            big = gate is not None and im.size[0] * im.size[1] > BIG_PIXELS
+            with gate if big else contextlib.nullcontext():
+                im.load()  # corrupt or truncated data fails here
+                with contextlib.suppress(Exception):  # a broken EXIF block only loses orientation
+                    ImageOps.exif_transpose(im, in_place=True)
+                out = _flatten(_fit(_to_resizable(im), size), channels)
+            arr = np.asarray(out)  # (S, S) or (S, S, 3)
+    except Image.DecompressionBombError:
+        raise BadImage(f"larger than {PIXEL_LIMIT:,} pixels") from None
+    except Exception as exc:  # Pillow raises many kinds on corrupt files; none may stop the run
+        raise BadImage(_reason(exc)) from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).split("\n")[0]
+    if text.startswith("cannot identify image file"):
+        return "not an image Pillow can read"
+    return text or type(exc).__name__
+
+
+def probe_image(path: str | os.PathLike[str], check_gray: bool) -> tuple[int, bool] | None:
+    """(longer side, grayscale-like) of an image without decoding it fully; None if unreadable.
+
+    A colour-mode image counts as grayscale when its channels agree (within 2 levels, for JPEG
+    rounding) on a small thumbnail; that is only checked when `check_gray`.
+    """
+    try:
+        with Image.open(path) as im:
+            side = max(im.size)
+            if im.mode in GRAY_MODES:
+                return side, True
+            if not check_gray:
+                return side, False
+            im.draft(None, (64, 64))
+            small = _flatten(_fit(_to_resizable(im), 32), 3)
+            a = np.asarray(small).astype(np.int16)  # (32, 32, 3)
+            gray = (
+                np.abs(a[..., 0] - a[..., 1]).max() <= 2
+                and np.abs(a[..., 1] - a[..., 2]).max() <= 2
+            )
+            return side, bool(gray)
+    except Exception:  # unreadable: reported when it is decoded
+        return None
+
+
+def probe_sample(paths: Sequence[str], check_gray: bool) -> tuple[list[int], bool]:
+    """(longer sides, all grayscale-like) over at most PROBE_SAMPLE images spread over `paths`."""
+    sides, gray = [], True
+    with pixel_limit():
+        for path in paths[:: max(1, math.ceil(len(paths) / PROBE_SAMPLE))]:
+            got = probe_image(path, check_gray=gray and check_gray)
+            if got is not None:
+                sides.append(got[0])
+                gray = gray and got[1]
+    return sides, gray
+
+
+def default_size(sides: list[int]) -> int:
+    """Median longer side, rounded to a multiple of 8, clamped to [16, 128] (32 with no sample)."""
+    if not sides:
+        return 32
+    return int(min(128, max(16, round(statistics.median(sides) / 8) * 8)))
+
+
+# -- many images -----------------------------------------------------------------------------
+def decode_workers() -> int:
+    """Threads for decoding: Pillow releases the GIL while decoding and resizing."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 16))
+
+
+def _decode_into(
+    out: np.ndarray, paths: Sequence[str], idx: range, size: int, channels: int, gate: Any
+) -> dict[int, str]:
+    """Decode paths[idx] into out[idx] (out: (N, C, S, S) uint8); returns {index: reason} of failures."""
+    bad = {}
+    for i in idx:
+        try:
+            out[i] = decode_image(paths[i], size, channels, gate)
+        except BadImage as exc:
+            bad[i] = str(exc)
+    return bad
+
+
+def decode_files(
+    paths: Sequence[str], size: int, channels: int, out: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode all `paths` into (N, C, S, S) uint8 (rows of unreadable files stay zero), in
+    parallel, with a progress bar on a terminal. Returns (pixels, {index: reason})."""
+    n = len(paths)
+    if out is None:
+        out = np.zeros((n, channels, size, size), dtype=np.uint8)
+    workers = decode_workers()
+    step = max(1, min(CHUNK, math.ceil(n / (4 * workers))))  # small chunks balance big images
+    chunks = [range(i, min(i + step, n)) for i in range(0, n, step)]
+    bad: dict[int, str] = {}
+    gate = threading.BoundedSemaphore(2)
+    with pixel_limit(), _progress(n) as advance, ThreadPoolExecutor(workers) as pool:
+        jobs = {pool.submit(_decode_into, out, paths, c, size, channels, gate): c for c in chunks}
+        try:
+            for job in as_completed(jobs):
+                bad.update(job.result())
+                advance(len(jobs[job]))
+        except BaseException:  # Ctrl-C: do not wait for the chunks not yet started
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return out, bad
+
+
+@contextlib.contextmanager
+def _progress(total: int) -> Iterator[Callable[[int], None]]:
+    """A transient rich bar on an interactive stderr for big jobs; else a no-op."""
+    if total < 500 or not is_interactive() or quiet():
+        yield lambda k: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from dlcli.console import console
+
+    columns = (TextColumn("decoding images"), BarColumn(), MofNCompleteColumn())
+    bar = Progress(*columns, console=console(), transient=True)
+    task = bar.add_task("decode", total=total)
+    with bar:
+        yield lambda k: bar.advance(task, k)
+
+
+def check_memory(n: int, channels: int, size: int, source: str) -> None:
+    """UsageError when n images of (channels, size, size) bytes would exceed the in-memory limit."""
+    limit = int(os.environ.get("DL_MAX_IMAGE_MEMORY") or MEMORY_LIMIT)
+    need = n * channels * size * size
+    if need > limit:
+        raise UsageError(
+            f"{source}: {n:,} images of {size}x{size}x{channels} need {need / 1e9:.2f} GB, more "
+            f"than the in-memory limit of {limit / 1e9:.2f} GB",
+            "lower --image-size (or raise DL_MAX_IMAGE_MEMORY, in bytes)",
+        )
+
+
+# -- the on-disk cache -----------------------------------------------------------------------
+@dataclass
+class Decoded:
+    """A folder's images as one tensor, with what was decoded and what came from the cache."""
+
+    pixels: torch.Tensor  # (N, C, S, S) uint8; rows of unreadable files are zero
+    bad: dict[int, str] = field(default_factory=dict)  # index -> why it could not be read
+    decoded: int = 0
+    cached: int = 0
+    seconds: float = 0.0
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DL_CACHE_DIR") or Path.home() / ".cache" / "dl" / "images")
+
+
+def cache_file(folder: Path, size: int, channels: int) -> Path:
+    """One cache file per (folder, size, channels, resize policy)."""
+    key = f"{CACHE_VERSION}|{folder.resolve()}|{size}|{channels}|{RESIZE_POLICY}|{INTERPOLATION}"
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
+    return cache_dir() / f"{folder.resolve().name or 'root'}-{size}x{channels}-{digest}.pt"
+
+
+def _load_cache(file: Path, size: int, channels: int) -> dict | None:
+    """The cache's plain-data dict, or None when absent, unreadable or of another layout."""
+    if not file.is_file():
+        return None
+    try:
+        data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        pixels, files = data["pixels"], data["files"]
+        ok = (
+            data.get("version") == CACHE_VERSION
+            and pixels.dtype == torch.uint8
+            and tuple(pixels.shape) == (len(files), channels, size, size)
+            and tuple(data["stats"].shape) == (len(files), 2)
+            and len(data["bad"]) == len(files)
+        )
+        return data if ok else None
+    except Exception:  # a corrupt or foreign cache file is never fatal: it is rebuilt
+        return None
+
+
+def _save_cache(
+    file: Path, folder: Path, files: list[str], stats: torch.Tensor, got: Decoded
+) -> None:
+    reasons = [got.bad.get(i, "") for i in range(len(files))]
+    data = {
+        "version": CACHE_VERSION,
+        "folder": str(folder.resolve()),
+        "resize": RESIZE_POLICY,
+        "files": files,
+        "stats": stats,  # (N, 2) int64: file size, mtime_ns
+        "bad": reasons,
+        "pixels": got.pixels,
+    }
+    try:
+        with atomic_path(file) as tmp:
+            torch.save(data, tmp)
+    except OSError as exc:
+        note(f"could not write the image cache {file}: {exc.strerror or exc}")
+
+
+def _file_stats(folder: Path, files: list[str]) -> torch.Tensor:
+    """(N, 2) int64: size in bytes and mtime in ns of each file."""
+    rows = []
+    for rel in files:
+        try:
+            st = os.stat(os.path.join(folder, rel))
+            rows.append((st.st_size, st.st_mtime_ns))
+        except OSError:  # gone since it was listed: decoding will report it
+            rows.append((-1, -1))
+    return torch.tensor(rows, dtype=torch.int64).reshape(len(files), 2)
+
+
+def _take_cached(data: dict, files: list[str], stats: torch.Tensor, got: Decoded) -> list[int]:
+    """Copy unchanged files' pixels from the cache into `got`; return the indices still to decode."""
+    where = {rel: j for j, rel in enumerate(data["files"])}
+    pairs = [(i, where[rel]) for i, rel in enumerate(files) if rel in where]
+    dst, src = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).unbind(1)
+    same = (data["stats"][src] == stats[dst]).all(1)  # (n_pairs,) size and mtime unchanged
+    dst, src = dst[same], src[same]
+    got.pixels[dst] = data["pixels"][src]
+    for i, j in zip(dst.tolist(), src.tolist(), strict=True):
+        if data["bad"][j]:
+            got.bad[i] = data["bad"][j]
+    got.cached = len(dst)
+    taken = set(dst.tolist())
+    return [i for i in range(len(files)) if i not in taken]
+
+
+def decode_folder(folder: Path, files: list[str], size: int, channels: int) -> Decoded:
+    """Images `files` (paths relative to `folder`) -> Decoded, reusing the folder's cache."""
+    t0 = time.perf_counter()
+    stats = _file_stats(folder, files)
+    file = cache_file(folder, size, channels)
+    data = _load_cache(file, size, channels)
+    got = Decoded(torch.zeros((len(files), channels, size, size), dtype=torch.uint8))
+    todo = _take_cached(data, files, stats, got) if data is not None else list(range(len(files)))
+    whole = len(todo) == len(files)  # nothing cached: decode straight into the result
+    paths = [os.path.join(folder, files[i]) for i in todo]
+    fresh, bad = decode_files(paths, size, channels, got.pixels.numpy() if whole else None)
+    if todo and not whole:
+        got.pixels[torch.tensor(todo)] = torch.from_numpy(fresh)
+    got.bad.update({todo[k]: why for k, why in bad.items()})
+    got.decoded = len(todo)
+    stale = data is None or bool(todo) or len(data["files"]) != got.cached  # new, changed, removed
+    del data  # release the memory-mapped cache before it is replaced
+    if stale:
+        _save_cache(file, folder, files, stats, got)
+    got.seconds = time.perf_counter() - t0
+    return got
+
+
+def report(got: Decoded, size: int, channels: int) -> None:
+    """One plain line: how many images were decoded (and taken from the cache), and how fast."""
+    n = len(got.pixels)
+    shape = f"{size}x{size}, {channels} channel{'s' if channels > 1 else ''}"
+    if got.cached:
+        info(
+            f"loaded {n:,} images ({shape}): {got.cached:,} from the cache, "
+            f"{got.decoded:,} decoded, in {got.seconds:.1f} s"
+        )
+    else:
+        info(f"decoded {n:,} images ({shape}) in {got.seconds:.1f} s")
