@@ -10,7 +10,18 @@ from dlcli.cli.output import JSON, QUIET, print_json
 def evaluate(
     model: str = typer.Argument(..., help="Model file written by `dl train`."),
     data: str = typer.Argument(
-        ..., help="Labelled data (CSV with the target column), or - for stdin."
+        ...,
+        help="Labelled data: a CSV with the target column (- for stdin), or an image folder with one sub-folder per class.",
+    ),
+    errors: str = typer.Option(
+        None,
+        "--errors",
+        help="Images: copy misclassified images into this folder, named with their true and predicted labels.",
+    ),
+    report: str = typer.Option(
+        None,
+        "--report",
+        help="Write metrics.json and (classification) confusion_matrix.png into this folder.",
     ),
     quiet: bool = QUIET,
     json_out: bool = JSON,
@@ -22,17 +33,25 @@ def evaluate(
 
     set_quiet(quiet)
     loaded = load_model(model)
-    metrics = evaluate_file(loaded, data)
+    metrics = evaluate_file(loaded, data, errors)
+    if report:
+        from dlcli.engine.evaluator import write_report
+
+        classes = loaded.encoder.target.classes if loaded.task.name == "classification" else None
+        write_report(report, metrics, classes)
     if json_out:
         print_json(metrics)
     if not quiet:
-        from dlcli.cli.tables import confusion_table, metrics_table
+        from dlcli.cli.tables import confusion_table, metrics_table, per_class_table
 
         console().print(metrics_table(metrics, f"{data} ({metrics['n']:,} rows)"))
         if "confusion_matrix" in metrics:
+            console().print(per_class_table(metrics["per_class"]))
             console().print(
                 confusion_table(metrics["confusion_matrix"], loaded.encoder.target.classes)
             )
+        if errors:
+            console().print(f"copied {metrics['errors_copied']} misclassified inputs to {errors}/")
 
 
 def register(app: typer.Typer) -> None:

@@ -42,3 +42,20 @@ def confusion_table(matrix: list[list[int]], classes: list[str]) -> Any:
     for c, row in zip(classes, matrix, strict=False):
         table.add_row(c, *[str(v) for v in row])
     return table
+
+
+def per_class_table(per_class: dict) -> Any:
+    from rich.table import Table
+
+    table = Table(title="per class", title_justify="left")
+    for col in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in per_class.items():
+        table.add_row(
+            str(name),
+            f"{m['precision']:.4f}",
+            f"{m['recall']:.4f}",
+            f"{m['f1']:.4f}",
+            str(m["support"]),
+        )
+    return table

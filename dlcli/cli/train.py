@@ -8,7 +8,9 @@ from dlcli.cli.output import JSON, QUIET, print_json
 
 
 def train(
-    data: str = typer.Argument(..., help="Training data: a CSV file."),
+    data: str = typer.Argument(
+        ..., help="Training data: a CSV file, or a folder of images in one sub-folder per class."
+    ),
     arch: str = typer.Option(
         None,
         "--arch",
@@ -72,6 +74,12 @@ def train(
         None, "--seed", help="Random seed (default 42); CPU runs are reproducible bit for bit."
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    image_size: int = typer.Option(
+        None,
+        "--image-size",
+        help="Images: side of the square the images are resized to (default: from the data, at most 128).",
+    ),
+    grayscale: bool = typer.Option(False, "--grayscale", help="Images: train on one channel."),
     augment: str = typer.Option(
         None, "--augment", help="Image augmentations, comma-separated: flip, crop, rotate, jitter."
     ),
@@ -128,7 +136,13 @@ def train(
         output,
         arch,
         spec,
-        DataOptions(target, task, val, val_split),
+        DataOptions(
+            target,
+            task,
+            val,
+            val_split,
+            extra={"image": {"image_size": image_size, "grayscale": grayscale}},
+        ),
         overrides,
         resume,
         plots,

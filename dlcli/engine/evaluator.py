@@ -1,23 +1,71 @@
-"""Metrics for a model on labelled data; train's final validation report uses the same task metrics."""
+"""Metrics for a model on labelled data (train's final validation report uses the same task
+metrics), plus the evaluation extras: a report folder and the misclassified inputs."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dlcli.engine.predictor import run_batches
-from dlcli.errors import InputError
+from dlcli.errors import InputError, UsageError
 
 
-def evaluate_file(loaded: Any, path: str) -> dict:
-    """Stream `path`, predict, and compute the task's metrics against its target column."""
+def evaluate_file(loaded: Any, path: str, errors_dir: str | None = None) -> dict:
+    """Stream `path`, predict, and compute the task's metrics against its target column.
+    With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there."""
     target = loaded.encoder.target
-    ys, outs = [], []
+    ys, outs, paths = [], [], []
     for frame, raw in loaded.encoder.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))
         outs.append(run_batches(loaded.inference, raw))
-    y = np.concatenate(ys)
+        if "path" in frame.columns:
+            paths.extend(frame["path"].tolist())
+    y = np.concatenate(ys) if ys else np.empty(0)
     if not len(y):
         raise InputError(f"{path}: target column '{target.name}' has no values")
-    return loaded.task.metrics(y, np.concatenate(outs))
+    out = np.concatenate(outs)
+    metrics = loaded.task.metrics(y, out)
+    if errors_dir is not None:
+        metrics["errors_copied"] = copy_errors(loaded, y, out, paths, Path(errors_dir))
+    return metrics
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "_", str(name))
+
+
+def copy_errors(loaded: Any, y: np.ndarray, out: np.ndarray, paths: list[str], folder: Path) -> int:
+    """Copy each misclassified input to `folder` as NNNNN_true-<class>_pred-<class><suffix>."""
+    if loaded.task.name != "classification" or len(paths) != len(y):
+        raise UsageError("--errors applies to image classification models")
+    classes = loaded.encoder.target.classes
+    pred = out.argmax(1)
+    wrong = np.flatnonzero(pred != y)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in wrong:
+        src = Path(paths[i])
+        name = f"{i:05d}_true-{_safe(classes[y[i]])}_pred-{_safe(classes[pred[i]])}{src.suffix.lower()}"
+        shutil.copy2(src, folder / name)
+    return len(wrong)
+
+
+def write_report(folder: str, metrics: dict, classes: list[str] | None) -> list[str]:
+    """metrics.json and, for classification, confusion_matrix.png with class names."""
+    from dlcli import report
+    from dlcli.fileio import write_text
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "metrics.json", json.dumps(metrics, indent=2, default=str) + "\n")
+    files = [str(out / "metrics.json")]
+    if classes and metrics.get("confusion_matrix"):
+        report.plot_confusion_matrix(
+            out / "confusion_matrix.png", metrics["confusion_matrix"], classes
+        )
+        files.append(str(out / "confusion_matrix.png"))
+    return files

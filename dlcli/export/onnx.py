@@ -23,8 +23,6 @@ FORMAT_VERSION = 1  # version of the ONNX contract (input, outputs, metadata key
 DYNAMO_OPSET = 18  # the first opset the torch.export-based exporter emits natively
 TORCHSCRIPT_OPSET = 17
 IR_VERSION = 8  # ONNX 1.13, the first with opset 18: all these graphs need (onnxruntime >= 1.14)
-INPUT_NAME = "features"
-PREPROCESSING = "in-graph: impute NaN, missing indicators, standardise, one-hot"
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript")
 
 
@@ -32,20 +30,22 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
     import onnx
 
+    from dlcli.export.inputs import adapter_for
     from dlcli.fileio import atomic_path
     from dlcli.model.assemble import load_model
 
     loaded = load_model(model_path)
+    adapter = adapter_for(loaded.encoder)
     target = output_path(model_path, output)
     output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
-    rows = verification_rows(loaded)  # (N, F_raw) real rows plus rows with missing values
-    proto, exporter = to_onnx(loaded.inference, rows, output_name)
-    onnx.helper.set_model_props(proto, metadata(loaded))
+    rows = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
+    proto, exporter = to_onnx(loaded.inference, rows, adapter.input_name, output_name)
+    onnx.helper.set_model_props(proto, metadata(loaded, adapter))
     proto.producer_name, proto.producer_version = "dl", __version__
     proto.ir_version = min(proto.ir_version, IR_VERSION)  # loadable by older runtimes too
     with atomic_path(target) as tmp:  # a failed check below leaves `target` as it was
         onnx.save_model(proto, str(tmp))
-        diff = verify(tmp, loaded.inference, rows, tolerance)
+        diff = verify(tmp, loaded.inference, rows, adapter.input_name, tolerance)
         size = tmp.stat().st_size
     return {
         "path": str(target),
@@ -54,7 +54,7 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
         "exporter": exporter,
         "max_abs_diff": diff,
         "rows_checked": len(rows),
-        "input_name": INPUT_NAME,
+        "input_name": adapter.input_name,
         "output_name": output_name,
         "size_bytes": size,
     }
@@ -71,47 +71,10 @@ def output_path(model_path: str, output: str | None) -> Path:
     return target
 
 
-# -- inputs used for tracing and verification ----------------------------------------------------
-def verification_rows(loaded: Any) -> torch.Tensor:
-    """The model file's example rows, plus copies with numbers NaN and categories 0 (missing)."""
-    examples = loaded.data.get("examples")
-    if not isinstance(examples, torch.Tensor) or examples.ndim < 2 or len(examples) == 0:
-        examples = _synthetic_rows(loaded.encoder)
-    examples = examples.detach().to(torch.float32).cpu()
-    return torch.cat([examples, *_missing_variants(examples[:2], loaded.encoder)])
-
-
-def _missing_variants(rows: torch.Tensor, encoder: Any) -> list[torch.Tensor]:
-    columns = getattr(encoder, "columns", [])
-    numeric = [i for i, c in enumerate(columns) if c.kind == "numeric"]
-    categorical = [i for i, c in enumerate(columns) if c.kind == "categorical"]
-    variants = []
-    for cols in (numeric, categorical, list(range(0, len(columns), 2))):  # all, all, every other
-        if cols:
-            v = rows.clone()
-            for i in cols:
-                v[:, i] = float("nan") if i in numeric else 0.0
-            variants.append(v)
-    return variants
-
-
-def _synthetic_rows(encoder: Any, n: int = 32) -> torch.Tensor:
-    """Rows drawn from the fitted column statistics, for model files without stored examples."""
-    columns = getattr(encoder, "columns", None)
-    if not columns:
-        raise ExportError("the model file holds no example inputs to verify the export on")
-    gen = torch.Generator().manual_seed(0)
-    out = torch.empty(n, len(columns))
-    for i, c in enumerate(columns):
-        if c.kind == "numeric":
-            out[:, i] = c.mean + c.std * torch.randn(n, generator=gen)
-        else:
-            out[:, i] = torch.randint(0, len(c.categories) + 1, (n,), generator=gen).float()
-    return out
-
-
 # -- export ---------------------------------------------------------------------------------------
-def to_onnx(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> tuple[Any, str]:
+def to_onnx(
+    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+) -> tuple[Any, str]:
     """ModelProto with a dynamic batch axis: the dynamo exporter, else the TorchScript one."""
     from dlcli.console import note
 
@@ -120,8 +83,8 @@ def to_onnx(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> 
     for name, exporter in (("dynamo", _export_dynamo), ("torchscript", _export_torchscript)):
         try:
             with _silenced():
-                proto = exporter(module.eval(), sample, output_name)
-            _check_names(proto, output_name)
+                proto = exporter(module.eval(), sample, input_name, output_name)
+            _check_names(proto, input_name, output_name)
         except Exception as exc:  # any exporter failure: try the next one
             failures.append(f"{name} exporter: {_first_line(exc)}")
             last = exc
@@ -134,12 +97,14 @@ def to_onnx(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> 
     ) from last
 
 
-def _export_dynamo(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> Any:
+def _export_dynamo(
+    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+) -> Any:
     program = torch.onnx.export(
         module,
         (sample,),
         dynamo=True,
-        input_names=[INPUT_NAME],
+        input_names=[input_name],
         output_names=[output_name],
         dynamic_shapes=({0: torch.export.Dim("batch")},),
         opset_version=DYNAMO_OPSET,
@@ -147,7 +112,9 @@ def _export_dynamo(module: torch.nn.Module, sample: torch.Tensor, output_name: s
     return program.model_proto
 
 
-def _export_torchscript(module: torch.nn.Module, sample: torch.Tensor, output_name: str) -> Any:
+def _export_torchscript(
+    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+) -> Any:
     import onnx
 
     buffer = io.BytesIO()
@@ -156,18 +123,18 @@ def _export_torchscript(module: torch.nn.Module, sample: torch.Tensor, output_na
         (sample,),
         buffer,
         dynamo=False,
-        input_names=[INPUT_NAME],
+        input_names=[input_name],
         output_names=[output_name],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, output_name: {0: "batch"}},
+        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
         opset_version=TORCHSCRIPT_OPSET,
     )
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _check_names(proto: Any, output_name: str) -> None:
+def _check_names(proto: Any, input_name: str, output_name: str) -> None:
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
-    if inputs != [INPUT_NAME] or outputs != [output_name]:
+    if inputs != [input_name] or outputs != [output_name]:
         raise RuntimeError(f"graph has inputs {inputs} and outputs {outputs}")
 
 
@@ -198,21 +165,16 @@ def _silenced() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def metadata(loaded: Any) -> dict[str, str]:
-    """The `dl.*` metadata_props: everything a caller needs to build the `features` input."""
+def metadata(loaded: Any, adapter: Any) -> dict[str, str]:
+    """The `dl.*` metadata_props: the common keys plus what the data kind's adapter adds."""
     encoder, task = loaded.encoder, loaded.task
-    columns = getattr(encoder, "columns", [])
     meta = {
         "dl.format_version": str(FORMAT_VERSION),
         "dl.task": task.name,
-        "dl.input_columns": json.dumps([c.name for c in columns]),
-        "dl.column_kinds": json.dumps({c.name: c.kind for c in columns}),
-        "dl.categories": json.dumps(
-            {c.name: list(c.categories) for c in columns if c.kind == "categorical"}
-        ),
+        "dl.data_kind": encoder.kind,
         "dl.target": encoder.target.name if encoder.target else "",
-        "dl.preprocessing": PREPROCESSING,
         "dl.version": __version__,
+        **adapter.metadata(encoder),
     }
     if task.name == "classification":
         meta["dl.classes"] = json.dumps(list(encoder.target.classes))
@@ -220,7 +182,9 @@ def metadata(loaded: Any) -> dict[str, str]:
 
 
 # -- verification ---------------------------------------------------------------------------------
-def verify(path: Path, module: torch.nn.Module, rows: torch.Tensor, tolerance: float) -> float:
+def verify(
+    path: Path, module: torch.nn.Module, rows: torch.Tensor, input_name: str, tolerance: float
+) -> float:
     """onnx.checker, then onnxruntime vs PyTorch on `rows` (batch 1 and all rows).
 
     An output passes when |onnx - torch| <= tolerance * max(1, |torch|): absolute for probabilities,
@@ -241,7 +205,7 @@ def verify(path: Path, module: torch.nn.Module, rows: torch.Tensor, tolerance: f
     worst, scaled = 0.0, 0.0
     for batch in (rows[:1], rows):  # batch 1 and N: the batch axis really is dynamic
         try:
-            got = session.run(None, {INPUT_NAME: batch.numpy()})[0]
+            got = session.run(None, {input_name: batch.numpy()})[0]
         except Exception as exc:
             raise ExportError(
                 f"onnxruntime failed on a batch of {len(batch)}: {_first_line(exc)}"

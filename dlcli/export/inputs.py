@@ -1,0 +1,102 @@
+"""Per data kind: the exported graph's input name, the inputs an export is verified on, and the
+metadata a caller needs to build that input. A new data kind is one adapter in ADAPTERS."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from dlcli.errors import ExportError
+
+
+def _stored_examples(loaded: Any) -> torch.Tensor | None:
+    ex = loaded.data.get("examples")
+    return ex.detach().cpu() if isinstance(ex, torch.Tensor) and ex.ndim >= 2 and len(ex) else None
+
+
+class TabularExport:
+    """Input `features`: float32 (batch, F) raw columns in order; numbers as read (NaN = missing),
+    categories as codes (i + 1 for categories[i], 0 = missing or unseen)."""
+
+    input_name = "features"
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        """The stored real rows plus copies with every number NaN, every category 0, and every
+        other column missing, so imputation is verified too."""
+        rows = _stored_examples(loaded)
+        rows = (rows if rows is not None else self._synthetic(loaded.encoder)).to(torch.float32)
+        cols = loaded.encoder.columns
+        numeric = [i for i, c in enumerate(cols) if c.kind == "numeric"]
+        categorical = [i for i, c in enumerate(cols) if c.kind == "categorical"]
+        variants = []
+        for chosen in (numeric, categorical, list(range(0, len(cols), 2))):
+            if chosen:
+                v = rows[:2].clone()
+                for i in chosen:
+                    v[:, i] = float("nan") if i in numeric else 0.0
+                variants.append(v)
+        return torch.cat([rows, *variants])
+
+    @staticmethod
+    def _synthetic(encoder: Any, n: int = 32) -> torch.Tensor:
+        """Rows drawn from the fitted column statistics, for model files without examples."""
+        gen = torch.Generator().manual_seed(0)
+        out = torch.empty(n, len(encoder.columns))
+        for i, c in enumerate(encoder.columns):
+            if c.kind == "numeric":
+                out[:, i] = c.mean + c.std * torch.randn(n, generator=gen)
+            else:
+                out[:, i] = torch.randint(0, len(c.categories) + 1, (n,), generator=gen).float()
+        return out
+
+    def metadata(self, encoder: Any) -> dict[str, str]:
+        cols = encoder.columns
+        return {
+            "dl.input_columns": json.dumps([c.name for c in cols]),
+            "dl.column_kinds": json.dumps({c.name: c.kind for c in cols}),
+            "dl.categories": json.dumps(
+                {c.name: list(c.categories) for c in cols if c.kind == "categorical"}
+            ),
+            "dl.preprocessing": "in-graph: impute NaN, missing indicators, standardise, one-hot",
+        }
+
+
+class ImageExport:
+    """Input `images`: float32 (batch, C, H, W) with values in [0, 1], already resized to the
+    model's size; the per-channel normalisation is inside the graph."""
+
+    input_name = "images"
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        rows = _stored_examples(loaded)
+        if rows is None:
+            enc = loaded.encoder
+            rows = torch.rand(8, *enc.input_shape, generator=torch.Generator().manual_seed(0))
+        elif rows.dtype == torch.uint8:
+            rows = rows.to(torch.float32) / 255.0  # the documented [0, 1] input
+        return torch.cat(
+            [rows.to(torch.float32), torch.zeros_like(rows[:1]), torch.ones_like(rows[:1])]
+        )
+
+    def metadata(self, encoder: Any) -> dict[str, str]:
+        return {
+            "dl.input_layout": "NCHW float32 in [0, 1]",
+            "dl.image_size": json.dumps([encoder.size, encoder.size]),
+            "dl.channels": str(encoder.channels),
+            "dl.resize": getattr(encoder, "resize", "shorter-side+center-crop"),
+            "dl.mean": json.dumps(list(encoder.mean)),
+            "dl.std": json.dumps(list(encoder.std)),
+            "dl.preprocessing": "in-graph: (x - mean) / std per channel; resizing is the caller's",
+        }
+
+
+ADAPTERS: dict[str, Any] = {"tabular": TabularExport(), "image": ImageExport()}
+
+
+def adapter_for(encoder: Any) -> Any:
+    adapter = ADAPTERS.get(encoder.kind)
+    if adapter is None:
+        raise ExportError(f"ONNX export does not support {encoder.kind} models yet")
+    return adapter
