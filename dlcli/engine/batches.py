@@ -4,8 +4,33 @@ permutation (no per-sample Dataset); a streaming source only needs the same thre
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, Protocol
 
 import torch
+
+
+class BatchSource(Protocol):
+    """What the trainer needs of training or validation data."""
+
+    batch_size: int
+
+    def __len__(self) -> int: ...  # optimisation steps per epoch
+
+    def to(self, device: torch.device) -> BatchSource: ...
+
+    def labels(self) -> torch.Tensor: ...  # all targets (class weights)
+
+    def shuffled(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def in_order(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+
+def as_batches(x: Any, y: torch.Tensor | None, batch_size: int) -> BatchSource:
+    """Tensors become TensorBatches; a batch source is used as it is."""
+    if hasattr(x, "shuffled"):
+        x.batch_size = getattr(x, "batch_size", None) or batch_size
+        return x
+    return TensorBatches(x, y, batch_size)
 
 
 class TensorBatches:

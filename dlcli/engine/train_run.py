@@ -106,7 +106,7 @@ def run_training(req: TrainRequest) -> dict:
         )
     task = make_task(encoder.target, cfg.loss)
     cfg.loss = task.loss
-    cfg = cfg.resolved(len(prep.x_train))
+    cfg = cfg.resolved(_rows(prep.x_train))
     load_s = time.perf_counter() - t_load
     torch.manual_seed(cfg.seed)
     built = build_network(
@@ -118,7 +118,7 @@ def run_training(req: TrainRequest) -> dict:
     n_params = sum(p.numel() for p in built.module.parameters())
     n_train = sum(p.numel() for p in built.module.parameters() if p.requires_grad)
     info(
-        f"{req.data}: {len(prep.x_train):,} training rows, {len(prep.x_val) if prep.x_val is not None else 0:,} validation rows; "
+        f"{req.data}: {_rows(prep.x_train):,} training rows, {_rows(prep.x_val):,} validation rows; "
         f"task {task.name}"
         + (f" ({len(encoder.target.classes)} classes)" if task.name == "classification" else "")
         + f"; {n_params:,} parameters"
@@ -162,10 +162,9 @@ def run_training(req: TrainRequest) -> dict:
     built.module.cpu().eval()
     model = InferenceModel(preprocess, built.module, task.postprocess()).eval()
     metrics = {}
-    if prep.x_val is not None and len(prep.x_val):
-        with torch.no_grad():
-            outputs = model(prep.x_val).numpy()
-        metrics = task.metrics(prep.y_val.numpy(), outputs)
+    if _rows(prep.x_val):
+        y_val, outputs = _predict_all(model, prep.x_val, prep.y_val)
+        metrics = task.metrics(y_val, outputs)
     payload = {
         **payload_base,
         "weights": {"network": built.module.state_dict()},
@@ -175,7 +174,7 @@ def run_training(req: TrainRequest) -> dict:
         "stopped": result.stopped,
         "data": {"source": str(req.data), "rows": prep.info.get("rows")},
         # a few real raw input rows, so `dl export` can verify the exported graph on real data
-        "examples": (prep.x_val if prep.x_val is not None else prep.x_train)[:64].clone(),
+        "examples": _examples(prep),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     checkpoint.save(payload, req.output)
@@ -191,8 +190,8 @@ def run_training(req: TrainRequest) -> dict:
         "epochs_run": len(result.history),
         "best_epoch": result.best_epoch,
         "stopped": result.stopped,
-        "train_rows": len(prep.x_train),
-        "val_rows": 0 if prep.x_val is None else len(prep.x_val),
+        "train_rows": _rows(prep.x_train),
+        "val_rows": _rows(prep.x_val),
         "params": sum(p.numel() for p in built.module.parameters()),
         "load_seconds": round(load_s, 3),
         "train_seconds": round(result.seconds, 3),
@@ -202,6 +201,38 @@ def run_training(req: TrainRequest) -> dict:
         "files": files,
     }
     return summary
+
+
+def _rows(x: Any) -> int:
+    """Number of examples in a tensor or a batch source (which has `rows`)."""
+    if x is None:
+        return 0
+    return int(x.rows) if hasattr(x, "rows") else len(x)
+
+
+def _predict_all(model: torch.nn.Module, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, outputs) over all of `x`, a tensor or a batch source read in order."""
+    from dlcli.engine.predictor import run_batches
+
+    if not hasattr(x, "in_order"):
+        return y.numpy(), run_batches(model, x, batch=max(64, 2**22 // max(1, x[0].numel())))
+    ys, outs = [], []
+    for xb, yb in x.in_order():
+        ys.append(yb.cpu().numpy())
+        outs.append(run_batches(model, xb.cpu()))
+    return np.concatenate(ys), np.concatenate(outs)
+
+
+def _examples(prep: Any) -> torch.Tensor:
+    """Up to 64 real raw inputs (validation first), kept so `dl export` can verify on real data."""
+    for x in (prep.x_val, prep.x_train):
+        if x is None:
+            continue
+        if hasattr(x, "in_order"):
+            return next(iter(x.in_order()))[0][:64].cpu().clone()
+        if len(x):
+            return x[:64].clone()
+    return torch.empty(0)
 
 
 def _suggest(kind: str) -> str:

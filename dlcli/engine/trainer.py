@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from dlcli.engine.batches import TensorBatches
+from dlcli.engine.batches import BatchSource, as_batches
 from dlcli.engine.callbacks import Callback
 from dlcli.engine.optim import make_optimizer, make_schedule
 from dlcli.errors import TrainingError, UsageError
@@ -144,7 +144,7 @@ class Trainer:
             getattr(cb, event)(*args)
 
     @torch.no_grad()
-    def evaluate(self, data: TensorBatches, loss_fn: Any) -> tuple[float, float]:
+    def evaluate(self, data: BatchSource, loss_fn: Any) -> tuple[float, float]:
         """(mean loss, task score) on held-out data; score = accuracy or RMSE in target units."""
         self.network.eval()
         total_loss, total_score, n = 0.0, 0.0, 0
@@ -158,7 +158,7 @@ class Trainer:
         )
         return total_loss / n, score
 
-    def _train_epoch(self, data: TensorBatches, gen: torch.Generator, loss_fn: Any) -> float:
+    def _train_epoch(self, data: BatchSource, gen: torch.Generator, loss_fn: Any) -> float:
         """One pass over the training data; returns the mean training loss."""
         net, opt, cfg = self.network, self.opt, self.cfg
         net.train()
@@ -182,20 +182,23 @@ class Trainer:
 
     def fit(
         self,
-        x_tr: torch.Tensor,
-        y_tr: torch.Tensor,
-        x_va: torch.Tensor | None,
+        x_tr: Any,
+        y_tr: torch.Tensor | None,
+        x_va: Any,
         y_va: torch.Tensor | None,
         resume: dict | None = None,
     ) -> FitResult:
-        """Train; keep the weights of the epoch with the lowest validation loss."""
+        """Train; keep the weights of the epoch with the lowest validation loss.
+
+        `x_*` are input tensors (batched by slicing) or ready batch sources (see batches.py),
+        e.g. a streaming decoder for data larger than memory; then `y_*` is ignored."""
         cfg, dev = self.cfg, self.device
         net = self.network.to(dev)
         for tf in (self.train_tf, self.eval_tf):
             if isinstance(tf, torch.nn.Module):
                 tf.to(dev)
-        train = TensorBatches(x_tr, y_tr, int(cfg.batch_size or 32)).to(dev)
-        val = TensorBatches(x_va, y_va, 1).to(dev) if x_va is not None and len(x_va) else None
+        train = as_batches(x_tr, y_tr, int(cfg.batch_size or 32)).to(dev)
+        val = as_batches(x_va, y_va, 1).to(dev) if x_va is not None and len(x_va) else None
         weights = (
             self.task.balanced_weights(train.labels()).to(dev)
             if cfg.class_weights == "balanced"
