@@ -23,6 +23,9 @@ def evaluate(
         "--report",
         help="Write metrics.json and (classification) confusion_matrix.png into this folder.",
     ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
+    ),
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -32,7 +35,7 @@ def evaluate(
     from dlcli.model.assemble import load_model
 
     set_quiet(quiet)
-    loaded = load_model(model)
+    loaded = load_model(model, device)
     metrics = evaluate_file(loaded, data, errors)
     if report:
         from dlcli.engine.evaluator import write_report

@@ -29,6 +29,9 @@ def predict(
         min=1,
         help="Also list the next K-1 most likely classes with their confidence.",
     ),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
@@ -45,7 +48,7 @@ def predict(
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
     from dlcli.model.assemble import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, device)
     with contextlib.ExitStack() as stack:
         if output:
             from dlcli.fileio import atomic_path

@@ -14,11 +14,34 @@ import torch
 BATCH = 65536  # rows per forward pass: bounded memory, large enough to amortise overhead
 
 
+def _device_of(model: torch.nn.Module) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
-def run_batches(model: torch.nn.Module, x: torch.Tensor, batch: int = BATCH) -> np.ndarray:
-    """Model outputs for `x`, computed `batch` rows at a time."""
+def run_batches(model: torch.nn.Module, x: torch.Tensor, batch: int | None = None) -> np.ndarray:
+    """Model outputs for `x`, a batch at a time (about 64 MB of inputs), on the model's device.
+
+    On CUDA, inputs move with non-blocking copies, images go channels-last and the forward pass
+    runs under bf16 autocast; outputs come back as float32 numpy."""
     model.eval()
-    outs = [model(x[i : i + batch]).numpy() for i in range(0, len(x), batch)]
+    if batch is None:
+        batch = max(64, min(BATCH, 2**24 // max(1, x[0].numel()))) if len(x) else 1
+    dev = _device_of(model)
+    outs = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch]
+        if dev.type == "cuda":
+            xb = xb.pin_memory().to(dev, non_blocking=True)
+            if xb.dim() == 4:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = model(xb)
+        else:
+            out = model(xb)
+        outs.append(out.float().cpu().numpy())
     return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
 
 

@@ -56,7 +56,17 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
     return LoadedModel(data, encoder, task, built, model)
 
 
-def load_model(path: str) -> LoadedModel:
+def load_model(path: str, device: str = "cpu") -> LoadedModel:
+    """Load a model file; `device` (auto, cpu, cuda, ...) is where inference runs."""
     from dlcli import checkpoint
 
-    return from_file_data(checkpoint.load(path), path)
+    loaded = from_file_data(checkpoint.load(path), path)
+    if device != "cpu":
+        from dlcli.engine.trainer import pick_device
+
+        dev = pick_device(device)
+        if dev.type != "cpu":
+            loaded.inference.to(dev)
+            if len(loaded.built.input_shape) == 3:  # images: channels-last convolutions
+                loaded.inference.to(memory_format=torch.channels_last)
+    return loaded
