@@ -1,0 +1,95 @@
+"""Run every benchmark (or `--only NAME`) and print one table of the figures. Always exits 0:
+benchmarks report, they do not fail CI.
+
+    .venv/bin/python benchmarks/run_all.py [--only help|train_epoch|csv_load|...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+
+BENCHMARKS = [
+    "bench_help",
+    "bench_small_train",
+    "bench_csv_load",
+    "bench_train_epoch",
+    "bench_predict_memory",
+    "quality_vs_sklearn",
+]
+
+
+def select(only: list[str] | None) -> list[str]:
+    if not only:
+        return BENCHMARKS
+    chosen = [
+        m for m in BENCHMARKS if any(o in (m, m.removeprefix("bench_"), f"{m}.py") for o in only)
+    ]
+    if not chosen:
+        names = ", ".join(m.removeprefix("bench_") for m in BENCHMARKS)
+        raise SystemExit(f"run_all: no benchmark named {', '.join(only)} (known: {names})")
+    return chosen
+
+
+def table(rows: list[dict]) -> str:
+    header = ["name", "dl", "reference", "figure", "goal", "result"]
+    body = [
+        [
+            r["name"],
+            common.fmt(r["dl"], r["unit"]),
+            common.fmt(r["reference"], r["unit"]),
+            common.figure_text(r),
+            common.goal_text(r),
+            "PASS" if r["passed"] else "FAIL",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=False)]
+    lines = [" | ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)) for row in body]
+    rule = "-+-".join("-" * w for w in widths)
+    head = " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    return "\n".join([head, rule, *lines])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark")
+    args = parser.parse_args()
+    rows: list[dict] = []
+    for name in select(args.only):
+        print(f"== {name}", flush=True)
+        try:
+            rows.extend(importlib.import_module(name).run())
+        except Exception:  # one broken benchmark must not hide the others' figures
+            traceback.print_exc()
+            rows.append(
+                {
+                    "name": name,
+                    "dl": None,
+                    "reference": None,
+                    "unit": "",
+                    "figure": float("nan"),
+                    "goal": float("nan"),
+                    "kind": "abs",
+                    "higher_is_better": False,
+                    "passed": False,
+                    "note": "error",
+                }
+            )
+    print()
+    print(table(rows))
+    notes = [f"  {r['name']}: {r['note']}" for r in rows if r["note"]]
+    if notes:
+        print("\nnotes:", *notes, sep="\n")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
