@@ -8,7 +8,6 @@ metrics, created. See docs/model-file.md.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,11 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
                 f"{path}: contains pickled code or objects, not plain data; refused (dl never runs code from a model file)"
             ) from None
         raise ModelFileError(f"{path}: not a dl model file (unreadable)") from None
-    except (EOFError, zipfile.BadZipFile) as exc:
-        raise ModelFileError(f"{path}: truncated or not a dl model file") from exc
     except (
         Exception
-    ) as exc:  # torch raises many kinds (RuntimeError, IndexError, ...) on foreign bytes
-        text = str(exc)
-        if "zip" in text.lower() or "central directory" in text:
-            raise ModelFileError(f"{path}: truncated or not a dl model file") from None
+    ) as exc:  # torch raises many kinds (OSError, RuntimeError, IndexError, ...) on foreign bytes
         raise ModelFileError(
-            f"{path}: not a dl model file (cannot be read: {type(exc).__name__})"
+            f"{path}: truncated or not a dl model file (cannot be read: {type(exc).__name__})"
         ) from None
     if not isinstance(data, dict) or data.get("format") != expect:
         raise ModelFileError(f"{path}: not a dl model file (no '{expect}' header)")

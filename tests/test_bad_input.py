@@ -72,7 +72,7 @@ def _bad_training_file(kind: str, folder: Path) -> tuple[str, list[str], list[st
         return "blank.csv", [], ["blank.csv", "no header"]
     if kind == "folder":
         (folder / "data").mkdir()
-        return "data", [], ["data", "folder"]
+        return "data", [], ["data", "no images"]  # a folder is read as an image folder
     if kind == "header_only":
         write_csv(folder / "header.csv", [header])
         return "header.csv", [], ["header.csv", "no data rows"]

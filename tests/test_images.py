@@ -26,7 +26,7 @@ from dlcli.data.images import (
     ImagePreprocess,
 )
 from dlcli.data.sources import ENCODERS, SOURCES, DataOptions, encoder_from_state
-from dlcli.errors import InputError, UsageError
+from dlcli.errors import InputError
 
 DIGITS = Path(__file__).resolve().parents[1] / "sample_data" / "digits"
 
@@ -314,11 +314,13 @@ def test_empty_class_folder_skipped(tmp_path: Path, capsys: pytest.CaptureFixtur
         prepare(root)
 
 
-def test_memory_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_memory_limit_switches_to_streaming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     make_folder(tmp_path / "d", {"a": 3, "b": 3})
     monkeypatch.setenv("DL_MAX_IMAGE_MEMORY", "1000")
-    with pytest.raises(UsageError, match=r"more than the in-memory limit.*lower --image-size"):
-        prepare(tmp_path / "d")
+    prep = prepare(tmp_path / "d")
+    assert not isinstance(prep.x_train, torch.Tensor) and hasattr(prep.x_train, "shuffled")
 
 
 # -- the cache ---------------------------------------------------------------------------------

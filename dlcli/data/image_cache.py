@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 
 from dlcli.console import info, is_interactive, note, quiet
-from dlcli.errors import InputError, UsageError
+from dlcli.errors import InputError
 from dlcli.fileio import atomic_path
 
 RESIZE_POLICY = "shorter-side+center-crop"
@@ -292,18 +292,6 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
     task = bar.add_task("decode", total=total)
     with bar:
         yield lambda k: bar.advance(task, k)
-
-
-def check_memory(n: int, channels: int, size: int, source: str) -> None:
-    """UsageError when n images of (channels, size, size) bytes would exceed the in-memory limit."""
-    limit = int(os.environ.get("DL_MAX_IMAGE_MEMORY") or MEMORY_LIMIT)
-    need = n * channels * size * size
-    if need > limit:
-        raise UsageError(
-            f"{source}: {n:,} images of {size}x{size}x{channels} need {need / 1e9:.2f} GB, more "
-            f"than the in-memory limit of {limit / 1e9:.2f} GB",
-            "lower --image-size (or raise DL_MAX_IMAGE_MEMORY, in bytes)",
-        )
 
 
 # -- the on-disk cache -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from torch import nn
 
 from dlcli.console import note
 from dlcli.data import image_cache as ic
+from dlcli.data import image_stream
 from dlcli.data.image_cache import IMAGE_EXTENSIONS, RESIZE_POLICY
 from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source, stratified_split
 from dlcli.data.target import Target
@@ -321,6 +322,9 @@ class ImageFolderSource:
         encoder.check_classes(train, str(train_dir))
         if val is not None:
             encoder.check_classes(val, str(val.root if opts.val else splits["val"]))
+        n = len(train.files) + (len(val.files) if val is not None else 0)
+        if image_stream.over_limit(n, encoder.channels, encoder.size):  # decode per epoch instead
+            return image_stream.prepare_streaming(train, val, encoder, opts, fit, str(root))
         x, y, is_val, stats = _load(train, val, encoder, str(root))
         if val is None:
             x_tr, y_tr, x_va, y_va = _split(x, y, opts, str(root))
@@ -348,7 +352,6 @@ def _load(
     groups = [train] if val is None else [train, val]
     if val is not None and val.root == train.root:  # one folder, one cache file
         groups = [Listing(train.root, train.files + val.files, train.labels + val.labels)]
-    ic.check_memory(sum(len(g.files) for g in groups), enc.channels, enc.size, source)
     got = [ic.decode_folder(g.root, g.files, enc.size, enc.channels) for g in groups]
     for g in got:
         ic.report(g, enc.size, enc.channels)

@@ -112,7 +112,6 @@ class TabularSource:
     @staticmethod
     def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
         """Read, split and encode. A given `encoder` (resume, transfer) is reused instead of fitted."""
-        import pandas as pd
 
         from dlcli.data.csvio import read_table
         from dlcli.data.tabular import TabularEncoder
@@ -135,34 +134,31 @@ class TabularSource:
             val_frame = _drop_missing_targets(read_table(opts.val), tname, opts.val)
             if tname not in val_frame.columns:
                 raise InputError(f"{opts.val}: no column '{tname}' (the target)")
-        if encoder is None:
-            target = Target.fit(frame[tname], opts.task, path)
-            y_all = target.encode(frame[tname], path)
-            if val_frame is None:
-                if not 0.0 < opts.val_split < 1.0:
-                    raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
-                tr, va = stratified_split(
-                    y_all, len(frame), opts.val_split, opts.seed, target.task == "classification"
-                )
-                if len(tr) < 2 or len(va) < 1:
-                    raise InputError(
-                        f"{path}: only {len(frame)} rows; too few to split for validation",
-                        "pass --val FILE",
-                    )
-                val_frame, frame = frame.iloc[va], frame.iloc[tr]
-            encoder = TabularEncoder.fit(frame, target, path)
-        elif val_frame is None:
-            y_all = encoder.target.encode(frame[tname], path)
-            stratify = encoder.target.task == "classification"
+        target = (
+            encoder.target if encoder is not None else Target.fit(frame[tname], opts.task, path)
+        )
+        y_all = target.encode(frame[tname], path)
+        if val_frame is None:  # split indices; the frame is encoded once and its rows sliced
+            if not 0.0 < opts.val_split < 1.0:
+                raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
+            stratify = target.task == "classification"
             tr, va = stratified_split(y_all, len(frame), opts.val_split, opts.seed, stratify)
-            val_frame, frame = frame.iloc[va], frame.iloc[tr]
-        target = encoder.target
-        x_tr = torch.from_numpy(encoder.raw_matrix(frame, path))
-        y_tr = torch.from_numpy(target.encode(frame[tname], path))
-        x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val or path))
-        y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val or path))
-        del pd
-        return Prepared(encoder, x_tr, y_tr, x_va, y_va, {"rows": len(frame) + len(val_frame)})
+            if len(tr) < 2 or len(va) < 1:
+                raise InputError(
+                    f"{path}: only {len(frame)} rows; too few to split for validation",
+                    "pass --val FILE",
+                )
+            encoder = encoder or TabularEncoder.fit(frame, target, path, rows=tr)
+            raw = torch.from_numpy(encoder.raw_matrix(frame, path))
+            y = torch.from_numpy(y_all)
+            x_tr, y_tr, x_va, y_va = raw[tr], y[tr], raw[va], y[va]
+        else:
+            encoder = encoder or TabularEncoder.fit(frame, target, path)
+            x_tr, y_tr = torch.from_numpy(encoder.raw_matrix(frame, path)), torch.from_numpy(y_all)
+            x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val))
+            y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val))
+        info = {"rows": len(x_tr) + len(x_va)}
+        return Prepared(encoder, x_tr, y_tr, x_va, y_va, info)
 
 
 def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:

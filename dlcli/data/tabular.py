@@ -19,7 +19,7 @@ from torch import nn
 
 from dlcli.console import note
 from dlcli.data.csvio import NULL_TEXT, iter_chunks
-from dlcli.data.target import Target, canonical_strings, match_known
+from dlcli.data.target import Target, canonical_strings, codes_for
 from dlcli.errors import InputError
 
 MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
@@ -40,14 +40,25 @@ class Column:
 
 
 def _is_id_like(s: pd.Series, n: int) -> bool:
-    if n < 20 or s.nunique(dropna=False) != n:
+    """All values unique and either named like an ID or consecutive integers. Floats are never IDs
+    (and hashing a million floats to find out would be the slowest step of loading)."""
+    if n < 20 or pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
         return False
-    if _ID_NAME.match(str(s.name)):
-        return True
     if pd.api.types.is_integer_dtype(s):
         d = np.diff(s.to_numpy())
-        return bool(np.all(d == 1))
-    return False
+        if bool(np.all(d == 1)):
+            return True
+        if not _ID_NAME.match(str(s.name)):
+            return False
+    elif not _ID_NAME.match(str(s.name)):
+        return False
+    return s.nunique(dropna=False) == n
+
+
+def _single_value(non_null: pd.Series) -> bool:
+    if pd.api.types.is_numeric_dtype(non_null) and not pd.api.types.is_bool_dtype(non_null):
+        return bool(non_null.min() == non_null.max())  # no hashing for numbers
+    return non_null.nunique() == 1
 
 
 def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[str], list[str]]:
@@ -63,7 +74,7 @@ def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[st
             note(f"{source}: column '{name}' is empty; ignored")
         elif _is_id_like(s, n):
             note(f"{source}: column '{name}' looks like an ID (all values unique); ignored")
-        elif non_null.nunique() == 1:
+        elif _single_value(non_null):
             note(f"{source}: column '{name}' has a single value; ignored")
         elif pd.api.types.is_bool_dtype(s):
             categorical.append(name)
@@ -134,15 +145,17 @@ class TabularEncoder:
 
     # -- fitting -------------------------------------------------------------
     @classmethod
-    def fit(cls, frame: pd.DataFrame, target: Target | None, source: str) -> TabularEncoder:
+    def fit(
+        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None = None
+    ) -> TabularEncoder:
+        """Type the columns on the whole frame; fit statistics on `rows` (the training split)."""
         tname = target.name if target else ""
         numeric, categorical = plan_columns(frame, tname, source)
         cols: list[Column] = []
         for name in frame.columns:
+            s = frame[name] if rows is None else frame[name].iloc[rows]
             if name in numeric:
-                v = pd.to_numeric(frame[name], errors="coerce").to_numpy(
-                    dtype="float64", na_value=np.nan
-                )
+                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
                 finite = v[np.isfinite(v)]
                 mean = float(finite.mean()) if finite.size else 0.0
                 std = float(finite.std()) if finite.size else 1.0
@@ -157,7 +170,7 @@ class TabularEncoder:
                     )
                 )
             elif name in categorical:
-                counts = canonical_strings(frame[name]).value_counts()
+                counts = canonical_strings(s).value_counts()
                 cols.append(
                     Column(
                         name,
@@ -204,9 +217,7 @@ class TabularEncoder:
                     )
                 out[:, j] = v.to_numpy(dtype="float32", na_value=np.nan)
             else:
-                codes = {c: i + 1 for i, c in enumerate(col.categories)}
-                strs = match_known(canonical_strings(s), col.categories)
-                out[:, j] = strs.map(codes).fillna(0).to_numpy(dtype="float32")
+                out[:, j] = codes_for(s, col.categories) + 1  # 0 = missing or unseen
         return out
 
     def preprocess_module(self) -> TabularPreprocess:

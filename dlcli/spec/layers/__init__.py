@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core", "conv")
+FAMILIES = ("core", "conv", "sequence")
 
 
 def load_all() -> None:

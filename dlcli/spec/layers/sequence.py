@@ -1,0 +1,669 @@
+"""Sequence layers on (steps, features) inputs: embeddings, recurrent layers, 1-D convolution and
+pooling, positional encodings, the transformer encoder and the poolings that end a sequence.
+
+Padding: token ids (N, T) are padded with id 0 at the end of each row; `LayerStack` turns them into
+a mask (N, T) (True = real step) and passes it to every layer here (`accepts_mask`); layers that
+change the time axis or end it return `(x, mask)` (`updates_mask`). Every layer gives a row in a
+padded batch the same output as that row alone, and takes `mask=None` (numeric series, dry runs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+from torch.nn import functional as F
+
+from dlcli.errors import SpecError
+from dlcli.spec.layers.conv import Padding, out_size, same_pads
+from dlcli.spec.layers.core import make_activation
+from dlcli.spec.registry import BuildContext, LayerDef, Options, Shape, register
+
+Mask = torch.Tensor | None  # (N, T) bool, True = real step; None = every step is real
+
+
+def _fmt(shape: Shape) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + (",)" if len(shape) == 1 else ")")
+
+
+def seq_shape(in_shape: Shape, ctx: BuildContext) -> tuple[int | None, int]:
+    """(steps, features) of a sequence input, or a SpecError that says how to get one."""
+    if len(in_shape) != 2 or in_shape[1] is None:
+        hint = (
+            "token ids need an embedding first (embedding or input_embedding)"
+            if len(in_shape) == 1 and not _floating(ctx)
+            else "sequence layers take text after an embedding, or numeric series (steps, features)"
+        )
+        raise SpecError(f"{ctx.where}: needs (steps, features) input, got {_fmt(in_shape)}", hint)
+    return in_shape[0], int(in_shape[1])
+
+
+def _floating(ctx: BuildContext) -> bool:
+    return ctx.dtype is None or ctx.dtype.is_floating_point
+
+
+# ---- mask arithmetic (right padding: a row's real steps come first) ----------------------------
+
+
+def _keep(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """Zero the padded steps of x (N, T, C)."""
+    return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def _mask_from_lengths(lengths: torch.Tensor, steps: int | torch.SymInt) -> torch.Tensor:
+    return torch.arange(steps, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)  # (N, T)
+
+
+def masked_mean(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """(N, T, C) -> (N, C): mean over the real steps (0 for a row without any)."""
+    if mask is None:
+        return x.mean(1)
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def masked_max(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """(N, T, C) -> (N, C): maximum over the real steps (0 for a row without any)."""
+    if mask is None:
+        return x.amax(1)
+    y = x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(1)
+    return torch.where(mask.any(1, keepdim=True), y, torch.zeros_like(y))
+
+
+def _reversal(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+    """(N, T) index that reverses each row's real steps in place and leaves its padding after them;
+    applying it twice is the identity."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+    if mask is None:
+        return (x.shape[1] - 1 - steps).expand(x.shape[0], -1)
+    n = mask.sum(1, keepdim=True)  # (N, 1) real steps per row
+    return torch.where(steps < n, n - 1 - steps, steps)
+
+
+def _take_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (N, T, C), index (N, T) -> x[n, index[n, t]]."""
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+# ---- embeddings --------------------------------------------------------------------------------
+
+
+def _vocab(opts: Any, ctx: BuildContext) -> int:
+    if _floating(ctx):
+        raise SpecError(
+            f"{ctx.where}: embedding needs token ids (a text column); this input is numeric",
+            "use input_embedding, which projects numeric series instead",
+        )
+    vocab = opts.vocab or ctx.data.get("vocab_size")
+    if not vocab:
+        raise SpecError(
+            f"{ctx.where}: embedding needs the vocabulary size: train on text data or set vocab"
+        )
+    return int(vocab)
+
+
+class _EmbeddingOptions(Options):
+    dim: int = Field(..., gt=0)
+    vocab: int | None = Field(None, gt=1)  # default: the text data's vocabulary size
+    padding_idx: int | None = Field(0, ge=0)
+
+
+@register("embedding")
+class Embedding(LayerDef):
+    """Token ids (T,) -> vectors (T, dim); id 0 is padding; `vocab` defaults to the data's."""
+
+    primary = "dim"
+    Options = _EmbeddingOptions
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        vocab = _vocab(opts, ctx)
+        return nn.Embedding(vocab, opts.dim, padding_idx=opts.padding_idx), (*in_shape, opts.dim)
+
+
+class SeriesProjection(nn.Module):
+    """Numeric series (N, T) or (N, T, F) -> (N, T, dim): a dense layer on each step."""
+
+    def __init__(self, features: int, dim: int, unsqueeze: bool) -> None:
+        super().__init__()
+        self.unsqueeze = unsqueeze  # (N, T) is a series with one feature
+        self.linear = nn.Linear(features, dim)
+
+    def forward(self, x):
+        return self.linear(x.unsqueeze(-1) if self.unsqueeze else x)
+
+
+@register("input_embedding", "embed_if_tokens")
+class InputEmbedding(LayerDef):
+    """`embedding` for token ids, a dense projection to `dim` for numeric series (T, F) or (T,)."""
+
+    primary = "dim"
+    Options = _EmbeddingOptions
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        if not _floating(ctx):
+            return nn.Embedding(_vocab(opts, ctx), opts.dim, padding_idx=opts.padding_idx), (
+                *in_shape,
+                opts.dim,
+            )
+        if len(in_shape) == 1:  # (T,): one value per step
+            return SeriesProjection(1, opts.dim, True), (in_shape[0], opts.dim)
+        steps, features = seq_shape(in_shape, ctx)
+        return SeriesProjection(features, opts.dim, False), (steps, opts.dim)
+
+
+# ---- recurrent layers --------------------------------------------------------------------------
+
+CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def elman_loop(x: torch.Tensor, rnn: nn.RNN) -> torch.Tensor:
+    """What a one-layer tanh nn.RNN computes, (N, T, F) -> (N, T, H), as a while_loop: torch.export
+    specialises nn.RNN's time axis (it does not for LSTM and GRU), this exports as an ONNX Loop
+    over any length."""
+    from torch._higher_order_ops.while_loop import while_loop
+
+    pre = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, N, H)
+    w, b = rnn.weight_hh_l0.clone(), rnn.bias_hh_l0.clone()  # while_loop rejects aliased inputs
+
+    def more(i, out, h):
+        return i < pre.shape[0]
+
+    def step(i, out, h):
+        t = i.item()
+        torch._check_is_size(t)
+        torch._check(t < pre.shape[0])
+        h = torch.tanh(pre[t] + F.linear(h, w, b))  # (N, H)
+        out = out.clone()
+        out[t] = h
+        return i + 1, out, h
+
+    start = (torch.tensor(0), torch.zeros_like(pre), pre.new_zeros(pre.shape[1:]))
+    _, out, _ = while_loop(more, step, start)
+    return out.transpose(0, 1)
+
+
+class Recurrent(nn.Module):
+    """Stacked rnn / lstm / gru over (N, T, F), exact under right padding.
+
+    One single-layer torch module per layer and direction. The forward direction's outputs at a
+    row's real steps do not depend on the padding after them; the backward direction runs forward
+    over each row's real steps reversed in place (a gather), then is reversed back, so it starts at
+    the row's own last step. `output`: last (forward at the last real step + backward at step 0),
+    mean (over real steps) or all ((N, T, H * directions), padded steps zeroed, mask passed on).
+    """
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(
+        self, kind: str, n_in: int, hidden: int, layers: int, bidirectional: bool,
+        dropout: float, output: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        cell, width = CELLS[kind], hidden * (2 if bidirectional else 1)
+        sizes = [n_in] + [width] * (layers - 1)
+        self.kind, self.hidden, self.output = kind, hidden, output
+        self.forward_layers = nn.ModuleList(cell(s, hidden, batch_first=True) for s in sizes)
+        self.backward_layers = nn.ModuleList(
+            cell(s, hidden, batch_first=True) for s in (sizes if bidirectional else [])
+        )
+        self.dropout = nn.Dropout(dropout)  # between layers, as torch's `dropout` argument
+
+    def _run(self, rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "rnn" and torch.compiler.is_exporting():
+            return elman_loop(x, rnn)
+        return rnn(x)[0]
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):  # (N, T, F)
+        order = _reversal(x, mask) if len(self.backward_layers) else None
+        for i, fwd in enumerate(self.forward_layers):
+            if i:
+                x = self.dropout(x)
+            out = self._run(fwd, x)  # (N, T, H)
+            if order is not None:
+                back = self._run(self.backward_layers[i], _take_steps(x, order))
+                out = torch.cat([out, _take_steps(back, order)], -1)  # (N, T, 2H)
+            x = out
+        if self.output == "all":
+            return _keep(x, mask), mask
+        if self.output == "mean":
+            return masked_mean(x, mask), None
+        return self._last(x, mask), None
+
+    def _last(self, x: torch.Tensor, mask: Mask) -> torch.Tensor:  # (N, T, W) -> (N, W)
+        if mask is None:
+            last = x[:, -1]
+        else:
+            index = (mask.sum(1) - 1).clamp(min=0)  # (N,) each row's last real step
+            last = x.gather(1, index.view(-1, 1, 1).expand(-1, 1, x.shape[-1])).squeeze(1)
+        if len(self.backward_layers):  # the backward direction ends at step 0
+            last = torch.cat([last[:, : self.hidden], x[:, 0, self.hidden :]], -1)
+        if mask is not None:  # a row without real steps gives zeros
+            last = last * mask.any(1, keepdim=True).to(last.dtype)
+        return last
+
+    def extra_repr(self) -> str:
+        return f"output={self.output}"
+
+
+class _RecurrentDef(LayerDef):
+    kind = "lstm"
+    primary = "hidden"
+
+    class Options(Options):
+        hidden: int = Field(..., gt=0)
+        layers: int = Field(1, gt=0)
+        bidirectional: bool = False
+        dropout: float = Field(0.0, ge=0.0, lt=1.0)  # between stacked layers
+        output: Literal["last", "mean", "all"] = "last"
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        steps, features = seq_shape(in_shape, ctx)
+        module = Recurrent(
+            self.kind, features, opts.hidden, opts.layers, opts.bidirectional, opts.dropout,
+            opts.output,
+        )  # fmt: skip
+        width = opts.hidden * (2 if opts.bidirectional else 1)
+        return module, ((steps, width) if opts.output == "all" else (width,))
+
+
+@register("rnn", "simple_rnn")
+class RNN(_RecurrentDef):
+    """Elman RNN (tanh) over (T, F); `output`: last, mean or all steps; `bidirectional`, `layers`."""
+
+    kind = "rnn"
+
+
+@register("lstm")
+class LSTM(_RecurrentDef):
+    """LSTM over (T, F); `output`: last, mean or all steps; `bidirectional`, `layers`, `dropout`."""
+
+    kind = "lstm"
+
+
+@register("gru")
+class GRU(_RecurrentDef):
+    """GRU over (T, F); `output`: last, mean or all steps; `bidirectional`, `layers`, `dropout`."""
+
+    kind = "gru"
+
+
+# ---- 1-D convolution and pooling ---------------------------------------------------------------
+
+
+def _new_lengths(mask: torch.Tensor, kernel: int, stride: int, pads: tuple[int, int], dil: int):
+    """Each row's output length, as if the row had been run alone: out_size() on its real steps."""
+    reach = dil * (kernel - 1) + 1
+    free = mask.sum(1) + sum(pads) - reach  # (N,)
+    return (torch.div(free, stride, rounding_mode="floor") + 1).clamp(min=0)
+
+
+class SeqConv1d(nn.Module):
+    """Convolution over time, (N, T, C) -> (N, T', filters); padded steps are zeroed first, so each
+    row's outputs at its real steps are those of the row alone; the mask shrinks with the stride."""
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(self, conv: nn.Conv1d, pads: tuple[int, int], act: nn.Module | None) -> None:
+        super().__init__()
+        self.conv, self.pads, self.act = conv, pads, act or nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):
+        y = _keep(x, mask).transpose(1, 2)  # (N, C, T)
+        if self.pads[0] != self.pads[1]:
+            y = F.pad(y, self.pads)
+        y = self.act(self.conv(y)).transpose(1, 2)  # (N, T', filters)
+        if mask is None:
+            return y, None
+        k, s, d = self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0]
+        mask = _mask_from_lengths(_new_lengths(mask, k, s, self.pads, d), y.shape[1])
+        return _keep(y, mask), mask
+
+
+@register("conv1d")
+class Conv1d(LayerDef):
+    """Convolution over time on (T, F) -> (T', filters); padding 'same' keeps ceil(T/stride)."""
+
+    primary = "filters"
+
+    class Options(Options):
+        filters: int = Field(..., gt=0)
+        kernel: int = Field(3, gt=0)
+        stride: int = Field(1, gt=0)
+        padding: Padding = "same"
+        dilation: int = Field(1, gt=0)
+        bias: bool = True
+        activation: str | None = None
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        steps, features = seq_shape(in_shape, ctx)
+        k, s, d = opts.kernel, opts.stride, opts.dilation
+        pads = _pads(opts.padding, k, d)
+        _check_fits(steps, k, pads, d, ctx)
+        conv = nn.Conv1d(
+            features, opts.filters, k, stride=s, dilation=d, bias=opts.bias,
+            padding=pads[0] if pads[0] == pads[1] else 0,
+        )  # fmt: skip
+        act = make_activation(opts.activation, ctx.where) if opts.activation else None
+        out = None if steps is None else out_size(steps, k, s, pads, d)
+        return SeqConv1d(conv, pads, act), (out, opts.filters)
+
+
+def _pads(padding: Any, kernel: int, dilation: int) -> tuple[int, int]:
+    if padding == "same":
+        return same_pads(kernel, dilation)
+    return (0, 0) if padding == "valid" else (int(padding), int(padding))
+
+
+def _check_fits(steps, kernel: int, pads: tuple[int, int], dil: int, ctx: BuildContext) -> None:
+    if steps is not None and steps + sum(pads) < dil * (kernel - 1) + 1:
+        raise SpecError(
+            f"{ctx.where}: {steps} steps are too few for a window of {kernel}",
+            "use padding: same, a smaller window or longer sequences",
+        )
+
+
+class SeqPool1d(nn.Module):
+    """Max or average over windows of time, (N, T, C) -> (N, T', C). Padded steps never win a
+    maximum nor count in an average; the mask shrinks with the stride."""
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(self, mode: str, size: int, stride: int, pads: tuple[int, int]) -> None:
+        super().__init__()
+        self.mode, self.size, self.stride, self.pads = mode, size, stride, pads
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):
+        y = x.transpose(1, 2)  # (N, C, T)
+        if self.mode == "max":
+            if mask is not None:
+                y = y.masked_fill(~mask.unsqueeze(1), float("-inf"))
+            y = F.max_pool1d(F.pad(y, self.pads, value=float("-inf")), self.size, self.stride)
+        else:
+            m = y.new_ones(1, 1, y.shape[2]) if mask is None else mask.unsqueeze(1).to(y.dtype)
+            total = F.avg_pool1d(F.pad(y * m, self.pads), self.size, self.stride)
+            real = F.avg_pool1d(F.pad(m, self.pads), self.size, self.stride)  # share of real steps
+            y = total / real.clamp(min=0.5 / self.size)  # an all-padding window: 0
+        y = y.transpose(1, 2)  # (N, T', C)
+        if mask is None:
+            return y, None
+        mask = _mask_from_lengths(
+            _new_lengths(mask, self.size, self.stride, self.pads, 1), y.shape[1]
+        )
+        return torch.where(mask.unsqueeze(-1), y, torch.zeros_like(y)), mask
+
+    def extra_repr(self) -> str:
+        return f"{self.mode}, size={self.size}, stride={self.stride}, pads={self.pads}"
+
+
+class _Pool1dDef(LayerDef):
+    mode = "max"
+    primary = "size"
+
+    class Options(Options):
+        size: int = Field(2, gt=0)
+        stride: int | None = Field(None, gt=0)  # default: size
+        padding: Literal["valid", "same"] = "valid"
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        steps, features = seq_shape(in_shape, ctx)
+        k, s = opts.size, opts.stride or opts.size
+        pads = _pads(opts.padding, k, 1)
+        _check_fits(steps, k, pads, 1, ctx)
+        out = None if steps is None else out_size(steps, k, s, pads, 1)
+        return SeqPool1d(self.mode, k, s, pads), (out, features)
+
+
+@register("maxpool1d", "max_pool1d")
+class MaxPool1d(_Pool1dDef):
+    """Maximum over windows of `size` steps (stride defaults to size); padding ignored."""
+
+    mode = "max"
+
+
+@register("avgpool1d", "avg_pool1d", "average_pool1d")
+class AvgPool1d(_Pool1dDef):
+    """Average over windows of `size` steps (stride defaults to size); padding not counted."""
+
+    mode = "avg"
+
+
+class SeqPool(nn.Module):
+    """Ends a sequence: (N, T, C) -> (N, C) by masked mean, masked max or step 0 (cls)."""
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):
+        if self.mode == "cls":
+            return x[:, 0], None
+        return (masked_mean(x, mask) if self.mode == "mean" else masked_max(x, mask)), None
+
+    def extra_repr(self) -> str:
+        return self.mode
+
+
+def _pool_def(mode: str, doc: str) -> type[LayerDef]:
+    class PoolDef(LayerDef):
+        class Options(Options):
+            pass
+
+        def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+            _, features = seq_shape(in_shape, ctx)
+            return SeqPool(mode), (features,)
+
+    PoolDef.__doc__ = doc
+    return PoolDef
+
+
+register("global_avgpool1d", "mean_pool", "global_average_pool1d")(
+    _pool_def("mean", "Mean over the real steps: (T, C) -> (C,).")
+)
+register("global_maxpool1d", "max_over_time", "global_max_pool1d")(
+    _pool_def("max", "Maximum over the real steps: (T, C) -> (C,).")
+)
+register("cls_pool")(
+    _pool_def("cls", "Step 0: (T, C) -> (C,); put a cls_token layer before the encoder.")
+)
+
+
+class AttentionPool(nn.Module):
+    """(N, T, D) -> (N, D): a weighted mean over the real steps, weights softmax(x . q / sqrt(D))
+    with a learned query q (zero at first: the plain mean)."""
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):
+        scores = (x @ self.query) / math.sqrt(x.shape[-1])  # (N, T)
+        if mask is not None:  # finfo.min, not -inf: a row without real steps stays finite
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        pooled = (scores.softmax(-1).unsqueeze(-1) * x).sum(1)  # (N, D)
+        if mask is not None:
+            pooled = pooled * mask.any(1, keepdim=True).to(pooled.dtype)
+        return pooled, None
+
+
+@register("attention_pool", "attention_pooling")
+class AttentionPoolDef(LayerDef):
+    """Learned-query attention over the real steps: (T, D) -> (D,)."""
+
+    class Options(Options):
+        pass
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        _, dim = seq_shape(in_shape, ctx)
+        return AttentionPool(dim), (dim,)
+
+
+class ClsToken(nn.Module):
+    """Prepends a learned vector: (N, T, D) -> (N, 1 + T, D); the mask gains a real step 0."""
+
+    accepts_mask = True
+    updates_mask = True
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.randn(dim) * 0.02)
+
+    def forward(self, x: torch.Tensor, mask: Mask = None):
+        x = torch.cat([self.token.expand(x.shape[0], 1, -1), x], 1)
+        if mask is not None:
+            mask = torch.cat([mask.new_ones(mask.shape[0], 1), mask], 1)
+        return x, mask
+
+
+@register("cls_token")
+class ClsTokenDef(LayerDef):
+    """Prepends a learned step for `cls_pool` to read after the encoder: (T, D) -> (T + 1, D)."""
+
+    class Options(Options):
+        pass
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        steps, dim = seq_shape(in_shape, ctx)
+        return ClsToken(dim), (None if steps is None else steps + 1, dim)
+
+
+# ---- positions and the transformer encoder -----------------------------------------------------
+
+
+class PositionalEncoding(nn.Module):
+    """x (N, T, D) + position vectors (T, D): sinusoidal (computed for any T) or learned
+    (`max_length` rows); then dropout. Right padding keeps each row's positions those it has alone."""
+
+    def __init__(self, dim: int, max_length: int, learned: bool, dropout: float) -> None:
+        super().__init__()
+        self.dim = dim
+        self.table = nn.Parameter(torch.randn(max_length, dim) * 0.02) if learned else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[1]
+        if self.table is not None:
+            return self.dropout(x + self.table[:steps])
+        pos = torch.arange(steps, device=x.device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
+        half = torch.arange(0, self.dim, 2, device=x.device, dtype=torch.float32)
+        angle = pos * torch.exp(half * (-math.log(10000.0) / self.dim))  # (T, ceil(D/2))
+        pe = torch.stack([angle.sin(), angle.cos()], -1).flatten(1)[:, : self.dim]  # sin, cos, ...
+        return self.dropout(x + pe.to(x.dtype))
+
+
+@register("positional_encoding", "pos_encoding", "positional_embedding")
+class PositionalEncodingDef(LayerDef):
+    """Adds position vectors to (T, D): sinusoidal, or `learned: true` (up to `max_length` steps)."""
+
+    class Options(Options):
+        learned: bool = False
+        max_length: int = Field(4096, gt=0)  # learned positions only; sinusoidal takes any length
+        dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        steps, dim = seq_shape(in_shape, ctx)
+        if opts.learned and steps is not None and steps > opts.max_length:
+            raise SpecError(f"{ctx.where}: {steps} steps exceed max_length {opts.max_length}")
+        return PositionalEncoding(dim, opts.max_length, opts.learned, opts.dropout), in_shape
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over (N, T, D); padded keys get no weight. A fully padded row
+    attends uniformly (finfo.min, not -inf), so it stays finite."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)  # as nn.MultiheadAttention's in_proj
+        self.out = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:
+        n, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.heads)  # (N, heads, T, T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        weights = self.dropout(scores.softmax(-1))
+        return self.out((weights @ v).transpose(1, 2).reshape(n, t, d))  # (N, T, D)
+
+
+class EncoderBlock(nn.Module):
+    """pre-norm:  x + attn(norm1(x)), then + ff(norm2(x));
+    post-norm: norm1(x + attn(x)), then norm2(x + ff(x)) (nn.TransformerEncoderLayer's layout)."""
+
+    def __init__(
+        self, dim: int, heads: int, ff: int, dropout: float, pre_norm: bool, act: nn.Module
+    ) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+        self.attn = SelfAttention(dim, heads, dropout)
+        self.ff = nn.Sequential(nn.Linear(dim, ff), act, nn.Dropout(dropout), nn.Linear(ff, dim))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.drop1(self.attn(self.norm1(x), mask))
+            return x + self.drop2(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop1(self.attn(x, mask)))
+        return self.norm2(x + self.drop2(self.ff(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """`layers` encoder blocks over (N, T, D) (+ a final layer norm when pre-norm); padded steps
+    come out zero."""
+
+    accepts_mask = True
+
+    def __init__(self, blocks: list[EncoderBlock], final_norm: nn.Module | None) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.norm = final_norm or nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return _keep(self.norm(x), mask)
+
+
+@register("transformer", "transformer_encoder")
+class Transformer(LayerDef):
+    """Transformer encoder blocks on (T, D): `heads` (dividing D), `ff` (4*D), `layers`, `pre_norm`."""
+
+    primary = "heads"
+
+    class Options(Options):
+        heads: int = Field(4, gt=0)
+        ff: int | None = Field(None, gt=0)  # default 4 * D
+        dropout: float = Field(0.1, ge=0.0, lt=1.0)
+        layers: int = Field(1, gt=0)
+        pre_norm: bool = True
+        activation: str = "gelu"
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        _, dim = seq_shape(in_shape, ctx)
+        if dim % opts.heads:
+            raise SpecError(
+                f"{ctx.where}: heads {opts.heads} must divide the feature size {dim}",
+                "change heads, or the embedding dim before the transformer",
+            )
+        ff, act = opts.ff or 4 * dim, opts.activation
+        blocks = [
+            EncoderBlock(
+                dim, opts.heads, ff, opts.dropout, opts.pre_norm, make_activation(act, ctx.where)
+            )
+            for _ in range(opts.layers)
+        ]
+        return TransformerEncoder(blocks, nn.LayerNorm(dim) if opts.pre_norm else None), in_shape
