@@ -129,3 +129,60 @@ def plot_confusion_matrix(
         ax.set_yticks(ticks, [str(c) for c in class_names], fontsize=font)
         ax.set(title=title, xlabel="predicted", ylabel="true")
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+
+
+# -- drawing beside training ----------------------------------------------------------------------
+PLOTS = {"learning_curve": plot_learning_curve, "confusion_matrix": plot_confusion_matrix}
+
+
+class PlotWorker:
+    """Draws the run-folder PNGs in a helper process that imports matplotlib (about 0.6 s) while
+    the model trains: small tables train on one thread, so the second core is free. If the helper
+    cannot start or fails, the plots are drawn in this process instead."""
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+
+        try:
+            self.proc: Any = subprocess.Popen(
+                [sys.executable, "-c", "from dlcli.report import _serve; _serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        except OSError:
+            self.proc = None
+
+    def draw(self, jobs: list[tuple[str, dict]]) -> None:
+        """Draw every (plot name, keyword arguments) job; returns when the files exist."""
+        import json
+
+        if self.proc is not None:
+            try:
+                self.proc.communicate(json.dumps(jobs).encode(), timeout=300)
+                if self.proc.returncode == 0:
+                    return
+            except Exception:  # a broken helper: draw here instead
+                self.close()
+        for name, kwargs in jobs:
+            PLOTS[name](**kwargs)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _serve() -> None:
+    """The helper process: import matplotlib now, then draw the jobs read from stdin."""
+    import json
+    import sys
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure  # the slow import, done while the parent trains
+
+    for name, kwargs in json.loads(sys.stdin.read()):
+        PLOTS[name](**kwargs)

@@ -71,7 +71,18 @@ def _check_output(path: str) -> None:
 
 def run_training(req: TrainRequest) -> dict:
     """Train and save; returns the summary that --json prints."""
+    from dlcli.report import PlotWorker
+
     _check_output(req.output)
+    plotter = PlotWorker() if req.plots else None  # imports matplotlib beside the training
+    try:
+        return _run_training(req, plotter)
+    finally:
+        if plotter is not None:
+            plotter.close()
+
+
+def _run_training(req: TrainRequest, plotter: Any) -> dict:
     ckpt_path = checkpoint.checkpoint_path(req.output)
     resume_state, encoder = None, None
     if req.resume:
@@ -181,7 +192,7 @@ def run_training(req: TrainRequest) -> dict:
     run_folder = checkpoint.run_dir(req.output)
     if ckpt_path.exists():
         ckpt_path.unlink()
-    files = _write_run_files(run_folder, result.history, metrics, task, encoder, req.plots)
+    files = _write_run_files(run_folder, result.history, metrics, task, encoder, plotter)
     summary = {
         "model": str(req.output),
         "run_dir": str(run_folder),
@@ -286,20 +297,34 @@ def _plain(obj: Any) -> Any:
 
 
 def _write_run_files(
-    folder: Path, history: list[dict], metrics: dict, task: Any, encoder: Any, plots: bool
+    folder: Path, history: list[dict], metrics: dict, task: Any, encoder: Any, plotter: Any
 ) -> list[str]:
+    """metrics.csv, and with a plotter the learning curve and (classification) confusion matrix."""
     from dlcli import report
 
     folder.mkdir(parents=True, exist_ok=True)
     files = [folder / "metrics.csv"]
     report.write_history_csv(files[0], history)
-    if plots:
-        primary = "accuracy" if task.name == "classification" else "rmse"
-        files.append(folder / "learning_curve.png")
-        report.plot_learning_curve(files[-1], history, primary)
-        if task.name == "classification" and metrics.get("confusion_matrix"):
-            files.append(folder / "confusion_matrix.png")
-            report.plot_confusion_matrix(
-                files[-1], metrics["confusion_matrix"], encoder.target.classes
+    if plotter is None:
+        return [str(f) for f in files]
+    primary = "accuracy" if task.name == "classification" else "rmse"
+    jobs = [
+        (
+            "learning_curve",
+            {"path": str(folder / "learning_curve.png"), "history": history, "metric": primary},
+        )
+    ]
+    if task.name == "classification" and metrics.get("confusion_matrix"):
+        path = str(folder / "confusion_matrix.png")
+        jobs.append(
+            (
+                "confusion_matrix",
+                {
+                    "path": path,
+                    "matrix": metrics["confusion_matrix"],
+                    "class_names": list(encoder.target.classes),
+                },
             )
-    return [str(f) for f in files]
+        )
+    plotter.draw(jobs)
+    return [str(f) for f in files] + [job[1]["path"] for job in jobs]
