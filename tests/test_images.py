@@ -193,7 +193,9 @@ def test_huge_image_decodes(tmp_path: Path) -> None:
 # -- folders: splits, skipped files, errors ----------------------------------------------------
 def test_source_registered() -> None:
     assert SOURCES["images"] is ImageFolderSource and ENCODERS["image"] is ImageEncoder
-    assert ImageFolderSource.claims(str(DIGITS)) and not ImageFolderSource.claims("x.csv")
+    assert ImageFolderSource.claims(str(DIGITS), DataOptions()) and not ImageFolderSource.claims(
+        "x.csv", DataOptions()
+    )
 
 
 def test_stratified_split_otherwise(tmp_path: Path) -> None:

@@ -292,7 +292,7 @@ class ImageFolderSource:
     """A folder of class folders (optionally inside train/, val/ or valid/, and test/)."""
 
     @staticmethod
-    def claims(path: str) -> bool:
+    def claims(path: str, opts: DataOptions) -> bool:
         return Path(path).is_dir()
 
     @staticmethod

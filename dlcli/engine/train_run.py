@@ -106,7 +106,7 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         req.data_opts.seed = cfg.seed
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
-    source = choose_source(req.data)
+    source = choose_source(req.data, req.data_opts)
     prep = source.prepare(req.data, req.data_opts, encoder)
     encoder = prep.encoder
     if spec.data and encoder.kind not in spec.data:
