@@ -80,6 +80,31 @@ def train(
         help="Images: side of the square the images are resized to (default: from the data, at most 128).",
     ),
     grayscale: bool = typer.Option(False, "--grayscale", help="Images: train on one channel."),
+    text_column: str = typer.Option(
+        None, "--text-column", help="Text: the column holding the text (default: detected)."
+    ),
+    tokenizer: str = typer.Option(None, "--tokenizer", help="Text: word (default) or char."),
+    min_freq: int = typer.Option(
+        None, "--min-freq", min=1, help="Text: keep words seen at least this often (default 2)."
+    ),
+    max_vocab: int = typer.Option(
+        None, "--max-vocab", min=10, help="Text: vocabulary size limit (default 20000)."
+    ),
+    max_length: int = typer.Option(
+        None,
+        "--max-length",
+        min=1,
+        help="Text: tokens kept per text (default: 95th percentile of the training texts).",
+    ),
+    window: int = typer.Option(
+        None,
+        "--window",
+        min=1,
+        help="Time series: steps of history per prediction (turns a CSV into a series).",
+    ),
+    horizon: int = typer.Option(
+        None, "--horizon", min=1, help="Time series: how many steps ahead to predict (default 1)."
+    ),
     augment: str = typer.Option(
         None, "--augment", help="Image augmentations, comma-separated: flip, crop, rotate, jitter."
     ),
@@ -141,7 +166,7 @@ def train(
             task,
             val,
             val_split,
-            extra={"image": {"image_size": image_size, "grayscale": grayscale}},
+            extra=_extra(locals()),
         ),
         overrides,
         resume,
@@ -159,6 +184,21 @@ def train(
         console().print(
             f"saved [bold]{summary['model']}[/] (best epoch {summary['best_epoch']} of {summary['epochs_run']}); run files in {summary['run_dir']}/"
         )
+
+
+def _extra(given: dict) -> dict:
+    """Per data kind options (DataOptions.extra); a kind's dict only when one of its flags is set."""
+    kinds = {
+        "image": ("image_size", "grayscale"),
+        "text": ("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
+        "series": ("window", "horizon"),
+    }
+    extra = {}
+    for kind, names in kinds.items():
+        values = {n: given[n] for n in names if given[n] not in (None, False)}
+        if values:
+            extra[kind] = values
+    return extra
 
 
 def register(app: typer.Typer) -> None:

@@ -291,6 +291,9 @@ def image_options(opts: DataOptions) -> ImageOptions:
 class ImageFolderSource:
     """A folder of class folders (optionally inside train/, val/ or valid/, and test/)."""
 
+    kind = "image"
+    default_arch = "cnn"
+
     @staticmethod
     def claims(path: str, opts: DataOptions) -> bool:
         return Path(path).is_dir()

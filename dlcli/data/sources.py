@@ -110,6 +110,8 @@ class TabularSource:
     """A CSV table: numeric and categorical columns and a label column."""
 
     priority = 0  # sources are asked highest priority first; tables are the fallback for files
+    kind = "tabular"  # the encoder kind it produces (checked against a spec's `data:`)
+    default_arch = "mlp"  # the preset `dl train` uses without --arch or --spec
 
     @staticmethod
     def claims(path: str, opts: DataOptions) -> bool:

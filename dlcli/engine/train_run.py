@@ -22,7 +22,7 @@ from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
 from dlcli.engine.tasks import make_task
 from dlcli.engine.trainer import Interrupted, TrainConfig, Trainer
 from dlcli.errors import DLError, UsageError
-from dlcli.model.assemble import InferenceModel
+from dlcli.model.assemble import InferenceModel, network_args
 from dlcli.model.builder import build_network
 from dlcli.spec.schema import parse_spec, resolve_spec
 
@@ -100,28 +100,28 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, ck["val_split"]
         resume_state = ck["snapshot"]
         info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
-    else:
+    source = choose_source(req.data, req.data_opts)
+    if not req.resume:  # the spec is validated before any data is read
+        req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
         spec, spec_doc = resolve_spec(req.spec, req.arch)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
+    _check_fits(spec, getattr(source, "kind", None), req)
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
-    source = choose_source(req.data, req.data_opts)
     prep = source.prepare(req.data, req.data_opts, encoder)
     encoder = prep.encoder
-    if spec.data and encoder.kind not in spec.data:
-        name = req.spec or f"--arch {req.arch or 'mlp'}"
-        raise UsageError(
-            f"{name} is made for {' or '.join(spec.data)} data, but {req.data} is {encoder.kind} data",
-            _suggest(encoder.kind),
-        )
     task = make_task(encoder.target, cfg.loss)
     cfg.loss = task.loss
     cfg = cfg.resolved(_rows(prep.x_train))
     load_s = time.perf_counter() - t_load
     torch.manual_seed(cfg.seed)
     built = build_network(
-        spec, encoder.input_shape, task.n_outputs, req.spec or f"preset {req.arch or 'mlp'}"
+        spec,
+        encoder.input_shape,
+        task.n_outputs,
+        req.spec or f"preset {req.arch or 'mlp'}",
+        **network_args(encoder),
     )
     frozen = _transfer(built.module, req)
     preprocess = encoder.preprocess_module()
@@ -244,6 +244,16 @@ def _examples(prep: Any) -> torch.Tensor:
         if len(x):
             return x[:64].clone()
     return torch.empty(0)
+
+
+def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:
+    """A preset made for other data (--arch cnn on a CSV) is one clear line, before any loading."""
+    if spec.data and kind and kind not in spec.data:
+        name = req.spec or f"--arch {req.arch}"
+        raise UsageError(
+            f"{name} is made for {' or '.join(spec.data)} data, but {req.data} is {kind} data",
+            _suggest(kind),
+        )
 
 
 def _suggest(kind: str) -> str:

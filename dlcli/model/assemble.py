@@ -16,6 +16,15 @@ from dlcli.model.builder import BuiltNetwork, build_network
 from dlcli.spec.schema import parse_spec
 
 
+def network_args(encoder: Any) -> dict:
+    """What the builder needs to know about the data beyond its shape: the input dtype (token ids
+    are integers) and facts such as the vocabulary size."""
+    return {
+        "input_dtype": getattr(encoder, "input_dtype", torch.float32),
+        "data_info": dict(getattr(encoder, "data_info", None) or {}),
+    }
+
+
 class InferenceModel(nn.Module):
     """raw inputs (N, ...) -> probabilities (N, C) or values (N, 1)."""
 
@@ -44,7 +53,9 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
         encoder = encoder_from_state(data["encoder"])
         spec = parse_spec(data["spec"], f"in {source}")
         task = make_task(encoder.target, data.get("loss"))
-        built = build_network(spec, tuple(data["input_shape"]), int(data["outputs"]))
+        built = build_network(
+            spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(encoder)
+        )
         built.module.load_state_dict(data["weights"]["network"])
     except KeyError as exc:
         raise ModelFileError(f"{source}: model file lacks '{exc.args[0]}'") from None

@@ -369,7 +369,8 @@ def _check_fits(steps, kernel: int, pads: tuple[int, int], dil: int, ctx: BuildC
 
 class SeqPool1d(nn.Module):
     """Max or average over windows of time, (N, T, C) -> (N, T', C). Padded steps never win a
-    maximum nor count in an average; the mask shrinks with the stride."""
+    maximum nor count in an average; the mask shrinks with the stride. The windows are gathered
+    with an index (N, T', size, C) rather than by max_pool1d, which fixes T when exported."""
 
     accepts_mask = True
     updates_mask = True
@@ -379,23 +380,21 @@ class SeqPool1d(nn.Module):
         self.mode, self.size, self.stride, self.pads = mode, size, stride, pads
 
     def forward(self, x: torch.Tensor, mask: Mask = None):
-        y = x.transpose(1, 2)  # (N, C, T)
+        real = torch.ones_like(x[..., 0], dtype=torch.bool) if mask is None else mask  # (N, T)
+        x = F.pad(x, (0, 0, *self.pads))  # (N, pads[0] + T + pads[1], C)
+        real = F.pad(real, self.pads, value=False)
+        steps = (x.shape[1] - self.size) // self.stride + 1
+        starts = torch.arange(steps, device=x.device).unsqueeze(1) * self.stride  # (T', 1)
+        index = starts + torch.arange(self.size, device=x.device)  # (T', size)
+        windows, counted = x[:, index], real[:, index].unsqueeze(-1)  # (N, T', size, C | 1)
         if self.mode == "max":
-            if mask is not None:
-                y = y.masked_fill(~mask.unsqueeze(1), float("-inf"))
-            y = F.max_pool1d(F.pad(y, self.pads, value=float("-inf")), self.size, self.stride)
+            y = windows.masked_fill(~counted, float("-inf")).amax(2)
         else:
-            m = y.new_ones(1, 1, y.shape[2]) if mask is None else mask.unsqueeze(1).to(y.dtype)
-            total = F.avg_pool1d(F.pad(y * m, self.pads), self.size, self.stride)
-            real = F.avg_pool1d(F.pad(m, self.pads), self.size, self.stride)  # share of real steps
-            y = total / real.clamp(min=0.5 / self.size)  # an all-padding window: 0
-        y = y.transpose(1, 2)  # (N, T', C)
+            y = (windows * counted.to(x.dtype)).sum(2) / counted.sum(2).clamp(min=1).to(x.dtype)
         if mask is None:
             return y, None
-        mask = _mask_from_lengths(
-            _new_lengths(mask, self.size, self.stride, self.pads, 1), y.shape[1]
-        )
-        return torch.where(mask.unsqueeze(-1), y, torch.zeros_like(y)), mask
+        mask = _mask_from_lengths(_new_lengths(mask, self.size, self.stride, self.pads, 1), steps)
+        return torch.where(mask.unsqueeze(-1), y, torch.zeros_like(y)), mask  # not -inf * 0
 
     def extra_repr(self) -> str:
         return f"{self.mode}, size={self.size}, stride={self.stride}, pads={self.pads}"
@@ -554,7 +553,8 @@ class PositionalEncoding(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         steps = x.shape[1]
         if self.table is not None:
-            return self.dropout(x + self.table[:steps])
+            # an index, not a slice: slicing would bound the exported length by max_length
+            return self.dropout(x + self.table[torch.arange(steps, device=x.device)])
         pos = torch.arange(steps, device=x.device, dtype=torch.float32).unsqueeze(1)  # (T, 1)
         half = torch.arange(0, self.dim, 2, device=x.device, dtype=torch.float32)
         angle = pos * torch.exp(half * (-math.log(10000.0) / self.dim))  # (T, ceil(D/2))
