@@ -147,3 +147,15 @@ def penguins_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session: Run
     assert res.returncode == 0, res.stderr
     assert model.is_file()
     return model
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_image_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Image decode caches go to a temporary folder, never to the user's ~/.cache."""
+    old = os.environ.get("DL_CACHE_DIR")
+    os.environ["DL_CACHE_DIR"] = str(tmp_path_factory.mktemp("dl-cache"))
+    yield
+    if old is None:
+        os.environ.pop("DL_CACHE_DIR", None)
+    else:
+        os.environ["DL_CACHE_DIR"] = old

@@ -32,10 +32,17 @@ def predict(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
     ),
+    steps: int = typer.Option(
+        None,
+        "--steps",
+        min=1,
+        help="Series: forecast N steps past the end of the input, rolling one-step predictions forward.",
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
-    Images: prints path,prediction,confidence."""
+    Images: prints path,prediction,confidence. Series: one prediction per window of the input, or
+    with --steps N the next N values."""
     import contextlib
     import sys
 
@@ -49,6 +56,13 @@ def predict(
     from dlcli.model.assemble import load_model
 
     loaded = load_model(model, device)
+    if steps is not None:
+        if loaded.encoder.kind != "series":
+            raise UsageError(
+                f"--steps applies to series models (trained with --window), not {loaded.encoder.kind} models"
+            )
+        if len(inputs) != 1:
+            raise UsageError("--steps forecasts from one history file; give one input")
     with contextlib.ExitStack() as stack:
         if output:
             from dlcli.fileio import atomic_path
@@ -58,8 +72,13 @@ def predict(
         else:
             fh = sys.stdout
         writer = predictor.WRITERS[fmt](fh)
-        for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
-            writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
+        if steps is not None:
+            from dlcli.engine.forecast import forecast
+
+            writer.write(forecast(loaded, inputs[0], steps))
+        else:
+            for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
+                writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
         fh.flush()
 
 

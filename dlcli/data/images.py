@@ -40,6 +40,7 @@ class ImageOptions:
 
     image_size: int | None = None  # square side; default: from the data
     grayscale: bool = False  # force one channel
+    channels: int | None = None  # force 1 or 3 (transfer learning keeps the source model's)
 
 
 class ImagePreprocess(nn.Module):
@@ -135,11 +136,12 @@ def existing_folder(path: str) -> Path:
 
 def choose_shape(listing: Listing, opts: ImageOptions) -> tuple[int, int]:
     """(size, channels): given, or from a sample of the training images."""
-    if opts.image_size and opts.grayscale:
-        return opts.image_size, 1
+    forced = 1 if opts.grayscale else opts.channels
+    if opts.image_size and forced:
+        return opts.image_size, forced
     paths = [os.path.join(listing.root, f) for f in listing.files]
     sides, gray = ic.probe_sample(paths, not opts.grayscale)
-    return opts.image_size or ic.default_size(sides), 1 if opts.grayscale or gray else 3
+    return opts.image_size or ic.default_size(sides), forced or (1 if gray else 3)
 
 
 # -- the encoder -----------------------------------------------------------------------------

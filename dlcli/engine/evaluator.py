@@ -19,17 +19,22 @@ def evaluate_file(loaded: Any, path: str, errors_dir: str | None = None) -> dict
     """Stream `path`, predict, and compute the task's metrics against its target column.
     With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there."""
     target = loaded.encoder.target
-    ys, outs, paths = [], [], []
+    baseline = hasattr(loaded.encoder, "baseline_metrics")  # e.g. series: the naive forecast
+    ys, outs, paths, raws = [], [], [], []
     for frame, raw in loaded.encoder.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))
         outs.append(run_batches(loaded.inference, raw))
         if "path" in frame.columns:
             paths.extend(frame["path"].tolist())
+        if baseline:
+            raws.append(raw)
     y = np.concatenate(ys) if ys else np.empty(0)
     if not len(y):
         raise InputError(f"{path}: target column '{target.name}' has no values")
     out = np.concatenate(outs)
     metrics = loaded.task.metrics(y, out)
+    if baseline:  # (encoded targets, the raw inputs iter_labelled yielded, model outputs)
+        metrics.update(loaded.encoder.baseline_metrics(y, raws, out))
     if errors_dir is not None:
         metrics["errors_copied"] = copy_errors(loaded, y, out, paths, Path(errors_dir))
     return metrics

@@ -102,11 +102,12 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
     source = choose_source(req.data, req.data_opts)
     if not req.resume:  # the spec is validated before any data is read
-        req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
-        spec, spec_doc = resolve_spec(req.spec, req.arch)
+        spec, spec_doc = _choose_spec(req, source)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
     _check_fits(spec, getattr(source, "kind", None), req)
+    if req.init_from and encoder is None:
+        _inherit_data_options(req, getattr(source, "kind", None))
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
     prep = source.prepare(req.data, req.data_opts, encoder)
@@ -246,6 +247,31 @@ def _examples(prep: Any) -> torch.Tensor:
     return torch.empty(0)
 
 
+def _choose_spec(req: TrainRequest, source: Any) -> tuple[Any, dict]:
+    """--spec, else --arch, else the --init-from model's own spec, else the data kind's preset."""
+    if not req.spec and not req.arch and req.init_from:
+        doc = checkpoint.load(req.init_from)["spec"]
+        info(f"--init-from {req.init_from}: using its network ({doc.get('name') or 'its spec'})")
+        return parse_spec(doc, f"in {req.init_from}"), doc
+    req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
+    return resolve_spec(req.spec, req.arch)
+
+
+def _inherit_data_options(req: TrainRequest, kind: str | None) -> None:
+    """Transfer learning: read the new data the way the source model was fed (for images: its
+    channel count and size), unless the user said otherwise, so its first layers still fit."""
+    from dlcli import checkpoint
+
+    source = checkpoint.load(req.init_from)
+    state = source.get("encoder") or {}
+    if kind == "image" and state.get("kind") == "image":
+        given = dict(req.data_opts.extra.get("image") or {})
+        given.setdefault("image_size", state.get("size"))
+        if not given.get("grayscale"):
+            given.setdefault("channels", state.get("channels"))
+        req.data_opts.extra["image"] = given
+
+
 def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:
     """A preset made for other data (--arch cnn on a CSV) is one clear line, before any loading."""
     if spec.data and kind and kind not in spec.data:
@@ -266,13 +292,14 @@ def _transfer(network: torch.nn.Module, req: TrainRequest) -> list[torch.nn.Modu
     """--init-from and --freeze; returns the frozen layers."""
     from dlcli.model import transfer
 
+    loaded = None
     if req.init_from:
-        transfer.init_from(network, req.init_from)
+        loaded = transfer.init_from(network, req.init_from)
     elif req.freeze:
         raise UsageError(
             "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
         )
-    return transfer.freeze(network, req.freeze) if req.freeze else []
+    return transfer.freeze(network, req.freeze, loaded) if req.freeze else []
 
 
 def _inputs_and_transforms(

@@ -10,11 +10,11 @@ from dlcli.console import info
 from dlcli.errors import UsageError
 
 
-def init_from(network: nn.Module, model_path: str | Path) -> tuple[int, int]:
+def init_from(network: nn.Module, model_path: str | Path) -> set[str]:
     """Copy every tensor of `model_path`'s network whose name and shape fit `network`.
 
     Layers that differ (typically the output head, when the number of classes changed) keep their
-    fresh initialisation. Returns (tensors loaded, tensors in the network).
+    fresh initialisation. Returns the names of the tensors loaded.
     """
     from dlcli import checkpoint
 
@@ -34,7 +34,7 @@ def init_from(network: nn.Module, model_path: str | Path) -> tuple[int, int]:
     if fresh:
         msg += f"; freshly initialised: {', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}"
     info(msg)
-    return len(fitting), len(own)
+    return set(fitting)
 
 
 def select_layers(network: nn.Module, selector: str) -> list[tuple[str, nn.Module]]:
@@ -72,10 +72,19 @@ def select_layers(network: nn.Module, selector: str) -> list[tuple[str, nn.Modul
     return list(chosen.items())
 
 
-def freeze(network: nn.Module, selector: str) -> list[nn.Module]:
+def freeze(network: nn.Module, selector: str, loaded: set[str] | None = None) -> list[nn.Module]:
     """Stop gradients for the chosen layers; returns them so the trainer keeps them in eval mode
-    (frozen batch-norm statistics stay as they were learnt)."""
+    (frozen batch-norm statistics stay as they were learnt). With `loaded` (the tensors copied by
+    init_from), freezing a layer that kept its random initialisation is refused."""
     layers = select_layers(network, selector)
+    if loaded is not None:
+        for name, module in layers:
+            fresh = [f"{name}.{k}" for k in module.state_dict() if f"{name}.{k}" not in loaded]
+            if fresh:
+                raise UsageError(
+                    f"--freeze {selector}: {fresh[0]} did not fit the source model and is freshly initialised; freezing it would keep random weights",
+                    "freeze fewer layers, or train the source model on data of the same shape",
+                )
     for _, module in layers:
         for p in module.parameters():
             p.requires_grad_(False)

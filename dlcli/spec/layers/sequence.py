@@ -159,29 +159,46 @@ class InputEmbedding(LayerDef):
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-def elman_loop(x: torch.Tensor, rnn: nn.RNN) -> torch.Tensor:
-    """What a one-layer tanh nn.RNN computes, (N, T, F) -> (N, T, H), as a while_loop: torch.export
-    specialises nn.RNN's time axis (it does not for LSTM and GRU), this exports as an ONNX Loop
-    over any length."""
+def _cell_step(kind: str, pre: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w, b):
+    """One step of a torch rnn / gru / lstm cell: pre = x W_ih^T + b_ih (N, G * H)."""
+    gates = F.linear(h, w, b)  # (N, G * H)
+    if kind == "rnn":  # c rides along unused (a copy: while_loop rejects an output that aliases)
+        return torch.tanh(pre + gates), c.clone()
+    if kind == "gru":  # gate order r, z, n; the reset gate scales the hidden part of n only
+        ir, iz, i_n = pre.chunk(3, -1)
+        hr, hz, hn = gates.chunk(3, -1)
+        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+        n = torch.tanh(i_n + r * hn)
+        return (1 - z) * n + z * h, c.clone()
+    i, f, g, o = (pre + gates).chunk(4, -1)  # lstm: gate order i, f, g, o
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def loop_recurrence(kind: str, x: torch.Tensor, rnn: nn.Module) -> torch.Tensor:
+    """What a one-layer torch rnn / gru / lstm computes, (N, T, F) -> (N, T, H), as a while_loop:
+    it exports as one ONNX Loop over any length. torch.export fixes nn.RNN's time axis, and the
+    exporter's own GRU and LSTM rewrites fail after a layer that changes the length."""
     from torch._higher_order_ops.while_loop import while_loop
 
-    pre = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, N, H)
+    pre = F.linear(x, rnn.weight_ih_l0, rnn.bias_ih_l0).transpose(0, 1)  # (T, N, G * H)
     w, b = rnn.weight_hh_l0.clone(), rnn.bias_hh_l0.clone()  # while_loop rejects aliased inputs
+    h0 = x.new_zeros(x.shape[0], rnn.hidden_size)  # (N, H)
 
-    def more(i, out, h):
+    def more(i, out, h, c):
         return i < pre.shape[0]
 
-    def step(i, out, h):
+    def step(i, out, h, c):
         t = i.item()
-        torch._check_is_size(t)
+        torch._check(t >= 0)
         torch._check(t < pre.shape[0])
-        h = torch.tanh(pre[t] + F.linear(h, w, b))  # (N, H)
+        h, c = _cell_step(kind, pre[t], h, c, w, b)
         out = out.clone()
         out[t] = h
-        return i + 1, out, h
+        return i + 1, out, h, c
 
-    start = (torch.tensor(0), torch.zeros_like(pre), pre.new_zeros(pre.shape[1:]))
-    _, out, _ = while_loop(more, step, start)
+    out0 = x.new_zeros(pre.shape[0], x.shape[0], rnn.hidden_size)  # (T, N, H)
+    _, out, _, _ = while_loop(more, step, (torch.tensor(0), out0, h0, h0.clone()))
     return out.transpose(0, 1)
 
 
@@ -213,8 +230,8 @@ class Recurrent(nn.Module):
         self.dropout = nn.Dropout(dropout)  # between layers, as torch's `dropout` argument
 
     def _run(self, rnn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "rnn" and torch.compiler.is_exporting():
-            return elman_loop(x, rnn)
+        if torch.compiler.is_exporting():
+            return loop_recurrence(self.kind, x, rnn)
         return rnn(x)[0]
 
     def forward(self, x: torch.Tensor, mask: Mask = None):  # (N, T, F)

@@ -1,0 +1,531 @@
+"""Time series CSVs: ordered rows of numeric columns -> sliding windows that predict the target
+`horizon` steps ahead.
+
+Owns the reading rules (date detection and sorting, checks, forward-fill), the fitted
+`SeriesEncoder` (plain-data state; per-feature standardisation as a torch module) and the `series`
+data source with its chronological split. See docs/series.md.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from dlcli.console import note
+from dlcli.data.csvio import NULL_TEXT, iter_chunks, read_table
+from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source
+from dlcli.data.target import Target
+from dlcli.errors import InputError, UsageError
+
+MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
+SHARE = 0.9  # a text column is a date (or a number with typos) when this share of it parses
+CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
+ROW = "row"  # the pass-through column without a date column: 1-based step in time order
+
+
+@dataclass
+class SeriesOptions:
+    """`dl train --window W --horizon H` (DataOptions.extra["series"])."""
+
+    window: int | None = None  # steps of history per prediction (required)
+    horizon: int = 1  # predict the value this many steps after a window's last step
+    date_column: str | None = None  # None: the column that parses as dates, if any
+    steps: int | None = None  # used by `dl predict --steps` only
+
+
+def series_options(opts: DataOptions) -> SeriesOptions | None:
+    """The series options the user gave, or None when none were given."""
+    got = (getattr(opts, "extra", None) or {}).get("series")
+    if not got:
+        return None
+    if isinstance(got, dict):
+        names = {f.name for f in fields(SeriesOptions)}
+        got = SeriesOptions(**{k: v for k, v in got.items() if k in names and v is not None})
+    if got.window is None:
+        raise UsageError("--horizon needs --window (the steps of history per prediction)")
+    if got.window < 1 or got.horizon < 1:
+        raise UsageError(
+            f"--window and --horizon must be at least 1, got {got.window} and {got.horizon}"
+        )
+    return got
+
+
+# -- reading ---------------------------------------------------------------------------------
+@dataclass
+class Series:
+    """A series as read from one CSV, in time order (index 0..n-1)."""
+
+    frame: pd.DataFrame  # the rows as read, sorted
+    values: np.ndarray  # (n, F) float32 features in the encoder's order, gaps forward-filled
+    dates: pd.Series | None  # datetime64 per row; None without a date column
+    rows: np.ndarray  # 1-based data row of each sorted row in its file
+
+
+def read_frame(path: str) -> pd.DataFrame:
+    """The whole CSV ('-' = stdin); a series needs all of its history at once."""
+    if path != "-":
+        return read_table(path)
+    return pd.concat(list(iter_chunks(path)), ignore_index=True)
+
+
+def _silent(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _is_number_column(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _share_numeric(s: pd.Series) -> float:
+    text = s.dropna().astype(str).str.strip()
+    text = text[~text.isin(NULL_TEXT)]
+    return float(pd.to_numeric(text, errors="coerce").notna().mean()) if len(text) else 0.0
+
+
+def _to_dates(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    return _silent(pd.to_datetime, s, errors="coerce")
+
+
+def find_date_column(frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:
+    """The named date column, else the first text column where >= 90% of the values are dates."""
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise InputError(f"{source}: no date column '{wanted}'")
+        return wanted
+    for name in frame.columns:
+        s = frame[name]
+        if _is_number_column(s) or pd.api.types.is_bool_dtype(s) or s.isna().all():
+            continue
+        if _share_numeric(s) >= SHARE:
+            continue  # numbers with a typo, reported as such later
+        if _to_dates(s.dropna()).notna().mean() >= SHARE:
+            return str(name)
+    return None
+
+
+def plan_features(frame: pd.DataFrame, date_col: str | None, source: str) -> list[str]:
+    """The numeric columns a model reads (the target among them); others are ignored with a note.
+    A text column that is mostly numbers stays a feature (its bad values are reported later)."""
+    features = []
+    for name in frame.columns:
+        if name == date_col:
+            continue
+        s = frame[name]
+        if s.isna().all():
+            note(f"{source}: column '{name}' is empty; ignored")
+        elif pd.api.types.is_integer_dtype(s) and len(s) > 2 and bool(np.all(np.diff(s) == 1)):
+            note(f"{source}: column '{name}' goes up by 1 each row (an index or counter); ignored")
+        elif _is_number_column(s) or _share_numeric(s) >= SHARE:
+            features.append(str(name))
+        else:
+            note(f"{source}: column '{name}' is not numeric; ignored")
+    if not features:
+        raise InputError(f"{source}: no numeric columns to make a series of")
+    return features
+
+
+def _numbers(frame: pd.DataFrame, name: str, rows: np.ndarray, source: str) -> np.ndarray:
+    """float64 values of one column (NaN for missing); a value that is not a number is an error."""
+    s = frame[name]
+    if _is_number_column(s):
+        return s.to_numpy(dtype="float64", na_value=np.nan)
+    text = s.astype(str).str.strip()
+    blank = s.isna() | text.isin(NULL_TEXT)
+    v = pd.to_numeric(s.where(~blank), errors="coerce")
+    bad = (~blank & v.isna()).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(
+            f"{source}: column '{name}', row {rows[i]}: '{s.iloc[i]}' is not a number "
+            "(a series holds numbers only)"
+        )
+    return v.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _sorted_by_date(
+    frame: pd.DataFrame, date_col: str, source: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows in date order (a note when they were not); a missing, unreadable or repeated date is an
+    error naming it."""
+    dates = _to_dates(frame[date_col])
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = frame[date_col].iloc[i]
+        shown = "no date" if pd.isna(value) else f"'{value}' is not a date"
+        raise InputError(f"{source}: column '{date_col}', row {frame.index[i] + 1}: {shown}")
+    if not dates.is_monotonic_increasing:
+        note(f"{source}: rows were not in date order; sorted by '{date_col}'")
+        order = np.argsort(dates.to_numpy(), kind="stable")
+        frame, dates = frame.iloc[order], dates.iloc[order]
+    dup = dates.duplicated(keep=False).to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        rows = (frame.index[dup & (dates == dates.iloc[i]).to_numpy()] + 1).tolist()
+        raise InputError(
+            f"{source}: date {format_dates(dates.iloc[[i]])[0]} appears more than once "
+            f"(rows {', '.join(map(str, rows[:5]))}); a series needs one row per time step",
+            "aggregate the rows of each date first",
+        )
+    return frame, dates.reset_index(drop=True)
+
+
+def load_series(path: str, date_col: str | None, features: list[str]) -> Series:
+    """Read, order and check a series; gaps in a feature are forward-filled (a note says so)."""
+    return series_from_frame(read_frame(path), "<stdin>" if path == "-" else path, date_col, features)
+
+
+def series_from_frame(
+    frame: pd.DataFrame, source: str, date_col: str | None, features: list[str]
+) -> Series:
+    missing = [c for c in ([date_col] if date_col else []) + features if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
+    frame = frame.reset_index(drop=True)
+    dates = None
+    if date_col is not None:
+        frame, dates = _sorted_by_date(frame, date_col, source)
+    rows = frame.index.to_numpy() + 1
+    frame = frame.reset_index(drop=True)
+    values = np.column_stack([_numbers(frame, c, rows, source) for c in features])
+    gaps = np.isnan(values)
+    if gaps.any():
+        empty = [c for c, g in zip(features, gaps.all(0), strict=True) if g]
+        if empty:
+            raise InputError(f"{source}: column '{empty[0]}' has no values")
+        counts = ", ".join(f"'{c}' {n}" for c, n in zip(features, gaps.sum(0), strict=True) if n)
+        note(f"{source}: filled missing values with the previous value ({counts})")
+        values = pd.DataFrame(values).ffill().bfill().to_numpy()
+    return Series(frame, values.astype(np.float32), dates, rows)
+
+
+def format_dates(dates: pd.Series | pd.DatetimeIndex) -> list[str]:
+    """ISO text: '2001-12-29' when every time is midnight, else '2001-12-29T06:00:00'."""
+    d = pd.DatetimeIndex(dates)
+    fmt = "%Y-%m-%d" if bool((d == d.normalize()).all()) else "%Y-%m-%dT%H:%M:%S"
+    return [("" if pd.isna(x) else x.strftime(fmt)) for x in d]
+
+
+def future_dates(dates: pd.Series, k: int) -> pd.DatetimeIndex | None:
+    """The next `k` dates after the last one when the spacing is regular (weekly, month ends...)."""
+    recent = pd.DatetimeIndex(dates.iloc[-64:])
+    if len(recent) < 3 or k < 1:
+        return None
+    freq = _silent(pd.infer_freq, recent)
+    if freq is None:
+        return None
+    return pd.date_range(recent[-1], periods=k + 1, freq=freq)[1:]
+
+
+def windows_of(values: np.ndarray, window: int) -> torch.Tensor:
+    """(n, F) -> (n - window + 1, window, F): window i holds rows i .. i+window-1; a view, no copy."""
+    return torch.from_numpy(values).unfold(0, window, 1).transpose(1, 2)
+
+
+def _relative_spread(v: np.ndarray, window: int) -> np.ndarray:
+    """Per feature, the root mean square of (value - value at the window's last step) over every
+    step of every window of `v` (n, F); one lag at a time, so memory stays O(n)."""
+    k = len(v) - window + 1  # windows
+    last = v[window - 1 : window - 1 + k]
+    total = np.zeros(v.shape[1])
+    for d in range(1, window):  # the step d before the last; d = 0 adds zeros
+        total += np.sum((v[window - 1 - d : window - 1 - d + k] - last) ** 2, axis=0)
+    return np.sqrt(total / max(1, k * window))
+
+
+# -- the encoder -----------------------------------------------------------------------------
+class SeriesPreprocess(nn.Module):
+    """(N, T, F) raw values -> (N, T, F + 1) network input.
+
+    Channels 0..F-1: each feature relative to its value at the window's last step, divided by the
+    training windows' spread of that difference, so the network sees shapes, not levels, and a
+    series that drifts past its training range looks familiar. Channel F: the target's level,
+    standardised with the training part's mean and std (the scale the model's output is in), so
+    the last step's value anchors the forecast (`data_info["anchor_channel"]`)."""
+
+    def __init__(self, rel_std: list[float], mean: float, std: float, target_index: int) -> None:
+        super().__init__()
+        self.register_buffer("rel_std", torch.tensor(rel_std, dtype=torch.float32))
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+        self.target_index = int(target_index)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rel = (x - x[:, -1:, :]) / self.rel_std  # (N, T, F)
+        level = (x[:, :, self.target_index : self.target_index + 1] - self.mean) / self.std
+        return torch.cat([rel, level], dim=-1)  # (N, T, F + 1)
+
+
+class SeriesEncoder:
+    """Fitted on the training part of a series; turns any later CSV into the same windows."""
+
+    kind = "series"
+    encode_once = True
+
+    def __init__(
+        self,
+        features: list[str],
+        target: Target,
+        rel_std: list[float],
+        window: int,
+        horizon: int = 1,
+        date_column: str | None = None,
+    ) -> None:
+        self.features, self.target, self.rel_std = list(features), target, list(rel_std)
+        self.window, self.horizon, self.date_column = int(window), int(horizon), date_column
+
+    @classmethod
+    def fit(
+        cls, series: Series, features: list[str], target_name: str, so: SeriesOptions, **kw: Any
+    ) -> SeriesEncoder:
+        """Statistics from `series` (pass only the training part): the target's mean and std, and
+        per feature the spread of (value - value at the window's last step) over its windows."""
+        v = series.values.astype(np.float64)
+        ti = features.index(target_name)
+        mean, std = float(v[:, ti].mean()), float(v[:, ti].std())
+        spread = _relative_spread(v, so.window)
+        target = Target(target_name, "regression", [], mean, std if std > 1e-12 else 1.0)
+        rel_std = np.where(spread > 1e-12, spread, 1.0).tolist()
+        return cls(features, target, rel_std, so.window, so.horizon, **kw)
+
+    @property
+    def target_index(self) -> int:
+        return self.features.index(self.target.name)
+
+    @property
+    def raw_shape(self) -> tuple[int, ...]:
+        return (self.window, len(self.features))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.window, len(self.features) + 1)
+
+    @property
+    def data_info(self) -> dict:
+        """For the network builder: the input channel holding the target's standardised level; a
+        network built with it predicts the change from that channel's last step."""
+        return {"anchor_channel": len(self.features)}
+
+    def preprocess_module(self) -> SeriesPreprocess:
+        t = self.target
+        return SeriesPreprocess(self.rel_std, t.mean, t.std, self.target_index)
+
+    def read(self, path: str, need: int | None = None) -> Series:
+        """A CSV as this model's series; `need` rows at least (one window by default)."""
+        ser = load_series(path, self.date_column, self.features)
+        need = need or self.window
+        if len(ser.values) < need:
+            name = "<stdin>" if path == "-" else path
+            raise InputError(
+                f"{name}: {len(ser.values)} rows; the model needs at least {need} "
+                f"(a window of {self.window} steps of history)"
+            )
+        return ser
+
+    def _step_labels(self, ser: Series, steps: np.ndarray) -> tuple[str, list]:
+        """The pass-through column for 0-based steps (they may run past the end of the file)."""
+        n = len(ser.values)
+        if ser.dates is None:
+            return ROW, (steps + 1).tolist()
+        known = format_dates(ser.dates)
+        beyond = int(steps.max()) - n + 1 if len(steps) else 0
+        extra = future_dates(ser.dates, beyond) if beyond > 0 else None
+        extra = format_dates(extra) if extra is not None else [""] * max(beyond, 0)
+        labels = known + extra
+        return self.date_column, [labels[s] for s in steps]
+
+    def iter_inputs(
+        self, paths: list[str] | str, keep: bool = False
+    ) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+        """Per CSV, the windows ending at every row t (chunked): each predicts step t + horizon,
+        which the pass-through frame names by its date (or `row`); with `keep`, that step's row."""
+        for path in [paths] if isinstance(paths, str) else paths:
+            ser = self.read(path)
+            wins = windows_of(ser.values, self.window)
+            for i in range(0, len(wins), CHUNK_WINDOWS):
+                chunk = wins[i : i + CHUNK_WINDOWS]
+                steps = np.arange(i, i + len(chunk)) + self.window - 1 + self.horizon
+                name, labels = self._step_labels(ser, steps)
+                if keep:
+                    frame = ser.frame.reindex(steps).reset_index(drop=True)
+                    frame[name] = labels
+                else:
+                    frame = pd.DataFrame({name: labels})
+                yield frame, chunk
+
+    def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+        """Windows whose target step lies in the file: the frame's target column holds the value
+        `horizon` steps after each window (what the model should have predicted)."""
+        ser = self.read(path, self.window + self.horizon)
+        m = len(ser.values) - self.window - self.horizon + 1
+        wins = windows_of(ser.values, self.window)[:m]
+        future = ser.values[self.window - 1 + self.horizon :, self.target_index]
+        for i in range(0, m, CHUNK_WINDOWS):
+            ks = np.arange(i, min(i + CHUNK_WINDOWS, m))  # window k predicts step k + window - 1 + horizon
+            name, labels = self._step_labels(ser, ks + self.window - 1 + self.horizon)
+            frame = pd.DataFrame({name: labels, self.target.name: future[ks]})
+            yield frame, wins[i : i + CHUNK_WINDOWS]
+
+    def baseline_metrics(
+        self, y: np.ndarray, raws: list[torch.Tensor], outputs: np.ndarray
+    ) -> dict:
+        """The model's MAPE and the naive last-value forecast's MAE, RMSE and MAPE on the same
+        windows. `y` is the encoded target (as the evaluator built it), `raws` the raw windows
+        that iter_labelled yielded, `outputs` the model's predictions in target units."""
+        y_true = np.asarray(y, dtype=np.float64) * self.target.std + self.target.mean
+        naive = torch.cat([r[:, -1, self.target_index] for r in raws]).double().numpy()
+        err = naive - y_true
+        return {
+            "mape": mape(y_true, np.asarray(outputs, dtype=np.float64).reshape(-1)),
+            "naive_mae": float(np.mean(np.abs(err))),
+            "naive_rmse": float(np.sqrt(np.mean(err**2))),
+            "naive_mape": mape(y_true, naive),
+        }
+
+    def to_state(self) -> dict:
+        return {
+            "kind": self.kind,
+            "features": self.features,
+            "target": self.target.to_state(),
+            "rel_std": self.rel_std,
+            "window": self.window,
+            "horizon": self.horizon,
+            "date_column": self.date_column,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> SeriesEncoder:
+        s = dict(state)
+        s.pop("kind", None)
+        s["target"] = Target.from_state(s["target"])
+        return cls(**s)
+
+
+ENCODERS["series"] = SeriesEncoder
+
+
+def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """Mean absolute percentage error as a fraction (0.01 = 1%); steps whose true value is 0 are
+    skipped (None when every one is)."""
+    keep = y_true != 0
+    if not keep.any():
+        return None
+    return float(np.mean(np.abs((y_pred[keep] - y_true[keep]) / y_true[keep])))
+
+
+# -- the training source ---------------------------------------------------------------------
+@register_source("series")
+class SeriesSource:
+    """A CSV of ordered rows with --window: sliding windows, split chronologically."""
+
+    priority = 20  # asked before text and tables: --window says the CSV is a series
+    kind = "series"
+    default_arch = "gru"
+
+    @staticmethod
+    def claims(path: str, opts: DataOptions) -> bool:
+        got = (getattr(opts, "extra", None) or {}).get("series")
+        return bool(got) and not Path(path).is_dir()
+
+    @staticmethod
+    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
+        """Read, window, split by time and fit scaling on the training part; a given `encoder`
+        (resume, transfer) is reused instead of fitted."""
+        so = series_options(opts)
+        if opts.task not in (None, "regression"):
+            raise UsageError(f"a series is forecast by regression, not {opts.task}")
+        if encoder is not None and not isinstance(encoder, SeriesEncoder):
+            raise UsageError(f"{path}: the model was trained on {encoder.kind} data, not a series")
+        frame = read_frame(path)
+        if encoder is None:
+            date_col = find_date_column(frame, so.date_column, path)
+            features = plan_features(frame, date_col, path)
+            tname = _target_name(frame, features, opts.target, path)
+        else:
+            date_col, features, tname = encoder.date_column, encoder.features, encoder.target.name
+            so.window, so.horizon = encoder.window, encoder.horizon
+        ser = series_from_frame(frame, path, date_col, features)
+        w, h, n = so.window, so.horizon, len(ser.values)
+        _check_length(path, n, w, h)
+        ti = features.index(tname)
+        wins = windows_of(ser.values, w)
+        m = n - w - h + 1
+        future = ser.values[w - 1 + h :, ti]  # future[k]: the target of window k
+        if opts.val:
+            n_train, j0 = m, m
+        else:
+            n_train, j0 = _split_point(path, n, m, w, h, opts.val_split)
+        fit_rows = n_train - 1 + w - 1 + h + 1  # rows up to the last training target
+        part = Series(ser.frame.iloc[:fit_rows], ser.values[:fit_rows], None, ser.rows[:fit_rows])
+        encoder = encoder or SeriesEncoder.fit(part, features, tname, so, date_column=date_col)
+        y = torch.from_numpy(encoder.target.encode(pd.Series(future), path))
+        x_tr, y_tr = wins[:n_train].contiguous(), y[:n_train]
+        if opts.val:
+            x_va, y_va = _labelled(encoder, opts.val)
+        else:
+            x_va, y_va = wins[j0:m].contiguous(), y[j0:m]
+        info = {"rows": n, "windows": len(x_tr) + len(x_va), "fit_rows": fit_rows}
+        return Prepared(encoder, x_tr, y_tr, x_va, y_va, info)
+
+
+def _target_name(frame: pd.DataFrame, features: list[str], wanted: str | None, path: str) -> str:
+    name = wanted or features[-1]
+    if name not in frame.columns:
+        raise InputError(
+            f"{path}: no column '{name}' (columns: {', '.join(map(str, frame.columns))})",
+            "pass --target COLUMN",
+        )
+    if name not in features:
+        raise InputError(f"{path}: target column '{name}' is not a numeric series")
+    return name
+
+
+def _check_length(path: str, n: int, w: int, h: int) -> None:
+    if w >= n:
+        raise InputError(
+            f"{path}: --window {w} is larger than the series ({n} rows)",
+            f"use a window of at most {max(1, n - h - MIN_WINDOWS + 1)}",
+        )
+    if n - w - h + 1 < MIN_WINDOWS:
+        raise InputError(
+            f"{path}: the series is too short: {n} rows make {max(0, n - w - h + 1)} windows of "
+            f"{w} steps predicting {h} ahead; training needs at least {w + h - 1 + MIN_WINDOWS} rows",
+            "use a smaller --window or a longer series",
+        )
+
+
+def _split_point(path: str, n: int, m: int, w: int, h: int, share: float) -> tuple[int, int]:
+    """(training windows, first validation window) of m windows: the last `share` of them is
+    validation; training stops `h - 1` windows earlier, so every training target is known by the
+    first validation window's last input step (nothing of the validation part leaks)."""
+    if not 0.0 < share < 1.0:
+        raise UsageError(f"--val-split must be between 0 and 1, got {share}")
+    j0 = m - max(1, round(m * share))
+    n_train = j0 - h + 1
+    if n_train < 2:
+        raise InputError(
+            f"{path}: the series is too short to split: {n} rows make {m} windows, "
+            f"{m - j0} for validation leave {max(n_train, 0)} for training",
+            "use a smaller --window or pass --val FILE",
+        )
+    return n_train, j0
+
+
+def _labelled(encoder: SeriesEncoder, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = [], []
+    for frame, raw in encoder.iter_labelled(path):
+        xs.append(raw)
+        ys.append(torch.from_numpy(encoder.target.encode(frame[encoder.target.name], path)))
+    return torch.cat(xs).contiguous(), torch.cat(ys)
