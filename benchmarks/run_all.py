@@ -22,6 +22,7 @@ BENCHMARKS = [
     "bench_csv_load",
     "bench_train_epoch",
     "bench_predict_memory",
+    "bench_images",
     "quality_vs_sklearn",
 ]
 
