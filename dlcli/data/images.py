@@ -31,6 +31,7 @@ from dlcli.errors import InputError, UsageError
 TARGET_NAME = "label"  # the label column of evaluation frames: the class folder's name
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 BATCH = 256  # images per chunk when streaming new inputs (predict, evaluate)
+STATS_SAMPLE = 4096  # images used for the normalisation statistics
 BAD_SHARE = 0.10  # training stops when more than this share of the image files is unreadable
 
 
@@ -60,7 +61,10 @@ class ImagePreprocess(nn.Module):
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 (N, C, H, W) in [0, 1] units, in ~32 MB float64 chunks."""
+    """Per-channel mean and std of uint8 (N, C, H, W) in [0, 1] units, in ~32 MB float64 chunks,
+    over at most STATS_SAMPLE evenly spaced images (plenty for two numbers per channel)."""
+    if len(x) > STATS_SAMPLE:
+        x = x[torch.linspace(0, len(x) - 1, STATS_SAMPLE).long()]
     c, n = x.shape[1], max(1, x.numel() // x.shape[1])  # values per channel
     total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
     step = max(1, 2**22 // max(1, x[0].numel()))

@@ -387,11 +387,12 @@ class SeriesEncoder:
         y_true = np.asarray(y, dtype=np.float64) * self.target.std + self.target.mean
         naive = torch.cat([r[:, -1, self.target_index] for r in raws]).double().numpy()
         err = naive - y_true
+        zero = 1e-5 * self.target.std  # a true 0 comes back from float32 as about 1e-7 * std
         return {
-            "mape": mape(y_true, np.asarray(outputs, dtype=np.float64).reshape(-1)),
+            "mape": mape(y_true, np.asarray(outputs, dtype=np.float64).reshape(-1), zero),
             "naive_mae": float(np.mean(np.abs(err))),
             "naive_rmse": float(np.sqrt(np.mean(err**2))),
-            "naive_mape": mape(y_true, naive),
+            "naive_mape": mape(y_true, naive, zero),
         }
 
     def to_state(self) -> dict:
@@ -416,10 +417,10 @@ class SeriesEncoder:
 ENCODERS["series"] = SeriesEncoder
 
 
-def mape(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
-    """Mean absolute percentage error as a fraction (0.01 = 1%); steps whose true value is 0 are
-    skipped (None when every one is)."""
-    keep = y_true != 0
+def mape(y_true: np.ndarray, y_pred: np.ndarray, zero: float = 0.0) -> float | None:
+    """Mean absolute percentage error as a fraction (0.01 = 1%); steps whose true value is 0 (at
+    most `zero` from it) are skipped; None when every one is."""
+    keep = np.abs(y_true) > zero
     if not keep.any():
         return None
     return float(np.mean(np.abs((y_pred[keep] - y_true[keep]) / y_true[keep])))
