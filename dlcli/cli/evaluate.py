@@ -54,7 +54,9 @@ def evaluate(
                 confusion_table(metrics["confusion_matrix"], loaded.encoder.target.classes)
             )
         if errors:
-            console().print(f"copied {metrics['errors_copied']} misclassified inputs to {errors}/")
+            console().print(
+                f"copied {metrics['errors_copied']} misclassified inputs to {errors.rstrip('/')}/"
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -263,9 +263,13 @@ def expand_inputs(paths: str | Sequence[str]) -> Iterator[str]:
     """Image files named by `paths`: files as given, folders walked, '-' read from stdin."""
     for p in [paths] if isinstance(paths, str) else paths:
         if p == "-":
+            given = 0
             for line in sys.stdin:
                 if line.strip():
+                    given += 1
                     yield from _expand_one(line.rstrip("\r\n"))
+            if not given:
+                raise InputError("<stdin>: no image paths given (expected one path per line)")
         else:
             yield from _expand_one(p)
 

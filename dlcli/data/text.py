@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from dlcli.console import note
-from dlcli.data.csvio import check_file, iter_chunks
+from dlcli.data.csvio import NULL_TEXT, check_file, iter_chunks
 from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source, stratified_split
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
@@ -209,10 +209,9 @@ class TextEncoder:
                     yield frame, self.encode(lines)[0]
                 continue
             for chunk in self._csv_chunks(path, self._plan(path, keep), keep):
-                yield (
-                    (chunk if keep else chunk.iloc[:, :0]),
-                    self.encode(chunk[self.text_column])[0],
-                )
+                texts = chunk[self.text_column]  # kept verbatim, 'NA' is still missing text:
+                texts = texts.where(~texts.isin(NULL_TEXT)) if keep else texts
+                yield (chunk if keep else chunk.iloc[:, :0]), self.encode(texts)[0]
 
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """(frame with the target column, (n, T) ids) per chunk; rows without a label are skipped."""

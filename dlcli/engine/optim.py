@@ -46,7 +46,10 @@ SCHEDULES: dict[str, tuple[Callable[..., Any] | None, bool]] = {
     ),
     "onecycle": (
         lambda opt, lr, e, s: torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=lr, total_steps=max(2, e * s), pct_start=0.25
+            opt,
+            max_lr=lr,
+            total_steps=max(8, e * s),
+            pct_start=0.25,  # >= 1 warm-up step
         ),
         True,
     ),

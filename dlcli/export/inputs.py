@@ -4,7 +4,7 @@ metadata a caller needs to build that input. A new data kind is one adapter in A
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -92,7 +92,55 @@ class ImageExport:
         }
 
 
-ADAPTERS: dict[str, Any] = {"tabular": TabularExport(), "image": ImageExport()}
+class TextExport:
+    """Input `tokens`: int64 (batch, length), token ids from the vocabulary in the metadata (and
+    the side file <model>.vocab.json), 0 = padding at the end, 1 = unknown; any length works."""
+
+    input_name = "tokens"
+    dynamic_axes: ClassVar[dict[int, str]] = {0: "batch", 1: "length"}
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        rows = _stored_examples(loaded)
+        if rows is None or rows.shape[1] < 2:
+            gen = torch.Generator().manual_seed(0)
+            rows = torch.randint(2, len(loaded.encoder.vocab), (8, 12), generator=gen)
+        rows = rows.to(torch.int64)
+        padded = rows[:2].clone()
+        padded[:, padded.shape[1] // 2 :] = 0  # rows whose second half is padding
+        return torch.cat([rows, padded])
+
+    def verify_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        short = max(2, rows.shape[1] // 2)
+        return [rows[:1], rows, rows[:, :short].contiguous()]  # batch 1, all, shorter sequences
+
+    def settings(self, encoder: Any) -> dict[str, Any]:
+        return {
+            "tokenizer": encoder.tokenizer,
+            "lowercase": encoder.lowercase,
+            "pattern": r"\w+|[^\w\s]" if encoder.tokenizer == "word" else None,
+            "max_length": encoder.max_length,
+            "padding_id": 0,
+            "unknown_id": 1,
+            "text_column": encoder.text_column,
+            "vocab": list(encoder.vocab),
+        }
+
+    def metadata(self, encoder: Any) -> dict[str, str]:
+        meta = {f"dl.text.{k}": json.dumps(v) for k, v in self.settings(encoder).items()}
+        meta["dl.preprocessing"] = "tokenise outside the graph (see dl.text.*); ids go in as int64"
+        return meta
+
+    def side_files(self, encoder: Any, target: Any) -> dict[Any, str]:
+        return {
+            target.with_suffix(".vocab.json"): json.dumps(self.settings(encoder), indent=1) + "\n"
+        }
+
+
+ADAPTERS: dict[str, Any] = {
+    "tabular": TabularExport(),
+    "image": ImageExport(),
+    "text": TextExport(),
+}
 
 
 def adapter_for(encoder: Any) -> Any:

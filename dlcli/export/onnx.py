@@ -31,7 +31,7 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     import onnx
 
     from dlcli.export.inputs import adapter_for
-    from dlcli.fileio import atomic_path
+    from dlcli.fileio import atomic_path, write_text
     from dlcli.model.assemble import load_model
 
     loaded = load_model(model_path)
@@ -39,14 +39,21 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     target = output_path(model_path, output)
     output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
     rows = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
-    proto, exporter = to_onnx(loaded.inference, rows, adapter.input_name, output_name)
+    dims = getattr(adapter, "dynamic_axes", {0: "batch"})
+    proto, exporter = to_onnx(loaded.inference, rows, adapter.input_name, output_name, dims)
     onnx.helper.set_model_props(proto, metadata(loaded, adapter))
     proto.producer_name, proto.producer_version = "dl", __version__
     proto.ir_version = min(proto.ir_version, IR_VERSION)  # loadable by older runtimes too
     with atomic_path(target) as tmp:  # a failed check below leaves `target` as it was
         onnx.save_model(proto, str(tmp))
-        diff = verify(tmp, loaded.inference, rows, adapter.input_name, tolerance)
+        batches = (
+            adapter.verify_batches(rows) if hasattr(adapter, "verify_batches") else [rows[:1], rows]
+        )
+        diff = verify(tmp, loaded.inference, batches, adapter.input_name, tolerance)
         size = tmp.stat().st_size
+    side = adapter.side_files(loaded.encoder, target) if hasattr(adapter, "side_files") else {}
+    for path, text in side.items():  # written only once the graph itself passed
+        write_text(path, text)
     return {
         "path": str(target),
         "format": "onnx",
@@ -57,6 +64,7 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
         "input_name": adapter.input_name,
         "output_name": output_name,
         "size_bytes": size,
+        "side_files": [str(p) for p in side],
     }
 
 
@@ -73,17 +81,23 @@ def output_path(model_path: str, output: str | None) -> Path:
 
 # -- export ---------------------------------------------------------------------------------------
 def to_onnx(
-    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+    module: torch.nn.Module,
+    sample: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    dims: dict[int, str] | None = None,
 ) -> tuple[Any, str]:
-    """ModelProto with a dynamic batch axis: the dynamo exporter, else the TorchScript one."""
+    """ModelProto with dynamic `dims` (default: the batch axis): the dynamo exporter, else the
+    TorchScript one."""
     from dlcli.console import note
 
+    dims = dims or {0: "batch"}
     failures: list[str] = []
     last: Exception | None = None
     for name, exporter in (("dynamo", _export_dynamo), ("torchscript", _export_torchscript)):
         try:
             with _silenced():
-                proto = exporter(module.eval(), sample, input_name, output_name)
+                proto = exporter(module.eval(), sample, input_name, output_name, dims)
             _check_names(proto, input_name, output_name)
         except Exception as exc:  # any exporter failure: try the next one
             failures.append(f"{name} exporter: {_first_line(exc)}")
@@ -98,7 +112,11 @@ def to_onnx(
 
 
 def _export_dynamo(
-    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+    module: torch.nn.Module,
+    sample: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    dims: dict[int, str],
 ) -> Any:
     program = torch.onnx.export(
         module,
@@ -106,14 +124,18 @@ def _export_dynamo(
         dynamo=True,
         input_names=[input_name],
         output_names=[output_name],
-        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamic_shapes=({i: torch.export.Dim(name) for i, name in dims.items()},),
         opset_version=DYNAMO_OPSET,
     )
     return program.model_proto
 
 
 def _export_torchscript(
-    module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_name: str
+    module: torch.nn.Module,
+    sample: torch.Tensor,
+    input_name: str,
+    output_name: str,
+    dims: dict[int, str],
 ) -> Any:
     import onnx
 
@@ -125,7 +147,7 @@ def _export_torchscript(
         dynamo=False,
         input_names=[input_name],
         output_names=[output_name],
-        dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+        dynamic_axes={input_name: dims, output_name: {0: dims.get(0, "batch")}},
         opset_version=TORCHSCRIPT_OPSET,
     )
     return onnx.load_model_from_string(buffer.getvalue())
@@ -183,9 +205,14 @@ def metadata(loaded: Any, adapter: Any) -> dict[str, str]:
 
 # -- verification ---------------------------------------------------------------------------------
 def verify(
-    path: Path, module: torch.nn.Module, rows: torch.Tensor, input_name: str, tolerance: float
+    path: Path,
+    module: torch.nn.Module,
+    batches: list[torch.Tensor],
+    input_name: str,
+    tolerance: float,
 ) -> float:
-    """onnx.checker, then onnxruntime vs PyTorch on `rows` (batch 1 and all rows).
+    """onnx.checker, then onnxruntime vs PyTorch on each of `batches` (e.g. batch 1 and all rows,
+    so the batch axis really is dynamic; shorter sequences for text).
 
     An output passes when |onnx - torch| <= tolerance * max(1, |torch|): absolute for probabilities,
     relative for regression values far from 0 (float32 cannot do better there). Returns the max abs diff.
@@ -200,21 +227,21 @@ def verify(
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # checker and runtime raise many kinds
         raise ExportError(f"exported ONNX model is invalid: {_first_line(exc)}") from exc
-    with torch.no_grad():
-        expected = module.eval()(rows).numpy()  # (N, C) or (N, 1)
-    worst, scaled = 0.0, 0.0
-    for batch in (rows[:1], rows):  # batch 1 and N: the batch axis really is dynamic
+    worst, scaled, rows = 0.0, 0.0, sum(len(b) for b in batches)
+    for batch in batches:
+        with torch.no_grad():
+            expected = module.eval()(batch).numpy()  # (N, C) or (N, 1)
         try:
             got = session.run(None, {input_name: batch.numpy()})[0]
         except Exception as exc:
             raise ExportError(
                 f"onnxruntime failed on a batch of {len(batch)}: {_first_line(exc)}"
             ) from exc
-        d_abs, d_scaled = _differences(got, expected[: len(batch)])
+        d_abs, d_scaled = _differences(got, expected)
         worst, scaled = max(worst, d_abs), max(scaled, d_scaled)
     if not scaled <= tolerance:
         raise ExportError(
-            f"ONNX output differs from PyTorch by {worst:.3g} ({scaled:.3g} scaled) on {len(rows)} rows, over the tolerance {tolerance:g}; nothing written",
+            f"ONNX output differs from PyTorch by {worst:.3g} ({scaled:.3g} scaled) on {rows} rows, over the tolerance {tolerance:g}; nothing written",
             "raise --tolerance if the difference is acceptable",
         )
     return worst
