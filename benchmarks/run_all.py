@@ -23,6 +23,7 @@ BENCHMARKS = [
     "bench_train_epoch",
     "bench_predict_memory",
     "bench_images",
+    "bench_sequence",
     "quality_vs_sklearn",
 ]
 

@@ -16,19 +16,28 @@ NAMES = {
     "rmse": "RMSE",
     "mse": "MSE",
     "r2": "R²",
+    "mape": "MAPE",
 }
 
 
 def metrics_table(metrics: dict, title: str) -> Any:
+    """Known metrics in a fixed order; a forecast's naive last-value baseline side by side."""
     from rich.table import Table
 
+    naive = any(k.startswith("naive_") for k in metrics)
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("model" if naive else "value", justify="right")
+    if naive:
+        table.add_column("naive last value", justify="right")
     for key, label in NAMES.items():
         v = metrics.get(key)
         if isinstance(v, (int, float)):
-            table.add_row(label, f"{v:.4f}")
+            row = [label, f"{v:.4f}"]
+            if naive:
+                b = metrics.get(f"naive_{key}")
+                row.append(f"{b:.4f}" if isinstance(b, (int, float)) else "")
+            table.add_row(*row)
     return table
 
 

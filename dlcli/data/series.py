@@ -184,7 +184,9 @@ def _sorted_by_date(
 
 def load_series(path: str, date_col: str | None, features: list[str]) -> Series:
     """Read, order and check a series; gaps in a feature are forward-filled (a note says so)."""
-    return series_from_frame(read_frame(path), "<stdin>" if path == "-" else path, date_col, features)
+    return series_from_frame(
+        read_frame(path), "<stdin>" if path == "-" else path, date_col, features
+    )
 
 
 def series_from_frame(
@@ -328,9 +330,10 @@ class SeriesEncoder:
         need = need or self.window
         if len(ser.values) < need:
             name = "<stdin>" if path == "-" else path
+            scored = f", plus {need - self.window} to score" if need > self.window else ""
             raise InputError(
                 f"{name}: {len(ser.values)} rows; the model needs at least {need} "
-                f"(a window of {self.window} steps of history)"
+                f"({self.window} steps of history{scored})"
             )
         return ser
 
@@ -373,7 +376,7 @@ class SeriesEncoder:
         wins = windows_of(ser.values, self.window)[:m]
         future = ser.values[self.window - 1 + self.horizon :, self.target_index]
         for i in range(0, m, CHUNK_WINDOWS):
-            ks = np.arange(i, min(i + CHUNK_WINDOWS, m))  # window k predicts step k + window - 1 + horizon
+            ks = np.arange(i, min(i + CHUNK_WINDOWS, m))  # window k predicts step k + W - 1 + H
             name, labels = self._step_labels(ser, ks + self.window - 1 + self.horizon)
             frame = pd.DataFrame({name: labels, self.target.name: future[ks]})
             yield frame, wins[i : i + CHUNK_WINDOWS]

@@ -181,10 +181,15 @@ def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:
     return frame
 
 
-def choose_source(path: str, opts: DataOptions) -> Any:
+def choose_source(path: str, opts: DataOptions, kind: str | None = None) -> Any:
     """The source class for `path`: the highest-priority one that claims it (a CSV with a text
-    column is text, with --window a series, else a table; a folder holds images)."""
+    column is text, with --window a series, else a table; a folder holds images). With `kind`
+    (resuming a run), the source that produces that kind of encoder."""
     _load_encoders()
+    if kind is not None:
+        for source in SOURCES.values():
+            if getattr(source, "kind", None) == kind:
+                return source
     for source in sorted(SOURCES.values(), key=lambda s: -getattr(s, "priority", 0)):
         if source.claims(path, opts):
             return source

@@ -100,7 +100,7 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, ck["val_split"]
         resume_state = ck["snapshot"]
         info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
-    source = choose_source(req.data, req.data_opts)
+    source = choose_source(req.data, req.data_opts, encoder.kind if encoder is not None else None)
     if not req.resume:  # the spec is validated before any data is read
         spec, spec_doc = _choose_spec(req, source)
         cfg = merge_config(spec.training, req.overrides)

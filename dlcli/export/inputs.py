@@ -136,7 +136,32 @@ class TextExport:
         }
 
 
+class SeriesExport:
+    """Input `series`: float32 (batch, window, F), the last `window` rows of the feature columns
+    in order, raw values (scaling is inside the graph); output: the target `horizon` steps on."""
+
+    input_name = "series"
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        rows = _stored_examples(loaded)
+        if rows is None:
+            enc = loaded.encoder
+            gen = torch.Generator().manual_seed(0)
+            rows = enc.target.mean + enc.target.std * torch.randn(8, *enc.raw_shape, generator=gen)
+        return rows.to(torch.float32)
+
+    def metadata(self, encoder: Any) -> dict[str, str]:
+        return {
+            "dl.series.features": json.dumps(list(encoder.features)),
+            "dl.series.window": str(encoder.window),
+            "dl.series.horizon": str(encoder.horizon),
+            "dl.series.date_column": json.dumps(encoder.date_column),
+            "dl.preprocessing": "in-graph: scaling relative to the window's last step; raw values in",
+        }
+
+
 ADAPTERS: dict[str, Any] = {
+    "series": SeriesExport(),
     "tabular": TabularExport(),
     "image": ImageExport(),
     "text": TextExport(),

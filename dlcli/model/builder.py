@@ -39,6 +39,19 @@ class LayerStack(nn.Sequential):
         return x
 
 
+class AnchoredNetwork(nn.Module):
+    """(N, T, C + 1) -> body(x[..., :C]) + x[:, -1, C:]: the body predicts the change from the
+    last step of the anchor channel C (series: the target's standardised last value), so its
+    forecasts follow a level it never saw in training."""
+
+    def __init__(self, body: nn.Module, channel: int) -> None:
+        super().__init__()
+        self.body, self.channel = body, int(channel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x[..., : self.channel]) + x[:, -1, self.channel :]
+
+
 @dataclass
 class SummaryRow:
     """One line of the layer table."""
@@ -164,7 +177,9 @@ def _build_network(
     check_init(spec.init, "spec field 'init'")
     b = _Builder(outputs, spec.init, dtype)
     b.data_info = data_info
-    seq, shape, rows = b.build_list(spec.layers, tuple(input_shape), "layers")
+    anchor = data_info.get("anchor_channel")  # the body sees the channels before it
+    body_shape = tuple(input_shape) if anchor is None else (*input_shape[:-1], anchor)
+    seq, shape, rows = b.build_list(spec.layers, body_shape, "layers")
     if spec.head == "auto" and outputs and not b.used_outputs:
         if len(shape) != 1:
             raise SpecError(
@@ -183,4 +198,5 @@ def _build_network(
             f"{where} outputs shape {tuple(shape)} but the task needs {outputs} output{'s' if outputs != 1 else ''}",
             "use head: auto, or end with {dense: outputs}",
         )
-    return BuiltNetwork(seq, rows, tuple(input_shape), shape)
+    module = seq if anchor is None else AnchoredNetwork(seq, anchor)
+    return BuiltNetwork(module, rows, tuple(input_shape), shape)

@@ -1,0 +1,302 @@
+"""Time series: window/horizon alignment, the chronological split, scaling on the training part,
+bad input, state, streaming alignment, the naive baseline, rolling forecasts and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import SAMPLES, assert_error
+
+from dlcli.data import series as S
+from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.errors import InputError, UsageError
+
+CO2 = SAMPLES / "co2"
+
+
+def write(path: Path, frame: pd.DataFrame) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def ramp(tmp_path: Path, n: int = 40, name: str = "s.csv", **cols) -> str:
+    """A weekly series whose `y` is its row number (so every value names its step)."""
+    dates = pd.date_range("2020-01-04", periods=n, freq="7D").strftime("%Y-%m-%d")
+    return write(tmp_path / name, pd.DataFrame({"date": dates, "y": np.arange(float(n)), **cols}))
+
+
+def opts(window: int, horizon: int = 1, **kw) -> DataOptions:
+    return DataOptions(extra={"series": {"window": window, "horizon": horizon}}, **kw)
+
+
+def prepare(path: str, window: int, horizon: int = 1, **kw):
+    o = opts(window, horizon, **kw)
+    source = choose_source(path, o)
+    assert source is S.SeriesSource
+    return source.prepare(path, o)
+
+
+def decode(prep, y: torch.Tensor) -> np.ndarray:
+    t = prep.encoder.target
+    return y.numpy() * t.std + t.mean
+
+
+@pytest.fixture
+def notes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from dlcli.engine import forecast
+
+    got: list[str] = []
+    monkeypatch.setattr(S, "note", got.append)
+    monkeypatch.setattr(forecast, "note", got.append)
+    return got
+
+
+# -- windows, split, scaling ------------------------------------------------------------------
+@pytest.mark.parametrize("window,horizon", [(3, 1), (5, 3)])
+def test_each_window_predicts_the_value_horizon_steps_after_its_last_step(
+    tmp_path, window, horizon
+):
+    prep = prepare(ramp(tmp_path), window, horizon)
+    x, y = prep.x_train, decode(prep, prep.y_train)
+    assert x.shape[1:] == (window, 1)
+    for k in range(len(x)):
+        assert x[k, :, 0].tolist() == list(range(k, k + window))  # rows k .. k+window-1
+        assert y[k] == pytest.approx(k + window - 1 + horizon, abs=1e-4)
+    first_val = int(prep.x_val[0, 0, 0])
+    assert prep.x_val[:, 0, 0].tolist() == list(range(first_val, first_val + len(prep.x_val)))
+
+
+@pytest.mark.parametrize("horizon", [1, 4])
+def test_split_is_chronological_and_no_training_target_lies_past_the_validation_origin(
+    tmp_path, horizon
+):
+    n, window = 60, 6
+    prep = prepare(ramp(tmp_path, n), window, horizon, val_split=0.25)
+    train_targets = decode(prep, prep.y_train)
+    val_targets = decode(prep, prep.y_val)
+    m = n - window - horizon + 1
+    assert len(prep.x_val) == round(m * 0.25)
+    assert val_targets[-1] == pytest.approx(n - 1, abs=1e-4)  # the last windows validate
+    origin = float(prep.x_val[0, -1, 0])  # the first validation window's last known step
+    assert train_targets.max() <= origin + 1e-4
+    assert len(prep.x_train) == m - len(prep.x_val) - (horizon - 1)
+
+
+def test_scaling_is_fitted_on_the_training_part_only(tmp_path):
+    n, window = 60, 5
+    base = ramp(tmp_path, n, "a.csv")
+    prep = prepare(base, window)
+    frame = pd.read_csv(base)
+    frame.loc[n - 10 :, "y"] = 1e6  # change only the validation part
+    other = prepare(write(tmp_path / "b.csv", frame), window)
+    assert other.encoder.to_state() == prep.encoder.to_state()
+    fit_rows = prep.info["fit_rows"]
+    assert prep.encoder.target.mean == pytest.approx(np.arange(fit_rows).mean())
+    assert prep.encoder.target.std == pytest.approx(np.arange(fit_rows).std())
+
+
+def test_preprocessing_sees_shapes_relative_to_the_last_step_and_the_target_level(tmp_path):
+    prep = prepare(ramp(tmp_path, 40, v=np.linspace(5, 9, 40)), 4)
+    enc = prep.encoder
+    assert enc.features == ["y", "v"] and enc.target.name == "v"  # the last numeric column
+    z = enc.preprocess_module()(prep.x_train[:2])
+    assert z.shape == (2, 4, 3) == (2, *enc.input_shape)
+    assert torch.all(z[:, -1, :2] == 0)  # relative channels: 0 at the last step
+    level = (prep.x_train[:2, :, 1] - enc.target.mean) / enc.target.std
+    torch.testing.assert_close(z[:, :, 2], level)
+
+
+# -- bad input ----------------------------------------------------------------------------------
+def test_unsorted_dates_are_sorted_with_a_note(tmp_path, notes):
+    frame = pd.read_csv(ramp(tmp_path))
+    shuffled = write(tmp_path / "shuffled.csv", frame.sample(frac=1, random_state=0))
+    prep = prepare(shuffled, 3)
+    assert any("not in date order" in n and "'date'" in n for n in notes)
+    assert prep.x_train[:, :, 0].tolist() == prepare(ramp(tmp_path), 3).x_train[:, :, 0].tolist()
+
+
+def test_duplicated_dates_are_an_error_naming_the_date(tmp_path):
+    frame = pd.read_csv(ramp(tmp_path))
+    frame.loc[7, "date"] = frame.loc[6, "date"]
+    with pytest.raises(InputError, match=r"date 2020-02-15 appears more than once \(rows 7, 8\)"):
+        prepare(write(tmp_path / "dup.csv", frame), 3)
+
+
+def test_non_numeric_value_is_an_error_naming_column_and_row(tmp_path):
+    frame = pd.read_csv(ramp(tmp_path)).astype({"y": object})
+    frame.loc[11, "y"] = "n/a?"
+    with pytest.raises(InputError, match=r"column 'y', row 12: 'n/a\?' is not a number"):
+        prepare(write(tmp_path / "bad.csv", frame), 3)
+
+
+def test_missing_values_are_forward_filled_with_a_note(tmp_path, notes):
+    frame = pd.read_csv(ramp(tmp_path))
+    frame.loc[5, "y"] = np.nan
+    prep = prepare(write(tmp_path / "gap.csv", frame), 3)
+    assert prep.x_train[3, :, 0].tolist() == [3, 4, 4]
+    assert any("filled missing values" in n and "'y' 1" in n for n in notes)
+
+
+def test_too_short_and_too_large_window_are_errors_with_the_numbers(tmp_path):
+    path = ramp(tmp_path, 12)
+    with pytest.raises(InputError, match=r"--window 12 is larger than the series \(12 rows\)"):
+        prepare(path, 12)
+    with pytest.raises(
+        InputError, match=r"too short: 12 rows make 2 windows of 10 steps.*at least 18 rows"
+    ):
+        prepare(path, 10)
+
+
+def test_horizon_without_window_and_classification_are_usage_errors(tmp_path):
+    path = ramp(tmp_path)
+    with pytest.raises(UsageError, match="--horizon needs --window"):
+        S.SeriesSource.prepare(path, DataOptions(extra={"series": {"horizon": 2}}))
+    with pytest.raises(UsageError, match="regression"):
+        prepare(path, 3, task="classification")
+
+
+# -- state, streaming, baseline -------------------------------------------------------------------
+def test_state_round_trip_gives_the_same_preprocessing(tmp_path):
+    prep = prepare(ramp(tmp_path, 40, v=np.sin(np.arange(40.0))), 5, 2)
+    state = json.loads(json.dumps(prep.encoder.to_state()))  # plain data only
+    again = encoder_from_state(state)
+    assert isinstance(again, S.SeriesEncoder) and again.to_state() == prep.encoder.to_state()
+    x = prep.x_val
+    torch.testing.assert_close(again.preprocess_module()(x), prep.encoder.preprocess_module()(x))
+
+
+def test_iter_inputs_and_iter_labelled_name_the_predicted_step(tmp_path):
+    path = ramp(tmp_path, 30)
+    enc = prepare(path, 4, 2).encoder
+    (frame, raw), *rest = enc.iter_inputs([path])
+    assert rest == [] and len(raw) == 30 - 4 + 1
+    dates = pd.date_range("2020-01-04", periods=30 + 2, freq="7D").strftime("%Y-%m-%d")
+    assert frame["date"].tolist() == dates[5:].tolist()  # window 0 ends at row 3, predicts row 5
+    (lab, lraw), *rest = enc.iter_labelled(path)
+    assert len(lraw) == 30 - 4 - 2 + 1
+    assert lab["y"].tolist() == [float(r[-1, 0]) + 2 for r in lraw]
+    assert lab["date"].tolist() == dates[5:30].tolist()
+    kept, _ = next(enc.iter_inputs(path, keep=True))
+    assert kept["y"].iloc[0] == 5 and kept["y"].isna().sum() == 2  # the last two lie ahead
+
+
+def test_without_a_date_column_the_row_order_is_the_time_order(tmp_path):
+    path = write(tmp_path / "plain.csv", pd.DataFrame({"y": np.sin(np.arange(30.0))}))
+    enc = prepare(path, 4).encoder
+    assert enc.date_column is None
+    frame, _ = next(enc.iter_inputs(path))
+    assert frame["row"].tolist() == list(range(5, 32))
+
+
+def test_baseline_metrics_of_the_naive_last_value_forecast(tmp_path):
+    values = np.array([10.0, 12, 11, 15, 0, 5, 6, 8, 7, 9, 10, 12])
+    path = write(tmp_path / "h.csv", pd.DataFrame({"y": values}))
+    enc = prepare(path, 2).encoder
+    frames, raws = zip(*enc.iter_labelled(path), strict=True)
+    truth = pd.concat(frames)["y"]
+    y = enc.target.encode(truth, path)
+    got = enc.baseline_metrics(y, list(raws), truth.to_numpy() + 1.0)  # a model off by one
+    naive, true = values[1:-1], values[2:]
+    keep = true != 0
+    assert got["naive_mae"] == pytest.approx(np.mean(np.abs(naive - true)))
+    assert got["naive_rmse"] == pytest.approx(np.sqrt(np.mean((naive - true) ** 2)))
+    assert got["naive_mape"] == pytest.approx(np.mean(np.abs(naive[keep] / true[keep] - 1)))
+    assert got["mape"] == pytest.approx(np.mean(1.0 / np.abs(true[keep])))
+
+
+# -- rolling forecasts ------------------------------------------------------------------------------
+class PlusOne(torch.nn.Module):
+    """A model that knows the rule of a ramp: the next value is the last one plus one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, -1, -1:] + 1.0
+
+
+class Loaded:
+    def __init__(self, encoder) -> None:
+        self.encoder, self.inference = encoder, PlusOne()
+
+
+def test_forecast_rolls_each_prediction_into_the_next_window(tmp_path):
+    from dlcli.engine.forecast import forecast
+
+    path = ramp(tmp_path, 30)
+    enc = prepare(path, 5).encoder
+    out = forecast(Loaded(enc), path, 4)
+    assert out.columns.tolist() == ["step", "date", "prediction"]
+    assert out["prediction"].tolist() == [30.0, 31.0, 32.0, 33.0]
+    weeks = pd.date_range("2020-01-04", periods=34, freq="7D").strftime("%Y-%m-%d")
+    assert out["date"].tolist() == weeks[30:].tolist()
+    enc.horizon = 2
+    with pytest.raises(UsageError, match="predicts 2 steps ahead"):
+        forecast(Loaded(enc), path, 4)
+
+
+def test_forecast_without_even_dates_numbers_the_steps(tmp_path, notes):
+    from dlcli.engine.forecast import forecast
+
+    frame = pd.read_csv(ramp(tmp_path, 30))
+    frame["date"] = pd.to_datetime(frame["date"]) + pd.to_timedelta(np.arange(30) % 3, "D")
+    path = write(tmp_path / "odd.csv", frame)
+    out = forecast(Loaded(prepare(path, 5).encoder), path, 3)
+    assert out.columns.tolist() == ["step", "prediction"]
+    assert any("not evenly spaced" in n for n in notes)
+
+
+# -- the command line on the sample series --------------------------------------------------------
+SPEC = "layers: [flatten, {dense: 64}, relu]\ntraining: {epochs: 60, lr: 0.001, patience: 15}\n"
+
+
+@pytest.fixture(scope="module")
+def co2_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
+    """A small dense network trained once on the sample CO2 series (about 10 s on one core)."""
+    folder = tmp_path_factory.mktemp("co2")
+    (folder / "spec.yaml").write_text(SPEC)
+    model = folder / "co2.pt"
+    res = run_dl_session(
+        "train", CO2 / "train.csv", "--spec", folder / "spec.yaml", "--target", "co2",
+        "--window", "52", "--horizon", "1", "-o", model, "--no-plots", "--quiet",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    return model
+
+
+def evaluate_co2(dl_inproc, model: Path) -> dict:
+    res = dl_inproc("evaluate", model, CO2 / "test.csv", "--json", "--quiet")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_cli_evaluate_reports_the_naive_baseline_beside_the_model(co2_model, dl_inproc):
+    metrics = evaluate_co2(dl_inproc, co2_model)
+    assert metrics["n"] == 343  # one forecast per test week; the first 52 rows are history
+    assert {"mape", "naive_mae", "naive_rmse", "naive_mape"} <= set(metrics)
+    assert metrics["naive_rmse"] == pytest.approx(0.5012, abs=1e-4)
+    assert metrics["rmse"] < 1.0
+
+
+def test_cli_forecast_beats_the_naive_last_value_on_co2(co2_model, dl_inproc):
+    metrics = evaluate_co2(dl_inproc, co2_model)
+    assert metrics["rmse"] < metrics["naive_rmse"], metrics
+
+
+def test_cli_predict_steps_rolls_forward_from_the_history(co2_model, dl_inproc):
+    res = dl_inproc("predict", co2_model, CO2 / "history.csv", "--steps", "12")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0] == "step,date,prediction" and len(lines) == 13
+    assert lines[1].startswith("1,2002-01-05,") and lines[-1].startswith("12,2002-03-23,")
+    assert all(350 < float(ln.split(",")[2]) < 390 for ln in lines[1:])
+    res = dl_inproc("predict", co2_model, CO2 / "history.csv", "--format", "jsonl")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout.splitlines()[-1])["date"] == "2002-01-05"
+
+
+def test_cli_steps_on_a_table_model_is_a_usage_error(penguins_model, dl_inproc):
+    res = dl_inproc("predict", penguins_model, SAMPLES / "penguins" / "rows.csv", "--steps", "3")
+    assert_error(res, "--steps", "series")
