@@ -145,8 +145,10 @@ def _check_runs(
     finally:
         module.train(was_training)
     got = tuple(y.shape[1:])
-    want = tuple(8 if d is None else d for d in out_shape)
-    if got != want:
+    fits = len(got) == len(out_shape) and all(
+        w is None or g == w for g, w in zip(got, out_shape, strict=False)
+    )
+    if not fits:  # a None (variable length) dimension may come out at any size
         raise SpecError(f"{where}: produced shape {got} where {tuple(out_shape)} was inferred")
     return y.dtype
 
