@@ -26,6 +26,8 @@ class LayerStack(nn.Sequential):
     axis (`updates_mask = True`) returns `(x, mask)`. Other inputs carry no mask.
     """
 
+    accepts_mask = True  # a nested stack (a `block`) receives its parent's mask
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None and not torch.is_floating_point(x) and x.dim() == 2:
             mask = x != 0  # (N, T)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core", "conv", "sequence")
+FAMILIES = ("core", "conv", "sequence", "recurrent", "attention")
 
 
 def load_all() -> None:
