@@ -156,8 +156,11 @@ class TabularSource:
                     f"{path}: only {len(frame)} rows; too few to split for validation",
                     "pass --val FILE",
                 )
-            encoder = encoder or TabularEncoder.fit(frame, target, path, rows=tr)
-            raw = torch.from_numpy(encoder.raw_matrix(frame, path))
+            if encoder is None:
+                encoder, raw_np = TabularEncoder.fit_encode(frame, target, path, rows=tr)
+            else:
+                raw_np = encoder.raw_matrix(frame, path)
+            raw = torch.from_numpy(raw_np)
             y = torch.from_numpy(y_all)
             x_tr, y_tr, x_va, y_va = raw[tr], y[tr], raw[va], y[va]
         else:

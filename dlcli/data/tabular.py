@@ -57,7 +57,7 @@ def _is_id_like(s: pd.Series, n: int) -> bool:
 
 def _single_value(non_null: pd.Series) -> bool:
     if pd.api.types.is_numeric_dtype(non_null) and not pd.api.types.is_bool_dtype(non_null):
-        return bool(non_null.min() == non_null.max())  # no hashing for numbers
+        return bool(non_null.min() == non_null.max())  # NaN skipped; no hashing for numbers
     return non_null.nunique() == 1
 
 
@@ -69,8 +69,9 @@ def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[st
         if name == target:
             continue
         s = frame[name]
-        non_null = s.dropna()
-        if non_null.empty:
+        numeric_col = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        non_null = s if numeric_col else s.dropna()  # numbers: NaN-aware reductions instead
+        if s.isna().all() if numeric_col else non_null.empty:
             note(f"{source}: column '{name}' is empty; ignored")
         elif _is_id_like(s, n):
             note(f"{source}: column '{name}' looks like an ID (all values unique); ignored")
@@ -149,36 +150,44 @@ class TabularEncoder:
         cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None = None
     ) -> TabularEncoder:
         """Type the columns on the whole frame; fit statistics on `rows` (the training split)."""
+        return cls.fit_encode(frame, target, source, rows)[0]
+
+    @classmethod
+    def fit_encode(
+        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None = None
+    ) -> tuple[TabularEncoder, np.ndarray]:
+        """fit, also returning the raw matrix of the whole frame (encoded once, not twice): the
+        categories are fitted first, then numeric statistics are taken from the matrix's rows."""
         tname = target.name if target else ""
         numeric, categorical = plan_columns(frame, tname, source)
         cols: list[Column] = []
         for name in frame.columns:
-            s = frame[name] if rows is None else frame[name].iloc[rows]
             if name in numeric:
-                v = pd.to_numeric(s, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-                finite = v[np.isfinite(v)]
-                mean = float(finite.mean()) if finite.size else 0.0
-                std = float(finite.std()) if finite.size else 1.0
-                cols.append(
-                    Column(
-                        name,
-                        "numeric",
-                        fill=mean,
-                        mean=mean,
-                        std=std if std > 1e-12 else 1.0,
-                        indicator=bool(np.isnan(v).any()),
-                    )
-                )
+                cols.append(Column(name, "numeric"))
             elif name in categorical:
+                s = frame[name] if rows is None else frame[name].iloc[rows]
                 counts = canonical_strings(s).value_counts()
-                cols.append(
-                    Column(
-                        name,
-                        "categorical",
-                        categories=[str(c) for c in counts.index[:MAX_CATEGORIES]],
-                    )
-                )
-        return cls(cols, target)
+                cats = [str(c) for c in counts.index[:MAX_CATEGORIES]]
+                cols.append(Column(name, "categorical", categories=cats))
+        encoder = cls(cols, target)
+        raw = encoder.raw_matrix(frame, source)
+        num = [j for j, c in enumerate(cols) if c.kind == "numeric"]
+        if num:
+            block = (raw if rows is None else raw[rows])[:, num]  # (n_train, F_num) float32
+            miss = ~np.isfinite(block)
+            block[miss] = 0.0
+            count = np.maximum((~miss).sum(0), 1)
+            means = block.sum(0, dtype=np.float64) / count
+            block -= means.astype(np.float32)
+            block[miss] = 0.0
+            stds = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / count)
+            missing = miss.any(axis=0)
+            for k, j in enumerate(num):
+                mean = float(means[k]) if np.isfinite(means[k]) else 0.0
+                std = float(stds[k]) if np.isfinite(stds[k]) and stds[k] > 1e-12 else 1.0
+                c = cols[j]
+                c.fill, c.mean, c.std, c.indicator = mean, mean, std, bool(missing[k])
+        return encoder, raw
 
     # -- encoding ------------------------------------------------------------
     @property
@@ -196,12 +205,22 @@ class TabularEncoder:
         """(N, F_raw) float32: numbers as read (NaN if missing), categories as codes."""
         self.check_columns(list(frame.columns), source)
         out = np.empty((len(frame), len(self.columns)), dtype=np.float32)
+        typed = [  # numeric columns already read as numbers: converted together, one block
+            j
+            for j, c in enumerate(self.columns)
+            if c.kind == "numeric"
+            and pd.api.types.is_numeric_dtype(frame[c.name])
+            and not pd.api.types.is_bool_dtype(frame[c.name])
+        ]
+        if typed:
+            names = [self.columns[j].name for j in typed]
+            out[:, typed] = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
+        done = set(typed)
         for j, col in enumerate(self.columns):
+            if j in done:
+                continue
             s = frame[col.name]
             if col.kind == "numeric":
-                if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-                    out[:, j] = s.to_numpy(dtype="float32", na_value=np.nan)
-                    continue
                 text = s.astype(str).str.strip()
                 blank = s.isna() | text.isin(NULL_TEXT)  # verbatim text: 'NA', '' are missing
                 v = pd.to_numeric(s.where(~blank), errors="coerce")
