@@ -192,13 +192,18 @@ class _SamePool(nn.Module):
         return f"{self.mode}, size={self.size}, stride={self.stride}, pads={self.pads}"
 
 
+class PoolOptions(Options):
+    """Options shared by the pooling layers (2-D here, 1-D in sequence.py)."""
+
+    size: int = Field(2, gt=0)
+    stride: int | None = Field(None, gt=0)  # default: size (windows do not overlap)
+
+
 class _Pool(LayerDef):
     mode = "max"
     primary = "size"
 
-    class Options(Options):
-        size: int = Field(2, gt=0)
-        stride: int | None = Field(None, gt=0)  # default: size (windows do not overlap)
+    class Options(PoolOptions):
         padding: Padding = "valid"
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from dlcli.errors import SpecError
-from dlcli.spec.layers.conv import Padding, out_size, same_pads
+from dlcli.spec.layers.conv import Padding, PoolOptions, out_size, same_pads
 from dlcli.spec.layers.core import make_activation
 from dlcli.spec.registry import BuildContext, LayerDef, Options, Shape, register
 
@@ -268,9 +268,7 @@ class _Pool1dDef(LayerDef):
     mode = "max"
     primary = "size"
 
-    class Options(Options):
-        size: int = Field(2, gt=0)
-        stride: int | None = Field(None, gt=0)  # default: size
+    class Options(PoolOptions):
         padding: Literal["valid", "same"] = "valid"
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
