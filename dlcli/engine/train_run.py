@@ -101,13 +101,14 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         resume_state = ck["snapshot"]
         info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
     source = choose_source(req.data, req.data_opts, encoder.kind if encoder is not None else None)
+    base = checkpoint.load(req.init_from) if req.init_from else None  # read once, checked early
     if not req.resume:  # the spec is validated before any data is read
-        spec, spec_doc = _choose_spec(req, source)
+        spec, spec_doc = _choose_spec(req, source, base)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
     _check_fits(spec, getattr(source, "kind", None), req)
-    if req.init_from and encoder is None:
-        _inherit_data_options(req, getattr(source, "kind", None))
+    if base is not None and encoder is None:
+        _inherit_data_options(req, getattr(source, "kind", None), base)
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
     prep = source.prepare(req.data, req.data_opts, encoder)
@@ -124,7 +125,7 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         req.spec or f"preset {req.arch or 'mlp'}",
         **network_args(encoder),
     )
-    frozen = _transfer(built.module, req)
+    frozen = _transfer(built.module, req, base)
     preprocess = encoder.preprocess_module()
     x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)
     n_params = sum(p.numel() for p in built.module.parameters())
@@ -247,23 +248,20 @@ def _examples(prep: Any) -> torch.Tensor:
     return torch.empty(0)
 
 
-def _choose_spec(req: TrainRequest, source: Any) -> tuple[Any, dict]:
+def _choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any, dict]:
     """--spec, else --arch, else the --init-from model's own spec, else the data kind's preset."""
-    if not req.spec and not req.arch and req.init_from:
-        doc = checkpoint.load(req.init_from)["spec"]
+    if not req.spec and not req.arch and base is not None:
+        doc = base["spec"]
         info(f"--init-from {req.init_from}: using its network ({doc.get('name') or 'its spec'})")
         return parse_spec(doc, f"in {req.init_from}"), doc
     req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
     return resolve_spec(req.spec, req.arch)
 
 
-def _inherit_data_options(req: TrainRequest, kind: str | None) -> None:
+def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> None:
     """Transfer learning: read the new data the way the source model was fed (for images: its
     channel count and size), unless the user said otherwise, so its first layers still fit."""
-    from dlcli import checkpoint
-
-    source = checkpoint.load(req.init_from)
-    state = source.get("encoder") or {}
+    state = base.get("encoder") or {}
     if kind == "image" and state.get("kind") == "image":
         given = dict(req.data_opts.extra.get("image") or {})
         given.setdefault("image_size", state.get("size"))
@@ -288,13 +286,15 @@ def _suggest(kind: str) -> str:
     )
 
 
-def _transfer(network: torch.nn.Module, req: TrainRequest) -> list[torch.nn.Module]:
-    """--init-from and --freeze; returns the frozen layers."""
+def _transfer(
+    network: torch.nn.Module, req: TrainRequest, base: dict | None
+) -> list[torch.nn.Module]:
+    """--init-from (`base`: its loaded model file) and --freeze; returns the frozen layers."""
     from dlcli.model import transfer
 
     loaded = None
-    if req.init_from:
-        loaded = transfer.init_from(network, req.init_from)
+    if base is not None:
+        loaded = transfer.init_from(network, base["weights"]["network"], req.init_from)
     elif req.freeze:
         raise UsageError(
             "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"

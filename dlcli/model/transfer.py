@@ -10,15 +10,13 @@ from dlcli.console import info
 from dlcli.errors import UsageError
 
 
-def init_from(network: nn.Module, model_path: str | Path) -> set[str]:
-    """Copy every tensor of `model_path`'s network whose name and shape fit `network`.
+def init_from(network: nn.Module, source: dict, model_path: str | Path) -> set[str]:
+    """Copy every tensor of `source` (the state dict of `model_path`'s network) whose name and
+    shape fit `network`.
 
     Layers that differ (typically the output head, when the number of classes changed) keep their
     fresh initialisation. Returns the names of the tensors loaded.
     """
-    from dlcli import checkpoint
-
-    source = checkpoint.load(model_path)["weights"]["network"]
     own = network.state_dict()
     fitting = {
         k: v for k, v in source.items() if k in own and tuple(own[k].shape) == tuple(v.shape)
