@@ -80,7 +80,18 @@ def build(
     from dlcli.model.builder import build_network
     from dlcli.model.summary import render_summary, summary_dict
 
-    net = build_network(parsed, shape, outputs, spec or f"preset {arch or 'mlp'}")
+    source = spec or f"preset {arch or 'mlp'}"
+    if parsed.family != "supervised":  # one table per network (encoder/decoder, generator/...)
+        from dlcli.engine.families import family_module
+
+        nets = family_module(parsed.family).build(parsed, shape, outputs, source)
+        if json_out:
+            print_json({name: summary_dict(net) for name, net in nets.items()})
+        else:
+            for name, net in nets.items():
+                console().print(render_summary(net, f"{parsed.name or spec or 'network'}: {name}"))
+        return
+    net = build_network(parsed, shape, outputs, source)
     if json_out:
         print_json(summary_dict(net))
     else:

@@ -26,16 +26,48 @@ def evaluate(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
     ),
+    anomaly_label: str = typer.Option(
+        None,
+        "--anomaly-label",
+        help="Autoencoder: the label value that marks an anomaly (ROC AUC, precision at the threshold).",
+    ),
+    target: str = typer.Option(
+        None, "--target", "-t", help="Autoencoder: the label column (default: the last column)."
+    ),
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
-    """Evaluate MODEL on labelled DATA: accuracy, F1, ROC AUC... or MAE, RMSE, R²."""
+    """Evaluate MODEL on labelled DATA: accuracy, F1, ROC AUC... or MAE, RMSE, R²; for autoencoders,
+    how well the anomaly score separates --anomaly-label rows."""
+    from dlcli import checkpoint
     from dlcli.console import console, set_quiet
+    from dlcli.engine import families
     from dlcli.engine.evaluator import evaluate_file
     from dlcli.model.assemble import load_model
 
     set_quiet(quiet)
-    loaded = load_model(model, device)
+    file_data = checkpoint.load(model)
+    family = families.family_of(file_data)
+    if family != "supervised":
+        module = families.family_module(family)
+        if not hasattr(module, "evaluate"):
+            from dlcli.errors import UsageError
+
+            raise UsageError(f"dl evaluate does not apply to {family} models (nothing to score)")
+        opts = families.EvaluateOptions(anomaly_label, target, device, errors)
+        metrics = module.evaluate(file_data, model, data, opts)
+        if json_out:
+            print_json(metrics)
+        if not quiet:
+            from dlcli.cli.tables import metrics_table
+
+            console().print(metrics_table(metrics, f"{data} ({metrics.get('n', 0):,} rows)"))
+        return
+    if anomaly_label is not None:
+        from dlcli.errors import UsageError
+
+        raise UsageError("--anomaly-label applies to autoencoder models")
+    loaded = load_model(model, device, file_data)
     metrics = evaluate_file(loaded, data, errors)
     if report:
         from dlcli.engine.evaluator import write_report

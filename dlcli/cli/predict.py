@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import IO, Any
+
 import typer
 
 from dlcli.cli.output import QUIET
@@ -10,7 +14,7 @@ from dlcli.cli.output import QUIET
 def predict(
     model: str = typer.Argument(..., help="Model file written by `dl train`."),
     inputs: list[str] = typer.Argument(
-        ...,
+        None,
         help="What to predict: CSV files (or - for CSV on stdin) for table models; image files, "
         "folders, or - for image paths on stdin, for image models.",
     ),
@@ -38,12 +42,22 @@ def predict(
         min=1,
         help="Series: forecast N steps past the end of the input, rolling one-step predictions forward.",
     ),
+    samples: int = typer.Option(
+        None, "--samples", min=1, help="GAN: generate N new samples (a PNG grid with -o FILE.png)."
+    ),
+    output_dir: str = typer.Option(
+        None, "--output-dir", help="GAN: write each generated sample as its own PNG in this folder."
+    ),
+    seed: int = typer.Option(None, "--seed", help="GAN: random seed for reproducible samples."),
+    embed: bool = typer.Option(
+        False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
     Images: prints path,prediction,confidence. Series: one prediction per window of the input, or
-    with --steps N the next N values."""
-    import contextlib
+    with --steps N the next N values. Autoencoders: anomaly_score,is_anomaly per row (--embed: the
+    latent vector). GANs: --samples N new images."""
     import sys
 
     from dlcli.console import set_quiet
@@ -53,9 +67,24 @@ def predict(
     set_quiet(quiet)
     if fmt not in predictor.WRITERS:
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
+    from dlcli import checkpoint
+    from dlcli.engine import families
     from dlcli.model.assemble import load_model
 
-    loaded = load_model(model, device)
+    data = checkpoint.load(model)
+    family = families.family_of(data)
+    fam_opts = families.PredictOptions(
+        None, output, output_dir, fmt, samples, seed, embed, keep_columns, device
+    )
+    families.refuse_family_flags(family, fam_opts)
+    if family != "supervised":
+        with _output_stream(output, family, samples) as fh:
+            fam_opts.out = fh
+            families.family_module(family).predict(data, model, inputs or [], fam_opts)
+        return
+    if not inputs:
+        raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
+    loaded = load_model(model, device, data)
     if steps is not None:
         if loaded.encoder.kind != "series":
             raise UsageError(
@@ -79,6 +108,27 @@ def predict(
         else:
             for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
                 writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
+        fh.flush()
+
+
+def _output_stream(output: str | None, family: str, samples: int | None) -> Any:
+    """Where a family's text output goes: -o FILE (atomically), else stdout. A GAN's -o names an
+    image it writes itself, so then there is no text stream."""
+    import sys
+
+    if family == "gan" or samples is not None:
+        return contextlib.nullcontext(None)
+    if not output:
+        return contextlib.nullcontext(sys.stdout)
+    return _atomic_text(output)
+
+
+@contextlib.contextmanager
+def _atomic_text(output: str) -> Iterator[IO[str]]:
+    from dlcli.fileio import atomic_path
+
+    with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        yield fh
         fh.flush()
 
 

@@ -91,6 +91,8 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
                 f"--resume: no checkpoint at {ckpt_path}", "it is written when a run is interrupted"
             )
         ck = checkpoint.load(ckpt_path, expect=CHECKPOINT_FORMAT)
+        if ck.get("family", "supervised") != "supervised":
+            return _run_family(req, parse_spec(ck["spec"], str(ckpt_path)), ck, plotter)
         spec_doc, encoder = ck["spec"], encoder_from_state(ck["encoder"])
         spec = parse_spec(spec_doc, str(ckpt_path))
         cfg = TrainConfig(**ck["train"])
@@ -106,6 +108,9 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         spec, spec_doc = _choose_spec(req, source, base)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
+        if spec.family != "supervised":
+            _check_fits(spec, getattr(source, "kind", None), req)
+            return _run_family(req, spec, None, plotter, spec_doc, source, cfg)
     _check_fits(spec, getattr(source, "kind", None), req)
     if base is not None and encoder is None:
         _inherit_data_options(req, getattr(source, "kind", None), base)
@@ -214,6 +219,29 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         "files": files,
     }
     return summary
+
+
+def _run_family(
+    req: TrainRequest,
+    spec: Any,
+    resume: dict | None,
+    plotter: Any,
+    spec_doc: dict | None = None,
+    source: Any = None,
+    cfg: TrainConfig | None = None,
+) -> dict:
+    """Autoencoders, GANs...: the family's own training (dlcli/engine/families.py)."""
+    from dlcli.engine.families import FamilyJob, family_module
+
+    if resume is not None:  # the checkpoint holds the spec and settings of the interrupted run
+        spec_doc, cfg = resume["spec"], TrainConfig(**resume["train"])
+        for k, v in req.overrides.items():
+            if v is not None and k in ("epochs", "patience", "device"):
+                setattr(cfg, k, v)
+        req.data_opts.seed, req.data_opts.val_split = cfg.seed, resume["val_split"]
+        source = choose_source(req.data, req.data_opts, resume["encoder"].get("kind"))
+    job = FamilyJob(req, spec, spec_doc or {}, source, cfg, plotter, resume)
+    return family_module(spec.family).train(job)
 
 
 def _rows(x: Any) -> int:

@@ -30,11 +30,17 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
     import onnx
 
+    from dlcli import checkpoint
+    from dlcli.engine import families
     from dlcli.export.inputs import adapter_for
     from dlcli.fileio import atomic_path, write_text
     from dlcli.model.assemble import load_model
 
-    loaded = load_model(model_path)
+    data = checkpoint.load(model_path)
+    family = families.family_of(data)
+    if family != "supervised":  # autoencoders, GANs: their own graphs (engine/families.py)
+        return families.family_module(family).export_onnx(data, model_path, output, tolerance)
+    loaded = load_model(model_path, data=data)
     adapter = adapter_for(loaded.encoder)
     target = output_path(model_path, output)
     output_name = "probabilities" if loaded.task.name == "classification" else "prediction"

@@ -67,11 +67,19 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
     return LoadedModel(data, encoder, task, built, model)
 
 
-def load_model(path: str, device: str = "cpu") -> LoadedModel:
-    """Load a model file; `device` (auto, cpu, cuda, ...) is where inference runs."""
+def load_model(path: str, device: str = "cpu", data: dict | None = None) -> LoadedModel:
+    """Load a model file (or use its already loaded `data`); `device` (auto, cpu, cuda, ...) is
+    where inference runs. Files of other families (autoencoder, GAN) are refused here: their own
+    modules load them (dlcli/engine/families.py)."""
     from dlcli import checkpoint
 
-    loaded = from_file_data(checkpoint.load(path), path)
+    data = checkpoint.load(path) if data is None else data
+    family = data.get("family") or "supervised"
+    if family != "supervised":
+        raise ModelFileError(
+            f"{path}: is a {family} model; this command needs a classifier or regressor"
+        )
+    loaded = from_file_data(data, path)
     if device != "cpu":
         from dlcli.engine.trainer import pick_device
 

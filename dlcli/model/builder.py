@@ -167,8 +167,48 @@ def build_network(
     has no layer with `units: outputs` and `head` is auto. `source` (a file or preset) is named
     in errors. `input_dtype` is torch.long for token ids; `data_info` carries facts layers may
     need from the data (e.g. `vocab_size`), available to builders as `ctx.data`."""
+    if spec.layers is None:
+        raise SpecError(f"spec {source or ''}: a {spec.family} spec has no 'layers' list")
+    return build_stack(
+        spec.layers,
+        "layers",
+        input_shape,
+        outputs,
+        spec.init,
+        spec.head,
+        source,
+        input_dtype,
+        data_info,
+    )
+
+
+def build_stack(
+    entries: list[Any],
+    section: str,
+    input_shape: Shape,
+    outputs: int | None,
+    init: str | None = None,
+    head: str = "auto",
+    source: str | None = None,
+    input_dtype: torch.dtype = torch.float32,
+    data_info: dict | None = None,
+    expect_shape: Shape | None = None,
+) -> BuiltNetwork:
+    """Build one layer list of a spec (`layers`, or a section such as `encoder:`); errors name the
+    section and layer index. The result must have shape `expect_shape` (default: `(outputs,)`);
+    `units: outputs` (and `filters: outputs`) take the value `outputs`."""
     try:
-        return _build_network(spec, input_shape, outputs, input_dtype, data_info or {})
+        return _build_network(
+            entries,
+            section,
+            init,
+            head,
+            input_shape,
+            outputs,
+            input_dtype,
+            data_info or {},
+            expect_shape,
+        )
     except SpecError as exc:
         if source is None:
             raise
@@ -176,15 +216,23 @@ def build_network(
 
 
 def _build_network(
-    spec: Spec, input_shape: Shape, outputs: int | None, dtype: torch.dtype, data_info: dict
+    entries: list[Any],
+    section: str,
+    init: str | None,
+    head_mode: str,
+    input_shape: Shape,
+    outputs: int | None,
+    dtype: torch.dtype,
+    data_info: dict,
+    expect_shape: Shape | None = None,
 ) -> BuiltNetwork:
-    check_init(spec.init, "spec field 'init'")
-    b = _Builder(outputs, spec.init, dtype)
+    check_init(init, "spec field 'init'")
+    b = _Builder(outputs, init, dtype)
     b.data_info = data_info
     anchor = data_info.get("anchor_channel")  # the body sees the channels before it
     body_shape = tuple(input_shape) if anchor is None else (*input_shape[:-1], anchor)
-    seq, shape, rows = b.build_list(spec.layers, body_shape, "layers")
-    if spec.head == "auto" and outputs and not b.used_outputs:
+    seq, shape, rows = b.build_list(entries, body_shape, section)
+    if head_mode == "auto" and outputs and not b.used_outputs:
         if len(shape) != 1:
             raise SpecError(
                 f"the last layer outputs shape {tuple(shape)}; the output head needs a flat vector",
@@ -195,7 +243,14 @@ def _build_network(
         seq.add_module("head", head)
         shape = (outputs,)
         rows.append(SummaryRow("head", "dense", shape, sum(p.numel() for p in head.parameters())))
-    if outputs and tuple(shape) != (outputs,):
+    if expect_shape is not None and tuple(shape) != tuple(expect_shape):
+        last = rows[-1] if rows else None
+        where = f"the last layer ({last.name}: {last.type})" if last else "the network"
+        raise SpecError(
+            f"{section}: {where} outputs shape {tuple(shape)} but {tuple(expect_shape)} is needed",
+            "end the section with layers that produce that shape",
+        )
+    elif expect_shape is None and outputs and tuple(shape) != (outputs,):
         last = rows[-1] if rows else None
         where = f"the last layer ({last.name}: {last.type})" if last else "the network"
         raise SpecError(

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dlcli.errors import SpecError
 from dlcli.spec.registry import LayerDef, lookup
@@ -35,10 +35,25 @@ class TrainingDefaults(BaseModel):
     patience: int | None = Field(None, ge=0)
     grad_clip: float | None = Field(None, ge=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
+    beta1: float | None = Field(None, ge=0, lt=1)  # Adam's beta1 (GANs: 0.5)
+    threshold_percentile: float | None = Field(None, gt=0, lt=100)  # autoencoder anomaly threshold
+
+
+# model family -> the layer-list sections its spec holds (the first ones are required)
+FAMILY_SECTIONS: dict[str, tuple[str, ...]] = {
+    "supervised": ("layers",),
+    "autoencoder": ("encoder", "decoder"),
+    "gan": ("generator", "discriminator"),
+}
+SECTIONS = ("layers", "encoder", "decoder", "generator", "discriminator")
 
 
 class Spec(BaseModel):
-    """A network: a list of layers (plus an automatic output head) and optional training defaults."""
+    """A network: a list of layers (plus an automatic output head) and optional training defaults.
+
+    Unsupervised families hold two layer lists instead of `layers`: `encoder:` + `decoder:`
+    (autoencoder; `latent` units between them, `variational` for a VAE) or `generator:` +
+    `discriminator:` (GAN; `latent` is the noise size). `family` is inferred from the sections."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -49,8 +64,39 @@ class Spec(BaseModel):
     data: list[Literal["tabular", "image", "text", "series"]] | None = (
         None  # data kinds it suits (None: any)
     )
-    layers: list[Any] = Field(min_length=1)
+    family: Literal["supervised", "autoencoder", "gan"] | None = None
+    layers: list[Any] | None = None
+    encoder: list[Any] | None = None
+    decoder: list[Any] | None = None
+    generator: list[Any] | None = None
+    discriminator: list[Any] | None = None
+    latent: int | None = Field(None, gt=0)
+    variational: bool = False
     training: TrainingDefaults = TrainingDefaults()
+
+    @model_validator(mode="after")
+    def _sections(self) -> Spec:
+        given = [s for s in SECTIONS if getattr(self, s) is not None]
+        if self.family is None:
+            fam = [f for f, secs in FAMILY_SECTIONS.items() if any(s in given for s in secs)]
+            if len(fam) != 1:
+                raise ValueError(
+                    "a spec holds 'layers' (a network), 'encoder' + 'decoder' (an autoencoder) "
+                    f"or 'generator' + 'discriminator' (a GAN); found {', '.join(given) or 'none'}"
+                )
+            self.family = fam[0]
+        wanted = FAMILY_SECTIONS[self.family]
+        for sec in given:
+            if sec not in wanted:
+                raise ValueError(f"section '{sec}' does not belong in a {self.family} spec")
+        for sec in wanted:
+            if not getattr(self, sec):
+                raise ValueError(f"field '{sec}' is required (a list of layers)")
+        return self
+
+    def sections(self) -> dict[str, list[Any]]:
+        """The layer lists of this spec's family, by section name."""
+        return {s: getattr(self, s) for s in FAMILY_SECTIONS[self.family or "supervised"]}
 
 
 @dataclass(frozen=True)
@@ -103,6 +149,8 @@ def _first_error(exc: ValidationError) -> str:
         return f"unknown field '{field}'"
     if err["type"] == "missing":
         return f"field '{field}' is required"
+    if err["type"] == "value_error" and not parts:  # a check across fields (model validator)
+        return str(err["msg"]).removeprefix("Value error, ")
     return f"field '{field}': {err['msg']} (got {err.get('input')!r})"
 
 
@@ -116,11 +164,12 @@ def parse_spec(data: Any, source: str) -> Spec:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(f"spec {source}: {_first_error(exc)}") from None
-    for i, entry in enumerate(spec.layers):  # validate every layer now, before any training
-        try:
-            parse_layer(entry, f"layers[{i}]")
-        except SpecError as exc:
-            raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
+    for section, entries in spec.sections().items():  # every layer, before any training
+        for i, entry in enumerate(entries):
+            try:
+                parse_layer(entry, f"{section}[{i}]")
+            except SpecError as exc:
+                raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
     return spec
 
 

@@ -5,7 +5,7 @@ bad shape is a SpecError naming the layer before torch sees it."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field
 from torch import nn
@@ -109,7 +109,9 @@ class Conv2d(LayerDef):
     primary = "filters"
 
     class Options(_ConvOptions):
-        # filters: required unless depthwise (then it defaults to the input channels)
+        # filters: required unless depthwise (then it defaults to the input channels);
+        # `outputs`: the size asked of the network (a decoder's image channels)
+        filters: Annotated[int, Field(gt=0)] | Literal["outputs"] | None = None
         groups: int = Field(1, gt=0)
         depthwise: bool = False
 
@@ -120,7 +122,7 @@ class Conv2d(LayerDef):
         elif opts.filters is None:
             raise SpecError(f"{ctx.where}: field 'filters' is required (or set depthwise: true)")
         else:
-            groups, filters = opts.groups, opts.filters
+            groups, filters = opts.groups, ctx.resolve_units(opts.filters, "filters")
         if c % groups or filters % groups:
             raise SpecError(
                 f"{ctx.where}: groups {groups} must divide both the input channels ({c}) "
