@@ -87,8 +87,9 @@ class Listing:
     labels: list[str]
 
 
-def scan_classes(folder: Path, root: Path, source: str) -> Listing:
-    """`folder/<class>/**/<image>` -> Listing relative to `root`; notes for what is skipped."""
+def scan_classes(folder: Path, root: Path, source: str, flat_ok: bool = False) -> Listing:
+    """`folder/<class>/**/<image>` -> Listing relative to `root`; notes for what is skipped.
+    With `flat_ok` (unsupervised models), images directly in `folder` are one class too."""
     files, labels, hidden, other, loose = [], [], 0, Counter(), 0
     for entry in sorted(folder.iterdir()):
         if ic.is_hidden(entry.name):
@@ -110,6 +111,11 @@ def scan_classes(folder: Path, root: Path, source: str) -> Listing:
         note(
             f"{source}: skipped {loose} image{'s' if loose != 1 else ''} outside the class folders"
         )
+    if not files and loose and flat_ok:
+        found = [e for e in sorted(folder.iterdir()) if e.suffix.lower() in IMAGE_EXTENSIONS]
+        found = [e for e in found if e.is_file() and not ic.is_hidden(e.name)]
+        files = [e.relative_to(root).as_posix() for e in found]
+        labels = [folder.name] * len(files)
     if not files:
         if loose:
             raise InputError(
@@ -319,12 +325,12 @@ class ImageFolderSource:
         root = existing_folder(path)
         splits = find_splits(root)
         train_dir = splits.get("train", root)
-        train = scan_classes(train_dir, root, str(train_dir))
+        train = scan_classes(train_dir, root, str(train_dir), opts.unsupervised)
         val = _val_listing(root, splits, opts)
         fit = encoder is None
         if fit:
             classes = sorted(set(train.labels))
-            if len(classes) < 2:
+            if len(classes) < 2 and not opts.unsupervised:
                 raise InputError(
                     f"{train_dir}: found one class folder ('{classes[0]}'); classification needs at least two"
                 )
@@ -351,9 +357,9 @@ class ImageFolderSource:
 def _val_listing(root: Path, splits: dict[str, Path], opts: DataOptions) -> Listing | None:
     if opts.val:
         folder = existing_folder(opts.val)
-        return scan_classes(folder, folder, str(folder))
+        return scan_classes(folder, folder, str(folder), opts.unsupervised)
     if "val" in splits:
-        return scan_classes(splits["val"], root, str(splits["val"]))
+        return scan_classes(splits["val"], root, str(splits["val"]), opts.unsupervised)
     return None
 
 

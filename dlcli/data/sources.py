@@ -27,6 +27,7 @@ class DataOptions:
     val_split: float = 0.2
     seed: int = 42
     extra: dict = field(default_factory=dict)  # per data kind, e.g. {"image": ImageOptions(...)}
+    unsupervised: bool = False  # autoencoders, GANs: no target; labels, if any, are not needed
 
 
 @dataclass
