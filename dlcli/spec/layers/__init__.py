@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core", "conv", "sequence", "recurrent", "attention")
+FAMILIES = ("core", "conv", "sequence", "recurrent", "attention", "generative")
 
 
 def load_all() -> None:
