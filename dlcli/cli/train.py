@@ -8,6 +8,7 @@ from dlcli.cli.output import JSON, QUIET, print_json
 
 
 def train(
+    ctx: typer.Context,
     data: str = typer.Argument(
         ..., help="Training data: a CSV file, or a folder of images in one sub-folder per class."
     ),
@@ -32,6 +33,12 @@ def train(
     ),
     val_split: float = typer.Option(
         0.2, "--val-split", help="Share of DATA held out for validation."
+    ),
+    stream: bool = typer.Option(
+        None,
+        "--stream/--no-stream",
+        help="Tables: read the CSV from disk in chunks every epoch (bounded memory) instead of "
+        "loading it (default: streamed when larger than a fifth of the free memory).",
     ),
     epochs: int = typer.Option(
         None, "--epochs", "-e", min=1, help="Maximum epochs (default: from the data size, 10-200)."
@@ -74,6 +81,20 @@ def train(
         None, "--seed", help="Random seed (default 42); CPU runs are reproducible bit for bit."
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option(
+        None,
+        "--precision",
+        help="fp32 (default), bf16 or fp16: mixed-precision autocast (fp16 on CUDA only).",
+    ),
+    compile_: bool = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the network (eager if that fails)."
+    ),
+    devices: int = typer.Option(
+        None,
+        "--devices",
+        min=1,
+        help="Train on N local GPUs (or N CPU processes with --device cpu) with DDP via torchrun.",
+    ),
     image_size: int = typer.Option(
         None,
         "--image-size",
@@ -129,13 +150,21 @@ def train(
 ) -> None:
     """Train a model on DATA and save it (default ./model.pt), with metrics and plots in model.run/."""
     from dlcli.console import console, set_quiet
+    from dlcli.engine import distributed
     from dlcli.errors import UsageError
 
+    quiet = quiet or not distributed.is_main()  # under torchrun only rank 0 prints
+    json_out = json_out and distributed.is_main()
     set_quiet(quiet)
     if class_weights is not None and class_weights not in ("none", "balanced"):
         raise UsageError(f"--class-weights must be none or balanced, got '{class_weights}'")
     if task is not None and task not in ("classification", "regression"):
         raise UsageError(f"--task must be classification or regression, got '{task}'")
+    if precision is not None and precision not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
+    if devices is not None and devices > 1:  # start N processes that each run this command
+        argv = distributed.command_line(ctx, drop=("devices",))
+        raise SystemExit(distributed.launch(devices, argv, device))
     from dlcli.data.sources import DataOptions
     from dlcli.engine.train_run import TrainRequest, run_training
 
@@ -154,6 +183,8 @@ def train(
         "label_smoothing": label_smoothing,
         "seed": seed,
         "device": device,
+        "precision": precision,
+        "compile": compile_,
         "augment": augment,
     }
     req = TrainRequest(
@@ -167,6 +198,7 @@ def train(
             val,
             val_split,
             extra=_extra(locals()),
+            stream=stream,
         ),
         overrides,
         resume,
@@ -175,6 +207,8 @@ def train(
         freeze=freeze,
     )
     summary = run_training(req)
+    if not distributed.is_main():
+        return
     if json_out:
         print_json(summary)
     if not quiet:

@@ -28,6 +28,8 @@ def _fmt_row(row: dict) -> str:
         if k.startswith("val_"):
             parts.append(f"{k} {v:.4f}")
     parts.append(f"{row['samples_per_s']:,.0f} samples/s")
+    if "gpu_mem_mb" in row:  # peak GPU memory of the epoch (CUDA only)
+        parts.append(f"{row['gpu_mem_mb']:,.0f} MB GPU")
     return "  ".join(parts)
 
 

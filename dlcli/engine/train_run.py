@@ -18,9 +18,10 @@ import torch
 from dlcli import __version__, checkpoint
 from dlcli.console import info
 from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.engine import distributed
 from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
 from dlcli.engine.tasks import make_task
-from dlcli.engine.trainer import Interrupted, TrainConfig, Trainer
+from dlcli.engine.trainer import Interrupted, TrainConfig, Trainer, check_settings
 from dlcli.errors import DLError, UsageError
 from dlcli.model.assemble import InferenceModel, network_args
 from dlcli.model.builder import build_network
@@ -74,7 +75,7 @@ def run_training(req: TrainRequest) -> dict:
     from dlcli.report import PlotWorker
 
     _check_output(req.output)
-    plotter = PlotWorker() if req.plots else None  # imports matplotlib beside the training
+    plotter = PlotWorker() if req.plots and distributed.is_main() else None  # beside the training
     try:
         return _run_training(req, plotter)
     finally:
@@ -97,7 +98,7 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         spec = parse_spec(spec_doc, str(ckpt_path))
         cfg = TrainConfig(**ck["train"])
         for k, v in req.overrides.items():  # only more epochs or patience make sense on resume
-            if v is not None and k in ("epochs", "patience", "device"):
+            if v is not None and k in ("epochs", "patience", "device", "precision", "compile"):
                 setattr(cfg, k, v)
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, ck["val_split"]
         resume_state = ck["snapshot"]
@@ -112,6 +113,7 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
             _check_fits(spec, getattr(source, "kind", None), req)
             return _run_family(req, spec, None, plotter, spec_doc, source, cfg)
     _check_fits(spec, getattr(source, "kind", None), req)
+    check_settings(cfg)  # e.g. --precision fp16 on a CPU, before any data is read
     if base is not None and encoder is None:
         _inherit_data_options(req, getattr(source, "kind", None), base)
     torch.manual_seed(cfg.seed)
@@ -162,14 +164,17 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
 
     progress = ProgressCallback()
-    callbacks = [progress, CheckpointCallback(save_checkpoint), *req.callbacks]
+    main = distributed.is_main()  # under torchrun only rank 0 writes files
+    saver = [CheckpointCallback(save_checkpoint)] if main else []
+    callbacks = [progress, *saver, *req.callbacks]
     trainer = Trainer(built.module, task, cfg, callbacks, train_tf, eval_tf)
     trainer.frozen = frozen
     try:
         result = trainer.fit(x_tr, prep.y_train, x_va, prep.y_val, resume=resume_state)
     except Interrupted as exc:
         progress.close()
-        save_checkpoint(exc.snapshot)
+        if main:
+            save_checkpoint(exc.snapshot)
         done = len(exc.snapshot["history"])
         raise TrainingInterrupted(
             f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; checkpoint saved to {ckpt_path}",
@@ -177,6 +182,8 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         ) from None
     finally:
         progress.close()
+    if not main:  # the other processes trained the same model; rank 0 saves it
+        return {"rank": distributed.rank(), "epochs_run": len(result.history)}
     built.module.cpu().eval()
     model = InferenceModel(preprocess, built.module, task.postprocess()).eval()
     metrics = {}
