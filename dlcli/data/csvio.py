@@ -249,6 +249,18 @@ def iter_chunks(
     the types of the only columns to read: other columns are never parsed, so they cannot fail.
     `verbatim` keeps text cells exactly as written ('NA' stays 'NA'; see NULL_TEXT).
     """
+    for batch in iter_batches(path, column_types, block_bytes, plan, verbatim):
+        yield batch.to_pandas()
+
+
+def iter_batches(
+    path: str,
+    column_types: dict[str, Any] | None = None,
+    block_bytes: int | None = None,
+    plan: ReadPlan | None = None,
+    verbatim: bool = False,
+) -> Iterator[Any]:
+    """`iter_chunks` as pyarrow RecordBatches (no pandas conversion); empty batches skipped."""
     import pyarrow as pa
     import pyarrow.csv as pc
 
@@ -279,7 +291,7 @@ def iter_chunks(
             _check_utf8(batch.schema.names, name, batch.schema.types)
             rows += batch.num_rows
             if batch.num_rows:
-                yield batch.to_pandas()
+                yield batch
         if rows == 0:
             raise InputError(f"{name}: has a header but no data rows")
     finally:

@@ -27,6 +27,7 @@ class DataOptions:
     val_split: float = 0.2
     seed: int = 42
     extra: dict = field(default_factory=dict)  # per data kind, e.g. {"image": ImageOptions(...)}
+    stream: bool | None = None  # tables: True --stream, False --no-stream, None by file size
     unsupervised: bool = False  # autoencoders, GANs: no target; labels, if any, are not needed
 
 
@@ -55,7 +56,7 @@ def register_source(name: str):
 
 
 # data kinds beyond tables live in their own modules and register themselves when imported
-KIND_MODULES = ("dlcli.data.images", "dlcli.data.text", "dlcli.data.series")
+KIND_MODULES = ("dlcli.data.images", "dlcli.data.text", "dlcli.data.series", "dlcli.data.stream")
 
 
 def _load_encoders() -> None:
@@ -190,11 +191,12 @@ def choose_source(path: str, opts: DataOptions, kind: str | None = None) -> Any:
     column is text, with --window a series, else a table; a folder holds images). With `kind`
     (resuming a run), the source that produces that kind of encoder."""
     _load_encoders()
-    if kind is not None:
-        for source in SOURCES.values():
-            if getattr(source, "kind", None) == kind:
-                return source
-    for source in sorted(SOURCES.values(), key=lambda s: -getattr(s, "priority", 0)):
+    ranked = sorted(SOURCES.values(), key=lambda s: -getattr(s, "priority", 0))
+    if kind is not None:  # of that kind's sources, one that claims the path, else the fallback
+        same = [s for s in ranked if getattr(s, "kind", None) == kind]
+        if same:
+            return next((s for s in same if s.claims(path, opts)), same[-1])
+    for source in ranked:
         if source.claims(path, opts):
             return source
     if Path(path).is_dir():

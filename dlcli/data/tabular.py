@@ -39,6 +39,13 @@ class Column:
     categories: list[str] = field(default_factory=list)  # code i+1 <-> categories[i]
 
 
+def numeric_column(name: str, mean: float, std: float, missing: bool) -> Column:
+    """A numeric column standardised with these training statistics (missing -> the mean)."""
+    mean = float(mean) if np.isfinite(mean) else 0.0
+    std = float(std) if np.isfinite(std) and std > 1e-12 else 1.0
+    return Column(name, "numeric", fill=mean, mean=mean, std=std, indicator=missing)
+
+
 def _is_id_like(s: pd.Series, n: int) -> bool:
     """All values unique and either named like an ID or consecutive integers. Floats are never IDs
     (and hashing a million floats to find out would be the slowest step of loading)."""
@@ -61,6 +68,23 @@ def _single_value(non_null: pd.Series) -> bool:
     return non_null.nunique() == 1
 
 
+IGNORED = {  # why a column is left out, as the note says it
+    "empty": "is empty",
+    "id": "looks like an ID (all values unique)",
+    "single": "has a single value",
+    "text": "is text with mostly unique values (free text or an ID)",
+}
+
+
+def ignore_note(source: str, name: str, why: str) -> None:
+    note(f"{source}: column '{name}' {IGNORED[why]}; ignored")
+
+
+def check_usable(numeric: list[str], categorical: list[str], target: str, source: str) -> None:
+    if not numeric and not categorical:
+        raise InputError(f"{source}: no usable feature columns besides the target '{target}'")
+
+
 def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[str], list[str]]:
     """Split feature columns into (numeric, categorical); ignored ones are reported as notes."""
     numeric, categorical = [], []
@@ -72,24 +96,29 @@ def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[st
         numeric_col = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
         non_null = s if numeric_col else s.dropna()  # numbers: NaN-aware reductions instead
         if s.isna().all() if numeric_col else non_null.empty:
-            note(f"{source}: column '{name}' is empty; ignored")
+            ignore_note(source, name, "empty")
         elif _is_id_like(s, n):
-            note(f"{source}: column '{name}' looks like an ID (all values unique); ignored")
+            ignore_note(source, name, "id")
         elif _single_value(non_null):
-            note(f"{source}: column '{name}' has a single value; ignored")
+            ignore_note(source, name, "single")
         elif pd.api.types.is_bool_dtype(s):
             categorical.append(name)
         elif pd.api.types.is_numeric_dtype(s):
             numeric.append(name)
         elif n >= 50 and non_null.nunique() > 0.5 * len(non_null):
-            note(
-                f"{source}: column '{name}' is text with mostly unique values (free text or an ID); ignored"
-            )
+            ignore_note(source, name, "text")
         else:
             categorical.append(name)
-    if not numeric and not categorical:
-        raise InputError(f"{source}: no usable feature columns besides the target '{target}'")
+    check_usable(numeric, categorical, target, source)
     return numeric, categorical
+
+
+def _float_values(arr: Any) -> np.ndarray:
+    """A numeric pyarrow (Chunked)Array as float32 numpy, NaN where missing."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    return pc.cast(arr, pa.float32()).to_numpy(zero_copy_only=False)
 
 
 class TabularPreprocess(nn.Module):
@@ -183,10 +212,7 @@ class TabularEncoder:
             stds = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / count)
             missing = miss.any(axis=0)
             for k, j in enumerate(num):
-                mean = float(means[k]) if np.isfinite(means[k]) else 0.0
-                std = float(stds[k]) if np.isfinite(stds[k]) and stds[k] > 1e-12 else 1.0
-                c = cols[j]
-                c.fill, c.mean, c.std, c.indicator = mean, mean, std, bool(missing[k])
+                cols[j] = numeric_column(cols[j].name, means[k], stds[k], bool(missing[k]))
         return encoder, raw
 
     # -- encoding ------------------------------------------------------------
@@ -216,28 +242,64 @@ class TabularEncoder:
             names = [self.columns[j].name for j in typed]
             out[:, typed] = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
         done = set(typed)
+        bad = self._fill_columns(out, frame, [j for j in range(len(self.columns)) if j not in done])
+        self._check_numbers(bad, frame, source, row_offset)
+        return out
+
+    def raw_from_arrow(self, table: Any, source: str, row_offset: int = 0) -> np.ndarray:
+        """`raw_matrix` of a pyarrow Table or RecordBatch: numeric columns read as numbers are
+        copied straight from arrow (no pandas frame); only the other columns go through pandas."""
+        import pyarrow as pa
+
+        self.check_columns(list(table.schema.names), source)
+        out = np.empty((table.num_rows, len(self.columns)), dtype=np.float32)
+        rest = []
         for j, col in enumerate(self.columns):
-            if j in done:
-                continue
+            arr = table.column(col.name)
+            if col.kind == "numeric" and (
+                pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
+            ):
+                out[:, j] = _float_values(arr)
+            else:
+                rest.append(j)
+        if rest:
+            frame = table.select([self.columns[j].name for j in rest]).to_pandas()
+            bad = self._fill_columns(out, frame, rest)
+            self._check_numbers(bad, frame, source, row_offset)
+        return out
+
+    def _fill_columns(
+        self, out: np.ndarray, frame: pd.DataFrame, which: list[int]
+    ) -> dict[int, pd.Series]:
+        """Columns `which` of `out` from `frame`: text in numeric columns parsed, categories as
+        codes. Returns, per numeric text column, the mask of cells that are not numbers."""
+        bad = {}
+        for j in which:
+            col = self.columns[j]
             s = frame[col.name]
             if col.kind == "numeric":
                 text = s.astype(str).str.strip()
                 blank = s.isna() | text.isin(NULL_TEXT)  # verbatim text: 'NA', '' are missing
                 v = pd.to_numeric(s.where(~blank), errors="coerce")
-                bad = ~blank & v.isna()
-                if bad.any():
-                    i = int(np.argmax(bad.to_numpy()))
-                    label = frame.index[i]  # the row's place in its file or chunk
-                    row = (
-                        row_offset + (int(label) if isinstance(label, (int, np.integer)) else i) + 1
-                    )
-                    raise InputError(
-                        f"{source}: column '{col.name}', row {row}: '{s.iloc[i]}' is not a number (the model expects numbers in this column)"
-                    )
+                bad[j] = ~blank & v.isna()
                 out[:, j] = v.to_numpy(dtype="float32", na_value=np.nan)
             else:
                 out[:, j] = codes_for(s, col.categories) + 1  # 0 = missing or unseen
-        return out
+        return bad
+
+    def _check_numbers(
+        self, bad: dict[int, pd.Series], frame: pd.DataFrame, source: str, row_offset: int
+    ) -> None:
+        """An InputError naming the first row whose text in a numeric column is not a number."""
+        for j, mask in bad.items():
+            if not mask.any():
+                continue
+            col, i = self.columns[j], int(np.argmax(mask.to_numpy()))
+            label = frame.index[i]  # the row's place in its file or chunk
+            row = row_offset + (int(label) if isinstance(label, (int, np.integer)) else i) + 1
+            raise InputError(
+                f"{source}: column '{col.name}', row {row}: '{frame[col.name].iloc[i]}' is not a number (the model expects numbers in this column)"
+            )
 
     def preprocess_module(self) -> TabularPreprocess:
         return TabularPreprocess(self.columns)
@@ -256,7 +318,7 @@ class TabularEncoder:
 
         return {c.name: pa.float64() if c.kind == "numeric" else pa.string() for c in self.columns}
 
-    def _read_plan(self, source: str, keep: bool, target: str | None = None) -> Any:
+    def read_plan(self, source: str, keep: bool, target: str | None = None) -> Any:
         """What to read of a file with this header: the model's columns (plus `target`), typed;
         with `keep`, every column as text, so kept columns are copied exactly as written."""
         import pyarrow as pa
@@ -288,7 +350,7 @@ class TabularEncoder:
         for path in [paths] if isinstance(paths, str) else paths:
             offset = 0
             name = "<stdin>" if path == "-" else path
-            for chunk in iter_chunks(path, plan=self._read_plan(name, keep), verbatim=keep):
+            for chunk in iter_chunks(path, plan=self.read_plan(name, keep), verbatim=keep):
                 raw = self.raw_matrix(chunk, name, offset)
                 offset += len(chunk)
                 yield (chunk if keep else chunk.iloc[:, :0]), torch.from_numpy(raw)
@@ -296,7 +358,7 @@ class TabularEncoder:
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """Stream labelled rows (rows without a label are skipped): (frame, raw input tensor)."""
         name, offset, tname = ("<stdin>" if path == "-" else path), 0, self.target.name
-        for chunk in iter_chunks(path, plan=self._read_plan(name, False, tname)):
+        for chunk in iter_chunks(path, plan=self.read_plan(name, False, tname)):
             labelled = chunk[chunk[tname].notna()]
             yield labelled, torch.from_numpy(self.raw_matrix(labelled, name, offset))
             offset += len(chunk)

@@ -10,6 +10,7 @@ import pandas as pd
 from dlcli.errors import InputError, UsageError
 
 MAX_CLASSES_FOR_INTEGERS = 20  # an integer label with at most this many values is a class label
+MAX_CLASSES = 1000  # more distinct labels than this: probably a regression target
 
 
 def _canon(v: object) -> object:
@@ -70,6 +71,18 @@ def infer_task(series: pd.Series) -> str:
     return "regression"
 
 
+def regression_values(series: pd.Series, source: str) -> np.ndarray:
+    """float64 label values (NaN where missing); an InputError for text that is not a number."""
+    vals = pd.to_numeric(series, errors="coerce")
+    bad = series.notna() & vals.isna()
+    if bad.any():
+        first = series[bad].iloc[0]
+        raise InputError(
+            f"{source}: target column '{series.name}' holds non-numeric value '{first}' but the task is regression"
+        )
+    return vals.to_numpy(dtype="float64")
+
+
 def _sort_key(v: str) -> tuple:
     try:
         return (0, float(v), v)
@@ -91,30 +104,29 @@ class Target:
     def fit(cls, series: pd.Series, task: str | None, source: str) -> Target:
         task = task or infer_task(series)
         if task == "classification":
-            classes = sorted(canonical_strings(series).dropna().unique().tolist(), key=_sort_key)
-            if len(classes) < 2:
-                found = f"'{classes[0]}'" if classes else "nothing"
-                raise InputError(
-                    f"{source}: target column '{series.name}' has one class ({found}); classification needs at least two"
-                )
-            if len(classes) > 1000:
-                raise UsageError(
-                    f"{source}: target column '{series.name}' has {len(classes)} classes",
-                    "is it a regression target? pass --task regression",
-                )
-            return cls(str(series.name), task, classes)
+            classes = canonical_strings(series).dropna().unique().tolist()
+            return cls.classification(str(series.name), classes, source)
         if task == "regression":
-            vals = pd.to_numeric(series, errors="coerce")
-            bad = series.notna() & vals.isna()
-            if bad.any():
-                first = series[bad].iloc[0]
-                raise InputError(
-                    f"{source}: target column '{series.name}' holds non-numeric value '{first}' but the task is regression"
-                )
-            arr = vals.to_numpy(dtype="float64")
+            arr = regression_values(series, source)
             std = float(np.nanstd(arr)) or 1.0
             return cls(str(series.name), task, [], float(np.nanmean(arr)), std)
         raise UsageError(f"unknown --task '{task}'", "use classification or regression")
+
+    @classmethod
+    def classification(cls, name: str, classes: list[str], source: str) -> Target:
+        """A classification target over these distinct class names (sorted here), checked."""
+        classes = sorted(classes, key=_sort_key)
+        if len(classes) < 2:
+            found = f"'{classes[0]}'" if classes else "nothing"
+            raise InputError(
+                f"{source}: target column '{name}' has one class ({found}); classification needs at least two"
+            )
+        if len(classes) > MAX_CLASSES:
+            raise UsageError(
+                f"{source}: target column '{name}' has {len(classes)} classes",
+                "is it a regression target? pass --task regression",
+            )
+        return cls(name, "classification", classes)
 
     def encode(self, series: pd.Series, source: str) -> np.ndarray:
         """Class indices (int64) or standardised values (float32) for a label column."""

@@ -347,7 +347,8 @@ def _inputs_and_transforms(
         if not hasattr(encoder, "augmenter"):
             raise UsageError(f"--augment applies to image data, not to {encoder.kind} data")
         augment = encoder.augmenter(cfg.augment)
-    if augment is None and getattr(encoder, "encode_once", True):
+    streamed = hasattr(prep.x_train, "shuffled")  # a batch source: preprocessed per batch
+    if augment is None and getattr(encoder, "encode_once", True) and not streamed:
         with torch.no_grad():  # the same module is part of the saved model
             x_va = preprocess(prep.x_val) if prep.x_val is not None else None
             return preprocess(prep.x_train), x_va, None, None

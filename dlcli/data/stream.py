@@ -1,0 +1,226 @@
+"""`--stream`: CSV tables larger than memory. `StreamedTableSource` (in the SOURCES registry; chosen
+with --stream, or on its own for a file larger than a share of the free memory) fits the usual
+TabularEncoder in one statistics pass (stream_scan.py); `StreamedRows` is a batch source
+(engine/batches.py) that re-reads the file every epoch, encodes chunks with that encoder and
+shuffles within a large buffer. The model file is that of in-memory training. See docs/stream.md.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlcli.console import note
+from dlcli.data.csvio import check_file, header_of, iter_batches
+from dlcli.data.sources import DataOptions, Prepared, register_source
+from dlcli.data.stream_scan import held_out, scan
+from dlcli.errors import InputError, UsageError
+
+BUFFER_BYTES = 64 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
+MIN_BUFFER_ROWS = 100_000
+VAL_CACHE_BYTES = 256 << 20  # validation rows kept in memory after the first pass, if they fit
+IN_ORDER_BATCH = 8192
+MEMORY_SHARE = 0.2  # stream on its own when the file exceeds this share of the available memory
+
+
+def available_memory() -> int:
+    """Bytes of memory available to new processes (MemAvailable), else the physical memory."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def stream_threshold() -> int:
+    """File size in bytes above which a CSV table is streamed (DL_STREAM_BYTES overrides)."""
+    env = os.environ.get("DL_STREAM_BYTES")
+    return int(env) if env else int(available_memory() * MEMORY_SHARE)
+
+
+class StreamedRows:
+    """Rows of a CSV as a batch source: `part` "train" or "val" picks the rows held out by
+    `split` (fraction, seed), or every labelled row when `split` is None."""
+
+    def __init__(
+        self,
+        path: str,
+        encoder: Any,
+        rows: int,
+        part: str = "train",
+        split: tuple[float, int] | None = None,
+        label_counts: list[int] | None = None,
+        cache_bytes: int = 0,
+    ) -> None:
+        self.path, self.encoder, self.part, self.split = path, encoder, part, split
+        self.n_rows, self.label_counts = int(rows), label_counts or []
+        self.cache_bytes, self._cache = cache_bytes, None
+        self.batch_size: int | None = None  # set by the trainer (as_batches)
+        self.device = torch.device("cpu")
+        width = max(1, len(encoder.feature_names))
+        env = os.environ.get("DL_SHUFFLE_ROWS")
+        self.buffer_rows = int(env) if env else max(MIN_BUFFER_ROWS, BUFFER_BYTES // (4 * width))
+
+    def __len__(self) -> int:  # optimisation steps per epoch, as TensorBatches counts them
+        n, bs = self.n_rows, max(1, int(self.batch_size or 1))
+        return max(1, n // bs) if n >= bs else 1
+
+    @property
+    def rows(self) -> int:
+        return self.n_rows
+
+    def to(self, device: torch.device) -> StreamedRows:
+        self.device = torch.device(device)  # batches are moved there as they are handed out
+        return self
+
+    def labels(self) -> torch.Tensor:
+        """Labels with the training counts per class (for class weights), not in file order."""
+        counts = torch.tensor(self.label_counts, dtype=torch.long)
+        return torch.repeat_interleave(torch.arange(len(counts)), counts)
+
+    def _chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(raw inputs (n, F) float32, targets (n,)) for this part's rows, chunk by chunk."""
+        import pyarrow as pa
+
+        enc, tname, offset = self.encoder, self.encoder.target.name, 0
+        plan = enc.read_plan(self.path, False, tname)  # the model's columns, typed as predict does
+        for batch in iter_batches(self.path, plan=plan):
+            n = batch.num_rows
+            keep = batch.column(tname).is_valid().to_numpy(zero_copy_only=False)
+            if self.split is not None:
+                held = held_out(offset, n, *self.split)
+                keep &= held if self.part == "val" else ~held
+            offset += n
+            if not keep.any():
+                continue
+            part = batch.filter(pa.array(keep))
+            x = enc.raw_from_arrow(part, self.path)
+            y = enc.target.encode(part.column(tname).to_pandas().rename(tname), self.path)
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+    def shuffled(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches drawn from a buffer of `buffer_rows` rows: when it is full, a seeded half of it
+        goes out as batches and the rest waits to be mixed with the next chunks. The ragged last
+        batch is dropped; exactly len(self) batches when the file is unchanged."""
+        bs, steps, done = max(1, int(self.batch_size or 1)), len(self), 0
+        xs, ys, held = [], [], 0
+        for x, y in self._chunks():
+            xs.append(x)
+            ys.append(y)
+            held += len(x)
+            if held >= self.buffer_rows:
+                xb, yb = torch.cat(xs), torch.cat(ys)
+                perm = torch.randperm(len(xb), generator=gen)
+                out = (len(xb) // 2 // bs) * bs
+                yield from self._slices(xb, yb, perm[:out], bs, steps - done)
+                done += out // bs
+                xs, ys, held = [xb[perm[out:]]], [yb[perm[out:]]], len(xb) - out
+        if xs and done < steps:
+            xb, yb = torch.cat(xs), torch.cat(ys)
+            perm = torch.randperm(len(xb), generator=gen)
+            last = (len(xb) // bs) * bs if len(xb) >= bs else len(xb)
+            yield from self._slices(xb, yb, perm[:last], bs, steps - done)
+
+    def _slices(
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, bs: int, budget: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = x[idx], y[idx]  # one gather, then contiguous slices
+        cuda = self.device.type == "cuda"
+        for s in range(0, min(len(idx), budget * bs), bs):
+            yield (
+                x[s : s + bs].to(self.device, non_blocking=cuda),
+                y[s : s + bs].to(self.device, non_blocking=cuda),
+            )
+
+    def in_order(self, batch: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every row of this part once, in file order; kept in memory after the first full pass
+        when it fits in `cache_bytes`."""
+        step = batch or IN_ORDER_BATCH
+        chunks = self._cache if self._cache is not None else self._chunks()
+        seen, size = [], 0
+        for x, y in chunks:
+            if self._cache is None and size <= self.cache_bytes:
+                seen.append((x, y))
+                size += x.numel() * 4
+            for s in range(0, len(x), step):
+                yield x[s : s + step].to(self.device), y[s : s + step].to(self.device)
+        if self._cache is None and seen and size <= self.cache_bytes:
+            self._cache = seen
+
+
+@register_source("tabular_stream")
+class StreamedTableSource:
+    """A CSV table read in chunks every epoch instead of loaded whole (--stream, or files larger
+    than a share of the available memory)."""
+
+    priority = 5  # above in-memory tables; text and series CSVs keep their own sources
+    kind = "tabular"
+    default_arch = "mlp"
+
+    @staticmethod
+    def claims(path: str, opts: DataOptions) -> bool:
+        if not Path(path).is_file() or getattr(opts, "unsupervised", False):
+            return False
+        chosen = getattr(opts, "stream", None)
+        return chosen if chosen is not None else Path(path).stat().st_size > stream_threshold()
+
+    @staticmethod
+    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
+        """One statistics pass fits the encoder (unless given); the data stays on disk."""
+        check_file(path)
+        size = Path(path).stat().st_size
+        if getattr(opts, "stream", None) is None:
+            note(
+                f"{path}: {size / 2**30:.1f} GB is more than {MEMORY_SHARE:.0%} of the available "
+                "memory: streaming it from disk (--no-stream loads it whole)"
+            )
+        header = header_of(path)
+        tname = opts.target or (encoder.target.name if encoder is not None else header[-1])
+        if tname not in header:
+            raise InputError(
+                f"{path}: no column '{tname}' (columns: {', '.join(header)})",
+                "pass --target COLUMN",
+            )
+        if len(header) < 2:
+            raise InputError(
+                f"{path}: needs at least one feature column besides the target '{tname}'"
+            )
+        split = None
+        if not opts.val:
+            if not 0.0 < opts.val_split < 1.0:
+                raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
+            split = (opts.val_split, opts.seed)
+        found = scan(path, tname, opts.task, split, encoder)
+        encoder = found.encoder
+        if found.unlabelled:
+            note(f"{path}: dropped {found.unlabelled} rows with no value in target '{tname}'")
+        train = StreamedRows(path, encoder, found.train_rows, "train", split)
+        train.label_counts = found.label_counts
+        if opts.val:
+            val_path = opts.val
+            check_file(val_path)
+            if tname not in header_of(val_path):
+                raise InputError(f"{val_path}: no column '{tname}' (the target)")
+            val_rows = scan(val_path, tname, opts.task, None, encoder).train_rows
+            val = StreamedRows(val_path, encoder, val_rows, "val", None)
+        else:
+            val_rows = found.val_rows
+            val = StreamedRows(path, encoder, val_rows, "val", split)
+        if found.train_rows < 2 or val_rows < 1:
+            raise InputError(
+                f"{path}: only {found.train_rows + val_rows} rows; too few to split for validation",
+                "pass --val FILE",
+            )
+        val.cache_bytes = VAL_CACHE_BYTES
+        info = {"rows": found.train_rows + val_rows, "streamed": True}
+        return Prepared(encoder, train, None, val, None, info)

@@ -1,0 +1,184 @@
+"""`--stream`: out-of-core CSV training. The streamed statistics pass fits the encoder the in-memory
+path fits, the shuffle buffer hands out every training row once per epoch, a streamed model is an
+ordinary model file, and it reaches the in-memory model's validation accuracy on the same file."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import Runner, assert_error
+
+from dlcli.data.csvio import read_table
+from dlcli.data.sources import DataOptions, TabularSource, choose_source
+from dlcli.data.stream import StreamedRows, StreamedTableSource
+from dlcli.data.stream_scan import held_out, scan
+from dlcli.data.tabular import TabularEncoder
+from dlcli.data.target import Target
+from dlcli.engine.train_run import TrainRequest, run_training
+from dlcli.errors import InputError
+
+ROWS = 250_000
+
+
+def write_table(path: Path, rows: int, seed: int = 0) -> Path:
+    """Six numbers (one with 5% missing), a colour, a small integer count, a yes/no label that
+    depends on them non-linearly; written with pyarrow in one go (~20 MB for 250k rows)."""
+    import pyarrow as pa
+    import pyarrow.csv as pc
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 6)).astype(np.float32)
+    color = rng.integers(0, 4, rows)
+    logit = 1.5 * x[:, 0] - x[:, 1] + 0.8 * x[:, 2] * x[:, 3] + np.array([0, 1, -1, 0.5])[color]
+    cols = {f"x{i}": x[:, i] for i in range(6)}
+    cols["x4"] = pa.array(x[:, 4], mask=rng.random(rows) < 0.05)
+    cols["color"] = np.array(["red", "green", "blue", "teal"])[color]
+    cols["count"] = rng.integers(0, 10, rows)
+    cols["label"] = np.where(logit + rng.logistic(size=rows) > 0, "yes", "no")
+    pc.write_csv(pa.table(cols), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_table(tmp_path_factory.mktemp("stream") / "big.csv", ROWS)
+
+
+@pytest.fixture(scope="module")
+def trained(big_csv: Path) -> dict:
+    """The same file trained streamed and in memory with the same settings, through the library
+    call `dl train` makes (no process start-ups): {"stream"|"memory": (model path, summary)}."""
+    out = {}
+    for mode, stream in (("stream", True), ("memory", False)):
+        model = big_csv.parent / f"{mode}.pt"
+        req = TrainRequest(
+            str(big_csv),
+            str(model),
+            data_opts=DataOptions(stream=stream),
+            overrides={"epochs": 1, "batch_size": 512},
+            plots=False,
+        )
+        out[mode] = (model, run_training(req))
+    return out
+
+
+def test_streamed_training_reaches_in_memory_accuracy(trained: dict) -> None:
+    (_, streamed), (_, in_memory) = trained["stream"], trained["memory"]
+    rows = streamed["train_rows"] + streamed["val_rows"]
+    assert rows == ROWS
+    assert abs(streamed["val_rows"] / rows - 0.2) < 0.01  # the held-out share
+    assert streamed["metrics"]["accuracy"] > 0.7  # the label is learnable (Bayes rate ~0.79)
+    assert abs(streamed["metrics"]["accuracy"] - in_memory["metrics"]["accuracy"]) < 0.01
+
+
+def test_streamed_model_evaluates_predicts_exports(
+    trained: dict, big_csv: Path, dl_inproc: Runner, tmp_path: Path
+) -> None:
+    model = trained["stream"][0]
+    rows = tmp_path / "rows.csv"
+    pd.read_csv(big_csv, nrows=500).to_csv(rows, index=False)
+    res = dl_inproc("evaluate", model, rows, "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["accuracy"] > 0.7
+    res = dl_inproc("predict", model, rows)
+    assert res.returncode == 0, res.stderr
+    predicted = pd.read_csv(io.StringIO(res.stdout))["prediction"]
+    assert len(predicted) == 500 and set(predicted) <= {"yes", "no"}
+    res = dl_inproc("export", model, "--onnx", "-o", tmp_path / "m.onnx")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "m.onnx").stat().st_size > 0
+
+
+def _tricky(path: Path, rows: int = 3000) -> Path:
+    """Columns each typing rule looks at: an ID, a single value, an empty column, free text,
+    booleans, rare categories, missing numbers, an integer count."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(
+        {
+            "row_id": np.arange(rows) + 7,
+            "same": np.full(rows, 3.5),
+            "empty": [""] * rows,
+            "note": [f"text {i}" for i in range(rows)],
+            "flag": rng.random(rows) < 0.3,
+            "city": rng.choice(["a", "b", " c", "d"], rows, p=[0.5, 0.3, 0.15, 0.05]),
+            "v": np.where(rng.random(rows) < 0.1, np.nan, rng.normal(5, 2, rows)),
+            "n": rng.integers(0, 5, rows),
+            "y": rng.integers(0, 3, rows),
+        }
+    )
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("split", [(0.25, 3), None])
+def test_scan_fits_the_in_memory_encoder(tmp_path: Path, split: tuple | None) -> None:
+    path = _tricky(tmp_path / "t.csv")
+    found = scan(str(path), "y", None, split, None)
+    frame = read_table(str(path))
+    target = Target.fit(frame["y"], None, str(path))
+    rows = np.flatnonzero(~held_out(0, len(frame), *split)) if split else None
+    expected = TabularEncoder.fit(frame, target, str(path), rows)
+    assert found.encoder.target == expected.target
+    assert [c.name for c in found.encoder.columns] == ["flag", "city", "v", "n"]
+    for got, want in zip(found.encoder.columns, expected.columns, strict=True):
+        assert (got.name, got.kind, got.indicator) == (want.name, want.kind, want.indicator)
+        assert got.categories == want.categories
+        assert got.mean == pytest.approx(want.mean, rel=1e-5, abs=1e-6)
+        assert got.std == pytest.approx(want.std, rel=1e-5)
+    train = len(frame) if split is None else len(rows)
+    assert found.train_rows == train and found.train_rows + found.val_rows == len(frame)
+    y_train = target.encode(frame["y"], "t")[rows if split else slice(None)]
+    assert found.label_counts == np.bincount(y_train, minlength=3).tolist()
+
+
+def test_shuffle_buffer_hands_out_each_training_row_once(tmp_path: Path) -> None:
+    path = write_table(tmp_path / "s.csv", 20_000)
+    opts = DataOptions(val_split=0.2, seed=5, stream=True)
+    prep = StreamedTableSource.prepare(str(path), opts)
+    train, val = prep.x_train, prep.x_val
+    assert isinstance(train, StreamedRows)
+    train.batch_size, train.buffer_rows = 64, 3000
+    first = list(train.shuffled(torch.Generator().manual_seed(0)))
+    assert len(first) == len(train) == train.rows // 64
+    x = torch.cat([xb for xb, _ in first])
+    assert len(torch.unique(x, dim=0)) == len(x)  # no row twice
+    key = lambda rows: [tuple(r) for r in rows[:, :4].tolist()]  # noqa: E731 (x0-x3: no NaN)
+    position = {k: i for i, k in enumerate(key(torch.cat([xb for xb, _ in train.in_order()])))}
+    order = np.array([position[k] for k in key(x[:3000])])
+    assert order.max() > 10_000  # rows from far down the file are mixed into the first batches
+    again = list(train.shuffled(torch.Generator().manual_seed(0)))
+    assert all(
+        torch.equal(a[0].nan_to_num(), b[0].nan_to_num()) for a, b in zip(first, again, strict=True)
+    )
+    held = set(key(torch.cat([xb for xb, _ in val.in_order()])))
+    assert held.isdisjoint(position) and len(held) + len(position) == 20_000
+
+
+def test_corrupt_row_mid_file_is_one_line(big_csv: Path, dl_inproc: Runner, tmp_path: Path) -> None:
+    lines = big_csv.read_bytes().split(b"\n")
+    bad = tmp_path / "bad.csv"
+    lines[200_001] = b"0.1,oops," + lines[200_001].split(b",", 2)[2]  # data row 200,001
+    bad.write_bytes(b"\n".join(lines))
+    res = dl_inproc("train", bad, "--stream", "-o", tmp_path / "m.pt")
+    assert_error(res, "bad.csv", "'x1'", "row 200001", "'oops'")
+    assert not (tmp_path / "m.pt").exists()
+    lines[200_001] += b",extra"
+    bad.write_bytes(b"\n".join(lines))
+    with pytest.raises(InputError, match="line 200002 has 10 fields"):
+        scan(str(bad), "label", None, (0.2, 42))
+
+
+def test_large_files_stream_on_their_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, big_csv: Path
+) -> None:
+    monkeypatch.setenv("DL_STREAM_BYTES", str(big_csv.stat().st_size - 1))
+    assert choose_source(str(big_csv), DataOptions()) is StreamedTableSource
+    assert choose_source(str(big_csv), DataOptions(stream=False)) is TabularSource
+    monkeypatch.setenv("DL_STREAM_BYTES", str(big_csv.stat().st_size))
+    assert choose_source(str(big_csv), DataOptions()) is TabularSource
