@@ -26,6 +26,11 @@ def evaluate(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
+    ),
     anomaly_label: str = typer.Option(
         None,
         "--anomaly-label",
@@ -68,7 +73,7 @@ def evaluate(
 
         raise UsageError("--anomaly-label applies to autoencoder models")
     loaded = load_model(model, device, file_data)
-    metrics = evaluate_file(loaded, data, errors)
+    metrics = evaluate_file(loaded, data, errors, precision)
     if report:
         from dlcli.engine.evaluator import write_report
 

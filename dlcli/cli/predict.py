@@ -36,6 +36,11 @@ def predict(
     device: str = typer.Option(
         "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
     ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
+    ),
     steps: int = typer.Option(
         None,
         "--steps",
@@ -106,7 +111,8 @@ def predict(
 
             writer.write(forecast(loaded, inputs[0], steps))
         else:
-            for passthrough, outputs in predictor.predict_stream(loaded, inputs, keep_columns):
+            chunks = predictor.predict_stream(loaded, inputs, keep_columns, precision)
+            for passthrough, outputs in chunks:
                 writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
         fh.flush()
 

@@ -99,11 +99,16 @@ class MixedPrecision:
             with torch.no_grad(), self.autocast():
                 forward()
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:160]
-            raise UsageError(
-                f"--precision {self.name} is not supported on this CPU for this network ({first})",
-                "use --precision fp32, or bf16 on a CUDA GPU",
-            ) from None
+            raise unsupported_on_cpu(self.name, exc) from None
+
+
+def unsupported_on_cpu(name: str, exc: Exception) -> UsageError:
+    """The one line for a network whose kernels have no `name` version on this CPU."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:160]
+    return UsageError(
+        f"--precision {name} is not supported on this CPU for this network ({first})",
+        "use --precision fp32, or bf16 on a CUDA GPU",
+    )
 
 
 class CompiledForward:

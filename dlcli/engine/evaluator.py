@@ -15,15 +15,18 @@ from dlcli.engine.predictor import run_batches
 from dlcli.errors import InputError, UsageError
 
 
-def evaluate_file(loaded: Any, path: str, errors_dir: str | None = None) -> dict:
+def evaluate_file(
+    loaded: Any, path: str, errors_dir: str | None = None, precision: str | None = None
+) -> dict:
     """Stream `path`, predict, and compute the task's metrics against its target column.
-    With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there."""
+    With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there.
+    `precision`: the forward pass's autocast, as in `run_batches` (None: bf16 on CUDA, else fp32)."""
     target = loaded.encoder.target
     baseline = hasattr(loaded.encoder, "baseline_metrics")  # e.g. series: the naive forecast
     ys, outs, paths, raws = [], [], [], []
     for frame, raw in loaded.encoder.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))
-        outs.append(run_batches(loaded.inference, raw))
+        outs.append(run_batches(loaded.inference, raw, precision=precision))
         if "path" in frame.columns:
             paths.extend(frame["path"].tolist())
         if baseline:
