@@ -240,6 +240,10 @@ def _run_family(
     """Autoencoders, GANs...: the family's own training (dlcli/engine/families.py)."""
     from dlcli.engine.families import FamilyJob, family_module
 
+    if distributed.world_size() > 1:  # their trainers do not shard or reduce (yet)
+        raise UsageError(
+            f"{spec.family} models train on one process; run without torchrun/--devices"
+        )
     if resume is not None:  # the checkpoint holds the spec and settings of the interrupted run
         spec_doc, cfg = resume["spec"], TrainConfig(**resume["train"])
         for k, v in req.overrides.items():
