@@ -1,4 +1,5 @@
-"""Files in a run folder: the per-epoch history CSV, the learning curve and the confusion matrix.
+"""Files in a run folder: the per-epoch history CSV, the learning curve, the confusion matrix and
+panels of any history curves (GAN losses).
 
 Each file is written atomically, so an interrupted run never leaves a half-written file.
 """
@@ -131,8 +132,31 @@ def plot_confusion_matrix(
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
 
 
+def plot_curves(path: PathLike, history: list[dict], panels: dict[str, list[str]]) -> None:
+    """PNG: one panel per title in `panels`, each plotting its history keys against the epoch
+    (e.g. a GAN's {"Loss": ["d_loss", "g_loss"], "Discriminator output": ["d_real", "d_fake"]})."""
+    with atomic_path(path) as tmp:
+        epochs = [row.get("epoch", i + 1) for i, row in enumerate(history)]
+        fig, axes = _figure(5 * len(panels), 4, ncols=len(panels))
+        for ax, (title, keys) in zip(axes, panels.items(), strict=True):
+            for key in keys:
+                if _has(history, key):
+                    values = _series(history, key)
+                    ax.plot(epochs, values, marker="o", markersize=3, label=key)
+            ax.set(title=title, xlabel="epoch")
+            if ax.get_lines():
+                ax.legend()
+                ax.grid(alpha=0.3)
+                ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+
+
 # -- drawing beside training ----------------------------------------------------------------------
-PLOTS = {"learning_curve": plot_learning_curve, "confusion_matrix": plot_confusion_matrix}
+PLOTS = {
+    "learning_curve": plot_learning_curve,
+    "confusion_matrix": plot_confusion_matrix,
+    "curves": plot_curves,
+}
 
 
 class PlotWorker:

@@ -214,9 +214,12 @@ def train(
     if not quiet:
         from dlcli.cli.tables import metrics_table
 
-        console().print(metrics_table(summary["metrics"], "validation"))
+        if summary.get("metrics"):  # a GAN has no validation metrics
+            console().print(metrics_table(summary["metrics"], "validation"))
+        best, run = summary.get("best_epoch"), summary["epochs_run"]
+        epochs = f"best epoch {best} of {run}" if best else f"{run} epoch{'s' if run != 1 else ''}"
         console().print(
-            f"saved [bold]{summary['model']}[/] (best epoch {summary['best_epoch']} of {summary['epochs_run']}); run files in {summary['run_dir']}/"
+            f"saved [bold]{summary['model']}[/] ({epochs}); run files in {summary['run_dir']}/"
         )
 
 

@@ -40,9 +40,11 @@ def _eta(seconds: float) -> str:
 
 
 class ProgressCallback(Callback):
-    """Epoch progress on stderr: a live rich bar on a terminal, else a plain line per epoch."""
+    """Epoch progress on stderr: a live rich bar on a terminal, else a plain line per epoch.
+    `fmt` turns an epoch's row into its stats text (default: loss, val_* metrics, samples/s)."""
 
-    def __init__(self) -> None:
+    def __init__(self, fmt: Callable[[dict], str] | None = None) -> None:
+        self.fmt = fmt or _fmt_row
         self.live = is_interactive() and not quiet()
         self.progress: Any = None
 
@@ -82,10 +84,10 @@ class ProgressCallback(Callback):
         done = row["epoch"] - self.done0
         eta = (time.perf_counter() - self.t0) / max(done, 1) * (self.epochs - row["epoch"])
         if self.progress is not None:
-            self.progress.update(self.task, completed=row["epoch"], stats=_fmt_row(row))
+            self.progress.update(self.task, completed=row["epoch"], stats=self.fmt(row))
         else:
             console().print(
-                f"epoch {row['epoch']}/{self.epochs}  {_fmt_row(row)}  eta {_eta(eta)}",
+                f"epoch {row['epoch']}/{self.epochs}  {self.fmt(row)}  eta {_eta(eta)}",
                 soft_wrap=True,
             )
 

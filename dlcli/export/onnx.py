@@ -28,12 +28,10 @@ _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "on
 
 def export(model_path: str, output: str | None, tolerance: float) -> dict[str, Any]:
     """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
-    import onnx
-
     from dlcli import checkpoint
     from dlcli.engine import families
     from dlcli.export.inputs import adapter_for
-    from dlcli.fileio import atomic_path, write_text
+    from dlcli.fileio import write_text
     from dlcli.model.assemble import load_model
 
     data = checkpoint.load(model_path)
@@ -47,30 +45,55 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     rows = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
     dims = getattr(adapter, "dynamic_axes", {0: "batch"})
     proto, exporter = to_onnx(loaded.inference, rows, adapter.input_name, output_name, dims)
-    onnx.helper.set_model_props(proto, metadata(loaded, adapter))
-    proto.producer_name, proto.producer_version = "dl", __version__
-    proto.ir_version = min(proto.ir_version, IR_VERSION)  # loadable by older runtimes too
-    with atomic_path(target) as tmp:  # a failed check below leaves `target` as it was
-        onnx.save_model(proto, str(tmp))
-        batches = (
-            adapter.verify_batches(rows) if hasattr(adapter, "verify_batches") else [rows[:1], rows]
-        )
-        diff = verify(tmp, loaded.inference, batches, adapter.input_name, tolerance)
-        size = tmp.stat().st_size
+    batches = (
+        adapter.verify_batches(rows) if hasattr(adapter, "verify_batches") else [rows[:1], rows]
+    )
+    meta = metadata(loaded, adapter)
+    written = write_verified(
+        proto, target, loaded.inference, batches, adapter.input_name, meta, tolerance
+    )
     side = adapter.side_files(loaded.encoder, target) if hasattr(adapter, "side_files") else {}
     for path, text in side.items():  # written only once the graph itself passed
         write_text(path, text)
     return {
+        **written,
+        "exporter": exporter,
+        "rows_checked": len(rows),
+        "output_name": output_name,
+        "side_files": [str(p) for p in side],
+    }
+
+
+def write_verified(
+    proto: Any,
+    target: Path,
+    module: torch.nn.Module,
+    batches: list[torch.Tensor],
+    input_name: str,
+    meta: dict[str, str],
+    tolerance: float,
+) -> dict[str, Any]:
+    """Stamp `meta` (the `dl.*` metadata_props) and the producer on `proto`, save it atomically
+    to `target` and verify it against `module` on `batches` (see `verify`): a graph that fails
+    leaves `target` as it was. Returns the common keys of the export's --json result."""
+    import onnx
+
+    from dlcli.fileio import atomic_path
+
+    onnx.helper.set_model_props(proto, meta)
+    proto.producer_name, proto.producer_version = "dl", __version__
+    proto.ir_version = min(proto.ir_version, IR_VERSION)  # loadable by older runtimes too
+    with atomic_path(target) as tmp:
+        onnx.save_model(proto, str(tmp))
+        diff = verify(tmp, module, batches, input_name, tolerance)
+        size = tmp.stat().st_size
+    return {
         "path": str(target),
         "format": "onnx",
         "opset": next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-        "exporter": exporter,
         "max_abs_diff": diff,
-        "rows_checked": len(rows),
-        "input_name": adapter.input_name,
-        "output_name": output_name,
+        "input_name": input_name,
         "size_bytes": size,
-        "side_files": [str(p) for p in side],
     }
 
 

@@ -212,9 +212,13 @@ def preset_names() -> list[str]:
     return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
 
 
+PRESET_ALIASES = {"gan": "dcgan"}  # names users type -> the preset file
+
+
 def preset_text(name: str) -> str:
     """The YAML text of preset `name` (what `dl build --print-spec` shows)."""
     key = name.lower().replace("-", "_")
+    key = PRESET_ALIASES.get(key, key)
     names = preset_names()
     if key not in names:
         import difflib

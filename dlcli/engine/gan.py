@@ -1,0 +1,376 @@
+"""The GAN family (engine/families.py): a generator and a discriminator from a spec's
+`generator:` and `discriminator:` sections, trained on an image folder (loop: gan_fit.py), with
+a sample grid per epoch and loss curves in the run folder; `predict --samples` and ONNX export
+of the generator (noise -> image in [0, 1])."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dlcli import __version__, checkpoint
+from dlcli.console import info
+from dlcli.engine.families import FamilyJob, PredictOptions
+from dlcli.engine.gan_fit import GanState, Sampler, Watch, run_epochs, sample_images, spread
+from dlcli.errors import InputError, UsageError
+from dlcli.model.builder import BuiltNetwork, build_stack
+
+DEFAULT_LATENT = 64
+MIN_IMAGES = 32  # fewer than one batch of real images cannot teach a discriminator anything
+GRID_SAMPLES = 64  # fixed-noise samples in each epoch's grid
+GEN_BATCH = 256  # generation batch of `predict --samples` (fixed, so a seed gives the same images)
+CHECKPOINT_FORMAT = "dlcli-checkpoint"
+# settings a GAN needs other defaults for than a classifier (DCGAN paper), unless given
+GAN_DEFAULTS = {
+    "optimizer": "adam",
+    "lr": 2e-4,
+    "weight_decay": 0.0,
+    "label_smoothing": 0.1,
+    "epochs": 50,
+    "batch_size": 64,
+}
+
+
+# -- networks -------------------------------------------------------------------------------------
+def build(
+    spec: Any, input_shape: tuple[int, ...], outputs: int | None = None, source: str | None = None
+) -> dict[str, BuiltNetwork]:
+    """`dl build --arch dcgan --input-shape C,H,W`: {"generator", "discriminator"}."""
+    if len(input_shape) != 3:
+        raise UsageError(
+            f"a GAN generates images: --input-shape must be C,H,W (e.g. 1,32,32), got {','.join(map(str, input_shape))}"
+        )
+    return build_networks(spec, tuple(int(d) for d in input_shape), source)
+
+
+def build_networks(
+    spec: Any, image_shape: tuple[int, int, int], source: str | None
+) -> dict[str, BuiltNetwork]:
+    """generator: noise (latent,) -> image (C, H, W); discriminator: image -> one logit."""
+    latent = int(spec.latent or DEFAULT_LATENT)
+    gen = build_stack(
+        spec.generator, "generator", (latent,), image_shape[0], spec.init, "none", source,
+        data_info={"image_shape": image_shape}, expect_shape=image_shape,
+    )  # fmt: skip
+    disc = build_stack(
+        spec.discriminator, "discriminator", image_shape, 1, spec.init, spec.head, source,
+        data_info={"image_shape": image_shape}, expect_shape=(1,),
+    )  # fmt: skip
+    return {"generator": gen, "discriminator": disc}
+
+
+def load_sampler(data: dict, model_path: str) -> tuple[Sampler, int]:
+    """The trained generator of a GAN model file as a Sampler (eval mode) and its noise size."""
+    from dlcli.spec.schema import parse_spec
+
+    spec = parse_spec(data["spec"], f"in {model_path}")
+    shape = tuple(int(d) for d in data["image_shape"])
+    gen = build_networks(spec, shape, f"in {model_path}")["generator"].module  # type: ignore[arg-type]
+    gen.load_state_dict(data["weights"]["generator"])
+    return Sampler(gen).eval(), int(data["latent"])
+
+
+# -- training -------------------------------------------------------------------------------------
+def _settings(job: FamilyJob) -> Any:
+    """The merged TrainConfig with GAN defaults where neither a flag nor the spec set a value
+    (a resumed run keeps the settings it started with)."""
+    cfg = job.cfg
+    if job.resume is None:
+        for key, value in GAN_DEFAULTS.items():
+            if job.req.overrides.get(key) is None and getattr(job.spec.training, key) is None:
+                setattr(cfg, key, value)
+    return cfg
+
+
+def _check_data(job: FamilyJob) -> None:
+    """A GAN needs an image folder with at least MIN_IMAGES images: one clear line otherwise."""
+    from dlcli.data import image_cache
+    from dlcli.data.images import find_splits
+
+    kind = getattr(job.source, "kind", None)
+    if kind != "image":
+        raise UsageError(
+            f"a GAN generates images and trains on an image folder; {job.req.data} is {kind} data",
+            "give a folder of images, e.g. dl train digits/ --arch gan",
+        )
+    root = Path(job.req.data)
+    if root.is_dir():
+        found = image_cache.walk_images(find_splits(root).get("train", root))[0]
+        if 0 < len(found) < MIN_IMAGES:
+            raise InputError(
+                f"{job.req.data}: {len(found)} image{'s' if len(found) != 1 else ''}; a GAN needs "
+                f"at least {MIN_IMAGES} (hundreds or more to make varied images)"
+            )
+
+
+def _optimizer(cfg: Any, beta1: float, params: Any) -> torch.optim.Optimizer:
+    from dlcli.engine.optim import make_optimizer
+
+    opt = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
+    for group in opt.param_groups:
+        if "betas" in group:  # Adam's beta1 (0.5 for GANs: less momentum, steadier duels)
+            group["betas"] = (beta1, group["betas"][1])
+    return opt
+
+
+def train(job: FamilyJob) -> dict:
+    """Train a GAN on an image folder; writes the model file and the run folder; --json summary."""
+    from dlcli.data.sources import encoder_from_state
+    from dlcli.engine.trainer import pick_device
+
+    req, spec = job.req, job.spec
+    _check_data(job)
+    cfg = _settings(job)
+    req.data_opts.unsupervised = True
+    t_load = time.perf_counter()
+    encoder = encoder_from_state(job.resume["encoder"]) if job.resume else None
+    prep = job.source.prepare(req.data, req.data_opts, encoder)
+    encoder = prep.encoder
+    if not isinstance(prep.x_train, torch.Tensor):
+        raise UsageError(f"{req.data}: too many images to hold in memory for GAN training")
+    parts = [prep.x_train] + ([prep.x_val] if prep.x_val is not None else [])
+    images = torch.cat(parts)  # (N, C, H, W) uint8: a GAN has no validation, it uses them all
+    _check_count(req.data, len(images))
+    load_s = time.perf_counter() - t_load
+    shape = tuple(int(d) for d in encoder.input_shape)
+    torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
+    nets = build_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")
+    own = torch.Generator().manual_seed(cfg.seed)  # draws that must not shift it (resume is exact)
+    latent = int(spec.latent or DEFAULT_LATENT)
+    beta1 = spec.training.beta1 if spec.training.beta1 is not None else 0.5
+    device = pick_device(cfg.device)
+    gen, disc = nets["generator"].module.to(device), nets["discriminator"].module.to(device)
+    state = GanState(
+        gen, disc, _optimizer(cfg, beta1, gen.parameters()),
+        _optimizer(cfg, beta1, disc.parameters()), torch.randn(GRID_SAMPLES, latent, generator=own),
+    )  # fmt: skip
+    payload_base = {
+        "family": "gan",
+        "dl_version": __version__,
+        "spec": job.spec_doc,
+        "encoder": encoder.to_state(),
+        "image_shape": list(shape),
+        "latent": latent,
+        "train": cfg.to_dict(),
+        "val_split": req.data_opts.val_split,
+    }
+    if job.resume is not None:
+        state.restore(job.resume["gan"])
+        info(
+            f"resuming from {checkpoint.checkpoint_path(req.output)} after epoch {len(state.history)}"
+        )
+    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
+    info(
+        f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
+        f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
+    )
+    reals = images[torch.randperm(len(images), generator=own)[:GRID_SAMPLES]].float() / 255
+    watch = Watch(spread(reals))
+    run_folder = checkpoint.run_dir(req.output)
+    result = _fit(job, state, images, cfg, latent, device, watch, payload_base)
+    history = state.history
+    payload = {
+        **payload_base,
+        "weights": {
+            "generator": {k: v.cpu() for k, v in gen.state_dict().items()},
+            "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
+        },
+        "history": history,
+        "warnings": watch.warnings,
+        "data": {"source": str(req.data), "rows": len(images)},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    checkpoint.save(payload, req.output)
+    ckpt = checkpoint.checkpoint_path(req.output)
+    if ckpt.exists():
+        ckpt.unlink()
+    files = _write_run_files(run_folder, history, job.plotter) + result["grids"]
+    last = history[-1] if history else {}
+    return {
+        "model": str(req.output),
+        "run_dir": str(run_folder),
+        "family": "gan",
+        "epochs_run": len(history),
+        "train_rows": len(images),
+        "latent": latent,
+        "params": {"generator": n_g, "discriminator": n_d},
+        "load_seconds": round(load_s, 3),
+        "train_seconds": round(result["seconds"], 3),
+        "epoch_seconds": [round(r["seconds"], 4) for r in history],
+        "final": {
+            k: round(last[k], 4)
+            for k in ("d_loss", "g_loss", "d_real", "d_fake", "diversity")
+            if k in last
+        },
+        "divergence": watch.diverged,
+        "mode_collapse": watch.collapsed,
+        "warnings": watch.warnings,
+        "settings": {**cfg.to_dict(), "beta1": beta1, "latent": latent},
+        "files": files,
+    }
+
+
+def _check_count(data: str, n: int) -> None:
+    if n < MIN_IMAGES:
+        raise InputError(f"{data}: {n} readable images; a GAN needs at least {MIN_IMAGES}")
+
+
+def _fit(
+    job: FamilyJob, state: GanState, images: torch.Tensor, cfg: Any, latent: int,
+    device: torch.device, watch: Watch, payload_base: dict,
+) -> dict:  # fmt: skip
+    """Run the epochs with progress, sample grids and checkpoints; Ctrl-C saves the last complete
+    epoch's state to <model>.run/checkpoint.pt and raises TrainingInterrupted."""
+    from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
+    from dlcli.engine.gan_fit import format_row
+    from dlcli.engine.train_run import TrainingInterrupted
+    from dlcli.imagegrid import write_grid
+
+    req = job.req
+    ckpt_path = checkpoint.checkpoint_path(req.output)
+    samples_dir = checkpoint.run_dir(req.output) / "samples"
+    snap = {"last": state.snapshot()}
+    grids: list[str] = []
+
+    def save(snapshot: dict) -> None:
+        body = {**payload_base, "gan": snapshot}
+        checkpoint.save(body, ckpt_path, fmt=CHECKPOINT_FORMAT)
+
+    def on_epoch(row: dict, samples: torch.Tensor) -> None:
+        grid = write_grid(samples_dir / f"epoch_{row['epoch']:03d}.png", samples, nrow=8)
+        grids.append(str(grid))
+        snap["last"] = state.snapshot()
+        for cb in callbacks:
+            cb.on_epoch_end(row, lambda: snap["last"])
+
+    progress = ProgressCallback(format_row)
+    callbacks = [progress, CheckpointCallback(save), *req.callbacks]
+    steps = max(1, len(images) // cfg.batch_size)
+    settings = {
+        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "latent": latent,
+        "real_label": 1.0 - cfg.label_smoothing,
+    }  # fmt: skip
+    for cb in callbacks:
+        cb.on_train_start(cfg.epochs, steps, len(state.history) + 1)
+    t0 = time.perf_counter()
+    try:
+        run_epochs(state, images, settings, device, watch, on_epoch)
+    except KeyboardInterrupt:
+        progress.close()
+        save(snap["last"])
+        done = len(snap["last"]["history"])
+        raise TrainingInterrupted(
+            f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; checkpoint saved to {ckpt_path}",
+            f"continue with: dl train {req.data} -o {req.output} --resume",
+        ) from None
+    finally:
+        progress.close()
+    for cb in callbacks:
+        cb.on_train_end(state.history)
+    return {"seconds": time.perf_counter() - t0, "grids": grids}
+
+
+def _write_run_files(folder: Path, history: list[dict], plotter: Any) -> list[str]:
+    """metrics.csv (both networks' losses per epoch) and, with a plotter, losses.png."""
+    from dlcli import report
+
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [str(folder / "metrics.csv")]
+    report.write_history_csv(files[0], history)
+    if plotter is not None:
+        panels = {
+            "Loss": ["d_loss", "g_loss"],
+            "Discriminator output (probability real)": ["d_real", "d_fake"],
+            "Sample diversity (1 = as varied as real)": ["diversity"],
+        }
+        files.append(str(folder / "losses.png"))
+        plotter.draw([("curves", {"path": files[1], "history": history, "panels": panels})])
+    return files
+
+
+# -- generation -----------------------------------------------------------------------------------
+def generate(sampler: Sampler, latent: int, n: int, seed: int, device: torch.device) -> Any:
+    """Yield (start index, images (b, C, H, W) in [0, 1]) for n samples in batches of GEN_BATCH;
+    the noise comes from a CPU generator seeded with `seed`, so any device gives the same noise."""
+    rng = torch.Generator().manual_seed(seed)
+    sampler = sampler.to(device)
+    for start in range(0, n, GEN_BATCH):
+        noise = torch.randn(min(GEN_BATCH, n - start), latent, generator=rng)  # (b, latent)
+        yield start, sample_images(sampler, noise, device)
+
+
+def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
+    """`dl predict GAN.pt --samples N` -> -o FILE.png (a grid) and/or --output-dir DIR."""
+    from dlcli.engine.trainer import pick_device
+    from dlcli.imagegrid import write_grid, write_images
+
+    if inputs:
+        raise UsageError(
+            "a GAN model takes no inputs; it generates images",
+            f"dl predict {model_path} --samples 64 -o samples.png",
+        )
+    if opts.samples is None:
+        raise UsageError(
+            "a GAN model generates images: give --samples N",
+            f"dl predict {model_path} --samples 64 -o samples.png",
+        )
+    if not opts.output and not opts.output_dir:
+        raise UsageError(
+            f"--samples {opts.samples}: say where the images go: -o FILE.png for one grid, "
+            "or --output-dir DIR for one PNG per sample"
+        )
+    if opts.output and Path(opts.output).suffix.lower() != ".png":
+        raise UsageError(f"-o {opts.output}: a GAN writes a PNG grid; name it FILE.png")
+    if opts.output_dir and Path(opts.output_dir).exists() and not Path(opts.output_dir).is_dir():
+        raise UsageError(f"--output-dir {opts.output_dir}: exists and is not a folder")
+    sampler, latent = load_sampler(data, model_path)
+    seed = opts.seed if opts.seed is not None else secrets.randbits(31)
+    device = pick_device(opts.device)
+    grid = []
+    for start, images in generate(sampler, latent, opts.samples, seed, device):
+        if opts.output_dir:
+            write_images(opts.output_dir, images, "sample", start, opts.samples)
+        if opts.output:
+            grid.append(images)
+    if opts.output:
+        write_grid(opts.output, torch.cat(grid))
+    where = " and ".join(f for f in (opts.output, opts.output_dir and f"{opts.output_dir}/") if f)
+    info(f"wrote {opts.samples} samples to {where} (seed {seed})")
+
+
+# -- export ---------------------------------------------------------------------------------------
+def export_onnx(data: dict, model_path: str, output: str | None, tolerance: float) -> dict:
+    """The generator as ONNX: `noise` float (N, latent) -> `image` float (N, C, H, W) in [0, 1]."""
+    from dlcli.export.onnx import FORMAT_VERSION, output_path, to_onnx, write_verified
+
+    sampler, latent = load_sampler(data, model_path)
+    target = output_path(model_path, output)
+    noise = torch.randn(8, latent, generator=torch.Generator().manual_seed(0))  # (8, latent)
+    proto, exporter = to_onnx(sampler, noise, "noise", "image", {0: "batch"})
+    c, h, w = (int(d) for d in data["image_shape"])
+    meta = {
+        "dl.format_version": str(FORMAT_VERSION),
+        "dl.task": "generation",
+        "dl.family": "gan",
+        "dl.data_kind": "image",
+        "dl.latent": str(latent),
+        "dl.channels": str(c),
+        "dl.height": str(h),
+        "dl.width": str(w),
+        "dl.pixel_range": "0,1",
+        "dl.version": __version__,
+    }
+    batches = [noise[:1], noise]  # batch 1 and 8: the batch axis really is dynamic
+    written = write_verified(proto, target, sampler, batches, "noise", meta, tolerance)
+    return {
+        **written,
+        "exporter": exporter,
+        "rows_checked": 9,
+        "output_name": "image",
+        "side_files": [],
+    }

@@ -1,0 +1,214 @@
+"""The GAN training loop: alternating discriminator and generator steps with their own Adam
+optimizers, one-sided label smoothing, resumable snapshots at epoch ends, and the watch that
+reports divergence (the discriminator wins outright) and mode collapse (samples all alike)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from dlcli.console import note
+from dlcli.errors import TrainingError
+
+DIVERGE_STEPS = 200  # steps in a row with D(fake) < DIVERGE_PROB before divergence is reported
+DIVERGE_PROB = 0.02
+COLLAPSE_RATIO = 0.3  # sample spread / real-image spread below which mode collapse is reported
+COLLAPSE_FROM_EPOCH = 10  # until then low spread is normal (first samples are all one blur)...
+
+
+class Sampler(nn.Module):
+    """noise (N, latent) -> images (N, C, H, W) in [0, 1]: the generator's tanh range [-1, 1]
+    mapped back to pixels. `dl predict --samples`, the epoch grids and the ONNX graph all run it."""
+
+    def __init__(self, generator: nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, noise: torch.Tensor) -> torch.Tensor:
+        return ((self.generator(noise) + 1) / 2).clamp(0, 1)
+
+
+def to_tanh_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> float in [-1, 1], the range of the generator's tanh."""
+    return pixels.float() / 127.5 - 1
+
+
+def spread(images: torch.Tensor) -> float:
+    """Mean pairwise L2 distance between images (N, C, H, W): how varied a set is."""
+    flat = images.reshape(len(images), -1).float()
+    return float(torch.pdist(flat).mean()) if len(flat) > 1 else 0.0
+
+
+@dataclass
+class Watch:
+    """Divergence and mode-collapse detection; each warning is shown once as a note."""
+
+    real_spread: float
+    streak: int = 0  # steps in a row in which D spotted every fake
+    warnings: list[str] = field(default_factory=list)
+    diverged: bool = False
+    collapsed: bool = False
+    peak: float = 0.0  # the highest spread ratio so far
+
+    def step(self, d_fake: float, step: int) -> None:
+        self.streak = self.streak + 1 if d_fake < DIVERGE_PROB else 0
+        if self.streak >= DIVERGE_STEPS and not self.diverged:
+            self.diverged = True
+            self._warn(
+                f"divergence: the discriminator has rejected every generated image for "
+                f"{self.streak} steps (by step {step}), so the generator is no longer learning; "
+                "try a lower --lr, more dropout in the discriminator, or restart with another --seed"
+            )
+
+    def epoch(self, samples: torch.Tensor, epoch: int) -> float:
+        """The fixed-noise samples' spread relative to real images (1 = as varied)."""
+        ratio = spread(samples) / max(self.real_spread, 1e-8)
+        self.peak = max(self.peak, ratio)
+        # ...unless the spread had been healthy and fell back: the samples converged on a few
+        late = epoch >= COLLAPSE_FROM_EPOCH or self.peak >= 2 * COLLAPSE_RATIO
+        if late and ratio < COLLAPSE_RATIO and not self.collapsed:
+            self.collapsed = True
+            self._warn(
+                f"mode collapse: at epoch {epoch} the samples are {ratio:.2f}x as varied as the "
+                "real images (the generator makes nearly the same image for any noise); "
+                "try a lower --lr or another --seed"
+            )
+        return ratio
+
+    def _warn(self, text: str) -> None:
+        self.warnings.append(text)
+        note(text)
+
+
+@dataclass
+class GanState:
+    """Everything that changes during training; `snapshot()` is its resumable plain-data copy."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    fixed_noise: torch.Tensor  # (S, latent): the noise behind the per-epoch sample grids
+    history: list[dict] = field(default_factory=list)
+    step: int = 0
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(
+            {
+                "generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(),
+                "fixed_noise": self.fixed_noise,
+                "history": self.history,
+                "step": self.step,
+                "rng": torch.get_rng_state(),
+            }
+        )
+
+    def restore(self, snap: dict) -> None:
+        self.generator.load_state_dict(snap["generator"])
+        self.discriminator.load_state_dict(snap["discriminator"])
+        self.opt_g.load_state_dict(snap["opt_g"])
+        self.opt_d.load_state_dict(snap["opt_d"])
+        self.fixed_noise, self.history = snap["fixed_noise"], list(snap["history"])
+        self.step = int(snap["step"])
+        torch.set_rng_state(snap["rng"])
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
+
+
+def fit_epoch(
+    state: GanState,
+    images: torch.Tensor,
+    batch: int,
+    real_label: float,
+    device: torch.device,
+    latent: int,
+    watch: Watch,
+    epoch: int,
+) -> dict:
+    """One pass over `images` (uint8 (N, C, H, W), shuffled): per batch a discriminator step on
+    real (target `real_label`) and generated (target 0) images, then a generator step that asks
+    the discriminator to call its images real (target 1). Returns the epoch's mean row."""
+    g, d = state.generator.train(), state.discriminator.train()
+    sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+    t0, steps = time.perf_counter(), 0
+    order = torch.randperm(len(images))
+    for start in range(0, max(1, len(images) - batch + 1), batch):  # whole batches only
+        real = to_tanh_range(images[order[start : start + batch]]).to(device)  # (B, C, H, W)
+        noise = torch.randn(len(real), latent, device=device)  # (B, latent)
+        fake = g(noise)  # (B, C, H, W) in [-1, 1]
+        out_real, out_fake = d(real), d(fake.detach())  # (B, 1) logits
+        loss_d = _bce(out_real, real_label) + _bce(out_fake, 0.0)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.opt_d.step()
+        loss_g = _bce(d(fake), 1.0)  # the non-saturating generator loss
+        state.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.opt_g.step()
+        state.step, steps = state.step + 1, steps + 1
+        values = (loss_d.item(), loss_g.item())
+        if not all(math.isfinite(v) for v in values):
+            raise TrainingError(
+                f"GAN losses became NaN or infinite at epoch {epoch}, step {state.step}; "
+                "training stopped and no model was written",
+                "lower --lr (the default is 0.0002) or check the images",
+            )
+        d_real, d_fake = (float(torch.sigmoid(o.detach()).mean()) for o in (out_real, out_fake))
+        for key, v in zip(sums, (*values, d_real, d_fake), strict=True):
+            sums[key] += v
+        watch.step(d_fake, state.step)
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
+    return {**row, "seconds": seconds, "samples_per_s": steps * batch / max(seconds, 1e-9)}
+
+
+def sample_images(sampler: Sampler, noise: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Images (N, C, H, W) in [0, 1] for `noise`, on the CPU, with the generator in eval mode."""
+    was = sampler.training
+    sampler.eval()
+    with torch.no_grad():
+        out = sampler(noise.to(device)).cpu()
+    sampler.train(was)
+    return out
+
+
+def format_row(row: dict) -> str:
+    """The progress line's stats for a GAN epoch."""
+    return (
+        f"d_loss {row['d_loss']:.3f}  g_loss {row['g_loss']:.3f}  D(real) {row['d_real']:.2f}  "
+        f"D(fake) {row['d_fake']:.2f}  diversity {row.get('diversity', float('nan')):.2f}  "
+        f"{row['samples_per_s']:,.0f} images/s"
+    )
+
+
+def run_epochs(
+    state: GanState,
+    images: torch.Tensor,
+    settings: dict,
+    device: torch.device,
+    watch: Watch,
+    on_epoch: Callable[[dict, torch.Tensor], None],
+) -> None:
+    """Epochs len(history)+1 .. settings['epochs']; `on_epoch(row, samples)` after each."""
+    sampler = Sampler(state.generator)
+    for epoch in range(len(state.history) + 1, settings["epochs"] + 1):
+        row = fit_epoch(
+            state, images, settings["batch_size"], settings["real_label"], device,
+            settings["latent"], watch, epoch,
+        )  # fmt: skip
+        samples = sample_images(sampler, state.fixed_noise, device)  # (S, C, H, W) in [0, 1]
+        row["diversity"] = watch.epoch(samples, epoch)
+        state.history.append(row)
+        on_epoch(row, samples)

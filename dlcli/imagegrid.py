@@ -1,0 +1,74 @@
+"""Image tensors -> PNG files with Pillow: a grid of many images (GAN samples, autoencoder
+reconstructions) or one file per image. Every file is written atomically."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dlcli.fileio import atomic_path
+
+PathLike = str | os.PathLike[str]
+MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
+MIN_TILE = 48  # grid tiles smaller than this are enlarged (nearest), so 8x8 digits stay visible
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) float in [0, 1] -> (N, H, W, C) uint8 (values outside [0, 1] are clipped)."""
+    if images.dim() != 4 or images.shape[1] not in MODES:
+        raise ValueError(
+            f"expected (N, C, H, W) images with 1-4 channels, got {tuple(images.shape)}"
+        )
+    pixels = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
+
+
+def _pil(pixels: np.ndarray):  # (H, W, C) uint8 -> PIL image
+    from PIL import Image
+
+    return Image.fromarray(
+        pixels[..., 0] if pixels.shape[2] == 1 else pixels, MODES[pixels.shape[2]]
+    )
+
+
+def write_grid(path: PathLike, images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Path:
+    """Images (N, C, H, W) float in [0, 1] -> one PNG, `nrow` images per row (default: a square),
+    `pad` pixels of black between tiles; small tiles are enlarged to at least MIN_TILE pixels."""
+    pixels = to_uint8(images)  # (N, H, W, C)
+    n, h, w, c = pixels.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / nrow))
+    scale = max(1, math.ceil(MIN_TILE / max(1, min(h, w))))
+    th, tw = h * scale, w * scale
+    grid = np.zeros((rows * (th + pad) + pad, nrow * (tw + pad) + pad, c), dtype=np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        tile = pixels[i].repeat(scale, axis=0).repeat(scale, axis=1)  # (th, tw, C)
+        y, x = pad + r * (th + pad), pad + col * (tw + pad)
+        grid[y : y + th, x : x + tw] = tile
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        _pil(grid).save(tmp, format="PNG")
+    return target
+
+
+def write_images(
+    folder: PathLike, images: torch.Tensor, prefix: str = "sample", start: int = 0, total: int = 0
+) -> list[Path]:
+    """Images (N, C, H, W) float in [0, 1] -> folder/<prefix>_0000.png, ... at their own size,
+    numbered from `start` (written in batches: `total` images in all sets the number width)."""
+    pixels = to_uint8(images)
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    digits = max(4, len(str(max(total, start + len(pixels)) - 1)))
+    paths = []
+    for i, img in enumerate(pixels, start):
+        target = out / f"{prefix}_{i:0{digits}d}.png"
+        with atomic_path(target) as tmp:
+            _pil(img).save(tmp, format="PNG")
+        paths.append(target)
+    return paths

@@ -1,0 +1,197 @@
+"""The GAN family end to end on the sample digits: training writes the model, a sample grid per
+epoch and both losses; Ctrl-C + --resume continues exactly; `predict --samples` (grid,
+--output-dir, --seed); ONNX export of the generator checked against PyTorch; bad input gets one
+clear line. A tiny spec keeps every run to a few seconds; the preset itself is built, not trained
+(its quality is benchmarks/gan_quality.py's job)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import SAMPLES, assert_error, flat
+from PIL import Image
+from test_engine import StopAt  # Ctrl-C right after epoch n
+
+from dlcli import checkpoint
+from dlcli.data.sources import DataOptions
+from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
+
+DIGITS = SAMPLES / "digits"
+TINY = """
+name: tiny-gan
+data: [image]
+latent: 8
+generator:
+  - project: [16, h/4, w/4]
+  - batchnorm
+  - relu
+  - {conv_transpose2d: 8}
+  - relu
+  - {conv_transpose2d: outputs, activation: tanh}
+  - resize: image
+discriminator:
+  - {conv2d: 8, kernel: 4, stride: 2}
+  - leaky: 0.2
+  - {conv2d: 16, kernel: 4, stride: 2}
+  - leaky
+  - flatten
+training: {batch_size: 64}
+"""
+
+
+def train(out: Path, spec: Path, data: Path = DIGITS, **kw) -> dict:
+    callbacks, resume, plots = (
+        kw.pop("callbacks", []),
+        kw.pop("resume", False),
+        kw.pop("plots", False),
+    )
+    req = TrainRequest(
+        str(data), str(out), spec=str(spec), data_opts=DataOptions(), overrides=kw,
+        plots=plots, callbacks=callbacks, resume=resume,
+    )  # fmt: skip
+    return run_training(req)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread, as `dl` gets in the CLI tests (also: the same float sums in every run)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny_spec(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("spec") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def gan(tmp_path_factory, tiny_spec) -> tuple[Path, dict]:
+    """A 3-epoch GAN on the digits, with plots: (model path, --json summary)."""
+    out = tmp_path_factory.mktemp("gan") / "gan.pt"
+    return out, train(out, tiny_spec, epochs=3, seed=1, plots=True)
+
+
+def test_training_writes_model_sample_grids_and_both_losses(gan):
+    model, summary = gan
+    run = checkpoint.run_dir(model)
+    data = checkpoint.load(model)
+    assert data["family"] == "gan" and data["latent"] == 8 and data["image_shape"] == [1, 16, 16]
+    assert set(data["weights"]) == {"generator", "discriminator"}
+    assert summary["epochs_run"] == 3 and summary["train_rows"] == 1437  # digits/train: all of it
+    grids = [run / "samples" / f"epoch_{e:03d}.png" for e in (1, 2, 3)]
+    assert all(str(g) in summary["files"] for g in grids)
+    with Image.open(grids[-1]) as img:  # 8 x 8 tiles of 16 px enlarged to 48, 2 px apart
+        assert img.size == (8 * 50 + 2, 8 * 50 + 2) and img.mode == "L"
+        assert np.asarray(img).std() > 10  # not a blank image
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert float(r["d_loss"]) > 0 and float(r["g_loss"]) > 0 and 0 < float(r["d_real"]) < 1
+    assert (run / "losses.png").stat().st_size > 1000
+    assert not checkpoint.checkpoint_path(model).exists()
+
+
+def test_interrupt_leaves_checkpoint_and_resume_matches_the_uninterrupted_run(
+    gan, tiny_spec, tmp_path
+):
+    out = tmp_path / "g.pt"
+    out.write_bytes(b"previous good model")
+    with pytest.raises(TrainingInterrupted, match="interrupted after 2 complete epochs"):
+        train(out, tiny_spec, epochs=3, seed=1, callbacks=[StopAt(2)])
+    assert out.read_bytes() == b"previous good model"
+    assert checkpoint.checkpoint_path(out).exists()
+    resumed = train(out, tiny_spec, resume=True)
+    assert resumed["epochs_run"] == 3 and not checkpoint.checkpoint_path(out).exists()
+    full = checkpoint.load(gan[0])["weights"]["generator"]
+    got = checkpoint.load(out)["weights"]["generator"]
+    assert all(torch.equal(full[k], got[k]) for k in full)
+
+
+def test_predict_samples_grid_output_dir_and_seed(gan, dl_inproc, tmp_path):
+    model = gan[0]
+    r = dl_inproc("predict", model, "--samples", 6, "--seed", 3, "--output-dir", tmp_path / "a",
+                  "-o", tmp_path / "grid.png")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    files = sorted((tmp_path / "a").iterdir())
+    assert [f.name for f in files] == [f"sample_{i:04d}.png" for i in range(6)]
+    with Image.open(files[0]) as img:
+        assert img.size == (16, 16) and img.mode == "L"
+    with Image.open(tmp_path / "grid.png") as img:  # 6 samples: 3 x 2 tiles
+        assert img.size == (3 * 50 + 2, 2 * 50 + 2)
+    dl_inproc("predict", model, "--samples", 6, "--seed", 3, "--output-dir", tmp_path / "b")
+    dl_inproc("predict", model, "--samples", 6, "--seed", 4, "--output-dir", tmp_path / "c")
+    same = [(tmp_path / d / "sample_0004.png").read_bytes() for d in "abc"]
+    assert same[0] == same[1] and same[0] != same[2]
+
+
+def test_export_generator_to_onnx_matches_pytorch(gan, dl_inproc, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from dlcli.engine.gan import load_sampler
+
+    model, target = gan[0], tmp_path / "g.onnx"
+    r = dl_inproc("export", model, "-o", target, "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["input_name"] == "noise" and result["output_name"] == "image"
+    meta = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
+    assert meta["dl.latent"] == "8" and meta["dl.channels"] == "1" and meta["dl.height"] == "16"
+    noise = torch.randn(5, 8, generator=torch.Generator().manual_seed(9))
+    got = ort.InferenceSession(str(target)).run(None, {"noise": noise.numpy()})[0]
+    sampler, _ = load_sampler(checkpoint.load(model), str(model))
+    with torch.no_grad():
+        expected = sampler(noise).numpy()
+    assert got.shape == (5, 1, 16, 16) and np.abs(got - expected).max() < 1e-4
+    assert got.min() >= 0 and got.max() <= 1
+
+
+def test_build_shows_generator_and_discriminator(dl_inproc):
+    r = dl_inproc("build", "--arch", "gan", "--input-shape", "1,28,28", "--json")
+    assert r.returncode == 0, r.stderr
+    nets = json.loads(r.stdout)
+    assert set(nets) == {"generator", "discriminator"}
+    assert json.dumps(nets["generator"]).count("28") >= 2  # the generator ends at 28x28
+
+
+# ---- bad input: one clear line -----------------------------------------------------------------
+
+
+def test_gan_preset_on_a_csv(dl_inproc):
+    r = dl_inproc("train", SAMPLES / "penguins" / "train.csv", "--arch", "gan")
+    assert_error(r, "--arch gan is made for image data")
+
+
+def test_gan_spec_without_data_kinds_on_a_csv(dl_inproc, tmp_path, tiny_spec):
+    spec = tmp_path / "g.yaml"
+    spec.write_text(tiny_spec.read_text().replace("data: [image]\n", ""))
+    r = dl_inproc("train", SAMPLES / "penguins" / "train.csv", "--spec", spec)
+    assert_error(r, "a GAN generates images", "tabular data")
+
+
+def test_a_folder_of_one_image(dl_inproc, tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(next((DIGITS / "train" / "3").iterdir()), folder / "a.png")
+    r = dl_inproc("train", folder, "--arch", "gan", "-o", tmp_path / "m.pt")
+    line = assert_error(r, "1 image", "needs at least 32")
+    assert not (tmp_path / "m.pt").exists(), line
+
+
+def test_predict_flags_that_do_not_fit(gan, penguins_model, dl_inproc):
+    assert_error(dl_inproc("predict", gan[0], "--samples", 4), "-o FILE.png", "--output-dir")
+    assert_error(dl_inproc("predict", gan[0], "-o", "x.png"), "give --samples N")
+    assert_error(dl_inproc("predict", gan[0], "--samples", 4, "-o", "x.csv"), "PNG")
+    assert_error(dl_inproc("predict", gan[0], "--embed", "x.csv"), "--embed")
+    r = dl_inproc("predict", penguins_model, "--samples", 4, "-o", "x.png")
+    assert "needs a GAN model" in flat(assert_error(r))
