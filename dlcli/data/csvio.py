@@ -202,6 +202,11 @@ def _convert_options(
 
 def read_table(path: str) -> pd.DataFrame:
     """Read a whole CSV (training data) into a DataFrame."""
+    return read_arrow(path).to_pandas()
+
+
+def read_arrow(path: str) -> Any:
+    """Read a whole CSV (training data) into a pyarrow Table, with the checks of `read_table`."""
     import pyarrow as pa
     import pyarrow.csv as pc
 
@@ -219,7 +224,7 @@ def read_table(path: str) -> pd.DataFrame:
     _check_utf8(table.column_names, path, table.schema.types)
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no data rows")
-    return table.to_pandas()
+    return table
 
 
 def _open_source(path: str) -> tuple[BinaryIO, str, str | None]:

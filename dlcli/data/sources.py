@@ -123,11 +123,12 @@ class TabularSource:
     def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
         """Read, split and encode. A given `encoder` (resume, transfer) is reused instead of fitted."""
 
-        from dlcli.data.csvio import read_table
+        from dlcli.data.csvio import read_arrow, read_table
         from dlcli.data.tabular import TabularEncoder
         from dlcli.data.target import Target
 
-        frame = read_table(path)
+        table = read_arrow(path)  # kept: numeric columns go from arrow to the raw matrix
+        frame = table.to_pandas()
         tname = opts.target or str(frame.columns[-1])
         if tname not in frame.columns:
             raise InputError(
@@ -139,6 +140,8 @@ class TabularSource:
                 f"{path}: needs at least one feature column besides the target '{tname}'"
             )
         frame = _drop_missing_targets(frame, tname, path)
+        if len(frame) != table.num_rows:  # the same rows in both
+            table = table.take(frame.index.to_numpy())
         val_frame = None
         if opts.val:
             val_frame = _drop_missing_targets(read_table(opts.val), tname, opts.val)
@@ -159,15 +162,18 @@ class TabularSource:
                     "pass --val FILE",
                 )
             if encoder is None:
-                encoder, raw_np = TabularEncoder.fit_encode(frame, target, path, rows=tr)
+                encoder, *parts = TabularEncoder.fit_split(frame, target, path, (tr, va), table)
             else:
-                raw_np = encoder.raw_matrix(frame, path)
-            raw = torch.from_numpy(raw_np)
-            y = torch.from_numpy(y_all)
-            x_tr, y_tr, x_va, y_va = raw[tr], y[tr], raw[va], y[va]
+                raw = encoder.raw_matrix(frame, path)
+                parts = [np.take(raw, idx, axis=0) for idx in (tr, va)]
+            x_tr, x_va = (torch.from_numpy(p) for p in parts)  # np.take: 4x torch's indexing
+            y_tr, y_va = (torch.from_numpy(np.take(y_all, idx)) for idx in (tr, va))
         else:
-            encoder = encoder or TabularEncoder.fit(frame, target, path)
-            x_tr, y_tr = torch.from_numpy(encoder.raw_matrix(frame, path)), torch.from_numpy(y_all)
+            if encoder is None:
+                encoder, raw = TabularEncoder.fit_encode(frame, target, path, table=table)
+            else:
+                raw = encoder.raw_matrix(frame, path)
+            x_tr, y_tr = torch.from_numpy(raw), torch.from_numpy(y_all)
             x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val))
             y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val))
         info = {"rows": len(x_tr) + len(x_va)}

@@ -20,7 +20,7 @@ from dlcli.data.sources import DataOptions, Prepared, register_source
 from dlcli.data.stream_scan import held_out, scan
 from dlcli.errors import InputError, UsageError
 
-BUFFER_BYTES = 64 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
+BUFFER_BYTES = 32 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
 MIN_BUFFER_ROWS = 100_000
 VAL_CACHE_BYTES = 256 << 20  # validation rows kept in memory after the first pass, if they fit
 IN_ORDER_BATCH = 8192
@@ -110,26 +110,36 @@ class StreamedRows:
 
     def shuffled(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches drawn from a buffer of `buffer_rows` rows: when it is full, a seeded half of it
-        goes out as batches and the rest waits to be mixed with the next chunks. The ragged last
+        goes out as batches and the rest stays to be mixed with the next chunks. The ragged last
         batch is dropped; exactly len(self) batches when the file is unchanged."""
         bs, steps, done = max(1, int(self.batch_size or 1)), len(self), 0
-        xs, ys, held = [], [], 0
+        cap = max(self.buffer_rows, 2 * bs)
+        xbuf = ybuf = None
+        held = 0
         for x, y in self._chunks():
-            xs.append(x)
-            ys.append(y)
-            held += len(x)
-            if held >= self.buffer_rows:
-                xb, yb = torch.cat(xs), torch.cat(ys)
-                perm = torch.randperm(len(xb), generator=gen)
-                out = (len(xb) // 2 // bs) * bs
-                yield from self._slices(xb, yb, perm[:out], bs, steps - done)
+            if xbuf is None:  # filled in place: memory is the buffer plus the half going out
+                xbuf, ybuf = x.new_empty((cap, *x.shape[1:])), y.new_empty(cap)
+            pos = 0
+            while pos < len(x):
+                take = min(cap - held, len(x) - pos)
+                xbuf[held : held + take], ybuf[held : held + take] = (
+                    x[pos : pos + take],
+                    y[pos : pos + take],
+                )
+                held, pos = held + take, pos + take
+                if held < cap:
+                    continue
+                perm = torch.randperm(cap, generator=gen)
+                out = (cap // 2 // bs) * bs
+                yield from self._slices(xbuf, ybuf, perm[:out], bs, steps - done)
                 done += out // bs
-                xs, ys, held = [xb[perm[out:]]], [yb[perm[out:]]], len(xb) - out
-        if xs and done < steps:
-            xb, yb = torch.cat(xs), torch.cat(ys)
-            perm = torch.randperm(len(xb), generator=gen)
-            last = (len(xb) // bs) * bs if len(xb) >= bs else len(xb)
-            yield from self._slices(xb, yb, perm[:last], bs, steps - done)
+                rest = perm[out:]
+                xbuf[: len(rest)], ybuf[: len(rest)] = xbuf[rest], ybuf[rest]
+                held = len(rest)
+        if held and done < steps:
+            perm = torch.randperm(held, generator=gen)
+            last = (held // bs) * bs if held >= bs else held
+            yield from self._slices(xbuf[:held], ybuf[:held], perm[:last], bs, steps - done)
 
     def _slices(
         self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, bs: int, budget: int

@@ -183,10 +183,43 @@ class TabularEncoder:
 
     @classmethod
     def fit_encode(
-        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None = None
+        cls,
+        frame: pd.DataFrame,
+        target: Target | None,
+        source: str,
+        rows: np.ndarray | None = None,
+        table: Any = None,
     ) -> tuple[TabularEncoder, np.ndarray]:
         """fit, also returning the raw matrix of the whole frame (encoded once, not twice): the
-        categories are fitted first, then numeric statistics are taken from the matrix's rows."""
+        categories are fitted first, then numeric statistics are taken from the matrix's rows.
+        `table`, the pyarrow Table the frame came from, lets numbers skip pandas."""
+        encoder = cls._fit_columns(frame, target, source, rows)
+        raw = encoder._raw(frame, table, source)
+        encoder._fit_numbers(raw if rows is None else raw[rows])
+        return encoder, raw
+
+    @classmethod
+    def fit_split(
+        cls,
+        frame: pd.DataFrame,
+        target: Target | None,
+        source: str,
+        split: tuple[np.ndarray, np.ndarray],
+        table: Any = None,
+    ) -> tuple[TabularEncoder, np.ndarray, np.ndarray]:
+        """fit on the training rows of `split` = (train_idx, val_idx); returns the encoder and the
+        raw matrices of both parts (each row gathered once; statistics from the training part)."""
+        encoder = cls._fit_columns(frame, target, source, split[0])
+        raw = encoder._raw(frame, table, source)
+        x_tr, x_va = (np.take(raw, idx, axis=0) for idx in split)
+        encoder._fit_numbers(x_tr)
+        return encoder, x_tr, x_va
+
+    @classmethod
+    def _fit_columns(
+        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None
+    ) -> TabularEncoder:
+        """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
         tname = target.name if target else ""
         numeric, categorical = plan_columns(frame, tname, source)
         cols: list[Column] = []
@@ -198,22 +231,34 @@ class TabularEncoder:
                 counts = canonical_strings(s).value_counts()
                 cats = [str(c) for c in counts.index[:MAX_CATEGORIES]]
                 cols.append(Column(name, "categorical", categories=cats))
-        encoder = cls(cols, target)
-        raw = encoder.raw_matrix(frame, source)
-        num = [j for j, c in enumerate(cols) if c.kind == "numeric"]
-        if num:
-            block = (raw if rows is None else raw[rows])[:, num]  # (n_train, F_num) float32
-            miss = ~np.isfinite(block)
+        return cls(cols, target)
+
+    def _raw(self, frame: pd.DataFrame, table: Any, source: str) -> np.ndarray:
+        if table is None:
+            return self.raw_matrix(frame, source)
+        return self.raw_from_arrow(table, source, frame=frame)
+
+    def _fit_numbers(self, train: np.ndarray) -> None:
+        """Mean, std and missing indicator of each numeric column over `train` (raw rows)."""
+        num = [j for j, c in enumerate(self.columns) if c.kind == "numeric"]
+        if not num:
+            return
+        block = train[:, num] if len(num) < train.shape[1] else train.copy()  # (n, F_num)
+        miss = ~np.isfinite(block)
+        missing = miss.any(axis=0)
+        if missing.any():
             block[miss] = 0.0
             count = np.maximum((~miss).sum(0), 1)
-            means = block.sum(0, dtype=np.float64) / count
-            block -= means.astype(np.float32)
+        else:
+            count = np.full(len(num), max(1, len(block)))
+        means = block.sum(0, dtype=np.float64) / count
+        block -= means.astype(np.float32)
+        if missing.any():
             block[miss] = 0.0
-            stds = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / count)
-            missing = miss.any(axis=0)
-            for k, j in enumerate(num):
-                cols[j] = numeric_column(cols[j].name, means[k], stds[k], bool(missing[k]))
-        return encoder, raw
+        stds = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / count)
+        for k, j in enumerate(num):
+            c = self.columns[j]
+            self.columns[j] = numeric_column(c.name, means[k], stds[k], bool(missing[k]))
 
     # -- encoding ------------------------------------------------------------
     @property
@@ -246,9 +291,12 @@ class TabularEncoder:
         self._check_numbers(bad, frame, source, row_offset)
         return out
 
-    def raw_from_arrow(self, table: Any, source: str, row_offset: int = 0) -> np.ndarray:
+    def raw_from_arrow(
+        self, table: Any, source: str, row_offset: int = 0, frame: pd.DataFrame | None = None
+    ) -> np.ndarray:
         """`raw_matrix` of a pyarrow Table or RecordBatch: numeric columns read as numbers are
-        copied straight from arrow (no pandas frame); only the other columns go through pandas."""
+        copied straight from arrow; only the other columns go through pandas (`frame`, when
+        given, holds them already, row for row)."""
         import pyarrow as pa
 
         self.check_columns(list(table.schema.names), source)
@@ -263,7 +311,8 @@ class TabularEncoder:
             else:
                 rest.append(j)
         if rest:
-            frame = table.select([self.columns[j].name for j in rest]).to_pandas()
+            if frame is None:
+                frame = table.select([self.columns[j].name for j in rest]).to_pandas()
             bad = self._fill_columns(out, frame, rest)
             self._check_numbers(bad, frame, source, row_offset)
         return out
