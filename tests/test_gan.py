@@ -195,3 +195,50 @@ def test_predict_flags_that_do_not_fit(gan, penguins_model, dl_inproc):
     assert_error(dl_inproc("predict", gan[0], "--embed", "x.csv"), "--embed")
     r = dl_inproc("predict", penguins_model, "--samples", 4, "-o", "x.png")
     assert "needs a GAN model" in flat(assert_error(r))
+
+
+# ---- divergence and mode collapse --------------------------------------------------------------
+
+
+def test_watch_reports_divergence_once_after_many_rejected_steps():
+    from dlcli.engine.gan_fit import DIVERGE_STEPS, Watch
+
+    watch = Watch(real_spread=1.0)
+    for step in range(1, DIVERGE_STEPS):
+        watch.step(0.001, step)
+    assert not watch.diverged  # one step short
+    watch.step(0.5, DIVERGE_STEPS)  # the generator fooled it once: the count starts again
+    for step in range(DIVERGE_STEPS + 1, 3 * DIVERGE_STEPS + 2):
+        watch.step(0.001, step)
+    assert watch.diverged and len(watch.warnings) == 1 and "divergence" in watch.warnings[0]
+
+
+def test_watch_reports_collapse_after_healthy_spread_but_not_early_blur():
+    from dlcli.engine.gan_fit import Watch, spread
+
+    torch.manual_seed(0)
+    real = torch.rand(64, 1, 8, 8)
+    alike = real[:1].expand(64, 1, 8, 8) + 0.01 * torch.rand(64, 1, 8, 8)  # one image, 64 times
+    watch = Watch(spread(real))
+    assert watch.epoch(alike, 1) < 0.1 and not watch.collapsed  # first epochs: one blur is normal
+    assert watch.epoch(real, 2) == pytest.approx(1.0)
+    watch.epoch(alike, 3)  # healthy, then all alike: collapse
+    assert watch.collapsed and "mode collapse" in watch.warnings[0]
+
+
+def test_a_generator_that_ignores_its_noise_is_reported(dl_inproc, tmp_path):
+    folder = tmp_path / "few"
+    folder.mkdir()
+    for i, path in enumerate(sorted((DIGITS / "train").glob("*/*.png"))[::20][:40]):
+        shutil.copy(path, folder / f"{i}.png")
+    spec = tmp_path / "flat.yaml"  # zero weights and a learning rate too small to leave them
+    spec.write_text(
+        "latent: 4\ngenerator: [{project: [c, h, w], init: zeros}, tanh]\n"
+        "discriminator: [flatten]\ntraining: {lr: 1.0e-9}\n"
+    )
+    r = dl_inproc("train", folder, "--spec", spec, "--epochs", 10, "--json", "--no-plots",
+                  "-o", tmp_path / "m.pt")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["mode_collapse"] and summary["final"]["diversity"] < 0.01
+    assert "mode collapse: at epoch 10" in flat(r.stderr)

@@ -25,6 +25,12 @@ MIN_IMAGES = 32  # fewer than one batch of real images cannot teach a discrimina
 GRID_SAMPLES = 64  # fixed-noise samples in each epoch's grid
 GEN_BATCH = 256  # generation batch of `predict --samples` (fixed, so a seed gives the same images)
 CHECKPOINT_FORMAT = "dlcli-checkpoint"
+# the TrainConfig fields GAN training uses (the --json summary shows these)
+FINAL_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "diversity")  # last epoch, in the summary
+USED_SETTINGS = (
+    "epochs", "batch_size", "lr", "optimizer", "weight_decay", "momentum", "label_smoothing",
+    "seed", "device",
+)  # fmt: skip
 # settings a GAN needs other defaults for than a classifier (DCGAN paper), unless given
 GAN_DEFAULTS = {
     "optimizer": "adam",
@@ -120,23 +126,12 @@ def _optimizer(cfg: Any, beta1: float, params: Any) -> torch.optim.Optimizer:
 
 def train(job: FamilyJob) -> dict:
     """Train a GAN on an image folder; writes the model file and the run folder; --json summary."""
-    from dlcli.data.sources import encoder_from_state
-    from dlcli.engine.trainer import pick_device
+    from dlcli.engine.trainer import _pick_threads, pick_device
 
     req, spec = job.req, job.spec
     _check_data(job)
     cfg = _settings(job)
-    req.data_opts.unsupervised = True
-    t_load = time.perf_counter()
-    encoder = encoder_from_state(job.resume["encoder"]) if job.resume else None
-    prep = job.source.prepare(req.data, req.data_opts, encoder)
-    encoder = prep.encoder
-    if not isinstance(prep.x_train, torch.Tensor):
-        raise UsageError(f"{req.data}: too many images to hold in memory for GAN training")
-    parts = [prep.x_train] + ([prep.x_val] if prep.x_val is not None else [])
-    images = torch.cat(parts)  # (N, C, H, W) uint8: a GAN has no validation, it uses them all
-    _check_count(req.data, len(images))
-    load_s = time.perf_counter() - t_load
+    encoder, images, load_s = _images(job)
     shape = tuple(int(d) for d in encoder.input_shape)
     torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
     nets = build_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")
@@ -145,11 +140,21 @@ def train(job: FamilyJob) -> dict:
     beta1 = spec.training.beta1 if spec.training.beta1 is not None else 0.5
     device = pick_device(cfg.device)
     gen, disc = nets["generator"].module.to(device), nets["discriminator"].module.to(device)
-    state = GanState(
-        gen, disc, _optimizer(cfg, beta1, gen.parameters()),
-        _optimizer(cfg, beta1, disc.parameters()), torch.randn(GRID_SAMPLES, latent, generator=own),
-    )  # fmt: skip
-    payload_base = {
+    reals = images[torch.randperm(len(images), generator=own)[:GRID_SAMPLES]].float() / 255
+    fixed_noise = torch.randn(GRID_SAMPLES, latent, generator=own)  # (S, latent)
+    opt_g, opt_d = (_optimizer(cfg, beta1, m.parameters()) for m in (gen, disc))
+    state = GanState(gen, disc, opt_g, opt_d, fixed_noise, Watch(spread(reals)))
+    if job.resume is not None:
+        state.restore(job.resume["gan"])
+        ckpt = checkpoint.checkpoint_path(req.output)
+        info(f"resuming from {ckpt} after epoch {len(state.history)}")
+    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
+    _pick_threads(device, (n_g + n_d) * cfg.batch_size)  # small steps: one CPU thread, as dl train
+    info(
+        f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
+        f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
+    )
+    base = {
         "family": "gan",
         "dl_version": __version__,
         "spec": job.spec_doc,
@@ -159,70 +164,69 @@ def train(job: FamilyJob) -> dict:
         "train": cfg.to_dict(),
         "val_split": req.data_opts.val_split,
     }
-    if job.resume is not None:
-        state.restore(job.resume["gan"])
-        info(
-            f"resuming from {checkpoint.checkpoint_path(req.output)} after epoch {len(state.history)}"
-        )
-    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
-    info(
-        f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
-        f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
-    )
-    reals = images[torch.randperm(len(images), generator=own)[:GRID_SAMPLES]].float() / 255
-    watch = Watch(spread(reals))
-    run_folder = checkpoint.run_dir(req.output)
-    result = _fit(job, state, images, cfg, latent, device, watch, payload_base)
-    history = state.history
-    payload = {
-        **payload_base,
-        "weights": {
-            "generator": {k: v.cpu() for k, v in gen.state_dict().items()},
-            "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
+    result = _fit(job, state, images, cfg, latent, device, base)
+    checkpoint.save(
+        {
+            **base,
+            "weights": {
+                "generator": {k: v.cpu() for k, v in gen.state_dict().items()},
+                "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
+            },
+            "history": state.history,
+            "warnings": state.watch.warnings,
+            "data": {"source": str(req.data), "rows": len(images)},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         },
-        "history": history,
-        "warnings": watch.warnings,
-        "data": {"source": str(req.data), "rows": len(images)},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-    checkpoint.save(payload, req.output)
-    ckpt = checkpoint.checkpoint_path(req.output)
-    if ckpt.exists():
-        ckpt.unlink()
-    files = _write_run_files(run_folder, history, job.plotter) + result["grids"]
-    last = history[-1] if history else {}
+        req.output,
+    )
+    checkpoint.checkpoint_path(req.output).unlink(missing_ok=True)
+    run_folder = checkpoint.run_dir(req.output)
+    files = _write_run_files(run_folder, state.history, job.plotter) + result["grids"]
+    last = state.history[-1] if state.history else {}
     return {
         "model": str(req.output),
         "run_dir": str(run_folder),
         "family": "gan",
-        "epochs_run": len(history),
+        "epochs_run": len(state.history),
         "train_rows": len(images),
         "latent": latent,
         "params": {"generator": n_g, "discriminator": n_d},
         "load_seconds": round(load_s, 3),
         "train_seconds": round(result["seconds"], 3),
-        "epoch_seconds": [round(r["seconds"], 4) for r in history],
-        "final": {
-            k: round(last[k], 4)
-            for k in ("d_loss", "g_loss", "d_real", "d_fake", "diversity")
-            if k in last
-        },
-        "divergence": watch.diverged,
-        "mode_collapse": watch.collapsed,
-        "warnings": watch.warnings,
-        "settings": {**cfg.to_dict(), "beta1": beta1, "latent": latent},
+        "epoch_seconds": [round(r["seconds"], 4) for r in state.history],
+        "final": {k: round(v, 4) for k, v in last.items() if k in FINAL_KEYS},
+        "divergence": state.watch.diverged,
+        "mode_collapse": state.watch.collapsed,
+        "warnings": state.watch.warnings,
+        "settings": {k: getattr(cfg, k) for k in USED_SETTINGS} | {"beta1": beta1},
         "files": files,
     }
 
 
-def _check_count(data: str, n: int) -> None:
-    if n < MIN_IMAGES:
-        raise InputError(f"{data}: {n} readable images; a GAN needs at least {MIN_IMAGES}")
+def _images(job: FamilyJob) -> tuple[Any, torch.Tensor, float]:
+    """(encoder, all images (N, C, H, W) uint8, load seconds): a GAN has no validation split, so
+    the source's training and validation images are one set."""
+    from dlcli.data.sources import encoder_from_state
+
+    req = job.req
+    req.data_opts.unsupervised = True  # class folders, one folder or loose images all do
+    t0 = time.perf_counter()
+    encoder = encoder_from_state(job.resume["encoder"]) if job.resume else None
+    prep = job.source.prepare(req.data, req.data_opts, encoder)
+    if not isinstance(prep.x_train, torch.Tensor):
+        raise UsageError(f"{req.data}: too many images to hold in memory for GAN training")
+    parts = [prep.x_train] + ([prep.x_val] if prep.x_val is not None else [])
+    images = torch.cat(parts)
+    if len(images) < MIN_IMAGES:
+        raise InputError(
+            f"{req.data}: {len(images)} readable images; a GAN needs at least {MIN_IMAGES}"
+        )
+    return prep.encoder, images, time.perf_counter() - t0
 
 
 def _fit(
     job: FamilyJob, state: GanState, images: torch.Tensor, cfg: Any, latent: int,
-    device: torch.device, watch: Watch, payload_base: dict,
+    device: torch.device, payload_base: dict,
 ) -> dict:  # fmt: skip
     """Run the epochs with progress, sample grids and checkpoints; Ctrl-C saves the last complete
     epoch's state to <model>.run/checkpoint.pt and raises TrainingInterrupted."""
@@ -259,7 +263,7 @@ def _fit(
         cb.on_train_start(cfg.epochs, steps, len(state.history) + 1)
     t0 = time.perf_counter()
     try:
-        run_epochs(state, images, settings, device, watch, on_epoch)
+        run_epochs(state, images, settings, device, on_epoch)
     except KeyboardInterrupt:
         progress.close()
         save(snap["last"])

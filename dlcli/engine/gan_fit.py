@@ -8,7 +8,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -96,6 +96,7 @@ class GanState:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     fixed_noise: torch.Tensor  # (S, latent): the noise behind the per-epoch sample grids
+    watch: Watch
     history: list[dict] = field(default_factory=list)
     step: int = 0
 
@@ -107,6 +108,7 @@ class GanState:
                 "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(),
                 "fixed_noise": self.fixed_noise,
+                "watch": asdict(self.watch),
                 "history": self.history,
                 "step": self.step,
                 "rng": torch.get_rng_state(),
@@ -119,6 +121,7 @@ class GanState:
         self.opt_g.load_state_dict(snap["opt_g"])
         self.opt_d.load_state_dict(snap["opt_d"])
         self.fixed_noise, self.history = snap["fixed_noise"], list(snap["history"])
+        self.watch = Watch(**snap["watch"])
         self.step = int(snap["step"])
         torch.set_rng_state(snap["rng"])
 
@@ -134,7 +137,6 @@ def fit_epoch(
     real_label: float,
     device: torch.device,
     latent: int,
-    watch: Watch,
     epoch: int,
 ) -> dict:
     """One pass over `images` (uint8 (N, C, H, W), shuffled): per batch a discriminator step on
@@ -168,7 +170,7 @@ def fit_epoch(
         d_real, d_fake = (float(torch.sigmoid(o.detach()).mean()) for o in (out_real, out_fake))
         for key, v in zip(sums, (*values, d_real, d_fake), strict=True):
             sums[key] += v
-        watch.step(d_fake, state.step)
+        state.watch.step(d_fake, state.step)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
     return {**row, "seconds": seconds, "samples_per_s": steps * batch / max(seconds, 1e-9)}
@@ -198,7 +200,6 @@ def run_epochs(
     images: torch.Tensor,
     settings: dict,
     device: torch.device,
-    watch: Watch,
     on_epoch: Callable[[dict, torch.Tensor], None],
 ) -> None:
     """Epochs len(history)+1 .. settings['epochs']; `on_epoch(row, samples)` after each."""
@@ -206,9 +207,9 @@ def run_epochs(
     for epoch in range(len(state.history) + 1, settings["epochs"] + 1):
         row = fit_epoch(
             state, images, settings["batch_size"], settings["real_label"], device,
-            settings["latent"], watch, epoch,
+            settings["latent"], epoch,
         )  # fmt: skip
         samples = sample_images(sampler, state.fixed_noise, device)  # (S, C, H, W) in [0, 1]
-        row["diversity"] = watch.epoch(samples, epoch)
+        row["diversity"] = state.watch.epoch(samples, epoch)
         state.history.append(row)
         on_epoch(row, samples)
