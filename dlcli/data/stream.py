@@ -17,7 +17,7 @@ import torch
 from dlcli.console import note
 from dlcli.data.csvio import check_file, header_of, iter_batches
 from dlcli.data.sources import DataOptions, Prepared, register_source
-from dlcli.data.stream_scan import held_out, scan
+from dlcli.data.stream_scan import BLOCK_BYTES, held_out, scan
 from dlcli.errors import InputError, UsageError
 
 BUFFER_BYTES = 32 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
@@ -94,7 +94,7 @@ class StreamedRows:
 
         enc, tname, offset = self.encoder, self.encoder.target.name, 0
         plan = enc.read_plan(self.path, False, tname)  # the model's columns, typed as predict does
-        for batch in iter_batches(self.path, plan=plan):
+        for batch in iter_batches(self.path, block_bytes=BLOCK_BYTES, plan=plan):
             n = batch.num_rows
             keep = batch.column(tname).is_valid().to_numpy(zero_copy_only=False)
             if self.split is not None:

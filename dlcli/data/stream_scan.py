@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlcli.data.csvio import CHUNK_BYTES, iter_batches
+from dlcli.data.csvio import iter_batches
 from dlcli.data.tabular import (
     _ID_NAME,
     MAX_CATEGORIES,
@@ -34,6 +34,7 @@ from dlcli.data.target import (
 )
 from dlcli.errors import UsageError
 
+BLOCK_BYTES = 2 << 20  # pyarrow's streaming reader holds ~60 blocks: 8 MB blocks cost 400 MB
 DISTINCT_CAP = 100_000  # distinct texts tracked per column; beyond: free text, ignored
 UNIQUE_CAP = 2_000_000  # integer values kept to test an ID-named column for uniqueness
 
@@ -238,7 +239,7 @@ class Scan:
 
 def first_block_types(path: str) -> dict[str, Any]:
     """pyarrow's type for each column, inferred from the first block of the file."""
-    first = next(iter_batches(path, block_bytes=CHUNK_BYTES))
+    first = next(iter_batches(path, block_bytes=BLOCK_BYTES))
     return dict(zip(first.schema.names, first.schema.types, strict=True))
 
 
@@ -277,7 +278,8 @@ def scan(
     tscan = TargetScan(tname, _is_number(inferred[tname]), task, path)
     offset, train_n, val_n, unlabelled = 0, 0, 0, 0
     only = {tname: types[tname]} if encoder is not None else None  # then: rows and labels only
-    for batch in iter_batches(path, column_types=types, plan=(lambda h: only) if only else None):
+    plan = (lambda header: only) if only else None
+    for batch in iter_batches(path, column_types=types, block_bytes=BLOCK_BYTES, plan=plan):
         n = batch.num_rows
         labelled = batch.column(tname).is_valid().to_numpy(zero_copy_only=False)
         held = held_out(offset, n, *split) if split else np.zeros(n, dtype=bool)
