@@ -17,6 +17,18 @@ NAMES = {
     "mse": "MSE",
     "r2": "R²",
     "mape": "MAPE",
+    # autoencoders (anomaly scores)
+    "average_precision": "average precision",
+    "precision_at_threshold": "precision at threshold",
+    "recall_at_threshold": "recall at threshold",
+    "f1_at_threshold": "F1 at threshold",
+    "score_mean": "mean anomaly score",
+    "score_median": "median anomaly score",
+    "threshold": "anomaly threshold",
+    "flagged_share": "share above threshold",
+    # GANs
+    "d_loss": "discriminator loss",
+    "g_loss": "generator loss",
 }
 
 

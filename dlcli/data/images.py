@@ -211,14 +211,18 @@ class ImageEncoder:
         for batch in _batched(expand_inputs(paths), BATCH):
             yield pd.DataFrame({"path": batch}), self.decode_strict(batch)
 
-    def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
+    def iter_labelled(
+        self, path: str, known_only: bool = True
+    ) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """(frame with 'path' and the label column, (n, C, S, S) uint8) per chunk of `path/<class>/...`
-        (or of `path/test/<class>/...` when there is such a folder)."""
+        (or of `path/test/<class>/...` when there is such a folder). `known_only`: a class folder
+        the model was not trained on is an error (not so for anomaly detection)."""
         root = existing_folder(path)
         if (root / "test").is_dir() and "test" not in self.target.classes:
             root = root / "test"
         listing = scan_classes(root, root, str(root))
-        self.check_classes(listing, str(root))
+        if known_only:
+            self.check_classes(listing, str(root))
         for i in range(0, len(listing.files), BATCH):
             files = [os.path.join(root, rel) for rel in listing.files[i : i + BATCH]]
             frame = pd.DataFrame({"path": files, self.target.name: listing.labels[i : i + BATCH]})

@@ -129,6 +129,8 @@ class TabularSource:
 
         table = read_arrow(path)  # kept: numeric columns go from arrow to the raw matrix
         frame = table.to_pandas()
+        if opts.unsupervised:
+            return _prepare_unsupervised(frame, path, opts, encoder)
         tname = opts.target or str(frame.columns[-1])
         if tname not in frame.columns:
             raise InputError(
@@ -178,6 +180,44 @@ class TabularSource:
             y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val))
         info = {"rows": len(x_tr) + len(x_va)}
         return Prepared(encoder, x_tr, y_tr, x_va, y_va, info)
+
+
+def _prepare_unsupervised(frame: Any, path: str, opts: DataOptions, encoder: Any) -> Prepared:
+    """Every column is a feature (autoencoders); `--target COL` names a label column to leave out.
+    Targets are zeros (nothing to predict)."""
+    from dlcli.data.csvio import read_table
+    from dlcli.data.tabular import TabularEncoder
+
+    def drop_label(df: Any, source: str) -> Any:
+        if opts.target is None:
+            return df
+        if opts.target not in df.columns:
+            raise InputError(
+                f"{source}: no column '{opts.target}' (columns: {', '.join(map(str, df.columns))})"
+            )
+        return df.drop(columns=[opts.target])
+
+    frame = drop_label(frame, path)
+    if opts.val:
+        val_frame = drop_label(read_table(opts.val), opts.val)
+        encoder = encoder or TabularEncoder.fit(frame, None, path)
+        x_tr = torch.from_numpy(encoder.raw_matrix(frame, path))
+        x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val))
+    else:
+        if not 0.0 < opts.val_split < 1.0:
+            raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
+        tr, va = stratified_split(None, len(frame), opts.val_split, opts.seed, False)
+        if len(tr) < 2 or len(va) < 1:
+            raise InputError(f"{path}: only {len(frame)} rows; too few to split for validation")
+        if encoder is None:
+            encoder, raw_np = TabularEncoder.fit_encode(frame, None, path, rows=tr)
+        else:
+            raw_np = encoder.raw_matrix(frame, path)
+        raw = torch.from_numpy(raw_np)
+        x_tr, x_va = raw[tr], raw[va]
+    zeros = lambda n: torch.zeros(n, dtype=torch.float32)  # noqa: E731
+    info = {"rows": len(x_tr) + len(x_va)}
+    return Prepared(encoder, x_tr, zeros(len(x_tr)), x_va, zeros(len(x_va)), info)
 
 
 def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:

@@ -193,14 +193,8 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
     payload = {
         **payload_base,
         "weights": {"network": built.module.state_dict()},
-        "history": result.history,
         "metrics": _plain(metrics),
-        "best_epoch": result.best_epoch,
-        "stopped": result.stopped,
-        "data": {"source": str(req.data), "rows": prep.info.get("rows")},
-        # a few real raw input rows, so `dl export` can verify the exported graph on real data
-        "examples": _examples(prep),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **run_record(result, req, prep),
     }
     checkpoint.save(payload, req.output)
     run_folder = checkpoint.run_dir(req.output)
@@ -255,6 +249,19 @@ def _run_family(
     return family_module(spec.family).train(job)
 
 
+def run_record(result: Any, req: TrainRequest, prep: Any) -> dict:
+    """The model-file keys every family records about its run: history, the kept epoch,
+    provenance, and a few real raw inputs so `dl export` can verify the graph on real data."""
+    return {
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "data": {"source": str(req.data), "rows": prep.info.get("rows")},
+        "examples": _examples(prep),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def _rows(x: Any) -> int:
     """Number of examples in a tensor or a batch source (which has `rows`)."""
     if x is None:
@@ -294,7 +301,13 @@ def _choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any
         info(f"--init-from {req.init_from}: using its network ({doc.get('name') or 'its spec'})")
         return parse_spec(doc, f"in {req.init_from}"), doc
     req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
-    return resolve_spec(req.spec, req.arch)
+    spec, doc = resolve_spec(req.spec, req.arch)
+    kind = getattr(source, "kind", None)
+    if not req.spec and spec.data and kind not in spec.data and kind in (spec.variants or {}):
+        req.arch = spec.variants[kind]  # e.g. autoencoder on images -> conv_autoencoder
+        info(f"--arch {spec.name}: using its {kind} variant, the {req.arch} preset")
+        spec, doc = resolve_spec(None, req.arch)
+    return spec, doc
 
 
 def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> None:

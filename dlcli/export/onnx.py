@@ -113,11 +113,11 @@ def to_onnx(
     module: torch.nn.Module,
     sample: torch.Tensor,
     input_name: str,
-    output_name: str,
+    output_name: str | list[str],
     dims: dict[int, str] | None = None,
 ) -> tuple[Any, str]:
     """ModelProto with dynamic `dims` (default: the batch axis): the dynamo exporter, else the
-    TorchScript one."""
+    TorchScript one. A module with several outputs gets a list of `output_name`s."""
     from dlcli.console import note
 
     dims = dims or {0: "batch"}
@@ -144,7 +144,7 @@ def _export_dynamo(
     module: torch.nn.Module,
     sample: torch.Tensor,
     input_name: str,
-    output_name: str,
+    output_name: str | list[str],
     dims: dict[int, str],
 ) -> Any:
     program = torch.onnx.export(
@@ -152,7 +152,7 @@ def _export_dynamo(
         (sample,),
         dynamo=True,
         input_names=[input_name],
-        output_names=[output_name],
+        output_names=_names(output_name),
         dynamic_shapes=({i: torch.export.Dim(name) for i, name in dims.items()},),
         opset_version=DYNAMO_OPSET,
     )
@@ -163,29 +163,34 @@ def _export_torchscript(
     module: torch.nn.Module,
     sample: torch.Tensor,
     input_name: str,
-    output_name: str,
+    output_name: str | list[str],
     dims: dict[int, str],
 ) -> Any:
     import onnx
 
     buffer = io.BytesIO()
+    names = _names(output_name)
     torch.onnx.export(
         module,
         (sample,),
         buffer,
         dynamo=False,
         input_names=[input_name],
-        output_names=[output_name],
-        dynamic_axes={input_name: dims, output_name: {0: dims.get(0, "batch")}},
+        output_names=names,
+        dynamic_axes={input_name: dims, **{n: {0: dims.get(0, "batch")} for n in names}},
         opset_version=TORCHSCRIPT_OPSET,
     )
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _check_names(proto: Any, input_name: str, output_name: str) -> None:
+def _names(output_name: str | list[str]) -> list[str]:
+    return [output_name] if isinstance(output_name, str) else list(output_name)
+
+
+def _check_names(proto: Any, input_name: str, output_name: str | list[str]) -> None:
     inputs = [i.name for i in proto.graph.input]
     outputs = [o.name for o in proto.graph.output]
-    if inputs != [input_name] or outputs != [output_name]:
+    if inputs != [input_name] or outputs != _names(output_name):
         raise RuntimeError(f"graph has inputs {inputs} and outputs {outputs}")
 
 
@@ -259,15 +264,17 @@ def verify(
     worst, scaled, rows = 0.0, 0.0, sum(len(b) for b in batches)
     for batch in batches:
         with torch.no_grad():
-            expected = module.eval()(batch).numpy()  # (N, C) or (N, 1)
+            expected = module.eval()(batch)  # (N, C) or (N, 1), or a tuple of outputs
+        expected = [e.numpy() for e in (expected if isinstance(expected, tuple) else (expected,))]
         try:
-            got = session.run(None, {input_name: batch.numpy()})[0]
+            got = session.run(None, {input_name: batch.numpy()})
         except Exception as exc:
             raise ExportError(
                 f"onnxruntime failed on a batch of {len(batch)}: {_first_line(exc)}"
             ) from exc
-        d_abs, d_scaled = _differences(got, expected)
-        worst, scaled = max(worst, d_abs), max(scaled, d_scaled)
+        for g, e in zip(got, expected, strict=True):
+            d_abs, d_scaled = _differences(g, e)
+            worst, scaled = max(worst, d_abs), max(scaled, d_scaled)
     if not scaled <= tolerance:
         raise ExportError(
             f"ONNX output differs from PyTorch by {worst:.3g} ({scaled:.3g} scaled) on {rows} rows, over the tolerance {tolerance:g}; nothing written",

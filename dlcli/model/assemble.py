@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +49,22 @@ class LoadedModel:
     inference: InferenceModel
 
 
+@contextlib.contextmanager
+def model_file_errors(source: str) -> Iterator[None]:
+    """A missing key or weights that do not fit the stored spec: one ModelFileError line."""
+    try:
+        yield
+    except KeyError as exc:
+        raise ModelFileError(f"{source}: model file lacks '{exc.args[0]}'") from None
+    except RuntimeError as exc:
+        raise ModelFileError(
+            f"{source}: weights do not fit the stored spec: {str(exc).splitlines()[0]}"
+        ) from None
+
+
 def from_file_data(data: dict, source: str) -> LoadedModel:
     """Rebuild modules from a loaded model file and load their weights strictly."""
-    try:
+    with model_file_errors(source):
         encoder = encoder_from_state(data["encoder"])
         spec = parse_spec(data["spec"], f"in {source}")
         task = make_task(encoder.target, data.get("loss"))
@@ -57,12 +72,6 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
             spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(encoder)
         )
         built.module.load_state_dict(data["weights"]["network"])
-    except KeyError as exc:
-        raise ModelFileError(f"{source}: model file lacks '{exc.args[0]}'") from None
-    except RuntimeError as exc:
-        raise ModelFileError(
-            f"{source}: weights do not fit the stored spec: {str(exc).splitlines()[0]}"
-        ) from None
     model = InferenceModel(encoder.preprocess_module(), built.module, task.postprocess()).eval()
     return LoadedModel(data, encoder, task, built, model)
 

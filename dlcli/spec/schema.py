@@ -64,6 +64,7 @@ class Spec(BaseModel):
     data: list[Literal["tabular", "image", "text", "series"]] | None = (
         None  # data kinds it suits (None: any)
     )
+    variants: dict[str, str] | None = None  # data kind -> the preset to use for it instead
     family: Literal["supervised", "autoencoder", "gan"] | None = None
     layers: list[Any] | None = None
     encoder: list[Any] | None = None

@@ -1,0 +1,164 @@
+"""Serving autoencoder models: `predict` (anomaly_score, is_anomaly; --embed: latent vectors),
+`evaluate --anomaly-label` (ROC AUC, average precision, precision/recall at the stored threshold)
+and ONNX export (the scorer, and the encoder alone), each verified with onnxruntime."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlcli import __version__
+from dlcli.engine.autoencoder import LoadedAutoencoder, ScoreOnly
+from dlcli.engine.families import EvaluateOptions, PredictOptions
+from dlcli.errors import InputError, UsageError
+
+
+# -- predict and evaluate -------------------------------------------------------------------------
+def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) -> None:
+    """anomaly_score,is_anomaly per input row (with --embed: z0..zK), streamed to `opts.out`."""
+    from dlcli.engine.predictor import WRITERS, run_batches
+
+    if not inputs:
+        raise UsageError("give the inputs to score: CSV files, images, folders, or - for stdin")
+    writer = WRITERS[opts.fmt](opts.out)
+    for passthrough, raw in loaded.encoder.iter_inputs(inputs, opts.keep_columns):
+        frame = passthrough.reset_index(drop=True).copy()
+        if opts.embed:
+            z = run_batches(loaded.embedder.to(_device(loaded.scorer)), raw)
+            for j in range(z.shape[1]):
+                frame[f"z{j}"] = z[:, j]
+        else:
+            scores = run_batches(ScoreOnly(loaded.scorer), raw)
+            frame["anomaly_score"] = scores
+            frame["is_anomaly"] = (scores > loaded.threshold).astype(int)
+        writer.write(frame)
+    opts.out.flush()
+
+
+def _device(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
+def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -> dict:
+    """Score labelled data. Without --anomaly-label: score statistics and the share flagged;
+    with it: how well the score separates that label (ROC AUC, average precision) and precision,
+    recall and F1 of the stored threshold."""
+    scores, labels = _scored_labels(loaded, data_path, opts)
+    flagged = scores > loaded.threshold
+    metrics: dict[str, Any] = {
+        "n": len(scores),
+        "score_mean": float(scores.mean()) if len(scores) else math.nan,
+        "threshold": loaded.threshold,
+        "flagged": int(flagged.sum()),
+        "flagged_share": float(flagged.mean()) if len(scores) else math.nan,
+    }
+    if opts.anomaly_label is None:
+        return metrics
+    positive = np.asarray([str(v) for v in labels]) == str(opts.anomaly_label)
+    if not positive.any() or positive.all():
+        found = sorted({str(v) for v in labels})[:10]
+        raise InputError(
+            f"{data_path}: --anomaly-label {opts.anomaly_label} needs rows with and without that label "
+            f"(labels found: {', '.join(found)})"
+        )
+    from dlcli.metrics import _binary_auc
+
+    tp = int((flagged & positive).sum())
+    precision = tp / max(1, int(flagged.sum()))
+    recall = tp / int(positive.sum())
+    metrics.update(
+        {
+            "anomalies": int(positive.sum()),
+            "roc_auc": _binary_auc(positive, scores),
+            "average_precision": _average_precision(positive, scores),
+            "precision_at_threshold": precision,
+            "recall_at_threshold": recall,
+            "f1_at_threshold": 2 * precision * recall / max(1e-12, precision + recall),
+        }
+    )
+    return metrics
+
+
+def _average_precision(positive: np.ndarray, scores: np.ndarray) -> float:
+    order = np.argsort(-scores, kind="stable")
+    hits = positive[order].astype(np.float64)
+    precision_at = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision_at * hits).sum() / max(1.0, hits.sum()))
+
+
+def _scored_labels(
+    loaded: LoadedAutoencoder, path: str, opts: EvaluateOptions
+) -> tuple[np.ndarray, list]:
+    """(scores, labels): images take the class folder as the label; tables the --target column
+    (default: the last column)."""
+    from dlcli.engine.predictor import run_batches
+
+    model = ScoreOnly(loaded.scorer)
+    scores, labels = [], []
+    if loaded.encoder.kind == "image":
+        for frame, raw in loaded.encoder.iter_labelled(path, known_only=False):
+            scores.append(run_batches(model, raw))
+            labels += frame[loaded.encoder.target.name].tolist()
+    else:
+        for frame, raw in loaded.encoder.iter_inputs([path], True):
+            label = opts.target or str(frame.columns[-1])
+            if opts.anomaly_label is not None and label not in frame.columns:
+                raise InputError(
+                    f"{path}: no label column '{label}' (columns: {', '.join(map(str, frame.columns))})",
+                    "pass --target COLUMN",
+                )
+            scores.append(run_batches(model, raw))
+            labels += frame[label].tolist() if label in frame.columns else [None] * len(raw)
+    if not scores:
+        raise InputError(f"{path}: no rows to evaluate")
+    return np.concatenate(scores), labels
+
+
+# -- export ---------------------------------------------------------------------------------------
+def export_onnx(
+    loaded: LoadedAutoencoder, model_path: str, output: str | None, tolerance: float
+) -> dict:
+    """Two verified graphs: MODEL.onnx (inputs -> anomaly_score, reconstruction) and
+    MODEL.encoder.onnx (inputs -> latent)."""
+    from dlcli.export import onnx as ox
+    from dlcli.export.inputs import adapter_for
+
+    adapter = adapter_for(loaded.encoder)
+    shim = SimpleNamespace(data=loaded.data, encoder=loaded.encoder)
+    rows = adapter.examples(shim)
+    target = ox.output_path(model_path, output)
+    enc_target = target.with_name(target.stem + ".encoder.onnx")
+    meta = {
+        "dl.format_version": str(ox.FORMAT_VERSION),
+        "dl.family": "autoencoder",
+        "dl.task": "anomaly",
+        "dl.data_kind": loaded.encoder.kind,
+        "dl.version": __version__,
+        "dl.threshold": repr(loaded.threshold),
+        "dl.latent": str(loaded.ae.latent),
+        **adapter.metadata(loaded.encoder),
+    }
+    results = []
+    graphs = (
+        (target, loaded.scorer, ["anomaly_score", "reconstruction"]),
+        (enc_target, loaded.embedder, "latent"),
+    )
+    for path, module, names in graphs:  # each is verified before it replaces a file
+        proto, exporter = ox.to_onnx(module, rows, adapter.input_name, names)
+        res = ox.write_verified(
+            proto, path, module, [rows[:1], rows], adapter.input_name, meta, tolerance
+        )
+        results.append({**res, "exporter": exporter})
+    return {
+        **results[0],
+        "max_abs_diff": max(r["max_abs_diff"] for r in results),
+        "encoder_path": str(enc_target),
+        "rows_checked": len(rows),
+        "output_name": "anomaly_score,reconstruction",
+        "side_files": [str(enc_target)],
+    }

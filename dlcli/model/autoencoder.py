@@ -1,0 +1,208 @@
+"""Autoencoder modules: encoder + decoder (a VAE when `variational`), the per-row reconstruction
+error that is both the training loss and the anomaly score, and the serving modules that predict
+and export run (raw inputs -> score + reconstruction; raw inputs -> latent vector).
+
+Network space: the encoded features the data's preprocessing produces. For tables that is
+[standardised numbers | missing indicators | one-hot groups per categorical column]; for images,
+normalised pixels (C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Layout:
+    """How the network-space features split by type: `n_cont` continuous (squared error),
+    `n_bin` binary (cross-entropy with logits), then one categorical group per entry of `groups`
+    (softmax cross-entropy over that many slots)."""
+
+    n_cont: int
+    n_bin: int = 0
+    groups: list[int] = field(default_factory=list)
+
+    @property
+    def fields(self) -> int:
+        """Columns the error is averaged over (a categorical group counts once)."""
+        return max(1, self.n_cont + self.n_bin + len(self.groups))
+
+    def to_state(self) -> dict:
+        return {"n_cont": self.n_cont, "n_bin": self.n_bin, "groups": list(self.groups)}
+
+
+def layout_for(encoder: Any) -> Layout:
+    """The feature layout of a fitted encoder's preprocessing output."""
+    if encoder.kind == "tabular":
+        pre = encoder.preprocess_module()
+        groups = [len(c.categories) + 1 for c in encoder.columns if c.kind == "categorical"]
+        return Layout(int(pre.n_num), int(pre.n_ind), groups)
+    n = 1
+    for d in encoder.input_shape:
+        n *= int(d)
+    return Layout(n)
+
+
+class ReconstructionError(nn.Module):
+    """(decoder output, network input) -> per-row error (N,), averaged over the fields: squared
+    error for numbers and pixels, cross-entropy for missing indicators and categories."""
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__()
+        self.n_cont, self.n_bin, self.groups = layout.n_cont, layout.n_bin, list(layout.groups)
+        self.fields = layout.fields
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out, x = out.flatten(1), x.flatten(1)  # (N, F)
+        c, b = self.n_cont, self.n_cont + self.n_bin
+        err = (out[:, :c] - x[:, :c]).pow(2).sum(1)
+        if self.n_bin:
+            err = err + F.binary_cross_entropy_with_logits(
+                out[:, c:b], x[:, c:b], reduction="none"
+            ).sum(1)
+        start = b
+        for size in self.groups:  # one softmax per categorical column
+            logits, onehot = out[:, start : start + size], x[:, start : start + size]
+            err = err - (F.log_softmax(logits, dim=1) * onehot).sum(1)
+            start += size
+        return err / self.fields
+
+
+class AutoEncoder(nn.Module):
+    """encoder: x -> latent (mean and log-variance when variational); decoder: latent -> x-hat."""
+
+    def __init__(
+        self, encoder: nn.Module, decoder: nn.Module, latent: int, variational: bool
+    ) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+        self.latent, self.variational = int(latent), bool(variational)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.encoder(x)  # (N, latent) or (N, 2 * latent)
+        if not self.variational:
+            return h, None
+        return h[:, : self.latent], h[:, self.latent :].clamp(-10, 10)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        mu, logvar = self.encode(x)
+        z = mu
+        if logvar is not None and self.training:  # the reparameterisation trick
+            z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return self.decoder(z), mu, logvar
+
+
+class TrainingObjective(nn.Module):
+    """What the trainer optimises: network input (N, ...) -> per-row loss (N,): reconstruction
+    error, plus the KL divergence to N(0, I) per field for a VAE."""
+
+    def __init__(self, ae: AutoEncoder, error: ReconstructionError, beta: float = 1.0) -> None:
+        super().__init__()
+        self.ae, self.error, self.beta = ae, error, float(beta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, mu, logvar = self.ae(x)
+        loss = self.error(out, x)
+        if logvar is not None:
+            kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)  # (N,)
+            loss = loss + self.beta * kl / self.error.fields
+        return loss
+
+
+class ObjectiveTask:
+    """The trainer's task for a network that returns its own per-row loss."""
+
+    name = "reconstruction"
+    metric = "loss"
+    loss = "reconstruction"
+
+    def make_loss(self, class_weights: Any = None, label_smoothing: float = 0.0) -> Any:
+        return lambda per_row, _y: per_row.mean()
+
+    def batch_score(self, per_row: torch.Tensor, _y: torch.Tensor) -> torch.Tensor:
+        return per_row.sum()
+
+    def balanced_weights(self, y: torch.Tensor) -> torch.Tensor:
+        from dlcli.errors import UsageError
+
+        raise UsageError("--class-weights applies to classification, not to autoencoders")
+
+
+class TabularReconstruction(nn.Module):
+    """Decoder output (N, F_enc) -> a raw-form row (N, F_raw): numbers back in their units,
+    categorical columns as the code of the most likely category (0 = missing/unseen)."""
+
+    def __init__(self, preprocess: nn.Module, groups: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("mean", preprocess.mean.clone())
+        self.register_buffer("std", preprocess.std.clone())
+        order = preprocess.num_idx.tolist() + sorted(set(preprocess.slot_col.tolist()))
+        inverse = [0] * len(order)  # raw column j is column inverse[j] of [numbers | codes]
+        for k, j in enumerate(order):
+            inverse[j] = k
+        self.register_buffer("inverse", torch.tensor(inverse, dtype=torch.long))
+        self.groups, self.n_num, self.n_ind = (
+            list(groups),
+            int(preprocess.n_num),
+            int(preprocess.n_ind),
+        )
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        parts = [out[:, : self.n_num] * self.std + self.mean] if self.n_num else []
+        start = self.n_num + self.n_ind
+        for size in self.groups:
+            parts.append(out[:, start : start + size].argmax(1, keepdim=True).to(out.dtype))
+            start += size
+        return torch.cat(parts, dim=1).index_select(1, self.inverse)
+
+
+class ImageReconstruction(nn.Module):
+    """Decoder output (N, C, H, W) in normalised units -> pixels in [0, 1]."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        return (out * self.std + self.mean).clamp(0.0, 1.0)
+
+
+def reconstruction_module(encoder: Any, layout: Layout) -> nn.Module:
+    """Decoder output -> the user's units, per data kind."""
+    if encoder.kind == "tabular":
+        return TabularReconstruction(encoder.preprocess_module(), layout.groups)
+    if encoder.kind == "image":
+        return ImageReconstruction(encoder.mean, encoder.std)
+    return nn.Identity()
+
+
+class ScoringModel(nn.Module):
+    """raw inputs -> (anomaly score (N,), reconstruction in the input's units)."""
+
+    def __init__(
+        self, preprocess: nn.Module, ae: AutoEncoder, error: ReconstructionError, recon: nn.Module
+    ) -> None:
+        super().__init__()
+        self.preprocess, self.ae, self.error, self.recon = preprocess, ae, error, recon
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.preprocess(x)
+        out, _, _ = self.ae(h)
+        return self.error(out, h), self.recon(out)
+
+
+class EmbeddingModel(nn.Module):
+    """raw inputs -> latent vectors (N, latent) (the mean, for a VAE)."""
+
+    def __init__(self, preprocess: nn.Module, ae: AutoEncoder) -> None:
+        super().__init__()
+        self.preprocess, self.ae = preprocess, ae
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ae.encode(self.preprocess(x))[0]

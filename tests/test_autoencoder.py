@@ -1,0 +1,219 @@
+"""Autoencoders end to end on the shipped data: tables (breast cancer: benign rows are normal,
+malignant the anomaly) and images (digits with one class held out), VAE, predict scores and
+--embed, evaluate --anomaly-label, ONNX export of scorer and encoder, resume, bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlcli import checkpoint
+from conftest import SAMPLES, assert_error
+
+CANCER = SAMPLES / "breast_cancer"
+DIGITS = SAMPLES / "digits"
+
+
+@pytest.fixture(scope="module")
+def benign(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The benign training rows without the label: the 'normal' data."""
+    folder = tmp_path_factory.mktemp("benign")
+    frame = pd.read_csv(CANCER / "train.csv")
+    normal = frame[frame["diagnosis"] == "benign"].drop(columns=["diagnosis"])
+    normal.to_csv(folder / "normal.csv", index=False)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def table_ae(benign: Path, run_dl_session) -> Path:
+    res = run_dl_session("train", "normal.csv", "--arch", "autoencoder", "--json", cwd=benign)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["family"] == "autoencoder" and summary["latent"] == 7  # 30 columns // 4
+    return benign / "model.pt"
+
+
+def test_table_autoencoder_scores_rows_and_separates_malignant(table_ae, dl_inproc):
+    data = checkpoint.load(table_ae)
+    assert data["family"] == "autoencoder" and data["threshold_percentile"] == 99
+    res = dl_inproc("predict", str(table_ae), str(CANCER / "test.csv"))
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(io.StringIO(res.stdout))
+    assert list(out.columns) == ["anomaly_score", "is_anomaly"]
+    assert len(out) == len(pd.read_csv(CANCER / "test.csv"))
+    assert (out["is_anomaly"] == (out["anomaly_score"] > data["threshold"])).all()
+    res = dl_inproc(
+        "evaluate", str(table_ae), str(CANCER / "test.csv"), "--anomaly-label", "malignant",
+        "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout)
+    assert metrics["roc_auc"] >= 0.8, metrics  # 0.88 measured at defaults
+    assert metrics["anomalies"] == 37 and metrics["n"] == 113
+
+
+def test_embed_gives_latent_vectors(table_ae, dl_inproc):
+    res = dl_inproc("predict", str(table_ae), str(CANCER / "rows.csv"), "--embed")
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(io.StringIO(res.stdout))
+    assert list(out.columns) == [f"z{i}" for i in range(7)]
+    assert np.isfinite(out.to_numpy()).all() and out.to_numpy().std() > 0
+
+
+def test_stdin_pipeline_scores_like_a_file(table_ae, run_dl):
+    text = (CANCER / "rows.csv").read_text()
+    piped = run_dl("predict", str(table_ae), "-", input=text)
+    direct = run_dl("predict", str(table_ae), str(CANCER / "rows.csv"))
+    assert piped.returncode == 0 and piped.stdout == direct.stdout and piped.stdout
+
+
+def test_export_scorer_and_encoder_match_pytorch(table_ae, dl_inproc, tmp_path):
+    import onnxruntime as ort
+    import torch
+
+    from dlcli.engine.autoencoder import load
+
+    out = tmp_path / "ae.onnx"
+    res = dl_inproc("export", str(table_ae), "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["encoder_path"] == str(tmp_path / "ae.encoder.onnx")
+    loaded = load(checkpoint.load(table_ae), str(table_ae))
+    frame = pd.read_csv(CANCER / "test.csv").drop(columns=["diagnosis"])
+    raw = torch.from_numpy(loaded.encoder.raw_matrix(frame, "test.csv"))
+    with torch.no_grad():
+        score, recon = loaded.scorer(raw)
+        z = loaded.embedder(raw)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got_score, got_recon = sess.run(None, {"features": raw.numpy()})
+    assert [o.name for o in sess.get_outputs()] == ["anomaly_score", "reconstruction"]
+    assert np.allclose(got_score, score.numpy(), atol=1e-4, rtol=1e-4)
+    assert np.allclose(got_recon, recon.numpy(), atol=1e-3, rtol=1e-4)
+    assert recon.shape == raw.shape  # the reconstruction is in the input's own units
+    enc = ort.InferenceSession(
+        str(tmp_path / "ae.encoder.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert np.allclose(enc.run(None, {"features": raw.numpy()})[0], z.numpy(), atol=1e-4)
+    meta = ort.InferenceSession(str(out)).get_modelmeta().custom_metadata_map
+    assert float(meta["dl.threshold"]) == pytest.approx(loaded.threshold)
+
+
+def test_vae_trains_and_scores(benign, dl_inproc):
+    res = dl_inproc(
+        "train", "normal.csv", "--arch", "vae", "-o", "vae.pt", "--epochs", "40", "--json",
+        cwd=benign,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["variational"] is True
+    res = dl_inproc(
+        "evaluate", str(benign / "vae.pt"), str(CANCER / "test.csv"), "--anomaly-label",
+        "malignant", "--json",
+    )  # fmt: skip
+    assert json.loads(res.stdout)["roc_auc"] >= 0.75
+
+
+@pytest.fixture(scope="module")
+def digits_without_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Training digits 1-9 (0 is the anomaly), as links to the shipped folders. Every held-out
+    class is measured by benchmarks/autoencoder_quality.py."""
+    folder = tmp_path_factory.mktemp("digits") / "normal"
+    folder.mkdir()
+    for c in range(1, 10):
+        (folder / str(c)).symlink_to(DIGITS / "train" / str(c), target_is_directory=True)
+    return folder
+
+
+def test_image_autoencoder_flags_a_held_out_digit(digits_without_0, run_dl, dl_inproc):
+    out = digits_without_0.parent / "ae.pt"
+    res = run_dl(
+        "train", str(digits_without_0), "--arch", "autoencoder", "-o", out, "--epochs", "15"
+    )
+    assert res.returncode == 0, res.stderr
+    assert "conv_autoencoder" in res.stderr  # the image variant of the preset
+    grids = sorted((digits_without_0.parent / "ae.run" / "reconstructions").glob("epoch_*.png"))
+    assert len(grids) == 15
+    res = dl_inproc("evaluate", str(out), str(DIGITS / "test"), "--anomaly-label", "0", "--json")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout)
+    assert metrics["roc_auc"] >= 0.9, metrics
+    res = dl_inproc("predict", str(out), str(DIGITS / "test" / "0"))
+    frame = pd.read_csv(io.StringIO(res.stdout))
+    assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
+
+
+def test_bad_input_is_one_clear_line(table_ae, benign, dl_inproc, penguins_model):
+    assert_error(
+        dl_inproc("predict", str(penguins_model), str(CANCER / "rows.csv"), "--embed"),
+        "--embed", "autoencoder",
+    )  # fmt: skip
+    assert_error(
+        dl_inproc("evaluate", str(table_ae), str(CANCER / "train.csv"), "--anomaly-label", "x"),
+        "needs rows with and without that label",
+    )
+    assert_error(
+        dl_inproc(
+            "evaluate", str(table_ae), str(CANCER / "test.csv"), "--anomaly-label", "1",
+            "--target", "nope",
+        ),
+        "no label column 'nope'",
+    )  # fmt: skip
+    assert_error(
+        dl_inproc(
+            "evaluate", str(penguins_model), str(CANCER / "test.csv"), "--anomaly-label", "1"
+        ),
+        "--anomaly-label applies to autoencoder",
+    )
+    spec = benign / "half.yaml"
+    spec.write_text("encoder: [{dense: 8}]\n")
+    assert_error(
+        dl_inproc("train", "normal.csv", "--spec", str(spec), cwd=benign),
+        "half.yaml", "'decoder' is required",
+    )  # fmt: skip
+    before = table_ae.read_bytes()
+    assert_error(
+        dl_inproc(
+            "train", "normal.csv", "--arch", "autoencoder", "--class-weights", "balanced",
+            cwd=benign,
+        ),
+        "--class-weights",
+    )  # fmt: skip
+    assert table_ae.read_bytes() == before
+
+
+def test_build_shows_encoder_and_decoder(dl_inproc):
+    res = dl_inproc("build", "--arch", "autoencoder", "--input-shape", "30", "--json")
+    assert res.returncode == 0, res.stderr
+    nets = json.loads(res.stdout)
+    assert set(nets) == {"encoder", "decoder"}
+    res = dl_inproc("build", "--arch", "conv_vae", "--input-shape", "3,32,32")
+    assert res.returncode == 0, res.stderr
+    assert "(3, 32, 32)" in res.stderr
+
+
+def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
+    from dlcli.data.sources import DataOptions
+    from dlcli.engine.resumable import TrainingInterrupted
+    from dlcli.engine.train_run import TrainRequest, run_training
+    from test_engine import StopAt
+
+    out = tmp_path / "ae.pt"
+
+    def request(**kw) -> TrainRequest:
+        overrides = {"epochs": 6, "patience": 0}
+        return TrainRequest(
+            str(benign / "normal.csv"), str(out), arch="autoencoder", data_opts=DataOptions(),
+            overrides=overrides, plots=False, **kw,
+        )  # fmt: skip
+
+    with pytest.raises(TrainingInterrupted, match="interrupted after 2 complete epochs"):
+        run_training(request(callbacks=[StopAt(2)]))
+    assert not out.exists() and checkpoint.checkpoint_path(out).exists()
+    summary = run_training(request(resume=True))
+    assert summary["epochs_run"] == 6 and summary["family"] == "autoencoder"
+    assert not checkpoint.checkpoint_path(out).exists()
+    assert len(checkpoint.load(out)["history"]) == 6
