@@ -31,7 +31,7 @@ BENCHMARKS = [
 ]
 
 
-OPT_IN = ["gan_quality"]  # slow (minutes of training): run only when named with --only
+OPT_IN = ["gan_quality", "bench_stream"]  # slow (minutes): run only when named with --only
 
 
 def select(only: list[str] | None) -> list[str]:
