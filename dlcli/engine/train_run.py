@@ -20,18 +20,15 @@ from dlcli.console import info
 from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
 from dlcli.engine import distributed
 from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
+from dlcli.engine.resumable import TrainingInterrupted, fit_resumable  # noqa: F401 (re-exported)
 from dlcli.engine.tasks import make_task
-from dlcli.engine.trainer import Interrupted, TrainConfig, Trainer, check_settings
-from dlcli.errors import DLError, UsageError
+from dlcli.engine.trainer import TrainConfig, Trainer, check_settings
+from dlcli.errors import UsageError
 from dlcli.model.assemble import InferenceModel, network_args
 from dlcli.model.builder import build_network
 from dlcli.spec.schema import parse_spec, resolve_spec
 
 CHECKPOINT_FORMAT = "dlcli-checkpoint"
-
-
-class TrainingInterrupted(DLError):
-    exit_code = 130
 
 
 @dataclass
@@ -169,19 +166,9 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
     callbacks = [progress, *saver, *req.callbacks]
     trainer = Trainer(built.module, task, cfg, callbacks, train_tf, eval_tf)
     trainer.frozen = frozen
-    try:
-        result = trainer.fit(x_tr, prep.y_train, x_va, prep.y_val, resume=resume_state)
-    except Interrupted as exc:
-        progress.close()
-        if main:
-            save_checkpoint(exc.snapshot)
-        done = len(exc.snapshot["history"])
-        raise TrainingInterrupted(
-            f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; checkpoint saved to {ckpt_path}",
-            f"continue with: dl train {req.data} -o {req.output} --resume",
-        ) from None
-    finally:
-        progress.close()
+    fit_args = (x_tr, prep.y_train, x_va, prep.y_val)
+    saver_fn = save_checkpoint if main else None
+    result = fit_resumable(trainer, fit_args, resume_state, progress, saver_fn, req)
     if not main:  # the other processes trained the same model; rank 0 saves it
         return {"rank": distributed.rank(), "epochs_run": len(result.history)}
     built.module.cpu().eval()
