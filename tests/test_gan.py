@@ -226,11 +226,24 @@ def test_watch_reports_collapse_after_healthy_spread_but_not_early_blur():
     assert watch.collapsed and "mode collapse" in watch.warnings[0]
 
 
-def test_a_generator_that_ignores_its_noise_is_reported(dl_inproc, tmp_path):
+def few_digits(tmp_path: Path) -> Path:
+    """40 digits of all classes as loose images in one folder (a GAN needs no labels)."""
     folder = tmp_path / "few"
     folder.mkdir()
     for i, path in enumerate(sorted((DIGITS / "train").glob("*/*.png"))[::20][:40]):
         shutil.copy(path, folder / f"{i}.png")
+    return folder
+
+
+def test_nan_losses_stop_training_with_one_line(dl_inproc, tmp_path, tiny_spec):
+    r = dl_inproc("train", few_digits(tmp_path), "--spec", tiny_spec, "--lr", "1e30",
+                  "-o", tmp_path / "m.pt")  # fmt: skip
+    assert_error(r, "NaN or infinite", "no model was written", code=1)
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_generator_that_ignores_its_noise_is_reported(dl_inproc, tmp_path):
+    folder = few_digits(tmp_path)
     spec = tmp_path / "flat.yaml"  # zero weights and a learning rate too small to leave them
     spec.write_text(
         "latent: 4\ngenerator: [{project: [c, h, w], init: zeros}, tanh]\n"

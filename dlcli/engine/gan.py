@@ -232,7 +232,7 @@ def _fit(
     epoch's state to <model>.run/checkpoint.pt and raises TrainingInterrupted."""
     from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
     from dlcli.engine.gan_fit import format_row
-    from dlcli.engine.train_run import TrainingInterrupted
+    from dlcli.engine.resumable import interrupted
     from dlcli.imagegrid import write_grid
 
     req = job.req
@@ -267,11 +267,7 @@ def _fit(
     except KeyboardInterrupt:
         progress.close()
         save(snap["last"])
-        done = len(snap["last"]["history"])
-        raise TrainingInterrupted(
-            f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; checkpoint saved to {ckpt_path}",
-            f"continue with: dl train {req.data} -o {req.output} --resume",
-        ) from None
+        raise interrupted(len(snap["last"]["history"]), req) from None
     finally:
         progress.close()
     for cb in callbacks:

@@ -30,11 +30,15 @@ def fit_resumable(
         progress.close()
         if save_checkpoint is not None:
             save_checkpoint(exc.snapshot)
-        done = len(exc.snapshot["history"])
-        raise TrainingInterrupted(
-            f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; "
-            f"checkpoint saved to {checkpoint.checkpoint_path(req.output)}",
-            f"continue with: dl train {req.data} -o {req.output} --resume",
-        ) from None
+        raise interrupted(len(exc.snapshot["history"]), req) from None
     finally:
         progress.close()
+
+
+def interrupted(done: int, req: Any) -> TrainingInterrupted:
+    """The one line after Ctrl-C: `done` complete epochs, where the checkpoint is, how to go on."""
+    return TrainingInterrupted(
+        f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; "
+        f"checkpoint saved to {checkpoint.checkpoint_path(req.output)}",
+        f"continue with: dl train {req.data} -o {req.output} --resume",
+    )
