@@ -113,14 +113,6 @@ def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[st
     return numeric, categorical
 
 
-def _float_values(arr: Any) -> np.ndarray:
-    """A numeric pyarrow (Chunked)Array as float32 numpy, NaN where missing."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    return pc.cast(arr, pa.float32()).to_numpy(zero_copy_only=False)
-
-
 class TabularPreprocess(nn.Module):
     """(N, F_raw) raw matrix -> (N, F_encoded) model input. Exported to ONNX as part of the graph."""
 
@@ -243,19 +235,19 @@ class TabularEncoder:
         num = [j for j, c in enumerate(self.columns) if c.kind == "numeric"]
         if not num:
             return
-        block = train[:, num] if len(num) < train.shape[1] else train.copy()  # (n, F_num)
+        block = np.ascontiguousarray(train.T[num])  # (F_num, n) copy: each column contiguous
         miss = ~np.isfinite(block)
-        missing = miss.any(axis=0)
+        missing = miss.any(axis=1)
         if missing.any():
             block[miss] = 0.0
-            count = np.maximum((~miss).sum(0), 1)
+            count = np.maximum((~miss).sum(1), 1)
         else:
-            count = np.full(len(num), max(1, len(block)))
-        means = block.sum(0, dtype=np.float64) / count
-        block -= means.astype(np.float32)
+            count = np.full(len(num), max(1, block.shape[1]))
+        means = block.sum(1, dtype=np.float64) / count
+        block -= means.astype(np.float32)[:, None]
         if missing.any():
             block[miss] = 0.0
-        stds = np.sqrt(np.einsum("ij,ij->j", block, block, dtype=np.float64) / count)
+        stds = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64) / count)
         for k, j in enumerate(num):
             c = self.columns[j]
             self.columns[j] = numeric_column(c.name, means[k], stds[k], bool(missing[k]))
@@ -300,22 +292,24 @@ class TabularEncoder:
         import pyarrow as pa
 
         self.check_columns(list(table.schema.names), source)
-        out = np.empty((table.num_rows, len(self.columns)), dtype=np.float32)
+        # filled column by column into (F, N), then transposed once: writing each column into an
+        # (N, F) matrix directly is a strided write, ~3x slower
+        out_t = np.empty((len(self.columns), table.num_rows), dtype=np.float32)
         rest = []
         for j, col in enumerate(self.columns):
             arr = table.column(col.name)
             if col.kind == "numeric" and (
                 pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
             ):
-                out[:, j] = _float_values(arr)
+                out_t[j] = arr.to_numpy(zero_copy_only=False)  # missing -> NaN
             else:
                 rest.append(j)
         if rest:
             if frame is None:
                 frame = table.select([self.columns[j].name for j in rest]).to_pandas()
-            bad = self._fill_columns(out, frame, rest)
+            bad = self._fill_columns(out_t.T, frame, rest)
             self._check_numbers(bad, frame, source, row_offset)
-        return out
+        return np.ascontiguousarray(out_t.T)
 
     def _fill_columns(
         self, out: np.ndarray, frame: pd.DataFrame, which: list[int]
