@@ -217,3 +217,82 @@ def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
     assert summary["epochs_run"] == 6 and summary["family"] == "autoencoder"
     assert not checkpoint.checkpoint_path(out).exists()
     assert len(checkpoint.load(out)["history"]) == 6
+
+
+def test_reconstruction_error_matches_torch_losses():
+    """Numbers: squared error; indicators: BCE; each categorical column: cross-entropy; averaged
+    over the fields (reference: plain torch losses)."""
+    import torch
+    import torch.nn.functional as F
+
+    from dlcli.model.autoencoder import Layout, ReconstructionError
+
+    gen = torch.Generator().manual_seed(0)
+    out, x = torch.randn(6, 12, generator=gen), torch.zeros(6, 12)
+    x[:, :3] = torch.randn(6, 3, generator=gen)
+    x[:, 3:5] = (torch.rand(6, 2, generator=gen) > 0.5).float()
+    a, b = torch.randint(0, 4, (6,), generator=gen), torch.randint(0, 3, (6,), generator=gen)
+    x[torch.arange(6), 5 + a] = 1
+    x[torch.arange(6), 9 + b] = 1
+    ref = (
+        (out[:, :3] - x[:, :3]).pow(2).sum(1)
+        + F.binary_cross_entropy_with_logits(out[:, 3:5], x[:, 3:5], reduction="none").sum(1)
+        + F.cross_entropy(out[:, 5:9], a, reduction="none")
+        + F.cross_entropy(out[:, 9:12], b, reduction="none")
+    ) / 7
+    got = ReconstructionError(Layout(3, 2, [4, 3]))(out, x)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_categorical_table_exports_with_parity(dl_inproc, tmp_path):
+    """Penguins (categorical columns, missing values): the scorer's ONNX graph matches PyTorch."""
+    res = dl_inproc(
+        "train", str(SAMPLES / "penguins" / "train.csv"), "--arch", "autoencoder", "--target",
+        "species", "--epochs", "5", "-o", str(tmp_path / "p.pt"), "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = dl_inproc("export", str(tmp_path / "p.pt"), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["max_abs_diff"] < 1e-3
+
+
+def test_reconstruction_error_exports_exactly_for_extreme_logits():
+    """The exporter's own binary_cross_entropy_with_logits is off by ~0.1 for logits near -15
+    (torch 2.13); ours is written out and must match onnxruntime at any logit."""
+    import onnxruntime as ort
+    import torch
+
+    from dlcli.export.onnx import to_onnx
+    from dlcli.model.autoencoder import Layout, ReconstructionError
+
+    error = ReconstructionError(Layout(2, 3, [3]))
+
+    class Both(torch.nn.Module):  # one input: [decoder output | target]
+        def forward(self, z: torch.Tensor) -> torch.Tensor:
+            return error(z[:, :8], z[:, 8:])
+
+    gen = torch.Generator().manual_seed(1)
+    out = torch.randn(32, 8, generator=gen) * 20  # logits far into the tails
+    x = torch.zeros(32, 8)
+    x[:, :2] = torch.randn(32, 2, generator=gen)
+    x[:, 2:5] = (torch.rand(32, 3, generator=gen) > 0.5).float()
+    x[torch.arange(32), 5 + torch.randint(0, 3, (32,), generator=gen)] = 1
+    z = torch.cat([out, x], 1)
+    proto, _ = to_onnx(Both(), z, "z", "err")
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"z": z.numpy()})[0]
+    assert np.allclose(got, Both()(z).numpy(), rtol=1e-5, atol=1e-4)
+
+
+def test_image_vae_trains_and_embeds(digits_without_0, dl_inproc):
+    out = digits_without_0.parent / "vae.pt"
+    res = dl_inproc(
+        "train", str(digits_without_0), "--arch", "vae", "-o", str(out), "--epochs", "2",
+        "--no-plots", "--json",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["variational"] is True and summary["latent"] == 16  # 16x16 digits: 256 // 16
+    res = dl_inproc("predict", str(out), str(DIGITS / "test" / "3"), "--embed")
+    frame = pd.read_csv(io.StringIO(res.stdout))
+    assert list(frame.columns) == ["path", *[f"z{i}" for i in range(16)]]

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -54,22 +53,33 @@ class ReconstructionError(nn.Module):
 
     def __init__(self, layout: Layout) -> None:
         super().__init__()
-        self.n_cont, self.n_bin, self.groups = layout.n_cont, layout.n_bin, list(layout.groups)
-        self.fields = layout.fields
+        self.n_cont, self.n_bin, self.fields = layout.n_cont, layout.n_bin, layout.fields
+        # categorical groups as one padded (G, S) gather: slot j of group g is feature
+        # index[g, j]; padding slots (valid = False) never win the softmax
+        width = max(layout.groups, default=0)
+        index, valid, start = [], [], layout.n_cont + layout.n_bin
+        for size in layout.groups:
+            index.append([start + j if j < size else start for j in range(width)])
+            valid.append([j < size for j in range(width)])
+            start += size
+        shape = (len(index), width)  # (0, 0) without categorical columns
+        self.register_buffer("cat_index", torch.tensor(index, dtype=torch.long).reshape(shape))
+        self.register_buffer("cat_valid", torch.tensor(valid, dtype=torch.bool).reshape(shape))
 
     def forward(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         out, x = out.flatten(1), x.flatten(1)  # (N, F)
         c, b = self.n_cont, self.n_cont + self.n_bin
         err = (out[:, :c] - x[:, :c]).pow(2).sum(1)
-        if self.n_bin:
-            err = err + F.binary_cross_entropy_with_logits(
-                out[:, c:b], x[:, c:b], reduction="none"
-            ).sum(1)
-        start = b
-        for size in self.groups:  # one softmax per categorical column
-            logits, onehot = out[:, start : start + size], x[:, start : start + size]
-            err = err - (F.log_softmax(logits, dim=1) * onehot).sum(1)
-            start += size
+        if self.n_bin:  # BCE with logits written out: the ONNX exporter's version of
+            # F.binary_cross_entropy_with_logits is off by 0.1 for logits near -15 (torch 2.13)
+            z, t = out[:, c:b], x[:, c:b]
+            err = err + (z.clamp(min=0) - z * t + torch.log1p(torch.exp(-z.abs()))).sum(1)
+        if self.cat_index.numel():  # softmax cross-entropy per categorical column, vectorised
+            logits = out[:, self.cat_index]  # (N, G, S)
+            onehot = x[:, self.cat_index] * self.cat_valid  # (N, G, S)
+            logits = logits.masked_fill(~self.cat_valid, -1e9)
+            picked = (logits * onehot).sum(-1)  # the logit of the true category
+            err = err + (torch.logsumexp(logits, dim=-1) - picked).sum(1)
         return err / self.fields
 
 
