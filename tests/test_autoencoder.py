@@ -296,3 +296,14 @@ def test_image_vae_trains_and_embeds(digits_without_0, dl_inproc):
     res = dl_inproc("predict", str(out), str(DIGITS / "test" / "3"), "--embed")
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["path", *[f"z{i}" for i in range(16)]]
+
+
+def test_evaluate_with_a_numeric_label_column_as_in_the_issue(table_ae, tmp_path, dl_inproc):
+    """`dl evaluate model.pt labelled.csv --anomaly-label 1`: the last column holds 0/1 labels."""
+    frame = pd.read_csv(CANCER / "test.csv")
+    frame["label"] = (frame.pop("diagnosis") == "malignant").astype(float)  # 1.0 / 0.0
+    frame.to_csv(tmp_path / "labelled.csv", index=False)
+    res = dl_inproc("evaluate", str(table_ae), "labelled.csv", "--anomaly-label", "1", "--json",
+                    cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["anomalies"] == 37

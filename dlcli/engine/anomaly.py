@@ -59,7 +59,7 @@ def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -
     }
     if opts.anomaly_label is None:
         return metrics
-    positive = np.asarray([str(v) for v in labels]) == str(opts.anomaly_label)
+    positive = _matches(labels, str(opts.anomaly_label))
     if not positive.any() or positive.all():
         found = sorted({str(v) for v in labels})[:10]
         raise InputError(
@@ -82,6 +82,24 @@ def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -
         }
     )
     return metrics
+
+
+def _matches(labels: list, wanted: str) -> np.ndarray:
+    """Rows whose label is `wanted`: as text, or as a number when both are numbers (1 == 1.0)."""
+    text = np.asarray([str(v) for v in labels])
+    try:
+        number = float(wanted)
+    except ValueError:
+        return text == wanted
+    values = np.asarray([_number(v) for v in labels], dtype=np.float64)
+    return (text == wanted) | (values == number)
+
+
+def _number(v: Any) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _average_precision(positive: np.ndarray, scores: np.ndarray) -> float:
