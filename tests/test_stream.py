@@ -16,7 +16,7 @@ from conftest import Runner, assert_error
 
 from dlcli.data.csvio import read_table
 from dlcli.data.sources import DataOptions, TabularSource, choose_source
-from dlcli.data.stream import StreamedRows, StreamedTableSource
+from dlcli.data.stream import StreamedRows, StreamedTableSource, prefetched
 from dlcli.data.stream_scan import held_out, scan
 from dlcli.data.tabular import TabularEncoder
 from dlcli.data.target import Target
@@ -183,3 +183,26 @@ def test_large_files_stream_on_their_own(
     assert choose_source(str(big_csv), DataOptions(stream=False)) is TabularSource
     monkeypatch.setenv("DL_STREAM_BYTES", str(big_csv.stat().st_size))
     assert choose_source(str(big_csv), DataOptions()) is TabularSource
+
+
+def test_prefetch_raises_in_the_consumer_and_closes_its_source() -> None:
+    closed = []
+
+    def source(fail_at: int):
+        try:
+            for i in range(100):
+                if i == fail_at:
+                    raise InputError(f"bad.csv: row {i}")
+                yield i
+        finally:
+            closed.append(fail_at)
+
+    got = []
+    with pytest.raises(InputError, match="row 5"):
+        for item in prefetched(source(5), depth=2):
+            got.append(item)
+    assert got == [0, 1, 2, 3, 4]
+    for item in prefetched(source(-1), depth=2):  # stopped early: the reader is closed
+        if item == 3:
+            break
+    assert closed == [5, -1]

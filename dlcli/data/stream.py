@@ -7,7 +7,10 @@ shuffles within a large buffer. The model file is that of in-memory training. Se
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ BUFFER_BYTES = 32 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL
 MIN_BUFFER_ROWS = 100_000
 VAL_CACHE_BYTES = 256 << 20  # validation rows kept in memory after the first pass, if they fit
 IN_ORDER_BATCH = 8192
+PREFETCH = 4  # encoded chunks read ahead by the prefetch thread (2 MB of CSV each)
 MEMORY_SHARE = 0.2  # stream on its own when the file exceeds this share of the available memory
 
 
@@ -46,6 +50,50 @@ def stream_threshold() -> int:
     """File size in bytes above which a CSV table is streamed (DL_STREAM_BYTES overrides)."""
     env = os.environ.get("DL_STREAM_BYTES")
     return int(env) if env else int(available_memory() * MEMORY_SHARE)
+
+
+def prefetched(items: Iterator[Any], depth: int = PREFETCH) -> Iterator[Any]:
+    """`items`, produced `depth` ahead by a background thread, so parsing and encoding the next
+    chunks (pyarrow and numpy release the GIL) overlaps the training steps on the current one.
+    Errors are raised in the consumer; stopping early stops the producer."""
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            box.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            box.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="dl-stream-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = box.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            with contextlib.suppress(queue.Empty):
+                box.get_nowait()
+            thread.join(timeout=0.1)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # the producer has stopped: the file is closed now, not when collected
 
 
 class StreamedRows:
@@ -116,7 +164,7 @@ class StreamedRows:
         cap = max(self.buffer_rows, 2 * bs)
         xbuf = ybuf = None
         held = 0
-        for x, y in self._chunks():
+        for x, y in prefetched(self._chunks()):
             if xbuf is None:  # filled in place: memory is the buffer plus the half going out
                 xbuf, ybuf = x.new_empty((cap, *x.shape[1:])), y.new_empty(cap)
             pos = 0
@@ -156,7 +204,7 @@ class StreamedRows:
         """Every row of this part once, in file order; kept in memory after the first full pass
         when it fits in `cache_bytes`."""
         step = batch or IN_ORDER_BATCH
-        chunks = self._cache if self._cache is not None else self._chunks()
+        chunks = self._cache if self._cache is not None else prefetched(self._chunks())
         seen, size = [], 0
         for x, y in chunks:
             if self._cache is None and size <= self.cache_bytes:
