@@ -22,6 +22,9 @@ Figures (all measured in this run):
   epoch's start (the trainer's `on_train_start`, timed by a small wrapper), and dl's own
   `load_seconds` (data preparation). Figure: first run / second run.
 
+Parts: `python benchmarks/bench_images.py --only cache` (or `pipeline`, `train`; repeatable) runs
+only those figures; `run_all.py` runs all three.
+
 Threads: both sides use BENCH_THREADS (default 1, what dl itself picks for this network) torch
 threads; the dl children get DL_THREADS/OMP_NUM_THREADS, the reference `torch.set_num_threads`.
 """
@@ -289,7 +292,11 @@ def dl_train_throughput(
 # --- the benchmark ------------------------------------------------------------------------------
 
 
-def run() -> list[dict]:
+PARTS = ("cache", "pipeline", "train")
+
+
+def run(only: tuple[str, ...] = PARTS) -> list[dict]:
+    """The figures of the parts named in `only` (all by default; `run_all.py` runs all)."""
     import torch
 
     threads = int(os.environ.get("BENCH_THREADS", "1"))
@@ -304,84 +311,93 @@ def run() -> list[dict]:
         load = common.load_note()
         print(f"generated {len(items):,} JPEGs in {gen_s:.1f} s; {load}", file=sys.stderr)
 
-        # 1. the cache: two runs on the unchanged folder, one cache folder
         cache, spec = tmp / "cache", tmp / "tiny.yaml"
-        spec.write_text(TINY_SPEC)
-        env = {**common.thread_env(threads), "DL_CACHE_DIR": str(cache)}
-        args = ["--spec", spec, "--image-size", SIZE, "--epochs", 1, "--batch-size", BATCH]
-        first = dl_train(tmp / "images", tmp / "tiny1.pt", args, env)
-        second = dl_train(tmp / "images", tmp / "tiny2.pt", args, env)
-        a, b = first["to_first_epoch"], second["to_first_epoch"]
-        note = (
-            f"dl = second run, reference = first run; timed to {first['timed_by']}; load_seconds "
-            f"{first['load_seconds']:.2f} s / {second['load_seconds']:.2f} s; {load}"
-        )
-        results.append(
-            common.result(
-                "images_cache_start", b, a, "s", a / b, GOAL, higher_is_better=True, note=note
-            )
-        )
-        la, lb = first["load_seconds"], second["load_seconds"]
-        note = f"dl's load_seconds (list, decode or cache, split, channel stats); {load}"
-        results.append(
-            common.result(
-                "images_cache_load", lb, la, "s", la / lb, GOAL, higher_is_better=True, note=note
-            )
-        )
-
-        # 2. data pipeline alone, all 10k images (the cache above is warm)
-        train_items = train_part(items)
-        load = common.load_note()
-        dl_s, dl_n = dl_pipeline_epoch(tmp / "images", cache, threads)
-        ref_s, ref_n = reference_pipeline_epoch(train_items)
-        dl_rate, ref_rate = dl_n / dl_s, ref_n / ref_s
-        note = (
-            f"epoch 2: dl {dl_n:,} images in {dl_s:.3f} s, reference {ref_n:,} in {ref_s:.2f} s; "
-            f"{threads} torch thread(s), 2 DataLoader workers; {load}"
-        )
-        results.append(
-            common.result(
-                "images_pipeline",
-                dl_rate,
-                ref_rate,
-                "img/s",
-                dl_rate / ref_rate,
-                GOAL,
-                higher_is_better=True,
-                note=note,
-            )
-        )
-
-        # 3. training with the cnn network (a subset on a CPU: see the module docstring)
-        folder = tmp / "images"
-        if n_train < N_IMAGES:
-            folder = tmp / "subset"
-            chosen = subset(items, folder, n_train)
-        else:
-            chosen = items
-        load = common.load_note()
-        env = {**common.thread_env(threads), "DL_CACHE_DIR": str(tmp / "cache_cnn")}
-        dl_rate, summary, rates = dl_train_throughput(folder, tmp, env)
-        ref_rate = reference_train_throughput(train_part(chosen), threads)
-        note = (
-            f"{n_train:,} images ({summary['train_rows']:,} dl training rows), {device}; "
-            f"dl samples/s per epoch {', '.join(f'{r:.1f}' for r in rates)} (incl. validation); "
-            f"{threads} torch thread(s); {load}"
-        )
-        results.append(
-            common.result(
-                "images_train_throughput",
-                dl_rate,
-                ref_rate,
-                "img/s",
-                dl_rate / ref_rate,
-                GOAL,
-                higher_is_better=True,
-                note=note,
-            )
-        )
+        if "cache" in only:  # 1. two runs on the unchanged folder, one cache folder
+            results += cache_figures(tmp, cache, spec, threads, load)
+        if "pipeline" in only:  # 2. data pipeline alone, all 10k images (the cache warm)
+            results.append(pipeline_figure(tmp, items, cache, threads))
+        if "train" in only:  # 3. training with the cnn network (a subset on a CPU: see above)
+            results.append(train_figure(tmp, items, n_train, device, threads))
     return results
 
 
+def cache_figures(tmp: Path, cache: Path, spec: Path, threads: int, load: str) -> list[dict]:
+    """images_cache_start and images_cache_load: two tiny `dl train` runs, one cache folder."""
+    results = []
+    spec.write_text(TINY_SPEC)
+    env = {**common.thread_env(threads), "DL_CACHE_DIR": str(cache)}
+    args = ["--spec", spec, "--image-size", SIZE, "--epochs", 1, "--batch-size", BATCH]
+    first = dl_train(tmp / "images", tmp / "tiny1.pt", args, env)
+    second = dl_train(tmp / "images", tmp / "tiny2.pt", args, env)
+    a, b = first["to_first_epoch"], second["to_first_epoch"]
+    note = (
+        f"dl = second run, reference = first run; timed to {first['timed_by']}; load_seconds "
+        f"{first['load_seconds']:.2f} s / {second['load_seconds']:.2f} s; {load}"
+    )
+    results.append(
+        common.result(
+            "images_cache_start", b, a, "s", a / b, GOAL, higher_is_better=True, note=note
+        )
+    )
+    la, lb = first["load_seconds"], second["load_seconds"]
+    note = f"dl's load_seconds (list, decode or cache, split, channel stats); {load}"
+    results.append(
+        common.result(
+            "images_cache_load", lb, la, "s", la / lb, GOAL, higher_is_better=True, note=note
+        )
+    )
+    return results
+
+
+def _rate_result(name: str, dl_rate: float, ref_rate: float, note: str) -> dict:
+    """An img/s figure: dl / reference, higher is better."""
+    return common.result(
+        name, dl_rate, ref_rate, "img/s", dl_rate / ref_rate, GOAL, higher_is_better=True, note=note
+    )
+
+
+def pipeline_figure(tmp: Path, items: list[tuple[str, int]], cache: Path, threads: int) -> dict:
+    """images_pipeline: epoch 2 of ready batches, dl's cached tensor vs the Pillow DataLoader."""
+    train_items = train_part(items)
+    load = common.load_note()
+    dl_s, dl_n = dl_pipeline_epoch(tmp / "images", cache, threads)
+    ref_s, ref_n = reference_pipeline_epoch(train_items)
+    dl_rate, ref_rate = dl_n / dl_s, ref_n / ref_s
+    note = (
+        f"epoch 2: dl {dl_n:,} images in {dl_s:.3f} s, reference {ref_n:,} in {ref_s:.2f} s; "
+        f"{threads} torch thread(s), 2 DataLoader workers; {load}"
+    )
+    return _rate_result("images_pipeline", dl_rate, ref_rate, note)
+
+
+def train_figure(
+    tmp: Path, items: list[tuple[str, int]], n_train: int, device: str, threads: int
+) -> dict:
+    """images_train_throughput: `dl train --arch cnn` vs the same network over the DataLoader."""
+    folder = tmp / "images"
+    if n_train < N_IMAGES:
+        folder = tmp / "subset"
+        chosen = subset(items, folder, n_train)
+    else:
+        chosen = items
+    load = common.load_note()
+    env = {**common.thread_env(threads), "DL_CACHE_DIR": str(tmp / "cache_cnn")}
+    dl_rate, summary, rates = dl_train_throughput(folder, tmp, env)
+    ref_rate = reference_train_throughput(train_part(chosen), threads)
+    note = (
+        f"{n_train:,} images ({summary['train_rows']:,} dl training rows), {device}; "
+        f"dl samples/s per epoch {', '.join(f'{r:.1f}' for r in rates)} (incl. validation); "
+        f"{threads} torch thread(s); {load}"
+    )
+    return _rate_result("images_train_throughput", dl_rate, ref_rate, note)
+
+
 if __name__ == "__main__":
-    common.main(run)
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--only", action="append", choices=PARTS, help="run only this part (repeatable)"
+    )
+    chosen = tuple(parser.parse_args().only or PARTS)
+    common.main(lambda: run(chosen))
