@@ -61,18 +61,27 @@ class ImagePreprocess(nn.Module):
 
 
 def channel_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 (N, C, H, W) in [0, 1] units, in ~32 MB float64 chunks,
-    over at most STATS_SAMPLE evenly spaced images (plenty for two numbers per channel)."""
-    if len(x) > STATS_SAMPLE:
-        x = x[torch.linspace(0, len(x) - 1, STATS_SAMPLE).long()]
-    c, n = x.shape[1], max(1, x.numel() // x.shape[1])  # values per channel
-    total, squares = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64)
-    step = max(1, 2**22 // max(1, x[0].numel()))
-    for i in range(0, len(x), step):
-        part = x[i : i + step].transpose(0, 1).reshape(c, -1).to(torch.float64) / 255.0  # (C, m)
-        total, squares = total + part.sum(1), squares + (part * part).sum(1)
-    mean = total / n
-    std = (squares / n - mean * mean).clamp_min(0).sqrt()
+    """Per-channel mean and std of uint8 (N, C, H, W) in [0, 1] units, over at most STATS_SAMPLE
+    evenly spaced images (plenty for two numbers per channel).
+
+    Exact: a 256-bin histogram per channel (`torch.bincount` over ~1 MB chunks, no float pass over
+    the pixels) gives the sums of the values and of their squares. The sample is gathered with
+    `index_select`, several times faster than `x[idx]` on uint8 images.
+    """
+    c = x.shape[1]
+    pick = torch.linspace(0, len(x) - 1, STATS_SAMPLE).long() if len(x) > STATS_SAMPLE else None
+    n_images = len(pick) if pick is not None else len(x)
+    hist = torch.zeros(c, 256, dtype=torch.int64)
+    step = max(1, 2**20 // max(1, x[0].numel())) if len(x) else 1
+    for i in range(0, n_images, step):
+        part = x.index_select(0, pick[i : i + step]) if pick is not None else x[i : i + step]
+        flat = part.transpose(0, 1).reshape(c, -1)  # (C, m*H*W), one copy of ~1 MB
+        for k in range(c):
+            hist[k] += torch.bincount(flat[k], minlength=256)
+    levels = torch.arange(256, dtype=torch.float64) / 255.0
+    n = hist.sum(1).clamp_min(1).to(torch.float64)  # values per channel
+    mean = (hist * levels).sum(1) / n
+    std = ((hist * levels * levels).sum(1) / n - mean * mean).clamp_min(0).sqrt()
     std = torch.where(std < 1e-6, torch.ones_like(std), std)  # a constant channel: leave unscaled
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
