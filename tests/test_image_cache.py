@@ -44,3 +44,16 @@ def test_channel_stats_use_the_evenly_spaced_sample() -> None:
     x[1::2] = 255  # odd images white: the sample (every ~2nd image, rounded) is mixed
     picked = x[torch.linspace(0, n - 1, images.STATS_SAMPLE).long()]
     assert images.channel_stats(x)[0] == pytest.approx(reference_stats(picked)[0], abs=1e-6)
+
+
+def test_warm_prepare_returns_the_cold_tensors(tmp_path) -> None:
+    """The unchanged-folder path (the memory-mapped cache, split by index_select) gives exactly
+    the pixels, labels and statistics of the first, decoding run; the results own their memory."""
+    root = make_folder(tmp_path / "d", {"a": 9, "b": 7, "c": 8})
+    cold, warm = prepare(root), prepare(root)
+    assert (cold.info["decoded"], warm.info["cached"]) == (24, 24)
+    for name in ("x_train", "y_train", "x_val", "y_val"):
+        assert torch.equal(getattr(cold, name), getattr(warm, name)), name
+    assert (cold.encoder.mean, cold.encoder.std) == (warm.encoder.mean, warm.encoder.std)
+    warm.x_train[0] = 0  # a plain tensor, not a view of the cache file
+    assert torch.equal(prepare(root).x_train, cold.x_train)

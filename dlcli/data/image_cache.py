@@ -299,7 +299,8 @@ def _progress(total: int) -> Iterator[Callable[[int], None]]:
 class Decoded:
     """A folder's images as one tensor, with what was decoded and what came from the cache."""
 
-    pixels: torch.Tensor  # (N, C, S, S) uint8; rows of unreadable files are zero
+    pixels: torch.Tensor  # (N, C, S, S) uint8; rows of unreadable files are zero; may be the
+    # cache file's copy-on-write memory map: read it, copy what is kept
     bad: dict[int, str] = field(default_factory=dict)  # index -> why it could not be read
     decoded: int = 0
     cached: int = 0
@@ -391,8 +392,9 @@ def decode_folder(folder: Path, files: list[str], size: int, channels: int) -> D
     file = cache_file(folder, size, channels)
     data = _load_cache(file, size, channels)
     if data is not None and data["files"] == files and torch.equal(data["stats"], stats):
-        # the usual second run: nothing changed, one copy out of the memory-mapped cache
-        got = Decoded(data["pixels"].clone())
+        # the usual second run: nothing changed, the memory-mapped cache as it is (the caller's
+        # split or selection makes the only copy)
+        got = Decoded(data["pixels"])
         got.bad = {i: why for i, why in enumerate(data["bad"]) if why}
         got.cached, got.seconds = len(files), time.perf_counter() - t0
         return got

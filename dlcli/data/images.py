@@ -361,7 +361,8 @@ class ImageFolderSource:
         if val is None:
             x_tr, y_tr, x_va, y_va = _split(x, y, opts, str(root))
         else:
-            x_tr, y_tr, x_va, y_va = x[~is_val], y[~is_val], x[is_val], y[is_val]
+            tr, va = (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
+            x_tr, y_tr, x_va, y_va = x.index_select(0, tr), y[tr], x.index_select(0, va), y[va]
         if fit:
             encoder.mean, encoder.std = channel_stats(x_tr)
         return Prepared(encoder, x_tr, y_tr, x_va, y_va, {"rows": len(x), **stats})
@@ -441,4 +442,6 @@ def _split(
             f"{source}: only {len(y)} images; too few to split for validation", "pass --val FOLDER"
         )
     tr_idx, va_idx = torch.from_numpy(tr), torch.from_numpy(va)
-    return x[tr_idx], y[tr_idx], x[va_idx], y[va_idx]
+    # index_select: one memcpy per image, several times faster than x[idx] on uint8 images; x may
+    # be the memory-mapped cache, so these are the only copies of the pixels
+    return x.index_select(0, tr_idx), y[tr_idx], x.index_select(0, va_idx), y[va_idx]
