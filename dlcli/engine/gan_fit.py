@@ -144,7 +144,7 @@ def fit_epoch(
     the discriminator to call its images real (target 1). Returns the epoch's mean row."""
     g, d = state.generator.train(), state.discriminator.train()
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
-    t0, steps = time.perf_counter(), 0
+    t0, steps, seen = time.perf_counter(), 0, 0
     order = torch.randperm(len(images))
     for start in range(0, max(1, len(images) - batch + 1), batch):  # whole batches only
         real = to_tanh_range(images[order[start : start + batch]]).to(device)  # (B, C, H, W)
@@ -159,7 +159,7 @@ def fit_epoch(
         state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         state.opt_g.step()
-        state.step, steps = state.step + 1, steps + 1
+        state.step, steps, seen = state.step + 1, steps + 1, seen + len(real)
         values = (loss_d.item(), loss_g.item())
         if not all(math.isfinite(v) for v in values):
             raise TrainingError(
@@ -173,7 +173,7 @@ def fit_epoch(
         state.watch.step(d_fake, state.step)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
-    return {**row, "seconds": seconds, "samples_per_s": steps * batch / max(seconds, 1e-9)}
+    return {**row, "seconds": seconds, "samples_per_s": seen / max(seconds, 1e-9)}
 
 
 def sample_images(sampler: Sampler, noise: torch.Tensor, device: torch.device) -> torch.Tensor:
