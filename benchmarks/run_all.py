@@ -3,7 +3,8 @@ benchmarks report, they do not fail CI.
 
     .venv/bin/python benchmarks/run_all.py [--only help|train_epoch|csv_load|...]
 
-`gan_quality` (minutes) runs only when named: `--only gan_quality`.
+`gan_quality`, `autoencoder_quality` and `bench_stream` (minutes) run only when named, e.g.
+`--only gan_quality`.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ BENCHMARKS = [
 ]
 
 
-OPT_IN = ["gan_quality", "bench_stream"]  # slow (minutes): run only when named with --only
+OPT_IN = ["gan_quality", "autoencoder_quality", "bench_stream"]  # slow (minutes): run only when named with --only
 
 
 def select(only: list[str] | None) -> list[str]:
