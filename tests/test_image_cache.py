@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 from test_images import cache_dir, make_folder, prepare  # noqa: F401 (cache_dir: autouse fixture)
 
-from dlcli.data import images
+from dlcli.data import image_cache, image_store, images
 
 
 def reference_stats(x: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -57,3 +60,81 @@ def test_warm_prepare_returns_the_cold_tensors(tmp_path) -> None:
     assert (cold.encoder.mean, cold.encoder.std) == (warm.encoder.mean, warm.encoder.std)
     warm.x_train[0] = 0  # a plain tensor, not a view of the cache file
     assert torch.equal(prepare(root).x_train, cold.x_train)
+
+
+def _cache_path(root) -> object:
+    return image_store.cache_file(root, 16, 3, image_cache.POLICY)
+
+
+def test_version_1_cache_is_rebuilt_in_place(tmp_path) -> None:
+    """A cache written in the old layout (lists of names and reasons) at the same path is not
+    trusted: everything is decoded again and the file is replaced by the current layout."""
+    root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
+    files = images.scan_classes(root, root, str(root)).files
+    old = {
+        "version": 1,
+        "folder": str(root.resolve()),
+        "resize": image_cache.RESIZE_POLICY,
+        "files": files,
+        "stats": image_store.file_stats(root, files),
+        "bad": [""] * len(files),
+        "pixels": torch.full((len(files), 3, 16, 16), 7, dtype=torch.uint8),  # wrong pixels
+    }
+    path = _cache_path(root)
+    path.parent.mkdir(parents=True)
+    torch.save(old, path)
+    got = prepare(root, image_size=16)
+    assert (got.info["decoded"], got.info["cached"]) == (8, 0)
+    assert not bool((got.x_train == 7).all())
+    assert list(image_store.cache_dir().glob("*.pt")) == [path]  # same file name, new layout
+    assert torch.load(path, weights_only=True)["version"] == image_store.FORMAT_VERSION
+    assert prepare(root, image_size=16).info["cached"] == 8
+
+
+def test_cache_file_layout_round_trip(tmp_path) -> None:
+    """Names (with spaces, unicode, newlines), stats and bad reasons survive the file; a file
+    whose tensors disagree with its names is rejected."""
+    files = ["a/x 1.png", "a/é.jpg", "b/line\nbreak.png"]
+    stats = torch.tensor([[1, 2], [3, 4], [5, 6]], dtype=torch.int64)
+    pixels = torch.arange(3 * 3 * 4 * 4, dtype=torch.int64).remainder(256).to(torch.uint8)
+    pixels = pixels.reshape(3, 3, 4, 4)
+    file = tmp_path / "c.pt"
+    image_store.save(file, tmp_path, "p", files, stats, {2: "truncated\nfile"}, pixels)
+    got = image_store.load(file, 4, 3)
+    assert got is not None and got.names() == files
+    assert got.bad == {2: "truncated file"}
+    assert torch.equal(got.stats, stats) and torch.equal(got.pixels, pixels)
+    assert image_store.load(file, 4, 1) is None and image_store.load(file, 8, 3) is None
+    image_store.save(file, tmp_path, "p", files[:2], stats, {}, pixels)  # 2 names, 3 rows
+    assert image_store.load(file, 4, 3) is None
+
+
+def test_gather_path_equals_the_unchanged_path(tmp_path) -> None:
+    """Changing one file sends the folder through the per-file gather (`_take_cached`): the other
+    images come from the cache there and match, pixel for pixel, what the unchanged-folder path
+    (and a fresh decode) gives; the bad file's reason comes back from the cache on both paths."""
+    root = make_folder(tmp_path / "d", {"a": 6, "b": 6})
+    (root / "b" / "zz.png").write_bytes(b"not an image")
+    x_fresh = decode_all(root)
+    warm = image_cache.decode_folder(root, listing(root), 16, 3)  # the first call decodes
+    fast = image_cache.decode_folder(root, listing(root), 16, 3)
+    assert (fast.cached, fast.decoded) == (13, 0) and torch.equal(fast.pixels, x_fresh)
+    assert warm.bad == fast.bad and list(fast.bad.values()) == ["not an image Pillow can read"]
+    changed = root / "a" / "002.png"
+    os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # same pixels, newer mtime
+    gathered = image_cache.decode_folder(root, listing(root), 16, 3)
+    assert (gathered.cached, gathered.decoded) == (12, 1)
+    assert torch.equal(gathered.pixels, x_fresh) and gathered.bad == fast.bad
+    subset = listing(root)[::-2]  # another order and fewer files: the gather maps by name
+    part = image_cache.decode_folder(root, subset, 16, 3)
+    assert part.decoded == 0
+    assert torch.equal(part.pixels, x_fresh[list(range(12, -1, -2))])
+
+
+def listing(root) -> list[str]:
+    return images.scan_classes(root, root, str(root)).files
+
+
+def decode_all(root) -> torch.Tensor:
+    pixels, _ = image_cache.decode_files([str(root / f) for f in listing(root)], 16, 3)
+    return torch.from_numpy(pixels)

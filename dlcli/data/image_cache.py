@@ -3,14 +3,14 @@ in parallel threads, with an on-disk cache.
 
 Every image goes through `decode_image`: first frame, EXIF orientation, any mode to 8 bits,
 resize of the shorter side to S and a center crop, transparency composited on white, then L or
-RGB. A folder's decoded tensor is cached per (folder, S, channels, resize policy); on the next run
-only new or changed files (by size and mtime) are decoded again.
+RGB. A folder's decoded tensor is cached per (folder, S, channels, resize policy) in one file
+(image_store.py); on the next run only new or changed files (by size and mtime) are decoded again,
+and an unchanged folder's pixels are used straight from the memory-mapped file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import statistics
@@ -29,11 +29,12 @@ import torch
 from PIL import Image, ImageOps
 
 from dlcli.console import info, is_interactive, note, quiet
+from dlcli.data import image_store
 from dlcli.errors import InputError
-from dlcli.fileio import atomic_path
 
 RESIZE_POLICY = "shorter-side+center-crop"
 INTERPOLATION = "bilinear"
+POLICY = f"{RESIZE_POLICY}|{INTERPOLATION}"  # part of the cache key: another policy, another file
 IMAGE_EXTENSIONS = frozenset(
     [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
 )
@@ -42,7 +43,6 @@ PIXEL_LIMIT = 20000 * 20000  # Pillow refuses images over twice this (a decompre
 BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time (memory)
 MEMORY_LIMIT = 4 * 1024**3  # bytes of decoded uint8 pixels held in memory (DL_MAX_IMAGE_MEMORY)
 CHUNK = 64  # images per task handed to a decoding thread
-CACHE_VERSION = 1
 PROBE_SAMPLE = 200  # images looked at to choose the default size and channel count
 
 
@@ -307,96 +307,39 @@ class Decoded:
     seconds: float = 0.0
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("DL_CACHE_DIR") or Path.home() / ".cache" / "dl" / "images")
-
-
-def cache_file(folder: Path, size: int, channels: int) -> Path:
-    """One cache file per (folder, size, channels, resize policy)."""
-    key = f"{CACHE_VERSION}|{folder.resolve()}|{size}|{channels}|{RESIZE_POLICY}|{INTERPOLATION}"
-    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:20]
-    return cache_dir() / f"{folder.resolve().name or 'root'}-{size}x{channels}-{digest}.pt"
-
-
-def _load_cache(file: Path, size: int, channels: int) -> dict | None:
-    """The cache's plain-data dict, or None when absent, unreadable or of another layout."""
-    if not file.is_file():
-        return None
-    try:
-        data = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-        pixels, files = data["pixels"], data["files"]
-        ok = (
-            data.get("version") == CACHE_VERSION
-            and pixels.dtype == torch.uint8
-            and tuple(pixels.shape) == (len(files), channels, size, size)
-            and tuple(data["stats"].shape) == (len(files), 2)
-            and len(data["bad"]) == len(files)
-        )
-        return data if ok else None
-    except Exception:  # a corrupt or foreign cache file is never fatal: it is rebuilt
-        return None
-
-
-def _save_cache(
-    file: Path, folder: Path, files: list[str], stats: torch.Tensor, got: Decoded
-) -> None:
-    reasons = [got.bad.get(i, "") for i in range(len(files))]
-    data = {
-        "version": CACHE_VERSION,
-        "folder": str(folder.resolve()),
-        "resize": RESIZE_POLICY,
-        "files": files,
-        "stats": stats,  # (N, 2) int64: file size, mtime_ns
-        "bad": reasons,
-        "pixels": got.pixels,
-    }
-    try:
-        with atomic_path(file) as tmp:
-            torch.save(data, tmp)
-    except OSError as exc:
-        note(f"could not write the image cache {file}: {exc.strerror or exc}")
-
-
-def _file_stats(folder: Path, files: list[str]) -> torch.Tensor:
-    """(N, 2) int64: size in bytes and mtime in ns of each file."""
-    rows = []
-    for rel in files:
-        try:
-            st = os.stat(os.path.join(folder, rel))
-            rows.append((st.st_size, st.st_mtime_ns))
-        except OSError:  # gone since it was listed: decoding will report it
-            rows.append((-1, -1))
-    return torch.tensor(rows, dtype=torch.int64).reshape(len(files), 2)
-
-
-def _take_cached(data: dict, files: list[str], stats: torch.Tensor, got: Decoded) -> list[int]:
+def _take_cached(
+    data: image_store.CacheFile, files: list[str], stats: torch.Tensor, got: Decoded
+) -> list[int]:
     """Copy unchanged files' pixels from the cache into `got`; return the indices still to decode."""
-    where = {rel: j for j, rel in enumerate(data["files"])}
+    where = {rel: j for j, rel in enumerate(data.names())}
     pairs = [(i, where[rel]) for i, rel in enumerate(files) if rel in where]
     dst, src = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).unbind(1)
-    same = (data["stats"][src] == stats[dst]).all(1)  # (n_pairs,) size and mtime unchanged
+    same = (data.stats.index_select(0, src) == stats.index_select(0, dst)).all(1)  # size, mtime
     dst, src = dst[same], src[same]
-    got.pixels[dst] = data["pixels"][src]
-    for i, j in zip(dst.tolist(), src.tolist(), strict=True):
-        if data["bad"][j]:
-            got.bad[i] = data["bad"][j]
+    got.pixels.index_copy_(0, dst, data.pixels.index_select(0, src))
+    back = dict(zip(src.tolist(), dst.tolist(), strict=True))
+    got.bad.update({back[j]: why for j, why in data.bad.items() if j in back})
     got.cached = len(dst)
-    taken = set(dst.tolist())
-    return [i for i in range(len(files)) if i not in taken]
+    todo = torch.ones(len(files), dtype=torch.bool)
+    todo[dst] = False
+    return todo.nonzero().squeeze(1).tolist()
 
 
 def decode_folder(folder: Path, files: list[str], size: int, channels: int) -> Decoded:
     """Images `files` (paths relative to `folder`) -> Decoded, reusing the folder's cache."""
     t0 = time.perf_counter()
-    stats = _file_stats(folder, files)
-    file = cache_file(folder, size, channels)
-    data = _load_cache(file, size, channels)
-    if data is not None and data["files"] == files and torch.equal(data["stats"], stats):
+    stats = image_store.file_stats(folder, files)
+    file = image_store.cache_file(folder, size, channels, POLICY)
+    data = image_store.load(file, size, channels)
+    if (
+        data is not None
+        and data.files == image_store.join_names(files)
+        and torch.equal(data.stats, stats)
+    ):
         # the usual second run: nothing changed, the memory-mapped cache as it is (the caller's
         # split or selection makes the only copy)
-        got = Decoded(data["pixels"])
-        got.bad = {i: why for i, why in enumerate(data["bad"]) if why}
-        got.cached, got.seconds = len(files), time.perf_counter() - t0
+        got = Decoded(data.pixels, dict(data.bad), cached=len(files))
+        got.seconds = time.perf_counter() - t0
         return got
     got = Decoded(torch.zeros((len(files), channels, size, size), dtype=torch.uint8))
     todo = _take_cached(data, files, stats, got) if data is not None else list(range(len(files)))
@@ -404,13 +347,13 @@ def decode_folder(folder: Path, files: list[str], size: int, channels: int) -> D
     paths = [os.path.join(folder, files[i]) for i in todo]
     fresh, bad = decode_files(paths, size, channels, got.pixels.numpy() if whole else None)
     if todo and not whole:
-        got.pixels[torch.tensor(todo)] = torch.from_numpy(fresh)
+        got.pixels.index_copy_(0, torch.tensor(todo), torch.from_numpy(fresh))
     got.bad.update({todo[k]: why for k, why in bad.items()})
     got.decoded = len(todo)
-    stale = data is None or bool(todo) or len(data["files"]) != got.cached  # new, changed, removed
+    stale = data is None or bool(todo) or len(data.stats) != got.cached  # new, changed, removed
     del data  # release the memory-mapped cache before it is replaced
     if stale:
-        _save_cache(file, folder, files, stats, got)
+        image_store.save(file, folder, POLICY, files, stats, got.bad, got.pixels)
     got.seconds = time.perf_counter() - t0
     return got
 
