@@ -65,12 +65,15 @@ def walk_images(folder: Path) -> tuple[list[str], int, Counter]:
         keep = sorted(d for d in dirnames if not is_hidden(d))
         hidden += len(dirnames) - len(keep)
         dirnames[:] = keep
+        prefix = f"{sub}/" if sub else ""
         for name in sorted(filenames):
-            ext = os.path.splitext(name)[1].lower()
             if is_hidden(name):
                 hidden += 1
-            elif ext in IMAGE_EXTENSIONS:
-                found.append(f"{sub}/{name}" if sub else name)
+                continue
+            dot = name.rfind(".")  # > 0: hidden names (leading dot) are out already
+            ext = name[dot:].lower() if dot > 0 else ""  # = os.path.splitext(name)[1].lower()
+            if ext in IMAGE_EXTENSIONS:
+                found.append(prefix + name)
             else:
                 other[ext or "(no extension)"] += 1
     return found, hidden, other

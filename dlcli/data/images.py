@@ -8,6 +8,7 @@ runs inside the saved and exported model. Decoding and the on-disk cache live in
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import sys
 from collections import Counter
@@ -158,7 +159,8 @@ def choose_shape(listing: Listing, opts: ImageOptions) -> tuple[int, int]:
     forced = 1 if opts.grayscale else opts.channels
     if opts.image_size and forced:
         return opts.image_size, forced
-    paths = [os.path.join(listing.root, f) for f in listing.files]
+    step = max(1, math.ceil(len(listing.files) / ic.PROBE_SAMPLE))  # probe_sample's own spread
+    paths = [os.path.join(listing.root, f) for f in listing.files[::step]]  # only those probed
     sides, gray = ic.probe_sample(paths, not opts.grayscale)
     return opts.image_size or ic.default_size(sides), forced or (1 if gray else 3)
 
