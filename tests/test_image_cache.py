@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from PIL import Image
 from test_images import cache_dir, make_folder, prepare  # noqa: F401 (cache_dir: autouse fixture)
 
 from dlcli.data import image_cache, image_store, images
@@ -138,3 +139,23 @@ def listing(root) -> list[str]:
 def decode_all(root) -> torch.Tensor:
     pixels, _ = image_cache.decode_files([str(root / f) for f in listing(root)], 16, 3)
     return torch.from_numpy(pixels)
+
+
+def test_shape_probe_is_remembered_until_a_probed_file_changes(tmp_path) -> None:
+    root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
+    paths = [str(root / f) for f in listing(root)]
+    calls = []
+
+    def probe(ps: list[str], check_gray: bool) -> tuple[list[int], bool]:
+        calls.append(check_gray)
+        return image_cache.probe_sample(ps, check_gray)
+
+    first = image_store.remembered_probe(paths, True, probe)
+    assert image_store.remembered_probe(paths, True, probe) == first and calls == [True]
+    assert image_store.remembered_probe(paths, False, probe) == first and calls == [True, False]
+    os.utime(paths[2], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert image_store.remembered_probe(paths, True, probe) == first and len(calls) == 3
+    Image.new("L", (40, 30), 9).save(paths[0])  # now a grayscale image, 40 px long
+    sides, gray = image_store.remembered_probe(paths, True, probe)
+    assert len(calls) == 4 and sides[0] == 40 and first[0][0] != 40
+    assert gray is False and first[1] is False  # the other images are still in colour

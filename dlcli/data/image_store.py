@@ -14,19 +14,25 @@ are paged in from the file only as they are read:
 
 A file of another version or layout (version 1 included) is ignored and rewritten in place: the
 file name's digest does not depend on the format version.
+
+Beside it, `probe-<digest>.json` remembers the shape probe's answer for a sample of files (by
+their paths, sizes and mtimes), so a second run does not open those images again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dlcli.console import note
-from dlcli.fileio import atomic_path
+from dlcli.fileio import atomic_path, write_text
 
 KEY_VERSION = 1  # part of the file name: bump only when the key itself changes
 FORMAT_VERSION = 2  # the layout above; a file of another version is rebuilt
@@ -141,3 +147,22 @@ def _stat_row(path: str) -> tuple[int, int]:
     except OSError:
         return (-1, -1)
     return (st.st_size, st.st_mtime_ns)
+
+
+def remembered_probe(
+    paths: list[str], check_gray: bool, probe: Callable[[list[str], bool], tuple[list[int], bool]]
+) -> tuple[list[int], bool]:
+    """`probe(paths, check_gray)` (longer sides, grayscale-like), remembered in a small JSON file
+    per (paths, check_gray) together with each path's size and mtime: while none of the probed
+    files changed, the answer is read back (~200 os.stat) instead of opening ~200 images."""
+    key = SEP.join([str(check_gray), *map(os.path.abspath, paths)])
+    file = cache_dir() / f"probe-{hashlib.sha256(key.encode('utf-8')).hexdigest()[:20]}.json"
+    stats = [list(_stat_row(p)) for p in paths]
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        got = json.loads(file.read_text(encoding="utf-8"))
+        if got["stats"] == stats:
+            return [int(s) for s in got["sides"]], bool(got["gray"])
+    sides, gray = probe(paths, check_gray)
+    with contextlib.suppress(OSError):  # the cache folder not writable: probe again next time
+        write_text(file, json.dumps({"stats": stats, "sides": sides, "gray": gray}))
+    return sides, gray

@@ -23,7 +23,7 @@ from torch import nn
 
 from dlcli.console import note
 from dlcli.data import image_cache as ic
-from dlcli.data import image_stream
+from dlcli.data import image_store, image_stream
 from dlcli.data.image_cache import IMAGE_EXTENSIONS, RESIZE_POLICY
 from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source, stratified_split
 from dlcli.data.target import Target
@@ -161,7 +161,7 @@ def choose_shape(listing: Listing, opts: ImageOptions) -> tuple[int, int]:
         return opts.image_size, forced
     step = max(1, math.ceil(len(listing.files) / ic.PROBE_SAMPLE))  # probe_sample's own spread
     paths = [os.path.join(listing.root, f) for f in listing.files[::step]]  # only those probed
-    sides, gray = ic.probe_sample(paths, not opts.grayscale)
+    sides, gray = image_store.remembered_probe(paths, not opts.grayscale, ic.probe_sample)
     return opts.image_size or ic.default_size(sides), forced or (1 if gray else 3)
 
 
