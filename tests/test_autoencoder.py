@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SAMPLES, assert_error
 
 from dlcli import checkpoint
-from conftest import SAMPLES, assert_error
 
 CANCER = SAMPLES / "breast_cancer"
 DIGITS = SAMPLES / "digits"
@@ -196,10 +196,11 @@ def test_build_shows_encoder_and_decoder(dl_inproc):
 
 
 def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
+    from test_engine import StopAt
+
     from dlcli.data.sources import DataOptions
     from dlcli.engine.resumable import TrainingInterrupted
     from dlcli.engine.train_run import TrainRequest, run_training
-    from test_engine import StopAt
 
     out = tmp_path / "ae.pt"
 
