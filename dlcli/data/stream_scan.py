@@ -15,16 +15,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlcli.data.csvio import iter_batches
-from dlcli.data.tabular import (
+from dlcli.data.columns import (
     _ID_NAME,
     MAX_CATEGORIES,
     Column,
-    TabularEncoder,
     check_usable,
     ignore_note,
     numeric_column,
 )
+from dlcli.data.csvio import iter_batches
+from dlcli.data.tabular import TabularEncoder
 from dlcli.data.target import (
     MAX_CLASSES,
     MAX_CLASSES_FOR_INTEGERS,

@@ -7,9 +7,8 @@ indicators, standardise, one-hot). Training, prediction and the ONNX graph all r
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -17,100 +16,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dlcli.console import note
+from dlcli.data.columns import MAX_CATEGORIES, Column, numeric_column, plan_columns
 from dlcli.data.csvio import NULL_TEXT, iter_chunks
-from dlcli.data.target import Target, canonical_strings, codes_for
+from dlcli.data.target import Target, canonical_counts, codes_for
 from dlcli.errors import InputError
-
-MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
-_ID_NAME = re.compile(r"^(id|index|row_?id|unnamed: ?0|.*[_ ]id)$", re.IGNORECASE)
-
-
-@dataclass
-class Column:
-    """One input column and everything needed to encode it again."""
-
-    name: str
-    kind: str  # "numeric" | "categorical"
-    fill: float = 0.0
-    mean: float = 0.0
-    std: float = 1.0
-    indicator: bool = False  # add a was-missing feature
-    categories: list[str] = field(default_factory=list)  # code i+1 <-> categories[i]
-
-
-def numeric_column(name: str, mean: float, std: float, missing: bool) -> Column:
-    """A numeric column standardised with these training statistics (missing -> the mean)."""
-    mean = float(mean) if np.isfinite(mean) else 0.0
-    std = float(std) if np.isfinite(std) and std > 1e-12 else 1.0
-    return Column(name, "numeric", fill=mean, mean=mean, std=std, indicator=missing)
-
-
-def _is_id_like(s: pd.Series, n: int) -> bool:
-    """All values unique and either named like an ID or consecutive integers. Floats are never IDs
-    (and hashing a million floats to find out would be the slowest step of loading)."""
-    if n < 20 or pd.api.types.is_float_dtype(s) or pd.api.types.is_bool_dtype(s):
-        return False
-    if pd.api.types.is_integer_dtype(s):
-        d = np.diff(s.to_numpy())
-        if bool(np.all(d == 1)):
-            return True
-        if not _ID_NAME.match(str(s.name)):
-            return False
-    elif not _ID_NAME.match(str(s.name)):
-        return False
-    return s.nunique(dropna=False) == n
-
-
-def _single_value(non_null: pd.Series) -> bool:
-    if pd.api.types.is_numeric_dtype(non_null) and not pd.api.types.is_bool_dtype(non_null):
-        return bool(non_null.min() == non_null.max())  # NaN skipped; no hashing for numbers
-    return non_null.nunique() == 1
-
-
-IGNORED = {  # why a column is left out, as the note says it
-    "empty": "is empty",
-    "id": "looks like an ID (all values unique)",
-    "single": "has a single value",
-    "text": "is text with mostly unique values (free text or an ID)",
-}
-
-
-def ignore_note(source: str, name: str, why: str) -> None:
-    note(f"{source}: column '{name}' {IGNORED[why]}; ignored")
-
-
-def check_usable(numeric: list[str], categorical: list[str], target: str, source: str) -> None:
-    if not numeric and not categorical:
-        raise InputError(f"{source}: no usable feature columns besides the target '{target}'")
-
-
-def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[str], list[str]]:
-    """Split feature columns into (numeric, categorical); ignored ones are reported as notes."""
-    numeric, categorical = [], []
-    n = len(frame)
-    for name in frame.columns:
-        if name == target:
-            continue
-        s = frame[name]
-        numeric_col = pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-        non_null = s if numeric_col else s.dropna()  # numbers: NaN-aware reductions instead
-        if s.isna().all() if numeric_col else non_null.empty:
-            ignore_note(source, name, "empty")
-        elif _is_id_like(s, n):
-            ignore_note(source, name, "id")
-        elif _single_value(non_null):
-            ignore_note(source, name, "single")
-        elif pd.api.types.is_bool_dtype(s):
-            categorical.append(name)
-        elif pd.api.types.is_numeric_dtype(s):
-            numeric.append(name)
-        elif n >= 50 and non_null.nunique() > 0.5 * len(non_null):
-            ignore_note(source, name, "text")
-        else:
-            categorical.append(name)
-    check_usable(numeric, categorical, target, source)
-    return numeric, categorical
 
 
 class TabularPreprocess(nn.Module):
@@ -187,7 +96,7 @@ class TabularEncoder:
         `table`, the pyarrow Table the frame came from, lets numbers skip pandas."""
         encoder = cls._fit_columns(frame, target, source, rows)
         raw = encoder._raw(frame, table, source)
-        encoder._fit_numbers(raw if rows is None else raw[rows])
+        encoder._fit_numbers((raw if rows is None else raw[rows]).T)
         return encoder, raw
 
     @classmethod
@@ -202,10 +111,13 @@ class TabularEncoder:
         """fit on the training rows of `split` = (train_idx, val_idx); returns the encoder and the
         raw matrices of both parts (each row gathered once; statistics from the training part)."""
         encoder = cls._fit_columns(frame, target, source, split[0])
-        raw = encoder._raw(frame, table, source)
-        x_tr, x_va = (np.take(raw, idx, axis=0) for idx in split)
-        encoder._fit_numbers(x_tr)
-        return encoder, x_tr, x_va
+        if table is None:
+            cols = encoder.raw_matrix(frame, source).T
+        else:
+            cols = encoder._raw_columns(table, source, frame=frame)  # (F, N)
+        tr, va = (np.take(cols, idx, axis=1) for idx in split)  # (F, n): rows gathered per column
+        encoder._fit_numbers(tr)
+        return encoder, np.ascontiguousarray(tr.T), np.ascontiguousarray(va.T)
 
     @classmethod
     def _fit_columns(
@@ -220,7 +132,7 @@ class TabularEncoder:
                 cols.append(Column(name, "numeric"))
             elif name in categorical:
                 s = frame[name] if rows is None else frame[name].iloc[rows]
-                counts = canonical_strings(s).value_counts()
+                counts = canonical_counts(s)
                 cats = [str(c) for c in counts.index[:MAX_CATEGORIES]]
                 cols.append(Column(name, "categorical", categories=cats))
         return cls(cols, target)
@@ -228,14 +140,15 @@ class TabularEncoder:
     def _raw(self, frame: pd.DataFrame, table: Any, source: str) -> np.ndarray:
         if table is None:
             return self.raw_matrix(frame, source)
-        return self.raw_from_arrow(table, source, frame=frame)
+        return np.ascontiguousarray(self._raw_columns(table, source, frame=frame).T)
 
     def _fit_numbers(self, train: np.ndarray) -> None:
-        """Mean, std and missing indicator of each numeric column over `train` (raw rows)."""
+        """Mean, std and missing indicator of each numeric column over `train`, the training rows'
+        raw matrix transposed: (F_raw, n), one row per column."""
         num = [j for j, c in enumerate(self.columns) if c.kind == "numeric"]
         if not num:
             return
-        block = np.ascontiguousarray(train.T[num])  # (F_num, n) copy: each column contiguous
+        block = np.ascontiguousarray(train[num])  # (F_num, n) copy: each column contiguous
         miss = ~np.isfinite(block)
         missing = miss.any(axis=1)
         if missing.any():
@@ -283,17 +196,20 @@ class TabularEncoder:
         self._check_numbers(bad, frame, source, row_offset)
         return out
 
-    def raw_from_arrow(
+    def raw_from_arrow(self, table: Any, source: str, row_offset: int = 0) -> np.ndarray:
+        """`raw_matrix` of a pyarrow Table or RecordBatch: numeric columns read as numbers are
+        copied straight from arrow; only the other columns go through pandas."""
+        return np.ascontiguousarray(self._raw_columns(table, source, row_offset).T)
+
+    def _raw_columns(
         self, table: Any, source: str, row_offset: int = 0, frame: pd.DataFrame | None = None
     ) -> np.ndarray:
-        """`raw_matrix` of a pyarrow Table or RecordBatch: numeric columns read as numbers are
-        copied straight from arrow; only the other columns go through pandas (`frame`, when
-        given, holds them already, row for row)."""
+        """`raw_from_arrow` transposed, (F_raw, N): filled column by column (writing columns of
+        an (N, F) matrix is a strided write, ~3x slower). `frame`, when given, holds the
+        non-numeric columns already, row for row."""
         import pyarrow as pa
 
         self.check_columns(list(table.schema.names), source)
-        # filled column by column into (F, N), then transposed once: writing each column into an
-        # (N, F) matrix directly is a strided write, ~3x slower
         out_t = np.empty((len(self.columns), table.num_rows), dtype=np.float32)
         rest = []
         for j, col in enumerate(self.columns):
@@ -309,7 +225,7 @@ class TabularEncoder:
                 frame = table.select([self.columns[j].name for j in rest]).to_pandas()
             bad = self._fill_columns(out_t.T, frame, rest)
             self._check_numbers(bad, frame, source, row_offset)
-        return np.ascontiguousarray(out_t.T)
+        return out_t
 
     def _fill_columns(
         self, out: np.ndarray, frame: pd.DataFrame, which: list[int]

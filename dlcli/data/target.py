@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,20 @@ def canonical_strings(series: pd.Series) -> pd.Series:
     return pd.Series(names[codes], index=series.index, dtype=object)
 
 
+def canonical_counts(series: pd.Series) -> pd.Series:
+    """`canonical_strings(series).value_counts()`, counted on the distinct values: one hash pass
+    and a bincount instead of an object array of every row hashed again. Same order (most
+    frequent first, ties as value_counts leaves them)."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)  # first-appearance order
+    counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    merged: dict[str, int] = {}
+    for value, count in zip(uniques, counts.tolist(), strict=True):
+        name = _canon(value)
+        if isinstance(name, str):  # '' and blanks are missing
+            merged[name] = merged.get(name, 0) + count
+    return pd.Series(merged, dtype="int64").sort_values(ascending=False, kind="stable")
+
+
 def codes_for(series: pd.Series, known: list[str]) -> np.ndarray:
     """int64 index into `known` per value; -1 for missing or unknown. Values typed differently
     from training ('2.0', 'true') are matched through their normal form."""
@@ -60,13 +75,16 @@ def _normal_form(value: str) -> str:
     return repr(number)
 
 
-def infer_task(series: pd.Series) -> str:
-    """classification for strings, booleans and integers with few distinct values; else regression."""
-    s = series.dropna()
-    if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+def infer_task(series: pd.Series, uniques: Any = None) -> str:
+    """classification for strings, booleans and integers with few distinct values; else regression.
+    `uniques`: the column's distinct non-missing values, if already known (pd.factorize)."""
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
         return "classification"
-    vals = s.to_numpy(dtype="float64")
-    if np.all(vals == np.round(vals)) and s.nunique() <= MAX_CLASSES_FOR_INTEGERS:
+    if uniques is None:
+        uniques = pd.factorize(series, use_na_sentinel=True)[1]
+    vals = np.asarray(uniques, dtype="float64")  # distinct values only: one hash pass in all
+    vals = vals[~np.isnan(vals)]
+    if len(vals) <= MAX_CLASSES_FOR_INTEGERS and np.all(vals == np.round(vals)):
         return "classification"
     return "regression"
 
@@ -102,9 +120,11 @@ class Target:
 
     @classmethod
     def fit(cls, series: pd.Series, task: str | None, source: str) -> Target:
-        task = task or infer_task(series)
+        uniques = pd.factorize(series, use_na_sentinel=True)[1]  # distinct values, NaN left out
+        task = task or infer_task(series, uniques)
         if task == "classification":
-            classes = canonical_strings(series).dropna().unique().tolist()
+            names = (_canon(v) for v in uniques)  # as canonical_strings, on distinct values only
+            classes = list(dict.fromkeys(n for n in names if isinstance(n, str)))
             return cls.classification(str(series.name), classes, source)
         if task == "regression":
             arr = regression_values(series, source)
