@@ -92,7 +92,9 @@ def stratified_split(
         k = max(1, round(n * fraction))
         return np.sort(perm[k:]), np.sort(perm[:k])
     val = []
-    for cls in np.unique(y):
+    small_ints = y.dtype.kind in "iu" and len(y) and y.min() >= 0
+    classes = np.flatnonzero(np.bincount(y)) if small_ints else np.unique(y)
+    for cls in classes:  # the sorted distinct labels (bincount: no sort of every row)
         idx = np.flatnonzero(y == cls)
         rng.shuffle(idx)
         k = round(len(idx) * fraction)

@@ -22,6 +22,16 @@ from dlcli.data.target import Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
 
+def _fill_row(row: np.ndarray, arr: Any) -> None:
+    """`row[:] = arr` (a numeric pyarrow Array or ChunkedArray; missing -> NaN), chunk by chunk:
+    no concatenated float64 copy of the whole column on the way."""
+    start = 0
+    for chunk in getattr(arr, "chunks", [arr]):
+        n = len(chunk)
+        row[start : start + n] = chunk.to_numpy(zero_copy_only=False)
+        start += n
+
+
 class TabularPreprocess(nn.Module):
     """(N, F_raw) raw matrix -> (N, F_encoded) model input. Exported to ONNX as part of the graph."""
 
@@ -144,26 +154,25 @@ class TabularEncoder:
 
     def _fit_numbers(self, train: np.ndarray) -> None:
         """Mean, std and missing indicator of each numeric column over `train`, the training rows'
-        raw matrix transposed: (F_raw, n), one row per column."""
-        num = [j for j, c in enumerate(self.columns) if c.kind == "numeric"]
-        if not num:
-            return
-        block = np.ascontiguousarray(train[num])  # (F_num, n) copy: each column contiguous
-        miss = ~np.isfinite(block)
-        missing = miss.any(axis=1)
-        if missing.any():
-            block[miss] = 0.0
-            count = np.maximum((~miss).sum(1), 1)
-        else:
-            count = np.full(len(num), max(1, block.shape[1]))
-        means = block.sum(1, dtype=np.float64) / count
-        block -= means.astype(np.float32)[:, None]
-        if missing.any():
-            block[miss] = 0.0
-        stds = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64) / count)
-        for k, j in enumerate(num):
-            c = self.columns[j]
-            self.columns[j] = numeric_column(c.name, means[k], stds[k], bool(missing[k]))
+        raw matrix transposed: (F_raw, n), one row per column. Column by column through one
+        reused buffer (a copy of the whole block would be fresh memory to fault in)."""
+        buf = np.empty(train.shape[1], dtype=np.float32)
+        for j, col in enumerate(self.columns):
+            if col.kind != "numeric":
+                continue
+            np.copyto(buf, train[j])
+            v = buf  # (n,) contiguous, overwritten below
+            miss = ~np.isfinite(v)
+            missing = bool(miss.any())
+            if missing:
+                v[miss] = 0.0
+            count = max(1, len(v) - int(miss.sum())) if missing else max(1, len(v))
+            mean = v.sum(dtype=np.float64) / count
+            v -= np.float32(mean)
+            if missing:
+                v[miss] = 0.0
+            std = np.sqrt(np.einsum("i,i->", v, v, dtype=np.float64) / count)
+            self.columns[j] = numeric_column(col.name, mean, std, missing)
 
     # -- encoding ------------------------------------------------------------
     @property
@@ -217,7 +226,7 @@ class TabularEncoder:
             if col.kind == "numeric" and (
                 pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
             ):
-                out_t[j] = arr.to_numpy(zero_copy_only=False)  # missing -> NaN
+                _fill_row(out_t[j], arr)
             else:
                 rest.append(j)
         if rest:
