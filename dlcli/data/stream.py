@@ -262,23 +262,22 @@ class StreamedTableSource:
         encoder = found.encoder
         if found.unlabelled:
             note(f"{path}: dropped {found.unlabelled} rows with no value in target '{tname}'")
-        train = StreamedRows(path, encoder, found.train_rows, "train", split)
-        train.label_counts = found.label_counts
+        train = StreamedRows(path, encoder, found.train_rows, "train", split, found.label_counts)
+        cache = VAL_CACHE_BYTES
         if opts.val:
             val_path = opts.val
             check_file(val_path)
             if tname not in header_of(val_path):
                 raise InputError(f"{val_path}: no column '{tname}' (the target)")
             val_rows = scan(val_path, tname, opts.task, None, encoder).train_rows
-            val = StreamedRows(val_path, encoder, val_rows, "val", None)
+            val = StreamedRows(val_path, encoder, val_rows, "val", None, cache_bytes=cache)
         else:
             val_rows = found.val_rows
-            val = StreamedRows(path, encoder, val_rows, "val", split)
+            val = StreamedRows(path, encoder, val_rows, "val", split, cache_bytes=cache)
         if found.train_rows < 2 or val_rows < 1:
             raise InputError(
                 f"{path}: only {found.train_rows + val_rows} rows; too few to split for validation",
                 "pass --val FILE",
             )
-        val.cache_bytes = VAL_CACHE_BYTES
         info = {"rows": found.train_rows + val_rows, "streamed": True}
         return Prepared(encoder, train, None, val, None, info)
