@@ -25,7 +25,7 @@ from dlcli.errors import InputError, UsageError
 
 BUFFER_BYTES = 32 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
 MIN_BUFFER_ROWS = 100_000
-VAL_CACHE_BYTES = 256 << 20  # validation rows kept in memory after the first pass, if they fit
+VAL_CACHE_BYTES = 128 << 20  # validation rows kept in memory after the first pass, if they fit
 IN_ORDER_BATCH = 8192
 PREFETCH = 4  # encoded chunks read ahead by the prefetch thread (2 MB of CSV each)
 MEMORY_SHARE = 0.2  # stream on its own when the file exceeds this share of the available memory
