@@ -308,3 +308,17 @@ def test_evaluate_with_a_numeric_label_column_as_in_the_issue(table_ae, tmp_path
                     cwd=tmp_path)  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["anomalies"] == 37
+
+
+def test_stream_flag_on_an_autoencoder_says_it_loads_in_memory(benign, dl_inproc):
+    """A large or --stream table goes to the in-memory source for unsupervised models, and says so
+    (the streamed source needs a target)."""
+    res = dl_inproc(
+        "train", "normal.csv", "--arch", "autoencoder", "--stream", "--epochs", "2", "-o",
+        "s.pt", "--no-plots", cwd=benign,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (
+        "--stream applies to supervised tables; for an unsupervised model the data is loaded"
+        in " ".join(res.stderr.split())
+    )

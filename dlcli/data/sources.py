@@ -246,6 +246,11 @@ def choose_source(path: str, opts: DataOptions, kind: str | None = None) -> Any:
             return next((s for s in same if s.claims(path, opts)), same[-1])
     for source in ranked:
         if source.claims(path, opts):
+            if getattr(opts, "stream", None) and not getattr(source, "streams", False):
+                what = "an unsupervised model" if opts.unsupervised else f"{source.kind} data"
+                note(
+                    f"--stream applies to supervised tables; for {what} the data is loaded into memory"
+                )
             return source
     if Path(path).is_dir():
         raise InputError(f"{path}: is a folder that no data source can read", "pass a CSV file")

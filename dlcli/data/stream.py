@@ -222,6 +222,7 @@ class StreamedTableSource:
     than a share of the available memory)."""
 
     priority = 5  # above in-memory tables; text and series CSVs keep their own sources
+    streams = True  # reads the data from disk each epoch (see choose_source's --stream note)
     kind = "tabular"
     default_arch = "mlp"
 

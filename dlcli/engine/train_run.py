@@ -225,6 +225,7 @@ def _run_family(
         raise UsageError(
             f"{spec.family} models train on one process; run without torchrun/--devices"
         )
+    req.data_opts.unsupervised = True  # autoencoders and GANs need no target
     if resume is not None:  # the checkpoint holds the spec and settings of the interrupted run
         spec_doc, cfg = resume["spec"], TrainConfig(**resume["train"])
         for k, v in req.overrides.items():
@@ -232,6 +233,8 @@ def _run_family(
                 setattr(cfg, k, v)
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, resume["val_split"]
         source = choose_source(req.data, req.data_opts, resume["encoder"].get("kind"))
+    else:  # unlabelled data: the source is chosen again knowing that
+        source = choose_source(req.data, req.data_opts)
     job = FamilyJob(req, spec, spec_doc or {}, source, cfg, plotter, resume)
     return family_module(spec.family).train(job)
 
