@@ -194,6 +194,8 @@ class StreamedRows:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = x[idx], y[idx]  # one gather, then contiguous slices
         cuda = self.device.type == "cuda"
+        if cuda:  # page-locked, so each batch's copy to the GPU really runs asynchronously
+            x, y = x.pin_memory(), y.pin_memory()
         for s in range(0, min(len(idx), budget * bs), bs):
             yield (
                 x[s : s + bs].to(self.device, non_blocking=cuda),
