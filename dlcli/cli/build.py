@@ -49,9 +49,11 @@ def build(
     from dlcli.spec import schema
 
     if list_presets:
-        for name in schema.preset_names():
+        names = schema.preset_names()
+        width = max(len(n) for n in names) + 1
+        for name in names:
             doc = schema.read_spec_text(schema.preset_text(name), name)
-            sys.stdout.write(f"{name:14s} {doc.get('description', '')}\n")
+            sys.stdout.write(f"{name:{width}s} {doc.get('description', '')}\n")
         return
     if list_layers:
         from dlcli.spec.registry import known_layers
