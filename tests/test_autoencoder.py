@@ -193,6 +193,11 @@ def test_build_shows_encoder_and_decoder(dl_inproc):
     res = dl_inproc("build", "--arch", "conv_vae", "--input-shape", "3,32,32")
     assert res.returncode == 0, res.stderr
     assert "(3, 32, 32)" in res.stderr
+    listed = dl_inproc("build", "--list").stdout.splitlines()
+    names = {line.split()[0] for line in listed}
+    assert {"autoencoder", "vae", "conv_autoencoder", "conv_vae", "dcgan"} <= names
+    starts = {len(line) - len(line.split(maxsplit=1)[1]) for line in listed}
+    assert len(starts) == 1  # descriptions line up in one column
 
 
 def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
