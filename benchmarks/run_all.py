@@ -32,7 +32,11 @@ BENCHMARKS = [
 ]
 
 
-OPT_IN = ["gan_quality", "autoencoder_quality", "bench_stream"]  # slow (minutes): run only when named with --only
+OPT_IN = [
+    "gan_quality",
+    "autoencoder_quality",
+    "bench_stream",
+]  # slow (minutes): run only when named with --only
 
 
 def select(only: list[str] | None) -> list[str]:
