@@ -168,6 +168,14 @@ def test_bad_input_is_one_clear_line(table_ae, benign, dl_inproc, penguins_model
         ),
         "--anomaly-label applies to autoencoder",
     )
+    assert_error(
+        dl_inproc("predict", str(table_ae), str(CANCER / "rows.csv"), "--top-k", "2"),
+        "--top-k applies to classifiers",
+    )
+    assert_error(
+        dl_inproc("evaluate", str(table_ae), str(CANCER / "test.csv"), "--errors", "e"),
+        "--errors applies to image classifiers",
+    )
     spec = benign / "half.yaml"
     spec.write_text("encoder: [{dense: 8}]\n")
     assert_error(

@@ -59,6 +59,10 @@ def evaluate(
             from dlcli.errors import UsageError
 
             raise UsageError(f"dl evaluate does not apply to {family} models (nothing to score)")
+        if errors:
+            from dlcli.errors import UsageError
+
+            raise UsageError(f"--errors applies to image classifiers, not {family} models")
         opts = families.EvaluateOptions(anomaly_label, target, device, errors)
         metrics = module.evaluate(file_data, model, data, opts)
         if json_out:

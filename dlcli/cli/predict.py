@@ -83,6 +83,12 @@ def predict(
     )
     families.refuse_family_flags(family, fam_opts)
     if family != "supervised":
+        given = {"--proba": proba, "--top-k": top_k != 1, "--steps": steps is not None}
+        for flag, used in given.items():
+            if used:
+                raise UsageError(
+                    f"{flag} applies to classifiers and forecasters, not {family} models"
+                )
         with _output_stream(output, family, samples) as fh:
             fam_opts.out = fh
             families.family_module(family).predict(data, model, inputs or [], fam_opts)
