@@ -335,3 +335,17 @@ def test_stream_flag_on_an_autoencoder_says_it_loads_in_memory(benign, dl_inproc
         "--stream applies to supervised tables; for an unsupervised model the data is loaded"
         in " ".join(res.stderr.split())
     )
+
+
+def test_threshold_percentile_flag_sets_the_stored_threshold(benign, dl_inproc):
+    res = dl_inproc(
+        "train", "normal.csv", "--arch", "autoencoder", "--epochs", "5", "-o", "t90.pt",
+        "--threshold-percentile", "90", "--no-plots", "--json", cwd=benign,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout)["metrics"]
+    data = checkpoint.load(benign / "t90.pt")
+    assert metrics["threshold_percentile"] == data["threshold_percentile"] == 90
+    res = dl_inproc("predict", str(benign / "t90.pt"), "normal.csv", cwd=benign)
+    share = pd.read_csv(io.StringIO(res.stdout))["is_anomaly"].mean()
+    assert 0.02 < share < 0.25  # about a tenth of normal rows score above the 90th percentile

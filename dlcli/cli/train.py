@@ -129,6 +129,14 @@ def train(
     augment: str = typer.Option(
         None, "--augment", help="Image augmentations, comma-separated: flip, crop, rotate, jitter."
     ),
+    threshold_percentile: float = typer.Option(
+        None,
+        "--threshold-percentile",
+        min=0.0,
+        max=100.0,
+        help="Autoencoders: flag rows scoring above this percentile of the validation scores "
+        "(default 99).",
+    ),
     init_from: str = typer.Option(
         None,
         "--init-from",
@@ -186,6 +194,7 @@ def train(
         "precision": precision,
         "compile": compile_,
         "augment": augment,
+        "threshold_percentile": threshold_percentile,
     }
     req = TrainRequest(
         data,

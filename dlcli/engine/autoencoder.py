@@ -192,7 +192,7 @@ def train(job: FamilyJob) -> dict:
     ).eval()
     held_out = prep.x_val if _rows(prep.x_val) else prep.x_train
     scores = _scores(scorer, held_out)
-    pct = spec.training.threshold_percentile or DEFAULT_PERCENTILE
+    pct = cfg.threshold_percentile or DEFAULT_PERCENTILE  # flag > spec `training:` > 99
     threshold = float(np.percentile(scores, pct))
     metrics = {
         "score_mean": float(scores.mean()),

@@ -40,6 +40,7 @@ class TrainConfig:
     seed: int = 42
     device: str = "auto"
     augment: str = ""  # comma-separated augmentations for image data (see data/augment.py)
+    threshold_percentile: float | None = None  # autoencoders: the anomaly threshold's percentile
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     compile: bool = False  # torch.compile the network (eager, with a note, if that fails)
 
