@@ -16,6 +16,7 @@ from torch import nn
 
 from dlcli import __version__, checkpoint
 from dlcli.console import info, note
+from dlcli.engine.callbacks import Callback
 from dlcli.engine.families import EvaluateOptions, FamilyJob, PredictOptions
 from dlcli.model import autoencoder as ae_mod
 from dlcli.model.builder import BuiltNetwork, build_stack
@@ -261,7 +262,7 @@ def _write_run_files(folder: Any, history: list[dict], plotter: Any) -> list[str
     return [str(f) for f in files]
 
 
-class _ReconstructionGrid:
+class _ReconstructionGrid(Callback):
     """Each epoch: a PNG with up to 16 validation images (top row) over their reconstructions."""
 
     def __init__(
@@ -275,15 +276,6 @@ class _ReconstructionGrid:
         self.recon = ae_mod.ImageReconstruction(encoder.mean, encoder.std)
         self.folder = folder / "reconstructions"
         self.files: list[str] = []
-
-    def on_train_start(self, *args: Any) -> None:
-        pass
-
-    def on_batch_end(self, *args: Any) -> None:
-        pass
-
-    def on_train_end(self, *args: Any) -> None:
-        pass
 
     @torch.no_grad()
     def on_epoch_end(self, row: dict, snapshot: Any) -> None:
