@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dlcli.cli.output import JSON, QUIET, print_json
+from dlcli.cli.output import DEVICE, JSON, PRECISION, QUIET, print_json
 
 
 def evaluate(
@@ -23,14 +23,8 @@ def evaluate(
         "--report",
         help="Write metrics.json and (classification) confusion_matrix.png into this folder.",
     ),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
-    ),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
-    ),
+    device: str = DEVICE,
+    precision: str = PRECISION,
     anomaly_label: str = typer.Option(
         None,
         "--anomaly-label",
@@ -48,6 +42,7 @@ def evaluate(
     from dlcli.console import console, set_quiet
     from dlcli.engine import families
     from dlcli.engine.evaluator import evaluate_file
+    from dlcli.errors import UsageError
     from dlcli.model.assemble import load_model
 
     set_quiet(quiet)
@@ -56,12 +51,8 @@ def evaluate(
     if family != "supervised":
         module = families.family_module(family)
         if not hasattr(module, "evaluate"):
-            from dlcli.errors import UsageError
-
             raise UsageError(f"dl evaluate does not apply to {family} models (nothing to score)")
         if errors:
-            from dlcli.errors import UsageError
-
             raise UsageError(f"--errors applies to image classifiers, not {family} models")
         opts = families.EvaluateOptions(anomaly_label, target, device, errors)
         metrics = module.evaluate(file_data, model, data, opts)
@@ -73,8 +64,6 @@ def evaluate(
             console().print(metrics_table(metrics, f"{data} ({metrics.get('n', 0):,} rows)"))
         return
     if anomaly_label is not None:
-        from dlcli.errors import UsageError
-
         raise UsageError("--anomaly-label applies to autoencoder models")
     loaded = load_model(model, device, file_data)
     metrics = evaluate_file(loaded, data, errors, precision)

@@ -10,6 +10,15 @@ import typer
 
 QUIET = typer.Option(False, "--quiet", "-q", help="Only errors on stderr.")
 JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+# inference commands (evaluate, predict)
+DEVICE = typer.Option(
+    "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
+)
+PRECISION = typer.Option(
+    "auto",
+    "--precision",
+    help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
+)
 
 
 def print_json(obj: Any) -> None:

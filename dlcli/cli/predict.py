@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import IO, Any
+from typing import IO
 
 import typer
 
-from dlcli.cli.output import QUIET
+from dlcli.cli.output import DEVICE, PRECISION, QUIET
 
 
 def predict(
@@ -33,14 +33,8 @@ def predict(
         min=1,
         help="Also list the next K-1 most likely classes with their confidence.",
     ),
-    device: str = typer.Option(
-        "auto", "--device", help="auto (CUDA when present), cpu, cuda, cuda:N or mps."
-    ),
-    precision: str = typer.Option(
-        "auto",
-        "--precision",
-        help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
-    ),
+    device: str = DEVICE,
+    precision: str = PRECISION,
     steps: int = typer.Option(
         None,
         "--steps",
@@ -63,8 +57,6 @@ def predict(
     Images: prints path,prediction,confidence. Series: one prediction per window of the input, or
     with --steps N the next N values. Autoencoders: anomaly_score,is_anomaly per row (--embed: the
     latent vector). GANs: --samples N new images."""
-    import sys
-
     from dlcli.console import set_quiet
     from dlcli.engine import predictor
     from dlcli.errors import UsageError
@@ -81,15 +73,11 @@ def predict(
     fam_opts = families.PredictOptions(
         None, output, output_dir, fmt, samples, seed, embed, keep_columns, device
     )
-    families.refuse_family_flags(family, fam_opts)
+    classifier_only = {"--proba": proba, "--top-k": top_k != 1, "--steps": steps is not None}
+    families.refuse_family_flags(family, fam_opts, classifier_only)
     if family != "supervised":
-        given = {"--proba": proba, "--top-k": top_k != 1, "--steps": steps is not None}
-        for flag, used in given.items():
-            if used:
-                raise UsageError(
-                    f"{flag} applies to classifiers and forecasters, not {family} models"
-                )
-        with _output_stream(output, family, samples) as fh:
+        text_out = family != "gan" and samples is None  # a GAN's -o is an image it writes itself
+        with _text_stream(output) if text_out else contextlib.nullcontext(None) as fh:
             fam_opts.out = fh
             families.family_module(family).predict(data, model, inputs or [], fam_opts)
         return
@@ -103,14 +91,7 @@ def predict(
             )
         if len(inputs) != 1:
             raise UsageError("--steps forecasts from one history file; give one input")
-    with contextlib.ExitStack() as stack:
-        if output:
-            from dlcli.fileio import atomic_path
-
-            tmp = stack.enter_context(atomic_path(output))
-            fh = stack.enter_context(open(tmp, "w", encoding="utf-8", newline=""))
-        else:
-            fh = sys.stdout
+    with _text_stream(output) as fh:
         writer = predictor.WRITERS[fmt](fh)
         if steps is not None:
             from dlcli.engine.forecast import forecast
@@ -123,20 +104,15 @@ def predict(
         fh.flush()
 
 
-def _output_stream(output: str | None, family: str, samples: int | None) -> Any:
-    """Where a family's text output goes: -o FILE (atomically), else stdout. A GAN's -o names an
-    image it writes itself, so then there is no text stream."""
+@contextlib.contextmanager
+def _text_stream(output: str | None) -> Iterator[IO[str]]:
+    """Where text output goes: -o FILE (written atomically, replaced only on success), else stdout."""
     import sys
 
-    if family == "gan" or samples is not None:
-        return contextlib.nullcontext(None)
     if not output:
-        return contextlib.nullcontext(sys.stdout)
-    return _atomic_text(output)
-
-
-@contextlib.contextmanager
-def _atomic_text(output: str) -> Iterator[IO[str]]:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
     from dlcli.fileio import atomic_path
 
     with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:

@@ -212,11 +212,10 @@ def _prepare_unsupervised(frame: Any, path: str, opts: DataOptions, encoder: Any
         if len(tr) < 2 or len(va) < 1:
             raise InputError(f"{path}: only {len(frame)} rows; too few to split for validation")
         if encoder is None:
-            encoder, raw_np = TabularEncoder.fit_encode(frame, None, path, rows=tr)
+            encoder, raw = TabularEncoder.fit_encode(frame, None, path, rows=tr)
         else:
-            raw_np = encoder.raw_matrix(frame, path)
-        raw = torch.from_numpy(raw_np)
-        x_tr, x_va = raw[tr], raw[va]
+            raw = encoder.raw_matrix(frame, path)
+        x_tr, x_va = (torch.from_numpy(np.take(raw, idx, axis=0)) for idx in (tr, va))
     zeros = lambda n: torch.zeros(n, dtype=torch.float32)  # noqa: E731
     info = {"rows": len(x_tr) + len(x_va)}
     return Prepared(encoder, x_tr, zeros(len(x_tr)), x_va, zeros(len(x_va)), info)

@@ -9,8 +9,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from dlcli import __version__
 from dlcli.engine.autoencoder import LoadedAutoencoder, ScoreOnly
@@ -29,7 +27,7 @@ def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) 
     for passthrough, raw in loaded.encoder.iter_inputs(inputs, opts.keep_columns):
         frame = passthrough.reset_index(drop=True).copy()
         if opts.embed:
-            z = run_batches(loaded.embedder.to(_device(loaded.scorer)), raw)
+            z = run_batches(loaded.embedder, raw)  # shares its modules (and device) with the scorer
             for j in range(z.shape[1]):
                 frame[f"z{j}"] = z[:, j]
         else:
@@ -38,10 +36,6 @@ def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) 
             frame["is_anomaly"] = (scores > loaded.threshold).astype(int)
         writer.write(frame)
     opts.out.flush()
-
-
-def _device(module: nn.Module) -> torch.device:
-    return next(module.parameters()).device
 
 
 def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -> dict:

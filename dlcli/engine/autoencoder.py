@@ -149,8 +149,7 @@ def train(job: FamilyJob) -> dict:
     latent = int(resume["latent"]) if resume else latent_size(spec, tuple(encoder.input_shape))
     source_name = req.spec or f"preset {req.arch}"
     ae, error, layout = _assemble(spec, encoder, latent, source_name)
-    beta = 1.0
-    objective = ae_mod.TrainingObjective(ae, error, beta)
+    objective = ae_mod.TrainingObjective(ae, error)
     preprocess = encoder.preprocess_module()
     x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)
     n_params = sum(p.numel() for p in ae.parameters())

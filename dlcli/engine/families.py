@@ -85,8 +85,18 @@ class EvaluateOptions:
     errors: str | None = None
 
 
-def refuse_family_flags(family: str, opts: PredictOptions) -> None:
-    """--samples and --embed on models that cannot do them: one clear line."""
+def refuse_family_flags(
+    family: str, opts: PredictOptions, classifier_only: dict[str, bool] | None = None
+) -> None:
+    """Flags a model's family cannot honour, one clear line: --samples (GANs only), --embed
+    (autoencoders only) and `classifier_only` flags that were given (e.g. --top-k) on the
+    other families."""
+    if family != "supervised":
+        for flag, used in (classifier_only or {}).items():
+            if used:
+                raise UsageError(
+                    f"{flag} applies to classifiers and forecasters, not {family} models"
+                )
     if opts.samples is not None and family != "gan":
         raise UsageError(
             f"--samples generates new data and needs a GAN model; this is a {family} model",
