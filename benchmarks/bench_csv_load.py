@@ -1,7 +1,7 @@
 """Loading a CSV into training tensors: dl's tabular source vs `pandas.read_csv(engine="pyarrow")`.
 
 Data: 1M rows x 20 columns (18 floats, one text column with 10 levels, an integer label in {0,1,2}).
-dl: `TabularSource.prepare` (read, type the columns, split, fit the encoder, build x/y tensors).
+dl: `TabularSource.prepare` (read, type the columns, split, fit the preprocessor, build x/y tensors).
 Reference: reading the file into a DataFrame alone. Best of 3 each, interleaved, in this process.
 """
 

@@ -68,12 +68,12 @@ def _stream_flag() -> list[str]:
 
 def dl_rate(data: Path, out: Path, args: list, device: str, threads: int) -> tuple[float, dict]:
     """(median samples/s of epochs 2..3, settings) of one `dl train` run."""
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
     cmd = [common.DL, "train", data, "-o", out, *args, "--device", device, "--epochs", EPOCHS]
     cmd += ["--patience", 0, "--schedule", "none", "--no-plots", "--quiet", "--json"]
     common.run_measured(cmd, env={**common.thread_env(threads), "PYTHONUNBUFFERED": "1"}).check()
-    saved = checkpoint.load(out)
+    saved = modelfile.load(out)
     rates = [float(r["samples_per_s"]) for r in saved["history"]]
     return common.median_of(rates[1:]), saved["train"]
 
@@ -144,7 +144,7 @@ def _ce(out, y):
     return torch.nn.functional.cross_entropy(out, y)
 
 
-def _network(arch: str, shape: tuple, outputs: int, encoder=None):
+def _network(arch: str, shape: tuple, outputs: int, preprocessor=None):
     import torch
 
     from dlcli.model.assemble import network_args
@@ -152,7 +152,7 @@ def _network(arch: str, shape: tuple, outputs: int, encoder=None):
     from dlcli.spec.schema import load_preset
 
     torch.manual_seed(SEED)
-    extra = network_args(encoder) if encoder is not None else {}
+    extra = network_args(preprocessor) if preprocessor is not None else {}
     return build_network(load_preset(arch)[0], shape, outputs, **extra).module
 
 
@@ -183,7 +183,7 @@ def bench_mlp(tmp: Path, size: dict, device: str, threads: int) -> list[dict]:
     args = ["--arch", "mlp", "--batch-size", size["batch"]["mlp"], *_stream_flag()]
     dl, settings = dl_rate(csv, tmp / "mlp.pt", args, device, threads)
     prep = _prepare(csv)
-    pre = prep.encoder.preprocess_module()
+    pre = prep.preprocessor.preprocess_module()
     train, val = (pre(prep.x_train), prep.y_train), (pre(prep.x_val), prep.y_val)
     net = _network("mlp", (train[0].shape[1],), 1)
     ref = reference_rate(net, train, val, settings, _bce, device)
@@ -209,7 +209,7 @@ def bench_resnet(tmp: Path, size: dict, device: str, threads: int) -> list[dict]
     mean, std = x.mean((0, 2, 3)).view(1, 3, 1, 1), x.std((0, 2, 3)).view(1, 3, 1, 1)
     dev = torch.device(device)
     mean, std = mean.to(dev), std.to(dev)
-    net = _network("resnet", (3, 32, 32), len(prep.encoder.target.classes))
+    net = _network("resnet", (3, 32, 32), len(prep.preprocessor.target.classes))
     ref = reference_rate(
         net,
         (prep.x_train, prep.y_train),
@@ -233,7 +233,7 @@ def bench_lstm(tmp: Path, size: dict, device: str, threads: int) -> list[dict]:
     prep = _prepare(csv)
     train = (prep.x_train.ids.cpu(), prep.x_train.y.cpu())
     val = (prep.x_val.ids.cpu(), prep.x_val.y.cpu())
-    net = _network("lstm", (None,), 1, prep.encoder)
+    net = _network("lstm", (None,), 1, prep.preprocessor)
     ref = reference_rate(net, train, val, settings, _bce, device)
     note = f"{len(train[0]):,} texts padded to {train[0].shape[1]} tokens, batch {size['batch']['lstm']}"
     return [_result("gpu_lstm_samples_per_s", dl, ref, GOAL_VS_LOOP, note)]

@@ -6,7 +6,7 @@ so decoding costs what real photos of that size cost), 1,000 in each of 10 class
 Figures (all measured in this run):
 - `images_pipeline`: seconds to produce one epoch of ready float batches of 128, no model. dl: its
   own in-memory uint8 tensor (from `ImageFolderSource.prepare`, i.e. the cache) batched by
-  `TensorBatches.shuffled` and standardised by the encoder's `ImagePreprocess`, as the trainer does.
+  `TensorBatches.shuffled` and standardised by the preprocessor's `ImageTransform`, as the trainer does.
   Reference: `DataLoader(batch_size=128, shuffle=True, num_workers=2)` over a Dataset that opens
   each JPEG with Pillow, converts to RGB, resizes to 64 and makes a normalised float tensor. Same
   8,000 images (80%), epoch 2 of each (the reference's workers restart each epoch, as by default).
@@ -47,7 +47,7 @@ BATCH, EPOCHS = 128, 3
 TRAIN_SHARE = 0.8
 CPU_TRAIN_IMAGES = 640  # images for the full-network figure on a CPU (BENCH_IMAGES_TRAIN)
 GOAL = 5.0
-MEAN, STD = 0.5, 0.25  # the reference's fixed normalisation (dl's encoder fits its own)
+MEAN, STD = 0.5, 0.25  # the reference's fixed normalisation (dl's preprocessor fits its own)
 
 # dl's CLI with the time of the trainer's `on_train_start` written to argv[1] (wall clock, so the
 # parent can subtract the time it spawned the process).
@@ -230,7 +230,7 @@ def dl_pipeline_epoch(folder: Path, cache: Path, threads: int) -> tuple[float, i
         opts = DataOptions(extra={"image": ImageOptions(image_size=SIZE)})
         prep = ImageFolderSource.prepare(str(folder), opts)
         batches = as_batches(prep.x_train, prep.y_train, BATCH)
-        preprocess = prep.encoder.preprocess_module()
+        preprocess = prep.preprocessor.preprocess_module()
         gen = torch.Generator().manual_seed(SEED)
         seconds, count = 0.0, 0
         with torch.no_grad():
@@ -280,12 +280,12 @@ def dl_train_throughput(
     folder: Path, tmp: Path, env: dict[str, str]
 ) -> tuple[float, dict, list[float]]:
     """(median samples/s of epochs 2..3, summary, per-epoch samples/s) of `dl train --arch cnn`."""
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
     model = tmp / "cnn.pt"
     args = ["--arch", "cnn", "--image-size", SIZE, "--epochs", EPOCHS, "--batch-size", BATCH]
     summary = dl_train(folder, model, args, env)
-    rates = [float(r["samples_per_s"]) for r in checkpoint.load(model)["history"]]
+    rates = [float(r["samples_per_s"]) for r in modelfile.load(model)["history"]]
     return common.median_of(rates[1:]), summary, rates
 
 

@@ -55,7 +55,9 @@ def reference_tokens_per_s(
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(0)
-        net = build_network(load_preset(arch)[0], (None,), 1, **network_args(prep.encoder)).module
+        net = build_network(
+            load_preset(arch)[0], (None,), 1, **network_args(prep.preprocessor)
+        ).module
         opt = torch.optim.AdamW(
             net.parameters(), lr=settings["lr"], weight_decay=settings["weight_decay"]
         )

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from conftest import SAMPLES, assert_error
 
-from dlcli import checkpoint
+from dlcli import modelfile
 
 CANCER = SAMPLES / "breast_cancer"
 DIGITS = SAMPLES / "digits"
@@ -39,7 +39,7 @@ def table_ae(benign: Path, run_dl_session) -> Path:
 
 
 def test_table_autoencoder_scores_rows_and_separates_malignant(table_ae, dl_inproc):
-    data = checkpoint.load(table_ae)
+    data = modelfile.load(table_ae)
     assert data["family"] == "autoencoder" and data["threshold_percentile"] == 99
     res = dl_inproc("predict", str(table_ae), str(CANCER / "test.csv"))
     assert res.returncode == 0, res.stderr
@@ -83,9 +83,9 @@ def test_export_scorer_and_encoder_match_pytorch(table_ae, dl_inproc, tmp_path):
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["encoder_path"] == str(tmp_path / "ae.encoder.onnx")
-    loaded = load(checkpoint.load(table_ae), str(table_ae))
+    loaded = load(modelfile.load(table_ae), str(table_ae))
     frame = pd.read_csv(CANCER / "test.csv").drop(columns=["diagnosis"])
-    raw = torch.from_numpy(loaded.encoder.raw_matrix(frame, "test.csv"))
+    raw = torch.from_numpy(loaded.preprocessor.raw_matrix(frame, "test.csv"))
     with torch.no_grad():
         score, recon = loaded.scorer(raw)
         z = loaded.embedder(raw)
@@ -226,11 +226,11 @@ def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
 
     with pytest.raises(TrainingInterrupted, match="interrupted after 2 complete epochs"):
         run_training(request(callbacks=[StopAt(2)]))
-    assert not out.exists() and checkpoint.checkpoint_path(out).exists()
+    assert not out.exists() and modelfile.checkpoint_path(out).exists()
     summary = run_training(request(resume=True))
     assert summary["epochs_run"] == 6 and summary["family"] == "autoencoder"
-    assert not checkpoint.checkpoint_path(out).exists()
-    assert len(checkpoint.load(out)["history"]) == 6
+    assert not modelfile.checkpoint_path(out).exists()
+    assert len(modelfile.load(out)["history"]) == 6
 
 
 def test_reconstruction_error_matches_torch_losses():
@@ -344,7 +344,7 @@ def test_threshold_percentile_flag_sets_the_stored_threshold(benign, dl_inproc):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     metrics = json.loads(res.stdout)["metrics"]
-    data = checkpoint.load(benign / "t90.pt")
+    data = modelfile.load(benign / "t90.pt")
     assert metrics["threshold_percentile"] == data["threshold_percentile"] == 90
     res = dl_inproc("predict", str(benign / "t90.pt"), "normal.csv", cwd=benign)
     share = pd.read_csv(io.StringIO(res.stdout))["is_anomaly"].mean()

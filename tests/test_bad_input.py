@@ -150,9 +150,9 @@ def test_missing_targets_are_dropped_with_a_note(folder: Path, dl_inproc) -> Non
     res = dl_inproc("train", "holes.csv", "-o", "new.pt", "--epochs", "1", "--no-plots", cwd=folder)
     assert res.returncode == 0, res.stderr
     assert f"dropped {dropped} rows with no value in target 'species'" in flat(res.stderr)
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    classes = checkpoint.load(folder / "new.pt")["encoder"]["target"]["classes"]
+    classes = modelfile.load(folder / "new.pt")["preprocessor"]["target"]["classes"]
     assert classes == ["Adelie", "Chinstrap", "Gentoo"]  # an empty label is not a class
 
 
@@ -393,7 +393,7 @@ def test_pickled_code_is_refused_not_run(
 
     marker = tmp_path / "marker.txt"
     data = torch.load(penguins_model, weights_only=True)
-    data["encoder"] = {"kind": "tabular", "evil": Payload(marker)}
+    data["preprocessor"] = {"kind": "tabular", "evil": Payload(marker)}
     torch.save(data, tmp_path / "evil.pt")
     (tmp_path / "out.csv").write_bytes(PRECIOUS)
     res = run_dl("predict", tmp_path / "evil.pt", PENGUINS / "rows.csv", "-o", tmp_path / "out.csv")

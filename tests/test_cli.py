@@ -184,9 +184,9 @@ def test_printed_spec_trains_again(tmp_path: Path, dl_inproc) -> None:
     args = ["--spec", "my.yaml", "--epochs", "2", "--no-plots", "--json", "-o", "mine.pt"]
     res = dl_inproc("train", PENGUINS / "train.csv", *args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    saved = checkpoint.load(tmp_path / "mine.pt")
+    saved = modelfile.load(tmp_path / "mine.pt")
     assert saved["spec"]["layers"][0] == {"dense": 32}  # the edited spec is what was trained
     assert saved["weights"]["network"]["0.weight"].shape[0] == 32
 
@@ -325,7 +325,7 @@ def test_prediction_reads_a_file_as_training_did(label: str, tmp_path: Path) -> 
     import torch
 
     from dlcli.data.csvio import read_table
-    from dlcli.data.tabular import TabularEncoder
+    from dlcli.data.tabular import TabularPreprocessor
     from dlcli.data.target import Target
 
     frame = pd.read_csv(PENGUINS / "train.csv", dtype=str, keep_default_na=False)
@@ -337,12 +337,12 @@ def test_prediction_reads_a_file_as_training_did(label: str, tmp_path: Path) -> 
     frame.to_csv(path, index=False)
     table = read_table(str(path))
     target = Target.fit(table[label], None, "train.csv")
-    encoder = TabularEncoder.fit(table, target, "train.csv")
-    fitted = encoder.raw_matrix(table, "train.csv")
+    preprocessor = TabularPreprocessor.fit(table, target, "train.csv")
+    fitted = preprocessor.raw_matrix(table, "train.csv")
     for keep in (False, True):
-        streamed = torch.cat([raw for _, raw in encoder.iter_inputs(str(path), keep)])
+        streamed = torch.cat([raw for _, raw in preprocessor.iter_inputs(str(path), keep)])
         np.testing.assert_array_equal(streamed.numpy(), fitted)
-    chunks = list(encoder.iter_labelled(str(path)))
+    chunks = list(preprocessor.iter_labelled(str(path)))
     labels = np.concatenate([target.encode(f[label], "x") for f, _ in chunks])
     np.testing.assert_array_equal(labels, target.encode(table[label], "x"))
     np.testing.assert_array_equal(torch.cat([raw for _, raw in chunks]).numpy(), fitted)

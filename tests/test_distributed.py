@@ -27,9 +27,9 @@ training:
 
 
 def _history(model: Path) -> list[dict]:
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    return checkpoint.load(model)["history"]
+    return modelfile.load(model)["history"]
 
 
 def test_devices_2_writes_one_model_of_single_process_quality(dl_inproc, run_dl, tmp_path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlcli import checkpoint
+from dlcli import modelfile
 from dlcli.data.sources import DataOptions
 from dlcli.engine.callbacks import Callback
 from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
@@ -41,7 +41,7 @@ def train(data: Path, out: Path, **overrides) -> dict:
 
 
 def weights(path: Path) -> dict:
-    return checkpoint.load(path)["weights"]["network"]
+    return modelfile.load(path)["weights"]["network"]
 
 
 def test_same_seed_gives_identical_weights(penguins, tmp_path):
@@ -74,7 +74,7 @@ def test_interrupt_leaves_checkpoint_and_resume_matches_uninterrupted_run(pengui
     ):
         train(penguins, out, epochs=6, patience=0, seed=1, callbacks=[StopAt(3)])
     assert out.read_bytes() == b"previous good model"  # an interrupted run never replaces a model
-    ck = checkpoint.checkpoint_path(out)
+    ck = modelfile.checkpoint_path(out)
     assert ck.exists()
     resumed = train(penguins, out, resume=True)
     assert not ck.exists()
@@ -91,7 +91,7 @@ def test_resume_without_checkpoint_is_a_usage_error(penguins, tmp_path):
 def test_early_stopping_restores_best_weights(penguins, tmp_path):
     s = train(penguins, tmp_path / "m.pt", epochs=200, patience=3, lr=0.05, seed=0)
     assert s["stopped"] == "early_stopping" and s["epochs_run"] < 200
-    hist = checkpoint.load(tmp_path / "m.pt")["history"]
+    hist = modelfile.load(tmp_path / "m.pt")["history"]
     best = min(hist, key=lambda r: r["val_loss"])
     assert s["best_epoch"] == best["epoch"]
     assert s["epochs_run"] == best["epoch"] + 3
@@ -134,7 +134,7 @@ def test_optimizers_and_schedules_learn(penguins, tmp_path, optimizer, schedule)
     )
     assert s["metrics"]["accuracy"] >= 0.9, s["metrics"]
     if schedule == "cosine":
-        hist = checkpoint.load(tmp_path / "m.pt")["history"]
+        hist = modelfile.load(tmp_path / "m.pt")["history"]
         assert hist[-1]["lr"] < hist[0]["lr"] / 5
 
 

@@ -180,16 +180,16 @@ def test_metadata_describes_the_model(runs: dict[str, dict], name: str) -> None:
 
     meta = _metadata(runs[name]["onnx"])
     loaded = load_model(str(runs[name]["folder"] / "model.pt"))
-    columns = loaded.encoder.columns
+    columns = loaded.preprocessor.columns
     assert set(meta) >= META_KEYS
     assert meta["dl.task"] == DATASETS[name]
-    assert meta["dl.target"] == loaded.encoder.target.name
+    assert meta["dl.target"] == loaded.preprocessor.target.name
     assert json.loads(meta["dl.input_columns"]) == [c.name for c in columns]
     assert json.loads(meta["dl.column_kinds"]) == {c.name: c.kind for c in columns}
     cats = {c.name: c.categories for c in columns if c.kind == "categorical"}
     assert json.loads(meta["dl.categories"]) == cats
     if DATASETS[name] == "classification":
-        assert json.loads(meta["dl.classes"]) == loaded.encoder.target.classes
+        assert json.loads(meta["dl.classes"]) == loaded.preprocessor.target.classes
     else:
         assert "dl.classes" not in meta
     if name == "penguins":

@@ -18,7 +18,7 @@ from conftest import SAMPLES, assert_error, flat
 from PIL import Image
 from test_engine import StopAt  # Ctrl-C right after epoch n
 
-from dlcli import checkpoint
+from dlcli import modelfile
 from dlcli.data.sources import DataOptions
 from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
 
@@ -83,8 +83,8 @@ def gan(tmp_path_factory, tiny_spec) -> tuple[Path, dict]:
 
 def test_training_writes_model_sample_grids_and_both_losses(gan):
     model, summary = gan
-    run = checkpoint.run_dir(model)
-    data = checkpoint.load(model)
+    run = modelfile.run_dir(model)
+    data = modelfile.load(model)
     assert data["family"] == "gan" and data["latent"] == 8 and data["image_shape"] == [1, 16, 16]
     assert set(data["weights"]) == {"generator", "discriminator"}
     assert summary["epochs_run"] == 3 and summary["train_rows"] == 1437  # digits/train: all of it
@@ -98,7 +98,7 @@ def test_training_writes_model_sample_grids_and_both_losses(gan):
     for r in rows:
         assert float(r["d_loss"]) > 0 and float(r["g_loss"]) > 0 and 0 < float(r["d_real"]) < 1
     assert (run / "losses.png").stat().st_size > 1000
-    assert not checkpoint.checkpoint_path(model).exists()
+    assert not modelfile.checkpoint_path(model).exists()
 
 
 def test_interrupt_leaves_checkpoint_and_resume_matches_the_uninterrupted_run(
@@ -109,11 +109,11 @@ def test_interrupt_leaves_checkpoint_and_resume_matches_the_uninterrupted_run(
     with pytest.raises(TrainingInterrupted, match="interrupted after 2 complete epochs"):
         train(out, tiny_spec, epochs=3, seed=1, callbacks=[StopAt(2)])
     assert out.read_bytes() == b"previous good model"
-    assert checkpoint.checkpoint_path(out).exists()
+    assert modelfile.checkpoint_path(out).exists()
     resumed = train(out, tiny_spec, resume=True)
-    assert resumed["epochs_run"] == 3 and not checkpoint.checkpoint_path(out).exists()
-    full = checkpoint.load(gan[0])["weights"]["generator"]
-    got = checkpoint.load(out)["weights"]["generator"]
+    assert resumed["epochs_run"] == 3 and not modelfile.checkpoint_path(out).exists()
+    full = modelfile.load(gan[0])["weights"]["generator"]
+    got = modelfile.load(out)["weights"]["generator"]
     assert all(torch.equal(full[k], got[k]) for k in full)
 
 
@@ -149,7 +149,7 @@ def test_export_generator_to_onnx_matches_pytorch(gan, dl_inproc, tmp_path):
     assert meta["dl.latent"] == "8" and meta["dl.channels"] == "1" and meta["dl.height"] == "16"
     noise = torch.randn(5, 8, generator=torch.Generator().manual_seed(9))
     got = ort.InferenceSession(str(target)).run(None, {"noise": noise.numpy()})[0]
-    sampler, _ = load_sampler(checkpoint.load(model), str(model))
+    sampler, _ = load_sampler(modelfile.load(model), str(model))
     with torch.no_grad():
         expected = sampler(noise).numpy()
     assert got.shape == (5, 1, 16, 16) and np.abs(got - expected).max() < 1e-4

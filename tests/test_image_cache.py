@@ -58,7 +58,10 @@ def test_warm_prepare_returns_the_cold_tensors(tmp_path) -> None:
     assert (cold.info["decoded"], warm.info["cached"]) == (24, 24)
     for name in ("x_train", "y_train", "x_val", "y_val"):
         assert torch.equal(getattr(cold, name), getattr(warm, name)), name
-    assert (cold.encoder.mean, cold.encoder.std) == (warm.encoder.mean, warm.encoder.std)
+    assert (cold.preprocessor.mean, cold.preprocessor.std) == (
+        warm.preprocessor.mean,
+        warm.preprocessor.std,
+    )
     warm.x_train[0] = 0  # a plain tensor, not a view of the cache file
     assert torch.equal(prepare(root).x_train, cold.x_train)
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcli import checkpoint
+from dlcli import modelfile
 from dlcli.data.image_stream import StreamingImages
 from dlcli.data.images import ImageFolderSource, ImageOptions
 from dlcli.data.sources import DataOptions
@@ -90,8 +90,8 @@ def test_streamed_data_equals_in_memory(both: tuple) -> None:
         assert torch.equal(pixels, x)  # the very same decoding, files and split
         assert torch.equal(labels, y) and torch.equal(s.labels(), y)
         assert s.rows == len(x)
-    assert streamed.encoder.mean == memory.encoder.mean
-    assert streamed.encoder.std == memory.encoder.std
+    assert streamed.preprocessor.mean == memory.preprocessor.mean
+    assert streamed.preprocessor.std == memory.preprocessor.std
     assert streamed.info["rows"] == memory.info["rows"] == 24
 
 
@@ -155,7 +155,7 @@ def test_train_streams_digits_end_to_end(
     out = json.loads(res.stdout)
     assert out["train_rows"] == 1150 and out["val_rows"] == 287
     assert out["metrics"]["accuracy"] >= 0.8
-    saved = checkpoint.load(model)
+    saved = modelfile.load(model)
     assert saved["examples"].dtype == torch.uint8
     assert tuple(saved["examples"].shape) == (64, 1, 16, 16)
     res = dl_inproc("evaluate", model, DIGITS / "test", "--json")

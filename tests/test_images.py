@@ -1,5 +1,5 @@
 """Image folders: decoding of every mode and format, splits, skipped and bad files, errors, the
-on-disk cache, the encoder's state and preprocessing, and streaming inputs for predict/evaluate."""
+on-disk cache, the preprocessor's state and preprocessing, and streaming inputs for predict/evaluate."""
 
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from PIL import Image
 from dlcli.data import image_cache, images
 from dlcli.data.image_cache import decode_files, decode_image, default_size
 from dlcli.data.images import (
-    ImageEncoder,
     ImageFolderSource,
     ImageOptions,
-    ImagePreprocess,
+    ImagePreprocessor,
+    ImageTransform,
 )
-from dlcli.data.sources import ENCODERS, SOURCES, DataOptions, encoder_from_state
+from dlcli.data.sources import PREPROCESSORS, SOURCES, DataOptions, preprocessor_from_state
 from dlcli.errors import InputError
 
 DIGITS = Path(__file__).resolve().parents[1] / "sample_data" / "digits"
@@ -192,7 +192,7 @@ def test_huge_image_decodes(tmp_path: Path) -> None:
 
 # -- folders: splits, skipped files, errors ----------------------------------------------------
 def test_source_registered() -> None:
-    assert SOURCES["images"] is ImageFolderSource and ENCODERS["image"] is ImageEncoder
+    assert SOURCES["images"] is ImageFolderSource and PREPROCESSORS["image"] is ImagePreprocessor
     assert ImageFolderSource.claims(str(DIGITS), DataOptions()) and not ImageFolderSource.claims(
         "x.csv", DataOptions()
     )
@@ -201,7 +201,7 @@ def test_source_registered() -> None:
 def test_stratified_split_otherwise(tmp_path: Path) -> None:
     make_folder(tmp_path / "d", {"cat": 10, "dog": 20})
     prep = prepare(tmp_path / "d", val_split=0.2, seed=1)
-    assert prep.encoder.target.classes == ["cat", "dog"] and prep.encoder.channels == 3
+    assert prep.preprocessor.target.classes == ["cat", "dog"] and prep.preprocessor.channels == 3
     assert len(prep.x_train) == 24 and len(prep.x_val) == 6
     assert sorted(prep.y_val.tolist()) == [0, 0, 1, 1, 1, 1]
     assert prep.x_train.dtype == torch.uint8 and prep.y_train.dtype == torch.int64
@@ -236,10 +236,10 @@ def test_shape_chosen_from_the_data(tmp_path: Path) -> None:
     make_folder(tmp_path / "g", {"a": 3, "b": 3}, mode="L")
     solid(tmp_path / "g" / "a" / "grey_rgb.png", (90, 90, 90), (40, 40))  # RGB but R == G == B
     prep = prepare(tmp_path / "g")
-    assert prep.encoder.input_shape == (1, 16, 16)  # median side 10 -> clamped to 16
+    assert prep.preprocessor.input_shape == (1, 16, 16)  # median side 10 -> clamped to 16
     assert prepare(tmp_path / "g", image_size=24).x_train.shape[1:] == (1, 24, 24)
     colour = make_folder(tmp_path / "c", {"a": 3, "b": 3})
-    assert prepare(colour).encoder.channels == 3
+    assert prepare(colour).preprocessor.channels == 3
     assert prepare(colour, grayscale=True).x_train.shape[1] == 1
     assert default_size([100, 101, 300]) == 104 and default_size([1000]) == 128
 
@@ -307,7 +307,7 @@ def test_empty_class_folder_skipped(tmp_path: Path, capsys: pytest.CaptureFixtur
     root = make_folder(tmp_path / "d", {"a": 3, "b": 3})
     (root / "c").mkdir()
     capsys.readouterr()
-    assert prepare(root).encoder.target.classes == ["a", "b"]
+    assert prepare(root).preprocessor.target.classes == ["a", "b"]
     assert "class folder 'c' has no images; skipped" in flat(capsys.readouterr().err)
     (root / "b" / "000.png").unlink()
     for f in (root / "b").iterdir():
@@ -367,21 +367,21 @@ def test_cache_remembers_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "bad.png" in capsys.readouterr().err
 
 
-# -- the encoder -------------------------------------------------------------------------------
+# -- the preprocessor -------------------------------------------------------------------------------
 def test_state_round_trip(tmp_path: Path) -> None:
-    enc = prepare(make_folder(tmp_path / "d", {"a": 3, "b": 3})).encoder
+    enc = prepare(make_folder(tmp_path / "d", {"a": 3, "b": 3})).preprocessor
     state = enc.to_state()
     assert json.loads(json.dumps(state)) == state  # plain data
     assert state["kind"] == "image" and state["resize"] == "shorter-side+center-crop"
     assert {"target", "channels", "size", "mean", "std"} <= state.keys()
-    again = encoder_from_state(state)
-    assert isinstance(again, ImageEncoder) and again.to_state() == state
+    again = preprocessor_from_state(state)
+    assert isinstance(again, ImagePreprocessor) and again.to_state() == state
     assert again.input_shape == again.raw_shape == (3, 16, 16) and again.encode_once is False
-    assert ImageEncoder.prediction_columns == ("confidence",)
+    assert ImagePreprocessor.prediction_columns == ("confidence",)
 
 
 def test_preprocess_uint8_equals_float() -> None:
-    pre = ImagePreprocess([0.2, 0.5, 0.7], [0.1, 0.2, 0.3])
+    pre = ImageTransform([0.2, 0.5, 0.7], [0.1, 0.2, 0.3])
     x = torch.randint(0, 256, (4, 3, 5, 5), dtype=torch.uint8)
     out = pre(x)
     assert out.dtype == torch.float32 and out.shape == (4, 3, 5, 5)
@@ -395,18 +395,18 @@ def test_channel_stats_fitted_on_training_images(tmp_path: Path) -> None:
     x = prep.x_train.float() / 255
     mean = x.mean(dim=(0, 2, 3))
     std = x.permute(1, 0, 2, 3).reshape(3, -1).std(dim=1, unbiased=False)
-    assert np.allclose(prep.encoder.mean, mean.numpy(), atol=1e-5)
-    assert np.allclose(prep.encoder.std, std.numpy(), atol=1e-5)
+    assert np.allclose(prep.preprocessor.mean, mean.numpy(), atol=1e-5)
+    assert np.allclose(prep.preprocessor.std, std.numpy(), atol=1e-5)
 
 
-def _trained_encoder(tmp_path: Path) -> ImageEncoder:
-    return prepare(make_folder(tmp_path / "train", {"a": 4, "b": 4})).encoder
+def _trained_preprocessor(tmp_path: Path) -> ImagePreprocessor:
+    return prepare(make_folder(tmp_path / "train", {"a": 4, "b": 4})).preprocessor
 
 
 def test_iter_inputs_files_folders_and_stdin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    enc = _trained_encoder(tmp_path)
+    enc = _trained_preprocessor(tmp_path)
     new = make_folder(tmp_path / "new", {"x": 3})
     one = str(new / "x" / "000.png")
     ((frame, x),) = list(enc.iter_inputs([one, str(new)], keep=False))
@@ -419,7 +419,7 @@ def test_iter_inputs_files_folders_and_stdin(
 
 
 def test_iter_inputs_batches_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    enc = _trained_encoder(tmp_path)
+    enc = _trained_preprocessor(tmp_path)
     many = tmp_path / "many"
     for i in range(11):
         solid(many / f"{i:03d}.png", (i, 0, 0), (4, 4))
@@ -437,7 +437,7 @@ def test_iter_inputs_batches_and_errors(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_iter_labelled(tmp_path: Path) -> None:
-    enc = _trained_encoder(tmp_path)
+    enc = _trained_preprocessor(tmp_path)
     make_folder(tmp_path / "eval" / "test", {"a": 2, "b": 1})
     ((frame, x),) = list(enc.iter_labelled(str(tmp_path / "eval")))
     assert frame["label"].tolist() == ["a", "a", "b"] and x.shape == (3, 3, 16, 16)
@@ -454,18 +454,20 @@ def test_digits_sample_prepares_quickly() -> None:
     t0 = time.perf_counter()
     prep = ImageFolderSource.prepare(str(DIGITS), DataOptions())
     assert time.perf_counter() - t0 < 3.0
-    assert prep.encoder.target.classes == [str(d) for d in range(10)]
-    assert prep.encoder.input_shape == (1, 16, 16)
+    assert prep.preprocessor.target.classes == [str(d) for d in range(10)]
+    assert prep.preprocessor.input_shape == (1, 16, 16)
     assert len(prep.x_train) + len(prep.x_val) == 1437
-    assert prep.encoder.to_state()["resize"] == image_cache.RESIZE_POLICY
+    assert prep.preprocessor.to_state()["resize"] == image_cache.RESIZE_POLICY
 
 
 def test_given_encoder_is_reused(tmp_path: Path) -> None:
     root = make_folder(tmp_path / "d", {"a": 4, "b": 4})
-    enc = prepare(root, image_size=20).encoder
+    enc = prepare(root, image_size=20).preprocessor
     enc.mean, enc.std = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
     again = ImageFolderSource.prepare(str(root), DataOptions(), enc)  # resume: nothing refitted
-    assert again.encoder is enc and enc.mean == [0.5] * 3 and again.x_train.shape[2:] == (20, 20)
+    assert (
+        again.preprocessor is enc and enc.mean == [0.5] * 3 and again.x_train.shape[2:] == (20, 20)
+    )
     make_folder(root, {"new": 1})
     with pytest.raises(InputError, match="class folder 'new' is not a class the model"):
         ImageFolderSource.prepare(str(root), DataOptions(), enc)

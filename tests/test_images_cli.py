@@ -29,7 +29,7 @@ import torch
 from conftest import PENGUINS, SAMPLES, assert_error, dl_env, flat
 from PIL import Image, ImageOps
 
-from dlcli import checkpoint
+from dlcli import modelfile
 
 DIGITS = SAMPLES / "digits"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -120,7 +120,7 @@ def read_csv_text(text: str) -> pd.DataFrame:
 
 
 def network(path: Path) -> dict[str, torch.Tensor]:
-    return checkpoint.load(path)["weights"]["network"]
+    return modelfile.load(path)["weights"]["network"]
 
 
 # -- module fixtures -------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def test_cnn_learns_the_digits(real_process_error, digits_model, piped_shots, dl
     model, summary, log = digits_model
     assert summary["epochs_run"] == 3 and summary["train_rows"] + summary["val_rows"] == 1437
     assert "decoded 1,437 images (16x16, 1 channel)" in log
-    assert checkpoint.load(model)["encoder"]["size"] == 16
+    assert modelfile.load(model)["preprocessor"]["size"] == 16
     res = ok(dl_inproc("evaluate", model, DIGITS / "test", "--json"))
     metrics = json.loads(res.stdout)
     assert metrics["n"] == N_TEST
@@ -226,7 +226,7 @@ def test_resnet_with_augmentation_trains_predicts_and_evaluates(photos, dl_inpro
     run = model.parent / "model.run"  # the run folder of an image model: curve and confusion matrix
     for png in ("learning_curve.png", "confusion_matrix.png"):
         assert (run / png).read_bytes()[:8] == PNG_MAGIC, png
-    enc = checkpoint.load(model)["encoder"]
+    enc = modelfile.load(model)["preprocessor"]
     assert (enc["size"], enc["channels"]) == (64, 3)
     assert enc["target"]["classes"] == ["blue", "green", "red"]
     res = ok(dl_inproc("evaluate", "model.pt", "photos_test/", "--json", cwd=model.parent))
@@ -369,7 +369,7 @@ def test_onnx_export_matches_dl_predict(digits_model, tmp_path, dl_inproc) -> No
     assert meta["dl.input_layout"] == "NCHW float32 in [0, 1]"
     assert json.loads(meta["dl.image_size"]) == [16, 16] and meta["dl.channels"] == "1"
     assert json.loads(meta["dl.classes"]) == list("0123456789")
-    enc = checkpoint.load(tmp_path / "model.pt")["encoder"]
+    enc = modelfile.load(tmp_path / "model.pt")["preprocessor"]
     assert json.loads(meta["dl.mean"]) == enc["mean"] and json.loads(meta["dl.std"]) == enc["std"]
     (inp,), (out,) = proto.graph.input, proto.graph.output
     assert (inp.name, out.name) == ("images", "probabilities")
@@ -420,7 +420,7 @@ def test_transfer_learning_with_frozen_features(digits_model, new_photos, tmp_pa
         assert torch.equal(after[k], before[k]), f"{k} changed although frozen"
     assert tuple(before["head.weight"].shape) == (10, 128)
     assert tuple(after["head.weight"].shape) == (3, 128)
-    assert checkpoint.load(new)["encoder"]["target"]["classes"] == ["0", "1", "2"]
+    assert modelfile.load(new)["preprocessor"]["target"]["classes"] == ["0", "1", "2"]
 
 
 def test_transfer_learning_by_index_range_and_without_freezing(
@@ -452,7 +452,11 @@ def test_transfer_learning_verbatim_command(digits_model, new_photos, tmp_path, 
     assert "loaded 30 of 32 tensors; freshly initialised: head" in log
     assert "frozen (features)" in log
     before, after = network(digits_model[0]), network(tmp_path / "model.pt")
-    assert checkpoint.load(tmp_path / "model.pt")["encoder"]["target"]["classes"] == ["0", "1", "2"]
+    assert modelfile.load(tmp_path / "model.pt")["preprocessor"]["target"]["classes"] == [
+        "0",
+        "1",
+        "2",
+    ]
     assert all(torch.equal(after[k], before[k]) for k in after if k.startswith("features."))
 
 
@@ -479,7 +483,7 @@ def test_transfer_learning_reads_new_images_like_the_source_model(
     args = ["--init-from", digits_model[0], "--freeze", "features", "--epochs", "1", "--no-plots"]
     res = ok(dl_inproc("train", data, *args, "-o", out))
     assert "(16x16, 1 channel)" in res.stderr and "freshly initialised: head" in flat(res.stderr)
-    enc = checkpoint.load(out)["encoder"]
+    enc = modelfile.load(out)["preprocessor"]
     assert (enc["size"], enc["channels"]) == (16, 1)
     before, after = network(digits_model[0]), network(out)
     for k in (k for k in after if k.startswith("features.")):
@@ -594,7 +598,7 @@ def test_empty_class_folder_is_skipped_with_a_note(tmp_path, dl_inproc) -> None:
     args = ("--arch", "lenet", "--epochs", "1", "--no-plots")
     res = ok(dl_inproc("train", data, *args, "-o", tmp_path / "m.pt"))
     assert "class folder '9' has no images; skipped" in flat(res.stderr)
-    assert checkpoint.load(tmp_path / "m.pt")["encoder"]["target"]["classes"] == ["0", "1"]
+    assert modelfile.load(tmp_path / "m.pt")["preprocessor"]["target"]["classes"] == ["0", "1"]
 
 
 def test_bad_options_are_one_error_line(new_photos, tmp_path, dl_inproc) -> None:

@@ -90,9 +90,9 @@ def test_compile_on_cpu_trains_and_saves_plain_weights(dl_inproc, tmp_path) -> N
     assert "torch.compile failed" not in res.stderr  # it really compiled
     assert summary["settings"]["compile"] is True
     assert summary["metrics"]["accuracy"] >= 0.7  # 3 epochs
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    keys = checkpoint.load(tmp_path / "c.pt")["weights"]["network"]
+    keys = modelfile.load(tmp_path / "c.pt")["weights"]["network"]
     assert not [k for k in keys if "_orig_mod" in k]  # the plain network's weights, not a wrapper
     pred = dl_inproc("predict", tmp_path / "c.pt", PENGUINS / "rows.csv")
     assert pred.returncode == 0 and len(pred.stdout.splitlines()) > 1
@@ -136,9 +136,9 @@ def test_cuda_precisions_train_and_report_gpu_memory(precision, dl_inproc, tmp_p
     summary = _summary(res)
     assert summary["metrics"]["accuracy"] >= 0.95
     assert "MB GPU" in res.stderr  # the progress line shows peak GPU memory
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    assert checkpoint.load(tmp_path / "m.pt")["history"][0]["gpu_mem_mb"] > 0
+    assert modelfile.load(tmp_path / "m.pt")["history"][0]["gpu_mem_mb"] > 0
 
 
 @cuda

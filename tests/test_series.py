@@ -13,7 +13,7 @@ import torch
 from conftest import SAMPLES, assert_error
 
 from dlcli.data import series as S
-from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
 from dlcli.errors import InputError, UsageError
 
 CO2 = SAMPLES / "co2"
@@ -42,7 +42,7 @@ def prepare(path: str, window: int, horizon: int = 1, **kw):
 
 
 def decode(prep, y: torch.Tensor) -> np.ndarray:
-    t = prep.encoder.target
+    t = prep.preprocessor.target
     return y.numpy() * t.std + t.mean
 
 
@@ -94,15 +94,15 @@ def test_scaling_is_fitted_on_the_training_part_only(tmp_path):
     frame = pd.read_csv(base)
     frame.loc[n - 10 :, "y"] = 1e6  # change only the validation part
     other = prepare(write(tmp_path / "b.csv", frame), window)
-    assert other.encoder.to_state() == prep.encoder.to_state()
+    assert other.preprocessor.to_state() == prep.preprocessor.to_state()
     fit_rows = prep.info["fit_rows"]
-    assert prep.encoder.target.mean == pytest.approx(np.arange(fit_rows).mean())
-    assert prep.encoder.target.std == pytest.approx(np.arange(fit_rows).std())
+    assert prep.preprocessor.target.mean == pytest.approx(np.arange(fit_rows).mean())
+    assert prep.preprocessor.target.std == pytest.approx(np.arange(fit_rows).std())
 
 
 def test_preprocessing_sees_shapes_relative_to_the_last_step_and_the_target_level(tmp_path):
     prep = prepare(ramp(tmp_path, 40, v=np.linspace(5, 9, 40)), 4)
-    enc = prep.encoder
+    enc = prep.preprocessor
     assert enc.features == ["y", "v"] and enc.target.name == "v"  # the last numeric column
     z = enc.preprocess_module()(prep.x_train[:2])
     assert z.shape == (2, 4, 3) == (2, *enc.input_shape)
@@ -163,16 +163,20 @@ def test_horizon_without_window_and_classification_are_usage_errors(tmp_path):
 # -- state, streaming, baseline -------------------------------------------------------------------
 def test_state_round_trip_gives_the_same_preprocessing(tmp_path):
     prep = prepare(ramp(tmp_path, 40, v=np.sin(np.arange(40.0))), 5, 2)
-    state = json.loads(json.dumps(prep.encoder.to_state()))  # plain data only
-    again = encoder_from_state(state)
-    assert isinstance(again, S.SeriesEncoder) and again.to_state() == prep.encoder.to_state()
+    state = json.loads(json.dumps(prep.preprocessor.to_state()))  # plain data only
+    again = preprocessor_from_state(state)
+    assert (
+        isinstance(again, S.SeriesPreprocessor) and again.to_state() == prep.preprocessor.to_state()
+    )
     x = prep.x_val
-    torch.testing.assert_close(again.preprocess_module()(x), prep.encoder.preprocess_module()(x))
+    torch.testing.assert_close(
+        again.preprocess_module()(x), prep.preprocessor.preprocess_module()(x)
+    )
 
 
 def test_iter_inputs_and_iter_labelled_name_the_predicted_step(tmp_path):
     path = ramp(tmp_path, 30)
-    enc = prepare(path, 4, 2).encoder
+    enc = prepare(path, 4, 2).preprocessor
     (frame, raw), *rest = enc.iter_inputs([path])
     assert rest == [] and len(raw) == 30 - 4 + 1
     dates = pd.date_range("2020-01-04", periods=30 + 2, freq="7D").strftime("%Y-%m-%d")
@@ -187,7 +191,7 @@ def test_iter_inputs_and_iter_labelled_name_the_predicted_step(tmp_path):
 
 def test_without_a_date_column_the_row_order_is_the_time_order(tmp_path):
     path = write(tmp_path / "plain.csv", pd.DataFrame({"y": np.sin(np.arange(30.0))}))
-    enc = prepare(path, 4).encoder
+    enc = prepare(path, 4).preprocessor
     assert enc.date_column is None
     frame, _ = next(enc.iter_inputs(path))
     assert frame["row"].tolist() == list(range(5, 32))
@@ -196,7 +200,7 @@ def test_without_a_date_column_the_row_order_is_the_time_order(tmp_path):
 def test_baseline_metrics_of_the_naive_last_value_forecast(tmp_path):
     values = np.array([10.0, 12, 11, 15, 0, 5, 6, 8, 7, 9, 10, 12])
     path = write(tmp_path / "h.csv", pd.DataFrame({"y": values}))
-    enc = prepare(path, 2).encoder
+    enc = prepare(path, 2).preprocessor
     frames, raws = zip(*enc.iter_labelled(path), strict=True)
     truth = pd.concat(frames)["y"]
     y = enc.target.encode(truth, path)
@@ -218,15 +222,15 @@ class PlusOne(torch.nn.Module):
 
 
 class Loaded:
-    def __init__(self, encoder) -> None:
-        self.encoder, self.inference = encoder, PlusOne()
+    def __init__(self, preprocessor) -> None:
+        self.preprocessor, self.inference = preprocessor, PlusOne()
 
 
 def test_forecast_rolls_each_prediction_into_the_next_window(tmp_path):
     from dlcli.engine.forecast import forecast
 
     path = ramp(tmp_path, 30)
-    enc = prepare(path, 5).encoder
+    enc = prepare(path, 5).preprocessor
     out = forecast(Loaded(enc), path, 4)
     assert out.columns.tolist() == ["step", "date", "prediction"]
     assert out["prediction"].tolist() == [30.0, 31.0, 32.0, 33.0]
@@ -243,7 +247,7 @@ def test_forecast_without_even_dates_numbers_the_steps(tmp_path, notes):
     frame = pd.read_csv(ramp(tmp_path, 30))
     frame["date"] = pd.to_datetime(frame["date"]) + pd.to_timedelta(np.arange(30) % 3, "D")
     path = write(tmp_path / "odd.csv", frame)
-    out = forecast(Loaded(prepare(path, 5).encoder), path, 3)
+    out = forecast(Loaded(prepare(path, 5).preprocessor), path, 3)
     assert out.columns.tolist() == ["step", "prediction"]
     assert any("not evenly spaced" in n for n in notes)
 

@@ -1,4 +1,4 @@
-"""`--stream`: out-of-core CSV training. The streamed statistics pass fits the encoder the in-memory
+"""`--stream`: out-of-core CSV training. The streamed statistics pass fits the preprocessor the in-memory
 path fits, the shuffle buffer hands out every training row once per epoch, a streamed model is an
 ordinary model file, and it reaches the in-memory model's validation accuracy on the same file."""
 
@@ -18,7 +18,7 @@ from dlcli.data.csvio import read_table
 from dlcli.data.sources import DataOptions, TabularSource, choose_source
 from dlcli.data.stream import StreamedRows, StreamedTableSource, prefetched
 from dlcli.data.stream_scan import held_out, scan
-from dlcli.data.tabular import TabularEncoder
+from dlcli.data.tabular import TabularPreprocessor
 from dlcli.data.target import Target
 from dlcli.engine.train_run import TrainRequest, run_training
 from dlcli.errors import InputError
@@ -123,10 +123,10 @@ def test_scan_fits_the_in_memory_encoder(tmp_path: Path, split: tuple | None) ->
     frame = read_table(str(path))
     target = Target.fit(frame["y"], None, str(path))
     rows = np.flatnonzero(~held_out(0, len(frame), *split)) if split else None
-    expected = TabularEncoder.fit(frame, target, str(path), rows)
-    assert found.encoder.target == expected.target
-    assert [c.name for c in found.encoder.columns] == ["flag", "city", "v", "n"]
-    for got, want in zip(found.encoder.columns, expected.columns, strict=True):
+    expected = TabularPreprocessor.fit(frame, target, str(path), rows)
+    assert found.preprocessor.target == expected.target
+    assert [c.name for c in found.preprocessor.columns] == ["flag", "city", "v", "n"]
+    for got, want in zip(found.preprocessor.columns, expected.columns, strict=True):
         assert (got.name, got.kind, got.indicator) == (want.name, want.kind, want.indicator)
         assert got.categories == want.categories
         assert got.mean == pytest.approx(want.mean, rel=1e-5, abs=1e-6)

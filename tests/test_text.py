@@ -1,4 +1,4 @@
-"""Text CSVs: tokenizers, vocabulary, truncation, the encoder's state, detection, bad input
+"""Text CSVs: tokenizers, vocabulary, truncation, the preprocessor's state, detection, bad input
 (empty and missing texts, non-UTF-8 bytes, enormous lines), length bucketing, streaming inputs."""
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ import pytest
 import torch
 
 from dlcli.data import text
-from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
 from dlcli.data.target import Target
 from dlcli.data.text import (
     PAD,
     UNK,
     BucketedTokens,
-    TextEncoder,
+    TextPreprocessor,
     TextSource,
     build_vocab,
     char_tokens,
@@ -37,8 +37,10 @@ REVIEWS = SAMPLES / "reviews"
 TARGET = Target("sentiment", "classification", ["negative", "positive"])
 
 
-def encoder(vocab: list[str], max_length: int = 8, tokenizer: str = "word") -> TextEncoder:
-    return TextEncoder(TARGET, [PAD, UNK, *vocab], tokenizer, max_length, "review")
+def preprocessor(
+    vocab: list[str], max_length: int = 8, tokenizer: str = "word"
+) -> TextPreprocessor:
+    return TextPreprocessor(TARGET, [PAD, UNK, *vocab], tokenizer, max_length, "review")
 
 
 def stdin_bytes(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
@@ -84,7 +86,7 @@ def test_vocabulary_by_frequency_min_freq_and_max_vocab() -> None:
 
 
 def test_ids_unknown_padding_and_truncation() -> None:
-    enc = encoder(["good", "film"], max_length=3)
+    enc = preprocessor(["good", "film"], max_length=3)
     ids, lengths = enc.encode(["Good film", "good good good good", "zebra", "", None, float("nan")])
     assert ids.dtype == torch.int64
     assert ids.tolist() == [[2, 3, 0], [2, 2, 2], [1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 0, 0]]
@@ -107,16 +109,16 @@ def test_options_from_a_dict_and_bad_values() -> None:
 
 
 def test_state_round_trip_is_plain_data() -> None:
-    enc = encoder(["good", "bad"], max_length=5, tokenizer="char")
+    enc = preprocessor(["good", "bad"], max_length=5, tokenizer="char")
     state = json.loads(json.dumps(enc.to_state()))
     assert set(state) == {
         "kind", "text_column", "tokenizer", "lowercase", "max_length", "vocab", "target"
     }  # fmt: skip
-    back = encoder_from_state(state)
-    assert isinstance(back, TextEncoder)
+    back = preprocessor_from_state(state)
+    assert isinstance(back, TextPreprocessor)
     assert torch.equal(back.encode(["Good!"])[0], enc.encode(["Good!"])[0])
     with pytest.raises(InputError, match="tokenizer"):
-        encoder_from_state({**state, "tokenizer": "bpe"})
+        preprocessor_from_state({**state, "tokenizer": "bpe"})
 
 
 # -- detection -------------------------------------------------------------------------------
@@ -148,7 +150,7 @@ def test_text_column_option_overrides_detection(tmp_path: Path) -> None:
 
 # -- prepare ---------------------------------------------------------------------------------
 def test_prepare_sample_split_vocab_and_bucketing(prepared: text.Prepared) -> None:
-    enc, tr, va = prepared.encoder, prepared.x_train, prepared.x_val
+    enc, tr, va = prepared.preprocessor, prepared.x_train, prepared.x_val
     assert isinstance(tr, BucketedTokens) and tr.ids.dtype == torch.int64
     assert (tr.rows, va.rows) == (2400, 600)
     assert 8 <= enc.max_length <= 512 and tr.ids.shape[1] <= enc.max_length
@@ -163,7 +165,7 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path) -> None:
     )
     val = write_csv(tmp_path / "va.csv", [("zebra zebra zebra", "a"), ("zebra", "b")])
     prep = TextSource.prepare(train, DataOptions(val=val, extra={"text": {"min_freq": 1}}))
-    assert "zebra" not in prep.encoder.vocab and "good" in prep.encoder.vocab
+    assert "zebra" not in prep.preprocessor.vocab and "good" in prep.preprocessor.vocab
     assert set(prep.x_val.ids[prep.x_val.ids != 0].tolist()) == {1}
 
 
@@ -186,7 +188,7 @@ def test_regression_target(tmp_path: Path) -> None:
     rows = [(f"rated {i} of ten stars", i * 0.37) for i in range(30)]
     path = write_csv(tmp_path / "r.csv", rows, ("review", "stars"))
     prep = TextSource.prepare(path, DataOptions(extra={"text": {"text_column": "review"}}))
-    assert prep.encoder.target.task == "regression" and prep.y_train.dtype == torch.float32
+    assert prep.preprocessor.target.task == "regression" and prep.y_train.dtype == torch.float32
 
 
 # -- batching by length ----------------------------------------------------------------------
@@ -219,7 +221,7 @@ def test_padding_waste_on_the_sample_is_small(prepared: text.Prepared) -> None:
 
 # -- streaming new inputs --------------------------------------------------------------------
 def test_iter_inputs_csv_and_stdin_lines(monkeypatch: pytest.MonkeyPatch) -> None:
-    enc = encoder(["good", "film"])
+    enc = preprocessor(["good", "film"])
     frames = list(enc.iter_inputs([str(REVIEWS / "rows.csv")], keep=True))
     assert sum(len(f) for f, _ in frames) == 200 and list(frames[0][0].columns) == ["review"]
     assert all(x.dtype == torch.int64 and len(x) == len(f) for f, x in frames)
@@ -234,23 +236,25 @@ def test_iter_inputs_csv_and_stdin_lines(monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_iter_labelled_skips_rows_without_labels(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "l.csv", [("good", "positive"), ("film", None), ("x", "negative")])
-    ((frame, x),) = list(encoder(["good", "film"]).iter_labelled(path))
+    ((frame, x),) = list(preprocessor(["good", "film"]).iter_labelled(path))
     assert frame["sentiment"].tolist() == ["positive", "negative"] and x.tolist() == [[2], [1]]
     with pytest.raises(InputError, match="no column 'review'"):
-        list(encoder([]).iter_inputs([write_csv(tmp_path / "o.csv", [("a", "b")], ("t", "y"))]))
+        list(
+            preprocessor([]).iter_inputs([write_csv(tmp_path / "o.csv", [("a", "b")], ("t", "y"))])
+        )
 
 
 def test_non_utf8_stdin_line_is_an_error_naming_the_line(monkeypatch: pytest.MonkeyPatch) -> None:
     stdin_bytes(monkeypatch, b"fine\nalso fine\nbad \xff\xfe bytes\n")
     with pytest.raises(InputError, match="line 3 holds bytes that are not UTF-8"):
-        list(encoder([]).iter_inputs("-"))
+        list(preprocessor([]).iter_inputs("-"))
     stdin_bytes(monkeypatch, b"")
     with pytest.raises(InputError, match="no text"):
-        list(encoder([]).iter_inputs("-"))
+        list(preprocessor([]).iter_inputs("-"))
 
 
 def test_an_enormous_line_costs_little(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    enc = encoder(["good"], max_length=16)
+    enc = preprocessor(["good"], max_length=16)
     stdin_bytes(monkeypatch, b"good " * 4_000_000 + b"\nnext\n")  # one 20 MB line
     start = time.perf_counter()
     ((_, x),) = list(enc.iter_inputs("-"))

@@ -38,7 +38,7 @@ def evaluate(
 ) -> None:
     """Evaluate MODEL on labelled DATA: accuracy, F1, ROC AUC... or MAE, RMSE, R²; for autoencoders,
     how well the anomaly score separates --anomaly-label rows."""
-    from dlcli import checkpoint
+    from dlcli import modelfile
     from dlcli.console import console, set_quiet
     from dlcli.engine import families
     from dlcli.engine.evaluator import evaluate_file
@@ -46,7 +46,7 @@ def evaluate(
     from dlcli.model.assemble import load_model
 
     set_quiet(quiet)
-    file_data = checkpoint.load(model)
+    file_data = modelfile.load(model)
     family = families.family_of(file_data)
     if family != "supervised":
         module = families.family_module(family)
@@ -70,7 +70,9 @@ def evaluate(
     if report:
         from dlcli.engine.evaluator import write_report
 
-        classes = loaded.encoder.target.classes if loaded.task.name == "classification" else None
+        classes = (
+            loaded.preprocessor.target.classes if loaded.task.name == "classification" else None
+        )
         write_report(report, metrics, classes)
     if json_out:
         print_json(metrics)
@@ -81,7 +83,7 @@ def evaluate(
         if "confusion_matrix" in metrics:
             console().print(per_class_table(metrics["per_class"]))
             console().print(
-                confusion_table(metrics["confusion_matrix"], loaded.encoder.target.classes)
+                confusion_table(metrics["confusion_matrix"], loaded.preprocessor.target.classes)
             )
         if errors:
             console().print(

@@ -64,11 +64,11 @@ def predict(
     set_quiet(quiet)
     if fmt not in predictor.WRITERS:
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
-    from dlcli import checkpoint
+    from dlcli import modelfile
     from dlcli.engine import families
     from dlcli.model.assemble import load_model
 
-    data = checkpoint.load(model)
+    data = modelfile.load(model)
     family = families.family_of(data)
     fam_opts = families.PredictOptions(
         None, output, output_dir, fmt, samples, seed, embed, keep_columns, device
@@ -85,9 +85,9 @@ def predict(
         raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
     loaded = load_model(model, device, data)
     if steps is not None:
-        if loaded.encoder.kind != "series":
+        if loaded.preprocessor.kind != "series":
             raise UsageError(
-                f"--steps applies to series models (trained with --window), not {loaded.encoder.kind} models"
+                f"--steps applies to series models (trained with --window), not {loaded.preprocessor.kind} models"
             )
         if len(inputs) != 1:
             raise UsageError("--steps forecasts from one history file; give one input")

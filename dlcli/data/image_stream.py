@@ -147,7 +147,9 @@ def over_limit(n: int, channels: int, size: int) -> bool:
     return n * channels * size * size > memory_limit()
 
 
-def prepare_streaming(train: Any, val: Any, encoder: Any, opts: Any, fit: bool, source: str) -> Any:
+def prepare_streaming(
+    train: Any, val: Any, preprocessor: Any, opts: Any, fit: bool, source: str
+) -> Any:
     """Listings (images.Listing) -> Prepared with StreamingImages for train and val.
 
     A sample of up to STATS_SAMPLE training images (SAMPLE_BYTES) is decoded now: its unreadable files are
@@ -157,12 +159,14 @@ def prepare_streaming(train: Any, val: Any, encoder: Any, opts: Any, fit: bool, 
     from dlcli.data import images
     from dlcli.data.sources import Prepared
 
-    index = {c: i for i, c in enumerate(encoder.target.classes)}
+    index = {c: i for i, c in enumerate(preprocessor.target.classes)}
     paths = [os.path.join(train.root, f) for f in train.files]
     y_all = torch.tensor([index[lab] for lab in train.labels], dtype=torch.int64)
-    most = max(1, min(STATS_SAMPLE, SAMPLE_BYTES // (encoder.channels * encoder.size**2)))
+    most = max(1, min(STATS_SAMPLE, SAMPLE_BYTES // (preprocessor.channels * preprocessor.size**2)))
     sample = list(range(0, len(paths), math.ceil(len(paths) / most)))  # spread over the classes
-    pixels, bad = ic.decode_files([paths[i] for i in sample], encoder.size, encoder.channels)
+    pixels, bad = ic.decode_files(
+        [paths[i] for i in sample], preprocessor.size, preprocessor.channels
+    )
     picked = images.Listing(train.root, [train.files[i] for i in sample], [])
     images._check_bad([picked], [ic.Decoded(torch.from_numpy(pixels), bad)], source)
     keep = torch.ones(len(paths), dtype=torch.bool)
@@ -171,34 +175,36 @@ def prepare_streaming(train: Any, val: Any, encoder: Any, opts: Any, fit: bool, 
     if val is None:
         tr, y_tr, va, y_va = images._split(rows, y_all[rows], opts, source)
         x_va = StreamingImages(
-            [paths[i] for i in va.tolist()], y_va, encoder.channels, encoder.size
+            [paths[i] for i in va.tolist()], y_va, preprocessor.channels, preprocessor.size
         )
     else:
         tr, y_tr = rows, y_all[rows]
         y_va = torch.tensor([index[lab] for lab in val.labels], dtype=torch.int64)
         val_paths = [os.path.join(val.root, f) for f in val.files]
-        x_va = StreamingImages(val_paths, y_va, encoder.channels, encoder.size)
-    x_tr = StreamingImages([paths[i] for i in tr.tolist()], y_tr, encoder.channels, encoder.size)
+        x_va = StreamingImages(val_paths, y_va, preprocessor.channels, preprocessor.size)
+    x_tr = StreamingImages(
+        [paths[i] for i in tr.tolist()], y_tr, preprocessor.channels, preprocessor.size
+    )
     if fit:
         in_train = torch.zeros(len(paths), dtype=torch.bool)
         in_train[tr] = True
         chosen = [k for k, i in enumerate(sample) if in_train[i] and k not in bad]
-        encoder.mean, encoder.std = images.channel_stats(torch.from_numpy(pixels[chosen]))
+        preprocessor.mean, preprocessor.std = images.channel_stats(torch.from_numpy(pixels[chosen]))
     n = x_tr.rows + x_va.rows
-    _note_streaming(n, encoder, x_tr.workers)
+    _note_streaming(n, preprocessor, x_tr.workers)
     info = {"rows": n, "streaming": True, "workers": x_tr.workers, "decoded": len(sample)}
-    return Prepared(encoder, x_tr, y_tr, x_va, y_va, {**info, "cached": 0, "bad": len(bad)})
+    return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, {**info, "cached": 0, "bad": len(bad)})
 
 
-def _note_streaming(n: int, encoder: Any, workers: int) -> None:
-    need = n * encoder.channels * encoder.size**2
+def _note_streaming(n: int, preprocessor: Any, workers: int) -> None:
+    need = n * preprocessor.channels * preprocessor.size**2
     how = (
         f"in {workers} worker process{'es' if workers != 1 else ''}"
         if workers
         else "in this process"
     )
     note(
-        f"{n:,} images at {encoder.size}x{encoder.size} would take {need / 1e9:.3g} GB in memory, "
+        f"{n:,} images at {preprocessor.size}x{preprocessor.size} would take {need / 1e9:.3g} GB in memory, "
         f"over the {memory_limit() / 1e9:.3g} GB limit: decoding {how} each epoch instead "
         "(set DL_MAX_IMAGE_MEMORY to raise the limit)"
     )

@@ -1,7 +1,7 @@
-"""Image folders: `root/<class>/...` -> uint8 tensors (N, C, S, S) plus the fitted `ImageEncoder`.
+"""Image folders: `root/<class>/...` -> uint8 tensors (N, C, S, S) plus the fitted `ImagePreprocessor`.
 
-The encoder (plain-data state) remembers the classes, the channel count, the side S, the resize
-policy and the per-channel mean/std; its `ImagePreprocess` module (uint8 -> standardised float)
+The preprocessor (plain-data state) remembers the classes, the channel count, the side S, the resize
+policy and the per-channel mean/std; its `ImageTransform` module (uint8 -> standardised float)
 runs inside the saved and exported model. Decoding and the on-disk cache live in image_cache.py.
 """
 
@@ -25,7 +25,13 @@ from dlcli.console import note
 from dlcli.data import image_cache as ic
 from dlcli.data import image_store, image_stream
 from dlcli.data.image_cache import IMAGE_EXTENSIONS, RESIZE_POLICY
-from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source, stratified_split
+from dlcli.data.sources import (
+    PREPROCESSORS,
+    DataOptions,
+    Prepared,
+    register_source,
+    stratified_split,
+)
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
@@ -45,7 +51,7 @@ class ImageOptions:
     channels: int | None = None  # force 1 or 3 (transfer learning keeps the source model's)
 
 
-class ImagePreprocess(nn.Module):
+class ImageTransform(nn.Module):
     """(N, C, H, W) uint8 0..255 or float 0..1 -> float32 (x - mean) / std per channel."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
@@ -165,8 +171,8 @@ def choose_shape(listing: Listing, opts: ImageOptions) -> tuple[int, int]:
     return opts.image_size or ic.default_size(sides), forced or (1 if gray else 3)
 
 
-# -- the encoder -----------------------------------------------------------------------------
-class ImageEncoder:
+# -- the preprocessor -----------------------------------------------------------------------------
+class ImagePreprocessor:
     """Classes, channels, side and per-channel mean/std; re-applies the same decoding to new images."""
 
     kind = "image"
@@ -195,8 +201,8 @@ class ImageEncoder:
     def raw_shape(self) -> tuple[int, int, int]:
         return self.input_shape
 
-    def preprocess_module(self) -> ImagePreprocess:
-        return ImagePreprocess(self.mean, self.std)
+    def preprocess_module(self) -> ImageTransform:
+        return ImageTransform(self.mean, self.std)
 
     def augmenter(self, spec: str) -> nn.Module:
         from dlcli.data.augment import make_augment
@@ -261,7 +267,7 @@ class ImageEncoder:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> ImageEncoder:
+    def from_state(cls, state: dict) -> ImagePreprocessor:
         resize = state.get("resize", RESIZE_POLICY)
         if resize != RESIZE_POLICY:
             raise InputError(
@@ -271,7 +277,7 @@ class ImageEncoder:
         return cls(target, state["channels"], state["size"], state["mean"], state["std"], resize)
 
 
-ENCODERS["image"] = ImageEncoder
+PREPROCESSORS["image"] = ImagePreprocessor
 
 
 def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
@@ -330,19 +336,21 @@ class ImageFolderSource:
         return Path(path).is_dir()
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
-        """List, decode (cached), split; a given `encoder` (resume, transfer) is reused, not fitted."""
+    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+        """List, decode (cached), split; a given `preprocessor` (resume, transfer) is reused, not fitted."""
         img = image_options(opts)
         if opts.task not in (None, "classification"):
             raise UsageError(f"{path}: image folders hold classification data, not {opts.task}")
-        if encoder is not None and not isinstance(encoder, ImageEncoder):
-            raise UsageError(f"{path}: the model was trained on {encoder.kind} data, not images")
+        if preprocessor is not None and not isinstance(preprocessor, ImagePreprocessor):
+            raise UsageError(
+                f"{path}: the model was trained on {preprocessor.kind} data, not images"
+            )
         root = existing_folder(path)
         splits = find_splits(root)
         train_dir = splits.get("train", root)
         train = scan_classes(train_dir, root, str(train_dir), opts.unsupervised)
         val = _val_listing(root, splits, opts)
-        fit = encoder is None
+        fit = preprocessor is None
         if fit:
             classes = sorted(set(train.labels))
             if len(classes) < 2 and not opts.unsupervised:
@@ -350,24 +358,26 @@ class ImageFolderSource:
                     f"{train_dir}: found one class folder ('{classes[0]}'); classification needs at least two"
                 )
             size, channels = choose_shape(train, img)
-            encoder = ImageEncoder(
+            preprocessor = ImagePreprocessor(
                 Target(opts.target or TARGET_NAME, "classification", classes), channels, size
             )
-        encoder.check_classes(train, str(train_dir))
+        preprocessor.check_classes(train, str(train_dir))
         if val is not None:
-            encoder.check_classes(val, str(val.root if opts.val else splits["val"]))
+            preprocessor.check_classes(val, str(val.root if opts.val else splits["val"]))
         n = len(train.files) + (len(val.files) if val is not None else 0)
-        if image_stream.over_limit(n, encoder.channels, encoder.size):  # decode per epoch instead
-            return image_stream.prepare_streaming(train, val, encoder, opts, fit, str(root))
-        x, y, is_val, stats = _load(train, val, encoder, str(root))
+        if image_stream.over_limit(
+            n, preprocessor.channels, preprocessor.size
+        ):  # decode per epoch instead
+            return image_stream.prepare_streaming(train, val, preprocessor, opts, fit, str(root))
+        x, y, is_val, stats = _load(train, val, preprocessor, str(root))
         if val is None:
             x_tr, y_tr, x_va, y_va = _split(x, y, opts, str(root))
         else:
             tr, va = (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
             x_tr, y_tr, x_va, y_va = x.index_select(0, tr), y[tr], x.index_select(0, va), y[va]
         if fit:
-            encoder.mean, encoder.std = channel_stats(x_tr)
-        return Prepared(encoder, x_tr, y_tr, x_va, y_va, {"rows": len(x), **stats})
+            preprocessor.mean, preprocessor.std = channel_stats(x_tr)
+        return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, {"rows": len(x), **stats})
 
 
 def _val_listing(root: Path, splits: dict[str, Path], opts: DataOptions) -> Listing | None:
@@ -380,7 +390,7 @@ def _val_listing(root: Path, splits: dict[str, Path], opts: DataOptions) -> List
 
 
 def _load(
-    train: Listing, val: Listing | None, enc: ImageEncoder, source: str
+    train: Listing, val: Listing | None, enc: ImagePreprocessor, source: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """Decode (one cache per folder), drop unreadable files. -> x (N, C, S, S) uint8, y (N,) int64,
     is_val (N,) bool, stats."""

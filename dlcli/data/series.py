@@ -2,7 +2,7 @@
 `horizon` steps ahead.
 
 Owns the reading rules (date detection and sorting, checks, forward-fill), the fitted
-`SeriesEncoder` (plain-data state; per-feature standardisation as a torch module) and the `series`
+`SeriesPreprocessor` (plain-data state; per-feature standardisation as a torch module) and the `series`
 data source with its chronological split. See docs/series.md.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 
 from dlcli.console import note
 from dlcli.data.csvio import NULL_TEXT, iter_chunks, read_table
-from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source
+from dlcli.data.sources import PREPROCESSORS, DataOptions, Prepared, register_source
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
@@ -64,7 +64,7 @@ class Series:
     """A series as read from one CSV, in time order (index 0..n-1)."""
 
     frame: pd.DataFrame  # the rows as read, sorted
-    values: np.ndarray  # (n, F) float32 features in the encoder's order, gaps forward-filled
+    values: np.ndarray  # (n, F) float32 features in the preprocessor's order, gaps forward-filled
     dates: pd.Series | None  # datetime64 per row; None without a date column
     rows: np.ndarray  # 1-based data row of each sorted row in its file
 
@@ -247,8 +247,8 @@ def _relative_spread(v: np.ndarray, window: int) -> np.ndarray:
     return np.sqrt(total / max(1, k * window))
 
 
-# -- the encoder -----------------------------------------------------------------------------
-class SeriesPreprocess(nn.Module):
+# -- the preprocessor -----------------------------------------------------------------------------
+class SeriesTransform(nn.Module):
     """(N, T, F) raw values -> (N, T, F + 1) network input.
 
     Channels 0..F-1: each feature relative to its value at the window's last step, divided by the
@@ -270,7 +270,7 @@ class SeriesPreprocess(nn.Module):
         return torch.cat([rel, level], dim=-1)  # (N, T, F + 1)
 
 
-class SeriesEncoder:
+class SeriesPreprocessor:
     """Fitted on the training part of a series; turns any later CSV into the same windows."""
 
     kind = "series"
@@ -291,7 +291,7 @@ class SeriesEncoder:
     @classmethod
     def fit(
         cls, series: Series, features: list[str], target_name: str, so: SeriesOptions, **kw: Any
-    ) -> SeriesEncoder:
+    ) -> SeriesPreprocessor:
         """Statistics from `series` (pass only the training part): the target's mean and std, and
         per feature the spread of (value - value at the window's last step) over its windows."""
         v = series.values.astype(np.float64)
@@ -320,9 +320,9 @@ class SeriesEncoder:
         network built with it predicts the change from that channel's last step."""
         return {"anchor_channel": len(self.features)}
 
-    def preprocess_module(self) -> SeriesPreprocess:
+    def preprocess_module(self) -> SeriesTransform:
         t = self.target
-        return SeriesPreprocess(self.rel_std, t.mean, t.std, self.target_index)
+        return SeriesTransform(self.rel_std, t.mean, t.std, self.target_index)
 
     def read(self, path: str, need: int | None = None) -> Series:
         """A CSV as this model's series; `need` rows at least (one window by default)."""
@@ -410,14 +410,14 @@ class SeriesEncoder:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> SeriesEncoder:
+    def from_state(cls, state: dict) -> SeriesPreprocessor:
         s = dict(state)
         s.pop("kind", None)
         s["target"] = Target.from_state(s["target"])
         return cls(**s)
 
 
-ENCODERS["series"] = SeriesEncoder
+PREPROCESSORS["series"] = SeriesPreprocessor
 
 
 def mape(y_true: np.ndarray, y_pred: np.ndarray, zero: float = 0.0) -> float | None:
@@ -444,22 +444,28 @@ class SeriesSource:
         return bool(got) and not Path(path).is_dir()
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
-        """Read, window, split by time and fit scaling on the training part; a given `encoder`
+    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+        """Read, window, split by time and fit scaling on the training part; a given `preprocessor`
         (resume, transfer) is reused instead of fitted."""
         so = series_options(opts)
         if opts.task not in (None, "regression"):
             raise UsageError(f"a series is forecast by regression, not {opts.task}")
-        if encoder is not None and not isinstance(encoder, SeriesEncoder):
-            raise UsageError(f"{path}: the model was trained on {encoder.kind} data, not a series")
+        if preprocessor is not None and not isinstance(preprocessor, SeriesPreprocessor):
+            raise UsageError(
+                f"{path}: the model was trained on {preprocessor.kind} data, not a series"
+            )
         frame = read_frame(path)
-        if encoder is None:
+        if preprocessor is None:
             date_col = find_date_column(frame, so.date_column, path)
             features = plan_features(frame, date_col, path)
             tname = _target_name(frame, features, opts.target, path)
         else:
-            date_col, features, tname = encoder.date_column, encoder.features, encoder.target.name
-            so.window, so.horizon = encoder.window, encoder.horizon
+            date_col, features, tname = (
+                preprocessor.date_column,
+                preprocessor.features,
+                preprocessor.target.name,
+            )
+            so.window, so.horizon = preprocessor.window, preprocessor.horizon
         ser = series_from_frame(frame, path, date_col, features)
         w, h, n = so.window, so.horizon, len(ser.values)
         _check_length(path, n, w, h)
@@ -473,15 +479,17 @@ class SeriesSource:
             n_train, j0 = _split_point(path, n, m, w, h, opts.val_split)
         fit_rows = n_train - 1 + w - 1 + h + 1  # rows up to the last training target
         part = Series(ser.frame.iloc[:fit_rows], ser.values[:fit_rows], None, ser.rows[:fit_rows])
-        encoder = encoder or SeriesEncoder.fit(part, features, tname, so, date_column=date_col)
-        y = torch.from_numpy(encoder.target.encode(pd.Series(future), path))
+        preprocessor = preprocessor or SeriesPreprocessor.fit(
+            part, features, tname, so, date_column=date_col
+        )
+        y = torch.from_numpy(preprocessor.target.encode(pd.Series(future), path))
         x_tr, y_tr = wins[:n_train].contiguous(), y[:n_train]
         if opts.val:
-            x_va, y_va = _labelled(encoder, opts.val)
+            x_va, y_va = _labelled(preprocessor, opts.val)
         else:
             x_va, y_va = wins[j0:m].contiguous(), y[j0:m]
         info = {"rows": n, "windows": len(x_tr) + len(x_va), "fit_rows": fit_rows}
-        return Prepared(encoder, x_tr, y_tr, x_va, y_va, info)
+        return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, info)
 
 
 def _target_name(frame: pd.DataFrame, features: list[str], wanted: str | None, path: str) -> str:
@@ -527,9 +535,11 @@ def _split_point(path: str, n: int, m: int, w: int, h: int, share: float) -> tup
     return n_train, j0
 
 
-def _labelled(encoder: SeriesEncoder, path: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _labelled(preprocessor: SeriesPreprocessor, path: str) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
-    for frame, raw in encoder.iter_labelled(path):
+    for frame, raw in preprocessor.iter_labelled(path):
         xs.append(raw)
-        ys.append(torch.from_numpy(encoder.target.encode(frame[encoder.target.name], path)))
+        ys.append(
+            torch.from_numpy(preprocessor.target.encode(frame[preprocessor.target.name], path))
+        )
     return torch.cat(xs).contiguous(), torch.cat(ys)

@@ -1,7 +1,7 @@
-"""Data source registry: a path + options -> `Prepared` (encoded train/val tensors and the encoder).
+"""Data source registry: a path + options -> `Prepared` (encoded train/val tensors and the preprocessor).
 
 Every source returns the same contract, so the engine never knows where data came from. A new data
-kind is one `@register_source` class plus its encoder in `ENCODERS`.
+kind is one `@register_source` class plus its preprocessor in `PREPROCESSORS`.
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ class DataOptions:
 
 @dataclass
 class Prepared:
-    """Encoded tensors plus the fitted encoder: what every data source hands the engine."""
+    """Encoded tensors plus the fitted preprocessor: what every data source hands the engine."""
 
-    encoder: Any
-    x_train: torch.Tensor  # raw inputs: the encoder's preprocess module runs inside the model
+    preprocessor: Any
+    x_train: torch.Tensor  # raw inputs: the preprocessor's preprocess module runs inside the model
     y_train: torch.Tensor
     x_val: torch.Tensor | None
     y_val: torch.Tensor | None
@@ -44,7 +44,7 @@ class Prepared:
 
 
 SOURCES: dict[str, Any] = {}
-ENCODERS: dict[str, Any] = {}
+PREPROCESSORS: dict[str, Any] = {}
 
 
 def register_source(name: str):
@@ -59,12 +59,12 @@ def register_source(name: str):
 KIND_MODULES = ("dlcli.data.images", "dlcli.data.text", "dlcli.data.series", "dlcli.data.stream")
 
 
-def _load_encoders() -> None:
+def _load_kinds() -> None:
     import importlib
 
-    from dlcli.data.tabular import TabularEncoder
+    from dlcli.data.tabular import TabularPreprocessor
 
-    ENCODERS.setdefault("tabular", TabularEncoder)
+    PREPROCESSORS.setdefault("tabular", TabularPreprocessor)
     for module in KIND_MODULES:
         try:
             importlib.import_module(module)
@@ -73,13 +73,13 @@ def _load_encoders() -> None:
                 raise
 
 
-def encoder_from_state(state: dict) -> Any:
-    """Rebuild an encoder saved in a model file."""
-    _load_encoders()
+def preprocessor_from_state(state: dict) -> Any:
+    """Rebuild an preprocessor saved in a model file."""
+    _load_kinds()
     kind = state.get("kind")
-    if kind not in ENCODERS:
+    if kind not in PREPROCESSORS:
         raise InputError(f"model file has preprocessing of unknown kind '{kind}'")
-    return ENCODERS[kind].from_state(state)
+    return PREPROCESSORS[kind].from_state(state)
 
 
 def stratified_split(
@@ -114,7 +114,7 @@ class TabularSource:
     """A CSV table: numeric and categorical columns and a label column."""
 
     priority = 0  # sources are asked highest priority first; tables are the fallback for files
-    kind = "tabular"  # the encoder kind it produces (checked against a spec's `data:`)
+    kind = "tabular"  # the preprocessor kind it produces (checked against a spec's `data:`)
     default_arch = "mlp"  # the preset `dl train` uses without --arch or --spec
 
     @staticmethod
@@ -122,17 +122,17 @@ class TabularSource:
         return Path(path).is_file() or not Path(path).exists()
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
-        """Read, split and encode. A given `encoder` (resume, transfer) is reused instead of fitted."""
+    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+        """Read, split and encode. A given `preprocessor` (resume, transfer) is reused instead of fitted."""
 
         from dlcli.data.csvio import read_arrow, read_table
-        from dlcli.data.tabular import TabularEncoder
+        from dlcli.data.tabular import TabularPreprocessor
         from dlcli.data.target import Target
 
         table = read_arrow(path)  # kept: numeric columns go from arrow to the raw matrix
         frame = table.to_pandas()
         if opts.unsupervised:
-            return _prepare_unsupervised(frame, path, opts, encoder)
+            return _prepare_unsupervised(frame, path, opts, preprocessor)
         tname = opts.target or str(frame.columns[-1])
         if tname not in frame.columns:
             raise InputError(
@@ -152,7 +152,9 @@ class TabularSource:
             if tname not in val_frame.columns:
                 raise InputError(f"{opts.val}: no column '{tname}' (the target)")
         target = (
-            encoder.target if encoder is not None else Target.fit(frame[tname], opts.task, path)
+            preprocessor.target
+            if preprocessor is not None
+            else Target.fit(frame[tname], opts.task, path)
         )
         y_all = target.encode(frame[tname], path)
         if val_frame is None:  # split indices; the frame is encoded once and its rows sliced
@@ -165,30 +167,32 @@ class TabularSource:
                     f"{path}: only {len(frame)} rows; too few to split for validation",
                     "pass --val FILE",
                 )
-            if encoder is None:
-                encoder, *parts = TabularEncoder.fit_split(frame, target, path, (tr, va), table)
+            if preprocessor is None:
+                preprocessor, *parts = TabularPreprocessor.fit_split(
+                    frame, target, path, (tr, va), table
+                )
             else:
-                raw = encoder.raw_matrix(frame, path)
+                raw = preprocessor.raw_matrix(frame, path)
                 parts = [np.take(raw, idx, axis=0) for idx in (tr, va)]
             x_tr, x_va = (torch.from_numpy(p) for p in parts)  # np.take: 4x torch's indexing
             y_tr, y_va = (torch.from_numpy(np.take(y_all, idx)) for idx in (tr, va))
         else:
-            if encoder is None:
-                encoder, raw = TabularEncoder.fit_encode(frame, target, path, table=table)
+            if preprocessor is None:
+                preprocessor, raw = TabularPreprocessor.fit_encode(frame, target, path, table=table)
             else:
-                raw = encoder.raw_matrix(frame, path)
+                raw = preprocessor.raw_matrix(frame, path)
             x_tr, y_tr = torch.from_numpy(raw), torch.from_numpy(y_all)
-            x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val))
+            x_va = torch.from_numpy(preprocessor.raw_matrix(val_frame, opts.val))
             y_va = torch.from_numpy(target.encode(val_frame[tname], opts.val))
         info = {"rows": len(x_tr) + len(x_va)}
-        return Prepared(encoder, x_tr, y_tr, x_va, y_va, info)
+        return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, info)
 
 
-def _prepare_unsupervised(frame: Any, path: str, opts: DataOptions, encoder: Any) -> Prepared:
+def _prepare_unsupervised(frame: Any, path: str, opts: DataOptions, preprocessor: Any) -> Prepared:
     """Every column is a feature (autoencoders); `--target COL` names a label column to leave out.
     Targets are zeros (nothing to predict)."""
     from dlcli.data.csvio import read_table
-    from dlcli.data.tabular import TabularEncoder
+    from dlcli.data.tabular import TabularPreprocessor
 
     def drop_label(df: Any, source: str) -> Any:
         if opts.target is None:
@@ -202,23 +206,23 @@ def _prepare_unsupervised(frame: Any, path: str, opts: DataOptions, encoder: Any
     frame = drop_label(frame, path)
     if opts.val:
         val_frame = drop_label(read_table(opts.val), opts.val)
-        encoder = encoder or TabularEncoder.fit(frame, None, path)
-        x_tr = torch.from_numpy(encoder.raw_matrix(frame, path))
-        x_va = torch.from_numpy(encoder.raw_matrix(val_frame, opts.val))
+        preprocessor = preprocessor or TabularPreprocessor.fit(frame, None, path)
+        x_tr = torch.from_numpy(preprocessor.raw_matrix(frame, path))
+        x_va = torch.from_numpy(preprocessor.raw_matrix(val_frame, opts.val))
     else:
         if not 0.0 < opts.val_split < 1.0:
             raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
         tr, va = stratified_split(None, len(frame), opts.val_split, opts.seed, False)
         if len(tr) < 2 or len(va) < 1:
             raise InputError(f"{path}: only {len(frame)} rows; too few to split for validation")
-        if encoder is None:
-            encoder, raw = TabularEncoder.fit_encode(frame, None, path, rows=tr)
+        if preprocessor is None:
+            preprocessor, raw = TabularPreprocessor.fit_encode(frame, None, path, rows=tr)
         else:
-            raw = encoder.raw_matrix(frame, path)
+            raw = preprocessor.raw_matrix(frame, path)
         x_tr, x_va = (torch.from_numpy(np.take(raw, idx, axis=0)) for idx in (tr, va))
     zeros = lambda n: torch.zeros(n, dtype=torch.float32)  # noqa: E731
     info = {"rows": len(x_tr) + len(x_va)}
-    return Prepared(encoder, x_tr, zeros(len(x_tr)), x_va, zeros(len(x_va)), info)
+    return Prepared(preprocessor, x_tr, zeros(len(x_tr)), x_va, zeros(len(x_va)), info)
 
 
 def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:
@@ -236,8 +240,8 @@ def _drop_missing_targets(frame: Any, tname: str, source: str) -> Any:
 def choose_source(path: str, opts: DataOptions, kind: str | None = None) -> Any:
     """The source class for `path`: the highest-priority one that claims it (a CSV with a text
     column is text, with --window a series, else a table; a folder holds images). With `kind`
-    (resuming a run), the source that produces that kind of encoder."""
-    _load_encoders()
+    (resuming a run), the source that produces that kind of preprocessor."""
+    _load_kinds()
     ranked = sorted(SOURCES.values(), key=lambda s: -getattr(s, "priority", 0))
     if kind is not None:  # of that kind's sources, one that claims the path, else the fallback
         same = [s for s in ranked if getattr(s, "kind", None) == kind]

@@ -1,7 +1,7 @@
 """`--stream`: CSV tables larger than memory. `StreamedTableSource` (in the SOURCES registry; chosen
 with --stream, or on its own for a file larger than a share of the free memory) fits the usual
-TabularEncoder in one statistics pass (stream_scan.py); `StreamedRows` is a batch source
-(engine/batches.py) that re-reads the file every epoch, encodes chunks with that encoder and
+TabularPreprocessor in one statistics pass (stream_scan.py); `StreamedRows` is a batch source
+(engine/batches.py) that re-reads the file every epoch, encodes chunks with that preprocessor and
 shuffles within a large buffer. The model file is that of in-memory training. See docs/stream.md.
 """
 
@@ -103,19 +103,19 @@ class StreamedRows:
     def __init__(
         self,
         path: str,
-        encoder: Any,
+        preprocessor: Any,
         rows: int,
         part: str = "train",
         split: tuple[float, int] | None = None,
         label_counts: list[int] | None = None,
         cache_bytes: int = 0,
     ) -> None:
-        self.path, self.encoder, self.part, self.split = path, encoder, part, split
+        self.path, self.preprocessor, self.part, self.split = path, preprocessor, part, split
         self.n_rows, self.label_counts = int(rows), label_counts or []
         self.cache_bytes, self._cache = cache_bytes, None
         self.batch_size: int | None = None  # set by the trainer (as_batches)
         self.device = torch.device("cpu")
-        width = max(1, len(encoder.feature_names))
+        width = max(1, len(preprocessor.feature_names))
         env = os.environ.get("DL_SHUFFLE_ROWS")
         self.buffer_rows = int(env) if env else max(MIN_BUFFER_ROWS, BUFFER_BYTES // (4 * width))
 
@@ -140,7 +140,7 @@ class StreamedRows:
         """(raw inputs (n, F) float32, targets (n,)) for this part's rows, chunk by chunk."""
         import pyarrow as pa
 
-        enc, tname, offset = self.encoder, self.encoder.target.name, 0
+        enc, tname, offset = self.preprocessor, self.preprocessor.target.name, 0
         plan = enc.read_plan(self.path, False, tname)  # the model's columns, typed as predict does
         for batch in iter_batches(self.path, block_bytes=BLOCK_BYTES, plan=plan):
             n = batch.num_rows
@@ -236,8 +236,8 @@ class StreamedTableSource:
         return chosen if chosen is not None else Path(path).stat().st_size > stream_threshold()
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
-        """One statistics pass fits the encoder (unless given); the data stays on disk."""
+    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+        """One statistics pass fits the preprocessor (unless given); the data stays on disk."""
         check_file(path)
         size = Path(path).stat().st_size
         if getattr(opts, "stream", None) is None:
@@ -246,7 +246,9 @@ class StreamedTableSource:
                 "memory: streaming it from disk (--no-stream loads it whole)"
             )
         header = header_of(path)
-        tname = opts.target or (encoder.target.name if encoder is not None else header[-1])
+        tname = opts.target or (
+            preprocessor.target.name if preprocessor is not None else header[-1]
+        )
         if tname not in header:
             raise InputError(
                 f"{path}: no column '{tname}' (columns: {', '.join(header)})",
@@ -261,26 +263,28 @@ class StreamedTableSource:
             if not 0.0 < opts.val_split < 1.0:
                 raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
             split = (opts.val_split, opts.seed)
-        found = scan(path, tname, opts.task, split, encoder)
-        encoder = found.encoder
+        found = scan(path, tname, opts.task, split, preprocessor)
+        preprocessor = found.preprocessor
         if found.unlabelled:
             note(f"{path}: dropped {found.unlabelled} rows with no value in target '{tname}'")
-        train = StreamedRows(path, encoder, found.train_rows, "train", split, found.label_counts)
+        train = StreamedRows(
+            path, preprocessor, found.train_rows, "train", split, found.label_counts
+        )
         cache = VAL_CACHE_BYTES
         if opts.val:
             val_path = opts.val
             check_file(val_path)
             if tname not in header_of(val_path):
                 raise InputError(f"{val_path}: no column '{tname}' (the target)")
-            val_rows = scan(val_path, tname, opts.task, None, encoder).train_rows
-            val = StreamedRows(val_path, encoder, val_rows, "val", None, cache_bytes=cache)
+            val_rows = scan(val_path, tname, opts.task, None, preprocessor).train_rows
+            val = StreamedRows(val_path, preprocessor, val_rows, "val", None, cache_bytes=cache)
         else:
             val_rows = found.val_rows
-            val = StreamedRows(path, encoder, val_rows, "val", split, cache_bytes=cache)
+            val = StreamedRows(path, preprocessor, val_rows, "val", split, cache_bytes=cache)
         if found.train_rows < 2 or val_rows < 1:
             raise InputError(
                 f"{path}: only {found.train_rows + val_rows} rows; too few to split for validation",
                 "pass --val FILE",
             )
         info = {"rows": found.train_rows + val_rows, "streamed": True}
-        return Prepared(encoder, train, None, val, None, info)
+        return Prepared(preprocessor, train, None, val, None, info)

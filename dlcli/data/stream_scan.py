@@ -1,4 +1,4 @@
-"""The statistics pass of `--stream`: one read of a CSV in chunks that fits what TabularEncoder.fit
+"""The statistics pass of `--stream`: one read of a CSV in chunks that fits what TabularPreprocessor.fit
 and Target.fit fit on a whole frame (column kinds, ignored columns, means/stds, missing indicators,
 top categories, classes or target scaling), plus row and label counts, in bounded memory.
 
@@ -24,7 +24,7 @@ from dlcli.data.columns import (
     numeric_column,
 )
 from dlcli.data.csvio import iter_batches
-from dlcli.data.tabular import TabularEncoder
+from dlcli.data.tabular import TabularPreprocessor
 from dlcli.data.target import (
     MAX_CLASSES,
     MAX_CLASSES_FOR_INTEGERS,
@@ -230,7 +230,7 @@ class TargetScan:
 class Scan:
     """The outcome of the statistics pass."""
 
-    encoder: TabularEncoder
+    preprocessor: TabularPreprocessor
     train_rows: int
     val_rows: int
     unlabelled: int
@@ -263,7 +263,11 @@ def _is_number(typ: Any) -> bool:
 
 
 def scan(
-    path: str, tname: str, task: str | None, split: tuple[float, int] | None, encoder: Any = None
+    path: str,
+    tname: str,
+    task: str | None,
+    split: tuple[float, int] | None,
+    preprocessor: Any = None,
 ) -> Scan:
     """Read `path` once; `split` = (fraction, seed) holds rows out for validation (held_out)."""
     import pyarrow as pa
@@ -277,7 +281,7 @@ def scan(
     ]
     tscan = TargetScan(tname, _is_number(inferred[tname]), task, path)
     offset, train_n, val_n, unlabelled = 0, 0, 0, 0
-    only = {tname: types[tname]} if encoder is not None else None  # then: rows and labels only
+    only = {tname: types[tname]} if preprocessor is not None else None  # then: rows and labels only
     plan = (lambda header: only) if only else None
     for batch in iter_batches(path, column_types=types, block_bytes=BLOCK_BYTES, plan=plan):
         n = batch.num_rows
@@ -289,17 +293,17 @@ def scan(
         train_n += int(train.sum())
         val_n += len(train) - int(train.sum())
         tscan.add(batch.column(tname), labelled, train)
-        if encoder is None:
+        if preprocessor is None:
             for c in cols:
                 c.add(batch.column(c.name), labelled, train)
-    if encoder is None:
+    if preprocessor is None:
         target = tscan.target()
         kinds = {c.name: c.kind(path) for c in cols}
         numeric = [n for n, k in kinds.items() if k == "numeric"]
         categorical = [n for n, k in kinds.items() if k == "categorical"]
         check_usable(numeric, categorical, tname, path)
-        encoder = TabularEncoder([c.column() for c in cols if kinds[c.name]], target)
-    target = encoder.target
+        preprocessor = TabularPreprocessor([c.column() for c in cols if kinds[c.name]], target)
+    target = preprocessor.target
     counts = tscan.counts.train
     label_counts = [counts.get(c, 0) for c in target.classes] if target.classes else []
-    return Scan(encoder, train_n, val_n, unlabelled, label_counts)
+    return Scan(preprocessor, train_n, val_n, unlabelled, label_counts)

@@ -1,7 +1,7 @@
-"""Tabular CSV: column typing, the fitted encoder (plain-data state) and its torch preprocessing module.
+"""Tabular CSV: column typing, the fitted preprocessor (plain-data state) and its torch preprocessing module.
 
 Raw rows become a float matrix (numbers as read, NaN for missing; categories as integer codes, 0 for
-missing or unseen). `TabularPreprocess` turns that matrix into model inputs (impute, missing
+missing or unseen). `TabularTransform` turns that matrix into model inputs (impute, missing
 indicators, standardise, one-hot). Training, prediction and the ONNX graph all run that module.
 """
 
@@ -32,7 +32,7 @@ def _fill_row(row: np.ndarray, arr: Any) -> None:
         start += n
 
 
-class TabularPreprocess(nn.Module):
+class TabularTransform(nn.Module):
     """(N, F_raw) raw matrix -> (N, F_encoded) model input. Exported to ONNX as part of the graph."""
 
     def __init__(self, columns: list[Column]) -> None:
@@ -75,7 +75,7 @@ class TabularPreprocess(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-class TabularEncoder:
+class TabularPreprocessor:
     """Fitted on the training rows; turns any later frame into the same raw matrix."""
 
     kind = "tabular"
@@ -88,7 +88,7 @@ class TabularEncoder:
     @classmethod
     def fit(
         cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None = None
-    ) -> TabularEncoder:
+    ) -> TabularPreprocessor:
         """Type the columns on the whole frame; fit statistics on `rows` (the training split)."""
         return cls.fit_encode(frame, target, source, rows)[0]
 
@@ -100,14 +100,14 @@ class TabularEncoder:
         source: str,
         rows: np.ndarray | None = None,
         table: Any = None,
-    ) -> tuple[TabularEncoder, np.ndarray]:
+    ) -> tuple[TabularPreprocessor, np.ndarray]:
         """fit, also returning the raw matrix of the whole frame (encoded once, not twice): the
         categories are fitted first, then numeric statistics are taken from the matrix's rows.
         `table`, the pyarrow Table the frame came from, lets numbers skip pandas."""
-        encoder = cls._fit_columns(frame, target, source, rows)
-        raw = encoder._raw(frame, table, source)
-        encoder._fit_numbers((raw if rows is None else raw[rows]).T)
-        return encoder, raw
+        preprocessor = cls._fit_columns(frame, target, source, rows)
+        raw = preprocessor._raw(frame, table, source)
+        preprocessor._fit_numbers((raw if rows is None else raw[rows]).T)
+        return preprocessor, raw
 
     @classmethod
     def fit_split(
@@ -117,22 +117,22 @@ class TabularEncoder:
         source: str,
         split: tuple[np.ndarray, np.ndarray],
         table: Any = None,
-    ) -> tuple[TabularEncoder, np.ndarray, np.ndarray]:
-        """fit on the training rows of `split` = (train_idx, val_idx); returns the encoder and the
+    ) -> tuple[TabularPreprocessor, np.ndarray, np.ndarray]:
+        """fit on the training rows of `split` = (train_idx, val_idx); returns the preprocessor and the
         raw matrices of both parts (each row gathered once; statistics from the training part)."""
-        encoder = cls._fit_columns(frame, target, source, split[0])
+        preprocessor = cls._fit_columns(frame, target, source, split[0])
         if table is None:
-            cols = encoder.raw_matrix(frame, source).T
+            cols = preprocessor.raw_matrix(frame, source).T
         else:
-            cols = encoder._raw_columns(table, source, frame=frame)  # (F, N)
+            cols = preprocessor._raw_columns(table, source, frame=frame)  # (F, N)
         tr, va = (np.take(cols, idx, axis=1) for idx in split)  # (F, n): rows gathered per column
-        encoder._fit_numbers(tr)
-        return encoder, np.ascontiguousarray(tr.T), np.ascontiguousarray(va.T)
+        preprocessor._fit_numbers(tr)
+        return preprocessor, np.ascontiguousarray(tr.T), np.ascontiguousarray(va.T)
 
     @classmethod
     def _fit_columns(
         cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None
-    ) -> TabularEncoder:
+    ) -> TabularPreprocessor:
         """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
         tname = target.name if target else ""
         numeric, categorical = plan_columns(frame, tname, source)
@@ -269,8 +269,8 @@ class TabularEncoder:
                 f"{source}: column '{col.name}', row {row}: '{frame[col.name].iloc[i]}' is not a number (the model expects numbers in this column)"
             )
 
-    def preprocess_module(self) -> TabularPreprocess:
-        return TabularPreprocess(self.columns)
+    def preprocess_module(self) -> TabularTransform:
+        return TabularTransform(self.columns)
 
     @property
     def raw_shape(self) -> tuple[int, ...]:
@@ -340,6 +340,6 @@ class TabularEncoder:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> TabularEncoder:
+    def from_state(cls, state: dict) -> TabularPreprocessor:
         target = Target.from_state(state["target"]) if state.get("target") else None
         return cls([Column(**c) for c in state["columns"]], target)

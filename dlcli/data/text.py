@@ -1,6 +1,6 @@
-"""Text in a CSV column -> token ids (N, T) int64 plus the fitted `TextEncoder` (plain-data state).
+"""Text in a CSV column -> token ids (N, T) int64 plus the fitted `TextPreprocessor` (plain-data state).
 
-The encoder remembers the tokenizer (lower-cased unicode words and punctuation, or characters), the
+The preprocessor remembers the tokenizer (lower-cased unicode words and punctuation, or characters), the
 vocabulary fitted on the training split (id 0 = padding, 1 = unknown, 2.. by frequency), the
 maximum length and the target. Ids go straight to the network (its first layer embeds them), so
 the preprocessing module is the identity. `BucketedTokens` batches training rows of similar length
@@ -28,7 +28,13 @@ from torch import nn
 from dlcli.console import note
 from dlcli.data.buckets import BucketedTokens
 from dlcli.data.csvio import NULL_TEXT, check_file, iter_chunks
-from dlcli.data.sources import ENCODERS, DataOptions, Prepared, register_source, stratified_split
+from dlcli.data.sources import (
+    PREPROCESSORS,
+    DataOptions,
+    Prepared,
+    register_source,
+    stratified_split,
+)
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
@@ -119,8 +125,8 @@ def _is_blank(value: Any) -> bool:
     return not isinstance(value, str) or not value.strip()
 
 
-# -- the encoder -----------------------------------------------------------------------------
-class TextEncoder:
+# -- the preprocessor -----------------------------------------------------------------------------
+class TextPreprocessor:
     """Tokenizer, vocabulary, max length and target; turns any text into the same ids."""
 
     kind = "text"
@@ -245,7 +251,7 @@ class TextEncoder:
         }
 
     @classmethod
-    def from_state(cls, state: dict) -> TextEncoder:
+    def from_state(cls, state: dict) -> TextPreprocessor:
         target = Target.from_state(state["target"]) if state.get("target") else None
         return cls(
             target,
@@ -257,7 +263,7 @@ class TextEncoder:
         )
 
 
-ENCODERS["text"] = TextEncoder
+PREPROCESSORS["text"] = TextPreprocessor
 
 
 def _stdin_lines(max_chars: int, batch: int = 4096) -> Iterator[list[str]]:
@@ -398,20 +404,20 @@ class TextSource:
         return sample is not None and detect_text_column(sample, opts.target) is not None
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, encoder: Any = None) -> Prepared:
+    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
         """Read, split (seeded, stratified), fit the vocabulary on the training split, encode.
-        A given `encoder` (resume, transfer) is reused instead of fitted."""
+        A given `preprocessor` (resume, transfer) is reused instead of fitted."""
         topt = text_options(opts)
-        if encoder is not None and not isinstance(encoder, TextEncoder):
-            raise UsageError(f"{path}: the model was trained on {encoder.kind} data, not text")
+        if preprocessor is not None and not isinstance(preprocessor, TextPreprocessor):
+            raise UsageError(f"{path}: the model was trained on {preprocessor.kind} data, not text")
         check_file(path)
         frame, text_col, tname = _read_columns(
             path,
-            encoder.text_column if encoder else topt.text_column,
-            encoder.target.name if encoder else opts.target,
+            preprocessor.text_column if preprocessor else topt.text_column,
+            preprocessor.target.name if preprocessor else opts.target,
         )
         frame = _usable_rows(frame, text_col, tname, path)
-        target = encoder.target if encoder else Target.fit(frame[tname], opts.task, path)
+        target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
         y = torch.from_numpy(target.encode(frame[tname], path))
         val = None
         if opts.val:
@@ -428,35 +434,37 @@ class TextSource:
                     f"{path}: only {len(frame)} rows; too few to split for validation",
                     "pass --val FILE",
                 )
-        lowercase = encoder.lowercase if encoder else topt.lowercase
-        tokenizer = encoder.tokenizer if encoder else topt.tokenizer
-        limit = (encoder.max_length if encoder else topt.max_length or LENGTH_LIMITS[1]) + 1
+        lowercase = preprocessor.lowercase if preprocessor else topt.lowercase
+        tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
+        limit = (
+            preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]
+        ) + 1
         tokens = _tokenize(frame[text_col], tokenizer, limit, lowercase)
-        encoder = encoder or _fit_encoder(tokens, tr, target, topt, text_col)
-        ids, lengths = pad_ids(encoder.ids(tokens))
+        preprocessor = preprocessor or _fit_preprocessor(tokens, tr, target, topt, text_col)
+        ids, lengths = pad_ids(preprocessor.ids(tokens))
         train = BucketedTokens(ids[tr], lengths[tr], y[tr])
         if val is not None:
             val_tokens = _tokenize(val[text_col], tokenizer, limit, lowercase)
             y_val = torch.from_numpy(target.encode(val[tname], opts.val))
-            valid = BucketedTokens(*pad_ids(encoder.ids(val_tokens)), y_val)
+            valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
         else:
             valid = BucketedTokens(ids[va], lengths[va], y[va])
         waste = train.padding_waste()
-        cut = float(np.mean([len(t) > encoder.max_length for t in tokens]))
+        cut = float(np.mean([len(t) > preprocessor.max_length for t in tokens]))
         note(
-            f"{path}: text column '{text_col}'; {len(encoder.vocab):,} tokens in the vocabulary; "
-            f"max length {encoder.max_length} ({cut:.1%} of texts truncated); "
+            f"{path}: text column '{text_col}'; {len(preprocessor.vocab):,} tokens in the vocabulary; "
+            f"max length {preprocessor.max_length} ({cut:.1%} of texts truncated); "
             f"{waste:.1%} padding in batches of 32"
         )
         info = {
             "rows": train.rows + valid.rows,
             "text_column": text_col,
-            "vocab_size": len(encoder.vocab),
-            "max_length": encoder.max_length,
+            "vocab_size": len(preprocessor.vocab),
+            "max_length": preprocessor.max_length,
             "truncated": cut,
             "padding_waste": waste,
         }
-        return Prepared(encoder, train, train.y, valid, valid.y, info)
+        return Prepared(preprocessor, train, train.y, valid, valid.y, info)
 
 
 def _tokenize(texts: Iterable[Any], tokenizer: str, limit: int, lowercase: bool) -> list[list[str]]:
@@ -465,11 +473,11 @@ def _tokenize(texts: Iterable[Any], tokenizer: str, limit: int, lowercase: bool)
     return [[] if _is_blank(t) else fn(t, limit, lowercase) for t in texts]
 
 
-def _fit_encoder(
+def _fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
-) -> TextEncoder:
+) -> TextPreprocessor:
     """Default length and vocabulary from the training rows only."""
     train = [tokens[i] for i in rows]
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
-    return TextEncoder(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
+    return TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)

@@ -24,7 +24,7 @@ def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) 
     if not inputs:
         raise UsageError("give the inputs to score: CSV files, images, folders, or - for stdin")
     writer = WRITERS[opts.fmt](opts.out)
-    for passthrough, raw in loaded.encoder.iter_inputs(inputs, opts.keep_columns):
+    for passthrough, raw in loaded.preprocessor.iter_inputs(inputs, opts.keep_columns):
         frame = passthrough.reset_index(drop=True).copy()
         if opts.embed:
             z = run_batches(loaded.embedder, raw)  # shares its modules (and device) with the scorer
@@ -112,12 +112,12 @@ def _scored_labels(
 
     model = ScoreOnly(loaded.scorer)
     scores, labels = [], []
-    if loaded.encoder.kind == "image":
-        for frame, raw in loaded.encoder.iter_labelled(path, known_only=False):
+    if loaded.preprocessor.kind == "image":
+        for frame, raw in loaded.preprocessor.iter_labelled(path, known_only=False):
             scores.append(run_batches(model, raw))
-            labels += frame[loaded.encoder.target.name].tolist()
+            labels += frame[loaded.preprocessor.target.name].tolist()
     else:
-        for frame, raw in loaded.encoder.iter_inputs([path], True):
+        for frame, raw in loaded.preprocessor.iter_inputs([path], True):
             label = opts.target or str(frame.columns[-1])
             if opts.anomaly_label is not None and label not in frame.columns:
                 raise InputError(
@@ -140,8 +140,8 @@ def export_onnx(
     from dlcli.export import onnx as ox
     from dlcli.export.inputs import adapter_for
 
-    adapter = adapter_for(loaded.encoder)
-    shim = SimpleNamespace(data=loaded.data, encoder=loaded.encoder)
+    adapter = adapter_for(loaded.preprocessor)
+    shim = SimpleNamespace(data=loaded.data, preprocessor=loaded.preprocessor)
     rows = adapter.examples(shim)
     target = ox.output_path(model_path, output)
     enc_target = target.with_name(target.stem + ".encoder.onnx")
@@ -149,11 +149,11 @@ def export_onnx(
         "dl.format_version": str(ox.FORMAT_VERSION),
         "dl.family": "autoencoder",
         "dl.task": "anomaly",
-        "dl.data_kind": loaded.encoder.kind,
+        "dl.data_kind": loaded.preprocessor.kind,
         "dl.version": __version__,
         "dl.threshold": repr(loaded.threshold),
         "dl.latent": str(loaded.ae.latent),
-        **adapter.metadata(loaded.encoder),
+        **adapter.metadata(loaded.preprocessor),
     }
     results = []
     graphs = (

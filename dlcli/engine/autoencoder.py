@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dlcli import __version__, checkpoint
+from dlcli import __version__, modelfile
 from dlcli.console import info, note
 from dlcli.engine.callbacks import Callback
 from dlcli.engine.families import EvaluateOptions, FamilyJob, PredictOptions
@@ -22,7 +22,6 @@ from dlcli.model import autoencoder as ae_mod
 from dlcli.model.builder import BuiltNetwork, build_stack
 
 DEFAULT_PERCENTILE = 99.0
-CHECKPOINT_FORMAT = "dlcli-checkpoint"
 
 
 # -- networks -------------------------------------------------------------------------------------
@@ -70,7 +69,7 @@ class LoadedAutoencoder:
     """A model file of the autoencoder family, ready to score and embed."""
 
     data: dict
-    encoder: Any  # the data encoder (preprocessing)
+    preprocessor: Any  # the fitted data preprocessing
     ae: ae_mod.AutoEncoder
     scorer: ae_mod.ScoringModel
     embedder: ae_mod.EmbeddingModel
@@ -80,40 +79,45 @@ class LoadedAutoencoder:
         return float(self.data["threshold"])
 
 
-def _assemble(spec: Any, encoder: Any, latent: int, source: str | None) -> tuple:
+def _assemble(spec: Any, preprocessor: Any, latent: int, source: str | None) -> tuple:
     from dlcli.model.assemble import network_args
 
     nets = build(
-        spec, encoder.input_shape, None, source, network_args(encoder)["data_info"], latent
+        spec,
+        preprocessor.input_shape,
+        None,
+        source,
+        network_args(preprocessor)["data_info"],
+        latent,
     )
     ae = ae_mod.AutoEncoder(
         nets["encoder"].module, nets["decoder"].module, latent, spec.variational
     )
-    layout = ae_mod.layout_for(encoder)
+    layout = ae_mod.layout_for(preprocessor)
     return ae, ae_mod.ReconstructionError(layout), layout
 
 
 def load(data: dict, source: str, device: str = "cpu") -> LoadedAutoencoder:
     """Rebuild the modules of a loaded model file and load the weights strictly."""
-    from dlcli.data.sources import encoder_from_state
+    from dlcli.data.sources import preprocessor_from_state
     from dlcli.model.assemble import model_file_errors
     from dlcli.spec.schema import parse_spec
 
     with model_file_errors(source):
-        encoder = encoder_from_state(data["encoder"])
+        preprocessor = preprocessor_from_state(data["preprocessor"])
         spec = parse_spec(data["spec"], f"in {source}")
-        ae, error, layout = _assemble(spec, encoder, int(data["latent"]), f"in {source}")
+        ae, error, layout = _assemble(spec, preprocessor, int(data["latent"]), f"in {source}")
         ae.load_state_dict(data["weights"]["network"])
-    pre = encoder.preprocess_module()
-    recon = ae_mod.reconstruction_module(encoder, layout)
+    pre = preprocessor.preprocess_module()
+    recon = ae_mod.reconstruction_module(preprocessor, layout)
     scorer = ae_mod.ScoringModel(pre, ae, error, recon).eval()
     embedder = ae_mod.EmbeddingModel(pre, ae).eval()
     if device != "cpu":
-        from dlcli.engine.trainer import pick_device
+        from dlcli.accel import pick_device
 
         dev = pick_device(device)
         scorer.to(dev)
-    return LoadedAutoencoder(data, encoder, ae, scorer, embedder)
+    return LoadedAutoencoder(data, preprocessor, ae, scorer, embedder)
 
 
 class ScoreOnly(nn.Module):
@@ -128,7 +132,7 @@ class ScoreOnly(nn.Module):
 # -- training -------------------------------------------------------------------------------------
 def train(job: FamilyJob) -> dict:
     """Fit on unlabelled data (labels, if any, are ignored); save the model file and run folder."""
-    from dlcli.data.sources import encoder_from_state
+    from dlcli.data.sources import preprocessor_from_state
     from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
     from dlcli.engine.resumable import fit_resumable
     from dlcli.engine.train_run import _inputs_and_transforms, _rows, run_record
@@ -140,18 +144,18 @@ def train(job: FamilyJob) -> dict:
     spec_doc = job.spec_doc if resume is None else resume["spec"]
     req.data_opts.unsupervised = True
     torch.manual_seed(cfg.seed)
-    encoder = encoder_from_state(resume["encoder"]) if resume else None
-    prep = job.source.prepare(req.data, req.data_opts, encoder)
-    encoder = prep.encoder
+    preprocessor = preprocessor_from_state(resume["preprocessor"]) if resume else None
+    prep = job.source.prepare(req.data, req.data_opts, preprocessor)
+    preprocessor = prep.preprocessor
     cfg.loss = "reconstruction"
     cfg = cfg.resolved(_rows(prep.x_train))
     torch.manual_seed(cfg.seed)
-    latent = int(resume["latent"]) if resume else latent_size(spec, tuple(encoder.input_shape))
+    latent = int(resume["latent"]) if resume else latent_size(spec, tuple(preprocessor.input_shape))
     source_name = req.spec or f"preset {req.arch}"
-    ae, error, layout = _assemble(spec, encoder, latent, source_name)
+    ae, error, layout = _assemble(spec, preprocessor, latent, source_name)
     objective = ae_mod.TrainingObjective(ae, error)
-    preprocess = encoder.preprocess_module()
-    x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)
+    preprocess = preprocessor.preprocess_module()
+    x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(preprocessor, preprocess, prep, cfg)
     n_params = sum(p.numel() for p in ae.parameters())
     kind = "variational autoencoder" if spec.variational else "autoencoder"
     info(
@@ -164,22 +168,24 @@ def train(job: FamilyJob) -> dict:
         "task": "anomaly",
         "loss": "reconstruction",
         "spec": spec_doc,
-        "input_shape": list(encoder.input_shape),
+        "input_shape": list(preprocessor.input_shape),
         "latent": latent,
-        "encoder": encoder.to_state(),
+        "preprocessor": preprocessor.to_state(),
         "train": cfg.to_dict(),
         "val_split": req.data_opts.val_split,
     }
-    ckpt_path = checkpoint.checkpoint_path(req.output)
+    ckpt_path = modelfile.checkpoint_path(req.output)
 
     def save_checkpoint(snapshot: dict) -> None:
-        checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
+        modelfile.save(
+            {**payload_base, "snapshot": snapshot}, ckpt_path, fmt=modelfile.CHECKPOINT_FORMAT
+        )
 
     progress = ProgressCallback()
-    run_folder = checkpoint.run_dir(req.output)
+    run_folder = modelfile.run_dir(req.output)
     callbacks = [progress, CheckpointCallback(save_checkpoint), *req.callbacks]
-    if encoder.kind == "image":
-        grid = _ReconstructionGrid(ae, preprocess, encoder, prep.x_val, run_folder)
+    if preprocessor.kind == "image":
+        grid = _ReconstructionGrid(ae, preprocess, preprocessor, prep.x_val, run_folder)
         callbacks.append(grid)
     trainer = Trainer(objective, ae_mod.ObjectiveTask(), cfg, callbacks, train_tf, eval_tf)
     fit_args = (x_tr, prep.y_train, x_va, prep.y_val)
@@ -188,7 +194,7 @@ def train(job: FamilyJob) -> dict:
 
     ae.cpu().eval()
     scorer = ae_mod.ScoringModel(
-        preprocess, ae, error, ae_mod.reconstruction_module(encoder, layout)
+        preprocess, ae, error, ae_mod.reconstruction_module(preprocessor, layout)
     ).eval()
     held_out = prep.x_val if _rows(prep.x_val) else prep.x_train
     scores = _scores(scorer, held_out)
@@ -208,11 +214,11 @@ def train(job: FamilyJob) -> dict:
         "metrics": metrics,
         **run_record(result, req, prep),
     }
-    checkpoint.save(payload, req.output)
+    modelfile.save(payload, req.output)
     if ckpt_path.exists():
         ckpt_path.unlink()
     files = _write_run_files(run_folder, result.history, job.plotter)
-    if encoder.kind == "image":
+    if preprocessor.kind == "image":
         files += grid.files
     note(
         f"anomaly threshold {threshold:.4g}: the {pct:g}th percentile of the "
@@ -265,14 +271,14 @@ class _ReconstructionGrid(Callback):
     """Each epoch: a PNG with up to 16 validation images (top row) over their reconstructions."""
 
     def __init__(
-        self, ae: ae_mod.AutoEncoder, pre: nn.Module, encoder: Any, x_val: Any, folder: Any
+        self, ae: ae_mod.AutoEncoder, pre: nn.Module, preprocessor: Any, x_val: Any, folder: Any
     ) -> None:
         x = x_val if x_val is not None and not hasattr(x_val, "in_order") else None
         if x is None and hasattr(x_val, "in_order"):
             x = next(iter(x_val.in_order()))[0]
         self.images = x[:16].cpu() if x is not None and len(x) else None
         self.ae, self.pre = ae, pre
-        self.recon = ae_mod.ImageReconstruction(encoder.mean, encoder.std)
+        self.recon = ae_mod.ImageReconstruction(preprocessor.mean, preprocessor.std)
         self.folder = folder / "reconstructions"
         self.files: list[str] = []
 

@@ -21,10 +21,10 @@ def evaluate_file(
     """Stream `path`, predict, and compute the task's metrics against its target column.
     With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there.
     `precision`: the forward pass's autocast, as in `run_batches` (None: bf16 on CUDA, else fp32)."""
-    target = loaded.encoder.target
-    baseline = hasattr(loaded.encoder, "baseline_metrics")  # e.g. series: the naive forecast
+    target = loaded.preprocessor.target
+    baseline = hasattr(loaded.preprocessor, "baseline_metrics")  # e.g. series: the naive forecast
     ys, outs, paths, raws = [], [], [], []
-    for frame, raw in loaded.encoder.iter_labelled(path):
+    for frame, raw in loaded.preprocessor.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))
         outs.append(run_batches(loaded.inference, raw, precision=precision))
         if "path" in frame.columns:
@@ -37,7 +37,7 @@ def evaluate_file(
     out = np.concatenate(outs)
     metrics = loaded.task.metrics(y, out)
     if baseline:  # (encoded targets, the raw inputs iter_labelled yielded, model outputs)
-        metrics.update(loaded.encoder.baseline_metrics(y, raws, out))
+        metrics.update(loaded.preprocessor.baseline_metrics(y, raws, out))
     if errors_dir is not None:
         metrics["errors_copied"] = copy_errors(loaded, y, out, paths, Path(errors_dir))
     return metrics
@@ -51,7 +51,7 @@ def copy_errors(loaded: Any, y: np.ndarray, out: np.ndarray, paths: list[str], f
     """Copy each misclassified input to `folder` as NNNNN_true-<class>_pred-<class><suffix>."""
     if loaded.task.name != "classification" or len(paths) != len(y):
         raise UsageError("--errors applies to image classification models")
-    classes = loaded.encoder.target.classes
+    classes = loaded.preprocessor.target.classes
     pred = out.argmax(1)
     wrong = np.flatnonzero(pred != y)
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ def forecast(loaded: Any, path: str, steps: int) -> pd.DataFrame:
     """Columns `step` (1..steps), the date column when the history's dates are evenly spaced, and
     `prediction`. Features other than the target are held at their last value (their future is
     unknown); so a model that leans on them forecasts as if they stayed put."""
-    enc = loaded.encoder
+    enc = loaded.preprocessor
     if getattr(enc, "kind", None) != "series":
         raise UsageError(
             f"--steps applies to series models (trained with --window), not {enc.kind} models"

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from dlcli import __version__, checkpoint
+from dlcli import __version__, modelfile
 from dlcli.console import info
 from dlcli.engine.families import FamilyJob, PredictOptions
 from dlcli.engine.gan_fit import GanState, Sampler, Watch, run_epochs, sample_images, spread
@@ -24,7 +24,6 @@ DEFAULT_LATENT = 64
 MIN_IMAGES = 32  # fewer than one batch of real images cannot teach a discriminator anything
 GRID_SAMPLES = 64  # fixed-noise samples in each epoch's grid
 GEN_BATCH = 256  # generation batch of `predict --samples` (fixed, so a seed gives the same images)
-CHECKPOINT_FORMAT = "dlcli-checkpoint"
 # the TrainConfig fields GAN training uses (the --json summary shows these)
 FINAL_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "diversity")  # last epoch, in the summary
 USED_SETTINGS = (
@@ -126,13 +125,13 @@ def _optimizer(cfg: Any, beta1: float, params: Any) -> torch.optim.Optimizer:
 
 def train(job: FamilyJob) -> dict:
     """Train a GAN on an image folder; writes the model file and the run folder; --json summary."""
-    from dlcli.engine.trainer import _pick_threads, pick_device
+    from dlcli.accel import pick_device, pick_threads
 
     req, spec = job.req, job.spec
     _check_data(job)
     cfg = _settings(job)
-    encoder, images, load_s = _images(job)
-    shape = tuple(int(d) for d in encoder.input_shape)
+    preprocessor, images, load_s = _images(job)
+    shape = tuple(int(d) for d in preprocessor.input_shape)
     torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
     nets = build_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")
     own = torch.Generator().manual_seed(cfg.seed)  # draws that must not shift it (resume is exact)
@@ -146,10 +145,10 @@ def train(job: FamilyJob) -> dict:
     state = GanState(gen, disc, opt_g, opt_d, fixed_noise, Watch(spread(reals)))
     if job.resume is not None:
         state.restore(job.resume["gan"])
-        ckpt = checkpoint.checkpoint_path(req.output)
+        ckpt = modelfile.checkpoint_path(req.output)
         info(f"resuming from {ckpt} after epoch {len(state.history)}")
     n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
-    _pick_threads(device, (n_g + n_d) * cfg.batch_size)  # small steps: one CPU thread, as dl train
+    pick_threads(device, (n_g + n_d) * cfg.batch_size)  # small steps: one CPU thread, as dl train
     info(
         f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
         f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
@@ -158,14 +157,14 @@ def train(job: FamilyJob) -> dict:
         "family": "gan",
         "dl_version": __version__,
         "spec": job.spec_doc,
-        "encoder": encoder.to_state(),
+        "preprocessor": preprocessor.to_state(),
         "image_shape": list(shape),
         "latent": latent,
         "train": cfg.to_dict(),
         "val_split": req.data_opts.val_split,
     }
     result = _fit(job, state, images, cfg, latent, device, base)
-    checkpoint.save(
+    modelfile.save(
         {
             **base,
             "weights": {
@@ -179,8 +178,8 @@ def train(job: FamilyJob) -> dict:
         },
         req.output,
     )
-    checkpoint.checkpoint_path(req.output).unlink(missing_ok=True)
-    run_folder = checkpoint.run_dir(req.output)
+    modelfile.checkpoint_path(req.output).unlink(missing_ok=True)
+    run_folder = modelfile.run_dir(req.output)
     files = _write_run_files(run_folder, state.history, job.plotter) + result["grids"]
     last = state.history[-1] if state.history else {}
     return {
@@ -204,15 +203,15 @@ def train(job: FamilyJob) -> dict:
 
 
 def _images(job: FamilyJob) -> tuple[Any, torch.Tensor, float]:
-    """(encoder, all images (N, C, H, W) uint8, load seconds): a GAN has no validation split, so
+    """(preprocessor, all images (N, C, H, W) uint8, load seconds): a GAN has no validation split, so
     the source's training and validation images are one set."""
-    from dlcli.data.sources import encoder_from_state
+    from dlcli.data.sources import preprocessor_from_state
 
     req = job.req
     req.data_opts.unsupervised = True  # class folders, one folder or loose images all do
     t0 = time.perf_counter()
-    encoder = encoder_from_state(job.resume["encoder"]) if job.resume else None
-    prep = job.source.prepare(req.data, req.data_opts, encoder)
+    preprocessor = preprocessor_from_state(job.resume["preprocessor"]) if job.resume else None
+    prep = job.source.prepare(req.data, req.data_opts, preprocessor)
     if not isinstance(prep.x_train, torch.Tensor):
         raise UsageError(f"{req.data}: too many images to hold in memory for GAN training")
     parts = [prep.x_train] + ([prep.x_val] if prep.x_val is not None else [])
@@ -221,7 +220,7 @@ def _images(job: FamilyJob) -> tuple[Any, torch.Tensor, float]:
         raise InputError(
             f"{req.data}: {len(images)} readable images; a GAN needs at least {MIN_IMAGES}"
         )
-    return prep.encoder, images, time.perf_counter() - t0
+    return prep.preprocessor, images, time.perf_counter() - t0
 
 
 def _fit(
@@ -236,14 +235,14 @@ def _fit(
     from dlcli.imagegrid import write_grid
 
     req = job.req
-    ckpt_path = checkpoint.checkpoint_path(req.output)
-    samples_dir = checkpoint.run_dir(req.output) / "samples"
+    ckpt_path = modelfile.checkpoint_path(req.output)
+    samples_dir = modelfile.run_dir(req.output) / "samples"
     snap = {"last": state.snapshot()}
     grids: list[str] = []
 
     def save(snapshot: dict) -> None:
         body = {**payload_base, "gan": snapshot}
-        checkpoint.save(body, ckpt_path, fmt=CHECKPOINT_FORMAT)
+        modelfile.save(body, ckpt_path, fmt=modelfile.CHECKPOINT_FORMAT)
 
     def on_epoch(row: dict, samples: torch.Tensor) -> None:
         grid = write_grid(samples_dir / f"epoch_{row['epoch']:03d}.png", samples, nrow=8)
@@ -306,7 +305,7 @@ def generate(sampler: Sampler, latent: int, n: int, seed: int, device: torch.dev
 
 def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
     """`dl predict GAN.pt --samples N` -> -o FILE.png (a grid) and/or --output-dir DIR."""
-    from dlcli.engine.trainer import pick_device
+    from dlcli.accel import pick_device
     from dlcli.imagegrid import write_grid, write_images
 
     if inputs:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dlcli.engine.accel import autocast, inference_precision, unsupported_on_cpu
+from dlcli.accel import autocast, inference_precision, unsupported_on_cpu
 
 BATCH = 65536  # rows per forward pass: bounded memory, large enough to amortise overhead
 
@@ -59,7 +59,7 @@ def predict_stream(
 ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
     """(pass-through columns, outputs) per chunk of the inputs ('-' = stdin)."""
     inference_precision(precision, _device_of(loaded.inference))  # refused before any output
-    for passthrough, raw in loaded.encoder.iter_inputs(paths, keep):
+    for passthrough, raw in loaded.preprocessor.iter_inputs(paths, keep):
         yield passthrough, run_batches(loaded.inference, raw, precision=precision)
 
 
@@ -73,10 +73,10 @@ def output_frame(
     if loaded.task.name != "classification":
         frame["prediction"] = outputs.reshape(len(outputs), -1)[:, 0]
         return frame
-    classes = np.asarray(loaded.encoder.target.classes, dtype=object)
+    classes = np.asarray(loaded.preprocessor.target.classes, dtype=object)
     k = max(1, min(top_k, len(classes)))
     order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]  # (N, k) best classes first
-    confident = k > 1 or "confidence" in getattr(loaded.encoder, "prediction_columns", ())
+    confident = k > 1 or "confidence" in getattr(loaded.preprocessor, "prediction_columns", ())
     for r in range(k):
         suffix = "" if r == 0 else f"_{r + 1}"
         frame["prediction" + suffix] = classes[order[:, r]]

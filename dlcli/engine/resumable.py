@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dlcli import checkpoint
+from dlcli import modelfile
 from dlcli.engine.trainer import FitResult, Interrupted, Trainer
 from dlcli.errors import DLError
 
@@ -39,6 +39,6 @@ def interrupted(done: int, req: Any) -> TrainingInterrupted:
     """The one line after Ctrl-C: `done` complete epochs, where the checkpoint is, how to go on."""
     return TrainingInterrupted(
         f"interrupted after {done} complete epoch{'s' if done != 1 else ''}; "
-        f"checkpoint saved to {checkpoint.checkpoint_path(req.output)}",
+        f"checkpoint saved to {modelfile.checkpoint_path(req.output)}",
         f"continue with: dl train {req.data} -o {req.output} --resume",
     )

@@ -15,20 +15,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcli import __version__, checkpoint
+from dlcli import __version__, modelfile
 from dlcli.console import info
-from dlcli.data.sources import DataOptions, choose_source, encoder_from_state
+from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
 from dlcli.engine import distributed
 from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
 from dlcli.engine.resumable import TrainingInterrupted, fit_resumable  # noqa: F401 (re-exported)
-from dlcli.engine.tasks import make_task
 from dlcli.engine.trainer import TrainConfig, Trainer, check_settings
 from dlcli.errors import UsageError
 from dlcli.model.assemble import InferenceModel, network_args
 from dlcli.model.builder import build_network
+from dlcli.model.tasks import make_task
 from dlcli.spec.schema import parse_spec, resolve_spec
-
-CHECKPOINT_FORMAT = "dlcli-checkpoint"
 
 
 @dataclass
@@ -81,17 +79,17 @@ def run_training(req: TrainRequest) -> dict:
 
 
 def _run_training(req: TrainRequest, plotter: Any) -> dict:
-    ckpt_path = checkpoint.checkpoint_path(req.output)
-    resume_state, encoder = None, None
+    ckpt_path = modelfile.checkpoint_path(req.output)
+    resume_state, preprocessor = None, None
     if req.resume:
         if not ckpt_path.exists():
             raise UsageError(
                 f"--resume: no checkpoint at {ckpt_path}", "it is written when a run is interrupted"
             )
-        ck = checkpoint.load(ckpt_path, expect=CHECKPOINT_FORMAT)
+        ck = modelfile.load(ckpt_path, expect=modelfile.CHECKPOINT_FORMAT)
         if ck.get("family", "supervised") != "supervised":
             return _run_family(req, parse_spec(ck["spec"], str(ckpt_path)), ck, plotter)
-        spec_doc, encoder = ck["spec"], encoder_from_state(ck["encoder"])
+        spec_doc, preprocessor = ck["spec"], preprocessor_from_state(ck["preprocessor"])
         spec = parse_spec(spec_doc, str(ckpt_path))
         cfg = TrainConfig(**ck["train"])
         for k, v in req.overrides.items():  # only more epochs or patience make sense on resume
@@ -100,8 +98,10 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, ck["val_split"]
         resume_state = ck["snapshot"]
         info(f"resuming from {ckpt_path} after epoch {len(resume_state['history'])}")
-    source = choose_source(req.data, req.data_opts, encoder.kind if encoder is not None else None)
-    base = checkpoint.load(req.init_from) if req.init_from else None  # read once, checked early
+    source = choose_source(
+        req.data, req.data_opts, preprocessor.kind if preprocessor is not None else None
+    )
+    base = modelfile.load(req.init_from) if req.init_from else None  # read once, checked early
     if not req.resume:  # the spec is validated before any data is read
         spec, spec_doc = _choose_spec(req, source, base)
         cfg = merge_config(spec.training, req.overrides)
@@ -111,33 +111,37 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
             return _run_family(req, spec, None, plotter, spec_doc, source, cfg)
     _check_fits(spec, getattr(source, "kind", None), req)
     check_settings(cfg)  # e.g. --precision fp16 on a CPU, before any data is read
-    if base is not None and encoder is None:
+    if base is not None and preprocessor is None:
         _inherit_data_options(req, getattr(source, "kind", None), base)
     torch.manual_seed(cfg.seed)
     t_load = time.perf_counter()
-    prep = source.prepare(req.data, req.data_opts, encoder)
-    encoder = prep.encoder
-    task = make_task(encoder.target, cfg.loss)
+    prep = source.prepare(req.data, req.data_opts, preprocessor)
+    preprocessor = prep.preprocessor
+    task = make_task(preprocessor.target, cfg.loss)
     cfg.loss = task.loss
     cfg = cfg.resolved(_rows(prep.x_train))
     load_s = time.perf_counter() - t_load
     torch.manual_seed(cfg.seed)
     built = build_network(
         spec,
-        encoder.input_shape,
+        preprocessor.input_shape,
         task.n_outputs,
         req.spec or f"preset {req.arch or 'mlp'}",
-        **network_args(encoder),
+        **network_args(preprocessor),
     )
     frozen = _transfer(built.module, req, base)
-    preprocess = encoder.preprocess_module()
-    x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(encoder, preprocess, prep, cfg)
+    preprocess = preprocessor.preprocess_module()
+    x_tr, x_va, train_tf, eval_tf = _inputs_and_transforms(preprocessor, preprocess, prep, cfg)
     n_params = sum(p.numel() for p in built.module.parameters())
     n_train = sum(p.numel() for p in built.module.parameters() if p.requires_grad)
     info(
         f"{req.data}: {_rows(prep.x_train):,} training rows, {_rows(prep.x_val):,} validation rows; "
         f"task {task.name}"
-        + (f" ({len(encoder.target.classes)} classes)" if task.name == "classification" else "")
+        + (
+            f" ({len(preprocessor.target.classes)} classes)"
+            if task.name == "classification"
+            else ""
+        )
         + f"; {n_params:,} parameters"
         + (
             f" ({n_train:,} trainable, {n_params - n_train:,} frozen)"
@@ -150,15 +154,17 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         "task": task.name,
         "loss": task.loss,
         "spec": spec_doc,
-        "input_shape": list(encoder.input_shape),
+        "input_shape": list(preprocessor.input_shape),
         "outputs": task.n_outputs,
-        "encoder": encoder.to_state(),
+        "preprocessor": preprocessor.to_state(),
         "train": cfg.to_dict(),
         "val_split": req.data_opts.val_split,
     }
 
     def save_checkpoint(snapshot: dict) -> None:
-        checkpoint.save({**payload_base, "snapshot": snapshot}, ckpt_path, fmt=CHECKPOINT_FORMAT)
+        modelfile.save(
+            {**payload_base, "snapshot": snapshot}, ckpt_path, fmt=modelfile.CHECKPOINT_FORMAT
+        )
 
     progress = ProgressCallback()
     main = distributed.is_main()  # under torchrun only rank 0 writes files
@@ -183,11 +189,11 @@ def _run_training(req: TrainRequest, plotter: Any) -> dict:
         "metrics": _plain(metrics),
         **run_record(result, req, prep),
     }
-    checkpoint.save(payload, req.output)
-    run_folder = checkpoint.run_dir(req.output)
+    modelfile.save(payload, req.output)
+    run_folder = modelfile.run_dir(req.output)
     if ckpt_path.exists():
         ckpt_path.unlink()
-    files = _write_run_files(run_folder, result.history, metrics, task, encoder, plotter)
+    files = _write_run_files(run_folder, result.history, metrics, task, preprocessor, plotter)
     summary = {
         "model": str(req.output),
         "run_dir": str(run_folder),
@@ -232,7 +238,7 @@ def _run_family(
             if v is not None and k in ("epochs", "patience", "device"):
                 setattr(cfg, k, v)
         req.data_opts.seed, req.data_opts.val_split = cfg.seed, resume["val_split"]
-        source = choose_source(req.data, req.data_opts, resume["encoder"].get("kind"))
+        source = choose_source(req.data, req.data_opts, resume["preprocessor"].get("kind"))
     else:  # unlabelled data: the source is chosen again knowing that
         source = choose_source(req.data, req.data_opts)
     job = FamilyJob(req, spec, spec_doc or {}, source, cfg, plotter, resume)
@@ -303,7 +309,7 @@ def _choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any
 def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> None:
     """Transfer learning: read the new data the way the source model was fed (for images: its
     channel count and size), unless the user said otherwise, so its first layers still fit."""
-    state = base.get("encoder") or {}
+    state = base.get("preprocessor") or {}
     if kind == "image" and state.get("kind") == "image":
         given = dict(req.data_opts.extra.get("image") or {})
         given.setdefault("image_size", state.get("size"))
@@ -345,17 +351,17 @@ def _transfer(
 
 
 def _inputs_and_transforms(
-    encoder: Any, preprocess: torch.nn.Module, prep: Any, cfg: TrainConfig
+    preprocessor: Any, preprocess: torch.nn.Module, prep: Any, cfg: TrainConfig
 ) -> tuple:
     """Encode once when nothing varies per batch (tables); else keep the stored inputs (e.g. uint8
     images) and run augmentation + preprocessing per batch on the training device."""
     augment = None
     if cfg.augment:
-        if not hasattr(encoder, "augmenter"):
-            raise UsageError(f"--augment applies to image data, not to {encoder.kind} data")
-        augment = encoder.augmenter(cfg.augment)
+        if not hasattr(preprocessor, "augmenter"):
+            raise UsageError(f"--augment applies to image data, not to {preprocessor.kind} data")
+        augment = preprocessor.augmenter(cfg.augment)
     streamed = hasattr(prep.x_train, "shuffled")  # a batch source: preprocessed per batch
-    if augment is None and getattr(encoder, "encode_once", True) and not streamed:
+    if augment is None and getattr(preprocessor, "encode_once", True) and not streamed:
         with torch.no_grad():  # the same module is part of the saved model
             x_va = preprocess(prep.x_val) if prep.x_val is not None else None
             return preprocess(prep.x_train), x_va, None, None
@@ -377,7 +383,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _write_run_files(
-    folder: Path, history: list[dict], metrics: dict, task: Any, encoder: Any, plotter: Any
+    folder: Path, history: list[dict], metrics: dict, task: Any, preprocessor: Any, plotter: Any
 ) -> list[str]:
     """metrics.csv, and with a plotter the learning curve and (classification) confusion matrix."""
     from dlcli import report
@@ -402,7 +408,7 @@ def _write_run_files(
                 {
                     "path": path,
                     "matrix": metrics["confusion_matrix"],
-                    "class_names": list(encoder.target.classes),
+                    "class_names": list(preprocessor.target.classes),
                 },
             )
         )

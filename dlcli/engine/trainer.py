@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
+from dlcli.accel import CompiledForward, MixedPrecision, pick_device, pick_threads
 from dlcli.engine import distributed
-from dlcli.engine.accel import CompiledForward, MixedPrecision
 from dlcli.engine.batches import BatchSource, as_batches, shard
 from dlcli.engine.callbacks import Callback
 from dlcli.engine.optim import make_optimizer, make_schedule
-from dlcli.errors import TrainingError, UsageError
+from dlcli.errors import TrainingError
 
 
 @dataclass
@@ -59,47 +58,9 @@ class TrainConfig:
         return asdict(self)
 
 
-def pick_device(name: str) -> torch.device:
-    """auto: cuda, then mps, then cpu. An explicit device that is absent is a usage error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UsageError(
-            f"unknown --device '{name}'", "use auto, cpu, cuda, cuda:N or mps"
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA GPU is available here", "use --device cpu")
-    if dev.type == "mps" and not (
-        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
-    ):
-        raise UsageError("--device mps: Apple MPS is not available here", "use --device cpu")
-    return dev
-
-
 def check_settings(cfg: TrainConfig) -> None:
     """The device and precision settings, checked before any data is read."""
     MixedPrecision(cfg.precision, distributed.local_device(pick_device(cfg.device)))
-
-
-SMALL_STEP = 2e7  # parameters x batch rows below which one CPU thread is faster
-
-
-def _pick_threads(dev: torch.device, work: float) -> None:
-    """Small steps run faster on one thread: OpenMP's hand-offs cost more than they save, and
-    collapse when other processes share the cores. DL_THREADS overrides."""
-    if dev.type != "cpu":
-        return
-    env = os.environ.get("DL_THREADS")
-    if env:
-        torch.set_num_threads(max(1, int(env)))
-    elif work < SMALL_STEP:
-        torch.set_num_threads(1)
 
 
 @dataclass
@@ -263,7 +224,7 @@ class Trainer:
         loss_fn = self.task.make_loss(weights, cfg.label_smoothing)
         eval_loss = self.task.make_loss(weights, 0.0)
         self.params = [p for p in net.parameters() if p.requires_grad]
-        _pick_threads(dev, sum(p.numel() for p in self.params) * train.batch_size)
+        pick_threads(dev, sum(p.numel() for p in self.params) * train.batch_size)
         self.amp.probe(lambda: net(self._input(self.eval_tf, next(iter(train.in_order()))[0][:2])))
         self.opt = make_optimizer(
             cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum

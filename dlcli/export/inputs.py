@@ -26,8 +26,10 @@ class TabularExport:
         """The stored real rows plus copies with every number NaN, every category 0, and every
         other column missing, so imputation is verified too."""
         rows = _stored_examples(loaded)
-        rows = (rows if rows is not None else self._synthetic(loaded.encoder)).to(torch.float32)
-        cols = loaded.encoder.columns
+        rows = (rows if rows is not None else self._synthetic(loaded.preprocessor)).to(
+            torch.float32
+        )
+        cols = loaded.preprocessor.columns
         numeric = [i for i, c in enumerate(cols) if c.kind == "numeric"]
         categorical = [i for i, c in enumerate(cols) if c.kind == "categorical"]
         variants = []
@@ -40,19 +42,19 @@ class TabularExport:
         return torch.cat([rows, *variants])
 
     @staticmethod
-    def _synthetic(encoder: Any, n: int = 32) -> torch.Tensor:
+    def _synthetic(preprocessor: Any, n: int = 32) -> torch.Tensor:
         """Rows drawn from the fitted column statistics, for model files without examples."""
         gen = torch.Generator().manual_seed(0)
-        out = torch.empty(n, len(encoder.columns))
-        for i, c in enumerate(encoder.columns):
+        out = torch.empty(n, len(preprocessor.columns))
+        for i, c in enumerate(preprocessor.columns):
             if c.kind == "numeric":
                 out[:, i] = c.mean + c.std * torch.randn(n, generator=gen)
             else:
                 out[:, i] = torch.randint(0, len(c.categories) + 1, (n,), generator=gen).float()
         return out
 
-    def metadata(self, encoder: Any) -> dict[str, str]:
-        cols = encoder.columns
+    def metadata(self, preprocessor: Any) -> dict[str, str]:
+        cols = preprocessor.columns
         return {
             "dl.input_columns": json.dumps([c.name for c in cols]),
             "dl.column_kinds": json.dumps({c.name: c.kind for c in cols}),
@@ -72,7 +74,7 @@ class ImageExport:
     def examples(self, loaded: Any) -> torch.Tensor:
         rows = _stored_examples(loaded)
         if rows is None:
-            enc = loaded.encoder
+            enc = loaded.preprocessor
             rows = torch.rand(8, *enc.input_shape, generator=torch.Generator().manual_seed(0))
         elif rows.dtype == torch.uint8:
             rows = rows.to(torch.float32) / 255.0  # the documented [0, 1] input
@@ -80,14 +82,14 @@ class ImageExport:
             [rows.to(torch.float32), torch.zeros_like(rows[:1]), torch.ones_like(rows[:1])]
         )
 
-    def metadata(self, encoder: Any) -> dict[str, str]:
+    def metadata(self, preprocessor: Any) -> dict[str, str]:
         return {
             "dl.input_layout": "NCHW float32 in [0, 1]",
-            "dl.image_size": json.dumps([encoder.size, encoder.size]),
-            "dl.channels": str(encoder.channels),
-            "dl.resize": getattr(encoder, "resize", "shorter-side+center-crop"),
-            "dl.mean": json.dumps(list(encoder.mean)),
-            "dl.std": json.dumps(list(encoder.std)),
+            "dl.image_size": json.dumps([preprocessor.size, preprocessor.size]),
+            "dl.channels": str(preprocessor.channels),
+            "dl.resize": getattr(preprocessor, "resize", "shorter-side+center-crop"),
+            "dl.mean": json.dumps(list(preprocessor.mean)),
+            "dl.std": json.dumps(list(preprocessor.std)),
             "dl.preprocessing": "in-graph: (x - mean) / std per channel; resizing is the caller's",
         }
 
@@ -103,7 +105,7 @@ class TextExport:
         rows = _stored_examples(loaded)
         if rows is None or rows.shape[1] < 2:
             gen = torch.Generator().manual_seed(0)
-            rows = torch.randint(2, len(loaded.encoder.vocab), (8, 12), generator=gen)
+            rows = torch.randint(2, len(loaded.preprocessor.vocab), (8, 12), generator=gen)
         rows = rows.to(torch.int64)
         padded = rows[:2].clone()
         padded[:, padded.shape[1] // 2 :] = 0  # rows whose second half is padding
@@ -113,26 +115,27 @@ class TextExport:
         short = max(2, rows.shape[1] // 2)
         return [rows[:1], rows, rows[:, :short].contiguous()]  # batch 1, all, shorter sequences
 
-    def settings(self, encoder: Any) -> dict[str, Any]:
+    def settings(self, preprocessor: Any) -> dict[str, Any]:
         return {
-            "tokenizer": encoder.tokenizer,
-            "lowercase": encoder.lowercase,
-            "pattern": r"\w+|[^\w\s]" if encoder.tokenizer == "word" else None,
-            "max_length": encoder.max_length,
+            "tokenizer": preprocessor.tokenizer,
+            "lowercase": preprocessor.lowercase,
+            "pattern": r"\w+|[^\w\s]" if preprocessor.tokenizer == "word" else None,
+            "max_length": preprocessor.max_length,
             "padding_id": 0,
             "unknown_id": 1,
-            "text_column": encoder.text_column,
-            "vocab": list(encoder.vocab),
+            "text_column": preprocessor.text_column,
+            "vocab": list(preprocessor.vocab),
         }
 
-    def metadata(self, encoder: Any) -> dict[str, str]:
-        meta = {f"dl.text.{k}": json.dumps(v) for k, v in self.settings(encoder).items()}
+    def metadata(self, preprocessor: Any) -> dict[str, str]:
+        meta = {f"dl.text.{k}": json.dumps(v) for k, v in self.settings(preprocessor).items()}
         meta["dl.preprocessing"] = "tokenise outside the graph (see dl.text.*); ids go in as int64"
         return meta
 
-    def side_files(self, encoder: Any, target: Any) -> dict[Any, str]:
+    def side_files(self, preprocessor: Any, target: Any) -> dict[Any, str]:
         return {
-            target.with_suffix(".vocab.json"): json.dumps(self.settings(encoder), indent=1) + "\n"
+            target.with_suffix(".vocab.json"): json.dumps(self.settings(preprocessor), indent=1)
+            + "\n"
         }
 
 
@@ -145,17 +148,17 @@ class SeriesExport:
     def examples(self, loaded: Any) -> torch.Tensor:
         rows = _stored_examples(loaded)
         if rows is None:
-            enc = loaded.encoder
+            enc = loaded.preprocessor
             gen = torch.Generator().manual_seed(0)
             rows = enc.target.mean + enc.target.std * torch.randn(8, *enc.raw_shape, generator=gen)
         return rows.to(torch.float32)
 
-    def metadata(self, encoder: Any) -> dict[str, str]:
+    def metadata(self, preprocessor: Any) -> dict[str, str]:
         return {
-            "dl.series.features": json.dumps(list(encoder.features)),
-            "dl.series.window": str(encoder.window),
-            "dl.series.horizon": str(encoder.horizon),
-            "dl.series.date_column": json.dumps(encoder.date_column),
+            "dl.series.features": json.dumps(list(preprocessor.features)),
+            "dl.series.window": str(preprocessor.window),
+            "dl.series.horizon": str(preprocessor.horizon),
+            "dl.series.date_column": json.dumps(preprocessor.date_column),
             "dl.preprocessing": "in-graph: scaling relative to the window's last step; raw values in",
         }
 
@@ -168,8 +171,8 @@ ADAPTERS: dict[str, Any] = {
 }
 
 
-def adapter_for(encoder: Any) -> Any:
-    adapter = ADAPTERS.get(encoder.kind)
+def adapter_for(preprocessor: Any) -> Any:
+    adapter = ADAPTERS.get(preprocessor.kind)
     if adapter is None:
-        raise ExportError(f"ONNX export does not support {encoder.kind} models yet")
+        raise ExportError(f"ONNX export does not support {preprocessor.kind} models yet")
     return adapter

@@ -28,18 +28,18 @@ _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "on
 
 def export(model_path: str, output: str | None, tolerance: float) -> dict[str, Any]:
     """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
-    from dlcli import checkpoint
+    from dlcli import modelfile
     from dlcli.engine import families
     from dlcli.export.inputs import adapter_for
     from dlcli.fileio import write_text
     from dlcli.model.assemble import load_model
 
-    data = checkpoint.load(model_path)
+    data = modelfile.load(model_path)
     family = families.family_of(data)
     if family != "supervised":  # autoencoders, GANs: their own graphs (engine/families.py)
         return families.family_module(family).export_onnx(data, model_path, output, tolerance)
     loaded = load_model(model_path, data=data)
-    adapter = adapter_for(loaded.encoder)
+    adapter = adapter_for(loaded.preprocessor)
     target = output_path(model_path, output)
     output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
     rows = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
@@ -52,7 +52,7 @@ def export(model_path: str, output: str | None, tolerance: float) -> dict[str, A
     written = write_verified(
         proto, target, loaded.inference, batches, adapter.input_name, meta, tolerance
     )
-    side = adapter.side_files(loaded.encoder, target) if hasattr(adapter, "side_files") else {}
+    side = adapter.side_files(loaded.preprocessor, target) if hasattr(adapter, "side_files") else {}
     for path, text in side.items():  # written only once the graph itself passed
         write_text(path, text)
     return {
@@ -223,17 +223,17 @@ def _silenced() -> Iterator[None]:
 
 def metadata(loaded: Any, adapter: Any) -> dict[str, str]:
     """The `dl.*` metadata_props: the common keys plus what the data kind's adapter adds."""
-    encoder, task = loaded.encoder, loaded.task
+    preprocessor, task = loaded.preprocessor, loaded.task
     meta = {
         "dl.format_version": str(FORMAT_VERSION),
         "dl.task": task.name,
-        "dl.data_kind": encoder.kind,
-        "dl.target": encoder.target.name if encoder.target else "",
+        "dl.data_kind": preprocessor.kind,
+        "dl.target": preprocessor.target.name if preprocessor.target else "",
         "dl.version": __version__,
-        **adapter.metadata(encoder),
+        **adapter.metadata(preprocessor),
     }
     if task.name == "classification":
-        meta["dl.classes"] = json.dumps(list(encoder.target.classes))
+        meta["dl.classes"] = json.dumps(list(preprocessor.target.classes))
     return meta
 
 

@@ -11,19 +11,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcli.data.sources import encoder_from_state
-from dlcli.engine.tasks import SupervisedTask, make_task
+from dlcli.data.sources import preprocessor_from_state
 from dlcli.errors import ModelFileError
 from dlcli.model.builder import BuiltNetwork, build_network
+from dlcli.model.tasks import SupervisedTask, make_task
 from dlcli.spec.schema import parse_spec
 
 
-def network_args(encoder: Any) -> dict:
+def network_args(preprocessor: Any) -> dict:
     """What the builder needs to know about the data beyond its shape: the input dtype (token ids
     are integers) and facts such as the vocabulary size."""
     return {
-        "input_dtype": getattr(encoder, "input_dtype", torch.float32),
-        "data_info": dict(getattr(encoder, "data_info", None) or {}),
+        "input_dtype": getattr(preprocessor, "input_dtype", torch.float32),
+        "data_info": dict(getattr(preprocessor, "data_info", None) or {}),
     }
 
 
@@ -43,7 +43,7 @@ class LoadedModel:
     """A model file brought back to life."""
 
     data: dict
-    encoder: Any
+    preprocessor: Any
     task: SupervisedTask
     built: BuiltNetwork
     inference: InferenceModel
@@ -65,24 +65,26 @@ def model_file_errors(source: str) -> Iterator[None]:
 def from_file_data(data: dict, source: str) -> LoadedModel:
     """Rebuild modules from a loaded model file and load their weights strictly."""
     with model_file_errors(source):
-        encoder = encoder_from_state(data["encoder"])
+        preprocessor = preprocessor_from_state(data["preprocessor"])
         spec = parse_spec(data["spec"], f"in {source}")
-        task = make_task(encoder.target, data.get("loss"))
+        task = make_task(preprocessor.target, data.get("loss"))
         built = build_network(
-            spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(encoder)
+            spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(preprocessor)
         )
         built.module.load_state_dict(data["weights"]["network"])
-    model = InferenceModel(encoder.preprocess_module(), built.module, task.postprocess()).eval()
-    return LoadedModel(data, encoder, task, built, model)
+    model = InferenceModel(
+        preprocessor.preprocess_module(), built.module, task.postprocess()
+    ).eval()
+    return LoadedModel(data, preprocessor, task, built, model)
 
 
 def load_model(path: str, device: str = "cpu", data: dict | None = None) -> LoadedModel:
     """Load a model file (or use its already loaded `data`); `device` (auto, cpu, cuda, ...) is
     where inference runs. Files of other families (autoencoder, GAN) are refused here: their own
     modules load them (dlcli/engine/families.py)."""
-    from dlcli import checkpoint
+    from dlcli import modelfile
 
-    data = checkpoint.load(path) if data is None else data
+    data = modelfile.load(path) if data is None else data
     family = data.get("family") or "supervised"
     if family != "supervised":
         raise ModelFileError(
@@ -90,7 +92,7 @@ def load_model(path: str, device: str = "cpu", data: dict | None = None) -> Load
         )
     loaded = from_file_data(data, path)
     if device != "cpu":
-        from dlcli.engine.trainer import pick_device
+        from dlcli.accel import pick_device
 
         dev = pick_device(device)
         if dev.type != "cpu":

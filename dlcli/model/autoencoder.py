@@ -35,14 +35,14 @@ class Layout:
         return {"n_cont": self.n_cont, "n_bin": self.n_bin, "groups": list(self.groups)}
 
 
-def layout_for(encoder: Any) -> Layout:
-    """The feature layout of a fitted encoder's preprocessing output."""
-    if encoder.kind == "tabular":
-        pre = encoder.preprocess_module()
-        groups = [len(c.categories) + 1 for c in encoder.columns if c.kind == "categorical"]
+def layout_for(preprocessor: Any) -> Layout:
+    """The feature layout of a fitted preprocessor's output."""
+    if preprocessor.kind == "tabular":
+        pre = preprocessor.preprocess_module()
+        groups = [len(c.categories) + 1 for c in preprocessor.columns if c.kind == "categorical"]
         return Layout(int(pre.n_num), int(pre.n_ind), groups)
     n = 1
-    for d in encoder.input_shape:
+    for d in preprocessor.input_shape:
         n *= int(d)
     return Layout(n)
 
@@ -183,12 +183,12 @@ class ImageReconstruction(nn.Module):
         return (out * self.std + self.mean).clamp(0.0, 1.0)
 
 
-def reconstruction_module(encoder: Any, layout: Layout) -> nn.Module:
+def reconstruction_module(preprocessor: Any, layout: Layout) -> nn.Module:
     """Decoder output -> the user's units, per data kind."""
-    if encoder.kind == "tabular":
-        return TabularReconstruction(encoder.preprocess_module(), layout.groups)
-    if encoder.kind == "image":
-        return ImageReconstruction(encoder.mean, encoder.std)
+    if preprocessor.kind == "tabular":
+        return TabularReconstruction(preprocessor.preprocess_module(), layout.groups)
+    if preprocessor.kind == "image":
+        return ImageReconstruction(preprocessor.mean, preprocessor.std)
     return nn.Identity()
 
 

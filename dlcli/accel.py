@@ -12,6 +12,7 @@ with an eager fallback.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
 
 import torch
@@ -137,3 +138,41 @@ class CompiledForward:
         except Exception as exc:
             self._fall_back(exc)
             return self.module(x)
+
+
+def pick_device(name: str) -> torch.device:
+    """auto: cuda, then mps, then cpu. An explicit device that is absent is a usage error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UsageError(
+            f"unknown --device '{name}'", "use auto, cpu, cuda, cuda:N or mps"
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is available here", "use --device cpu")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise UsageError("--device mps: Apple MPS is not available here", "use --device cpu")
+    return dev
+
+
+SMALL_STEP = 2e7  # parameters x batch rows below which one CPU thread is faster
+
+
+def pick_threads(dev: torch.device, work: float) -> None:
+    """Small steps run faster on one thread: OpenMP's hand-offs cost more than they save, and
+    collapse when other processes share the cores. DL_THREADS overrides."""
+    if dev.type != "cpu":
+        return
+    env = os.environ.get("DL_THREADS")
+    if env:
+        torch.set_num_threads(max(1, int(env)))
+    elif work < SMALL_STEP:
+        torch.set_num_threads(1)

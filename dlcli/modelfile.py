@@ -1,7 +1,7 @@
 """The model-file format: one dict of plain data and tensors, saved atomically, loaded weights_only.
 
 Keys: format, version, dl_version, task, loss, spec (the spec document), input_shape, outputs,
-encoder (preprocessing state), weights ({"network": state_dict}), train (settings), history,
+preprocessor (preprocessing state), weights ({"network": state_dict}), train (settings), history,
 metrics, created. See docs/model-file.md.
 """
 
@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
 
 from dlcli.errors import ModelFileError
 from dlcli.fileio import atomic_path
 
-FORMAT = "dlcli-model"
-VERSION = 1
+FORMAT = "dlcli-model"  # a trained model
+CHECKPOINT_FORMAT = "dlcli-checkpoint"  # an interrupted run's resumable state (<model>.run/)
+VERSION = 2  # 2: the fitted data preprocessing is stored under "preprocessor" (1: "encoder")
 
 
 def save(payload: dict, path: str | Path, fmt: str = FORMAT) -> None:
@@ -60,6 +60,13 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
             f"{path}: model file format version {version!r} is not supported by this dl (reads version {VERSION})",
             "upgrade dl",
         )
+    return _upgrade(data)
+
+
+def _upgrade(data: dict) -> dict:
+    """Files of an older version, in today's layout (in memory; the file is not rewritten)."""
+    if data["version"] < 2 and "encoder" in data:
+        data["preprocessor"] = data.pop("encoder")
     return data
 
 
@@ -72,14 +79,3 @@ def run_dir(model_path: str | Path) -> Path:
     """The run folder beside a model: model.pt -> model.run/."""
     p = Path(model_path)
     return p.with_name(p.stem + ".run") if p.suffix else p.with_name(p.name + ".run")
-
-
-def describe(data: dict) -> dict[str, Any]:
-    """A short plain summary of a loaded model file."""
-    enc = data.get("encoder") or {}
-    return {
-        "task": data.get("task"),
-        "kind": enc.get("kind"),
-        "spec": (data.get("spec") or {}).get("name"),
-        "dl_version": data.get("dl_version"),
-    }
