@@ -12,11 +12,11 @@ with an eager fallback.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable
 
 import torch
 
+from dlcli import settings
 from dlcli.errors import UsageError
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -171,8 +171,8 @@ def pick_threads(dev: torch.device, work: float) -> None:
     collapse when other processes share the cores. DL_THREADS overrides."""
     if dev.type != "cpu":
         return
-    env = os.environ.get("DL_THREADS")
-    if env:
-        torch.set_num_threads(max(1, int(env)))
+    threads = settings.get().threads
+    if threads:
+        torch.set_num_threads(threads)
     elif work < SMALL_STEP:
         torch.set_num_threads(1)

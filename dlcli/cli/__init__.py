@@ -54,16 +54,17 @@ def main(argv: list[str] | None = None) -> None:
 
     Typer (standalone mode) prints usage errors itself with exit code 2.
     """
+    from dlcli import settings
     from dlcli.console import error_line
     from dlcli.errors import DLError
 
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("DL_DEBUG") == "1"
+    settings.set_debug("--debug" in args)
     args = [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="dl")
     except DLError as exc:
-        if debug:
+        if settings.debug(strict=False):
             import traceback
 
             traceback.print_exc()
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
     except Exception as exc:
-        if debug:
+        if settings.debug(strict=False):
             raise
         error_line(
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"

@@ -41,7 +41,6 @@ IMAGE_EXTENSIONS = frozenset(
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 PIXEL_LIMIT = 20000 * 20000  # Pillow refuses images over twice this (a decompression bomb)
 BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time (memory)
-MEMORY_LIMIT = 4 * 1024**3  # bytes of decoded uint8 pixels held in memory (DL_MAX_IMAGE_MEMORY)
 CHUNK = 64  # images per task handed to a decoding thread
 PROBE_SAMPLE = 200  # images looked at to choose the default size and channel count
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from dlcli import settings
 from dlcli.console import note
 from dlcli.fileio import atomic_path, write_text
 
@@ -61,7 +62,7 @@ def split_names(joined: str) -> list[str]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("DL_CACHE_DIR") or Path.home() / ".cache" / "dl" / "images")
+    return settings.get().cache_dir
 
 
 def cache_file(folder: Path, size: int, channels: int, policy: str) -> Path:

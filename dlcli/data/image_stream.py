@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from dlcli import settings
 from dlcli.console import note
 from dlcli.data import image_cache as ic
 
@@ -29,7 +30,7 @@ PREFETCH = 2  # batches each worker decodes ahead: memory holds ~workers x PREFE
 
 def memory_limit() -> int:
     """Bytes of decoded uint8 pixels allowed in memory (DL_MAX_IMAGE_MEMORY, default 4 GB)."""
-    return int(os.environ.get("DL_MAX_IMAGE_MEMORY") or ic.MEMORY_LIMIT)
+    return settings.get().max_image_memory
 
 
 def stream_workers() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from dlcli import settings
 from dlcli.console import note
 from dlcli.data.csvio import check_file, header_of, iter_batches
 from dlcli.data.sources import DataOptions, Prepared, register_source
@@ -48,8 +49,8 @@ def available_memory() -> int:
 
 def stream_threshold() -> int:
     """File size in bytes above which a CSV table is streamed (DL_STREAM_BYTES overrides)."""
-    env = os.environ.get("DL_STREAM_BYTES")
-    return int(env) if env else int(available_memory() * MEMORY_SHARE)
+    limit = settings.get().stream_bytes
+    return limit if limit is not None else int(available_memory() * MEMORY_SHARE)
 
 
 def prefetched(items: Iterator[Any], depth: int = PREFETCH) -> Iterator[Any]:
@@ -116,8 +117,8 @@ class StreamedRows:
         self.batch_size: int | None = None  # set by the trainer (as_batches)
         self.device = torch.device("cpu")
         width = max(1, len(preprocessor.feature_names))
-        env = os.environ.get("DL_SHUFFLE_ROWS")
-        self.buffer_rows = int(env) if env else max(MIN_BUFFER_ROWS, BUFFER_BYTES // (4 * width))
+        rows = settings.get().shuffle_rows
+        self.buffer_rows = rows or max(MIN_BUFFER_ROWS, BUFFER_BYTES // (4 * width))
 
     def __len__(self) -> int:  # optimisation steps per epoch, as TensorBatches counts them
         n, bs = self.n_rows, max(1, int(self.batch_size or 1))

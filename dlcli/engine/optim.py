@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from dlcli import settings
 from dlcli.errors import UsageError
 
 
@@ -22,7 +22,7 @@ def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
     else (state_dict, schedulers, hooks) is torch's own. DL_STOCK_OPTIMIZERS=1 turns this off, and
     torch versions without these wrappers get the stock class unchanged.
     """
-    if os.environ.get("DL_STOCK_OPTIMIZERS"):
+    if settings.get().stock_optimizers:
         return cls
     base = torch.optim.Optimizer
     step = inspect.unwrap(cls.step)

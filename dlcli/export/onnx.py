@@ -9,14 +9,13 @@ import contextlib
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from dlcli import __version__
+from dlcli import __version__, settings
 from dlcli.errors import ExportError, UsageError
 
 FORMAT_VERSION = 1  # version of the ONNX contract (input, outputs, metadata keys) in docs/onnx.md
@@ -197,10 +196,10 @@ def _check_names(proto: Any, input_name: str, output_name: str | list[str]) -> N
 @contextlib.contextmanager
 def _silenced() -> Iterator[None]:
     """Keep the exporter's progress lines, warnings and log records off stdout and stderr
-    (stdout carries data); DL_DEBUG=1 lets them through."""
+    (stdout carries data); --debug or DL_DEBUG=1 lets them through."""
     import warnings
 
-    if os.environ.get("DL_DEBUG") == "1":
+    if settings.debug():
         yield
         return
     log = io.StringIO()
