@@ -17,7 +17,8 @@ GOAL = 1.5
 def run() -> list[dict]:
     import pandas as pd
 
-    from dlcli.data.sources import DataOptions, TabularSource
+    from dlcli.data.sources import DataOptions
+    from dlcli.data.tabular_source import TabularSource
 
     with common.temp_dir() as tmp:
         csv = common.write_mixed(tmp / "table.csv", ROWS)

@@ -258,9 +258,9 @@ def test_predict_non_numeric_text_in_a_later_chunk(
 ) -> None:
     """A bad cell far into the file: earlier chunks were already written to the temporary output;
     the existing -o file must still be untouched and the row number must count across chunks."""
-    from dlcli.data import csvio
+    from dlcli.data.readers import csv as csv_reader
 
-    monkeypatch.setattr(csvio, "CHUNK_BYTES", 512)
+    monkeypatch.setattr(csv_reader, "CHUNK_BYTES", 512)
     (tmp_path / "rows.csv").write_text(rows_with({60: {"flipper_length_mm": "n/a?"}}))
     (tmp_path / "out.csv").write_bytes(PRECIOUS)
     for keep in ([], ["--keep-columns"]):

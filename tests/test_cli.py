@@ -299,7 +299,7 @@ def test_predict_on_chunk_boundaries(penguins_model: Path, dl_inproc, monkeypatc
     """Streamed in chunks of many sizes, around the exact end of a row, every row comes out once,
     in order, under one header, with the same prediction (probabilities may differ in the last
     float bit: a matrix product's rounding depends on the batch size)."""
-    from dlcli.data import csvio
+    from dlcli.data.readers import csv as csv_reader
 
     data = (PENGUINS / "rows.csv").read_bytes()
     ref = read_csv_text(_predict(dl_inproc, penguins_model, PENGUINS / "rows.csv", "--proba"))
@@ -307,7 +307,7 @@ def test_predict_on_chunk_boundaries(penguins_model: Path, dl_inproc, monkeypatc
     ends = [i + 1 for i, b in enumerate(data) if b == ord("\n")]  # byte offsets of line ends
     sizes = [ends[10] - 1, ends[10], ends[10] + 1, ends[-2], ends[-1], 128, 200]
     for size in sizes:
-        monkeypatch.setattr(csvio, "CHUNK_BYTES", size)
+        monkeypatch.setattr(csv_reader, "CHUNK_BYTES", size)
         for source, stdin in ((PENGUINS / "rows.csv", None), ("-", data.decode())):
             out = read_csv_text(_predict(dl_inproc, penguins_model, source, "--proba", input=stdin))
             assert list(out["prediction"]) == list(ref["prediction"]), (size, source)
@@ -324,7 +324,7 @@ def test_prediction_reads_a_file_as_training_did(label: str, tmp_path: Path) -> 
     import numpy as np
     import torch
 
-    from dlcli.data.csvio import read_table
+    from dlcli.data.readers import read_table
     from dlcli.data.tabular import TabularPreprocessor
     from dlcli.data.target import Target
 

@@ -13,6 +13,7 @@ import torch
 from conftest import SAMPLES, assert_error
 
 from dlcli.data import series as S
+from dlcli.data import series_read
 from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
 from dlcli.errors import InputError, UsageError
 
@@ -51,7 +52,7 @@ def notes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     from dlcli.engine import forecast
 
     got: list[str] = []
-    monkeypatch.setattr(S, "note", got.append)
+    monkeypatch.setattr(series_read, "note", got.append)
     monkeypatch.setattr(forecast, "note", got.append)
     return got
 

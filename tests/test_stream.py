@@ -14,11 +14,12 @@ import pytest
 import torch
 from conftest import Runner, assert_error
 
-from dlcli.data.csvio import read_table
-from dlcli.data.sources import DataOptions, TabularSource, choose_source
+from dlcli.data.readers import read_table
+from dlcli.data.sources import DataOptions, choose_source
 from dlcli.data.stream import StreamedRows, StreamedTableSource, prefetched
 from dlcli.data.stream_scan import held_out, scan
 from dlcli.data.tabular import TabularPreprocessor
+from dlcli.data.tabular_source import TabularSource
 from dlcli.data.target import Target
 from dlcli.engine.train_run import TrainRequest, run_training
 from dlcli.errors import InputError

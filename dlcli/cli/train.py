@@ -234,17 +234,9 @@ def train(
 
 def _extra(given: dict) -> dict:
     """Per data kind options (DataOptions.extra); a kind's dict only when one of its flags is set."""
-    kinds = {
-        "image": ("image_size", "grayscale"),
-        "text": ("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
-        "series": ("window", "horizon"),
-    }
-    extra = {}
-    for kind, names in kinds.items():
-        values = {n: given[n] for n in names if given[n] not in (None, False)}
-        if values:
-            extra[kind] = values
-    return extra
+    from dlcli.data.kinds import option_values
+
+    return option_values(given)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from dlcli.console import note
 from dlcli.errors import InputError
 
 MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
-_ID_NAME = re.compile(r"^(id|index|row_?id|unnamed: ?0|.*[_ ]id)$", re.IGNORECASE)
+ID_NAME = re.compile(r"^(id|index|row_?id|unnamed: ?0|.*[_ ]id)$", re.IGNORECASE)
 
 
 @dataclass
@@ -47,9 +47,9 @@ def _is_id_like(s: pd.Series, n: int) -> bool:
         d = np.diff(s.to_numpy())
         if bool(np.all(d == 1)):
             return True
-        if not _ID_NAME.match(str(s.name)):
+        if not ID_NAME.match(str(s.name)):
             return False
-    elif not _ID_NAME.match(str(s.name)):
+    elif not ID_NAME.match(str(s.name)):
         return False
     return s.nunique(dropna=False) == n
 

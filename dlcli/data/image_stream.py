@@ -1,17 +1,15 @@
 """Image folders larger than memory: `StreamingImages`, a batch source (engine/batches.py) that
 decodes each batch in DataLoader worker processes every epoch, through the very `decode_image` of
-image_cache.py, so its pixels are those of the in-memory path. images.py switches to it when the
-decoded uint8 tensor would exceed DL_MAX_IMAGE_MEMORY.
+image_cache.py, so its pixels are those of the in-memory path. The image source switches to it
+(image_folders.prepare_streaming) when the decoded uint8 tensor would exceed DL_MAX_IMAGE_MEMORY.
 
-This module imports no pandas and nothing of images.py at import time: spawned workers import it.
+This module imports no pandas and no other data module than image_cache: spawned workers import it.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -143,69 +141,21 @@ class StreamingImages:
         )
 
 
-# -- the training source when the pixels do not fit in memory -------------------------------
+# -- when the pixels do not fit in memory ---------------------------------------------------
 def over_limit(n: int, channels: int, size: int) -> bool:
     return n * channels * size * size > memory_limit()
 
 
-def prepare_streaming(
-    train: Any, val: Any, preprocessor: Any, opts: Any, fit: bool, source: str
-) -> Any:
-    """Listings (images.Listing) -> Prepared with StreamingImages for train and val.
-
-    A sample of up to STATS_SAMPLE training images (SAMPLE_BYTES) is decoded now: its unreadable files are
-    dropped (too many is an error, as in memory) and, when fitting, it gives the channel mean/std.
-    With no val listing, the split is that of the in-memory path (same seed, same files).
-    """
-    from dlcli.data import images
-    from dlcli.data.sources import Prepared
-
-    index = {c: i for i, c in enumerate(preprocessor.target.classes)}
-    paths = [os.path.join(train.root, f) for f in train.files]
-    y_all = torch.tensor([index[lab] for lab in train.labels], dtype=torch.int64)
-    most = max(1, min(STATS_SAMPLE, SAMPLE_BYTES // (preprocessor.channels * preprocessor.size**2)))
-    sample = list(range(0, len(paths), math.ceil(len(paths) / most)))  # spread over the classes
-    pixels, bad = ic.decode_files(
-        [paths[i] for i in sample], preprocessor.size, preprocessor.channels
-    )
-    picked = images.Listing(train.root, [train.files[i] for i in sample], [])
-    images._check_bad([picked], [ic.Decoded(torch.from_numpy(pixels), bad)], source)
-    keep = torch.ones(len(paths), dtype=torch.bool)
-    keep[[sample[k] for k in bad]] = False
-    rows = torch.nonzero(keep).squeeze(1)  # (n,) training-folder files still in play
-    if val is None:
-        tr, y_tr, va, y_va = images._split(rows, y_all[rows], opts, source)
-        x_va = StreamingImages(
-            [paths[i] for i in va.tolist()], y_va, preprocessor.channels, preprocessor.size
-        )
-    else:
-        tr, y_tr = rows, y_all[rows]
-        y_va = torch.tensor([index[lab] for lab in val.labels], dtype=torch.int64)
-        val_paths = [os.path.join(val.root, f) for f in val.files]
-        x_va = StreamingImages(val_paths, y_va, preprocessor.channels, preprocessor.size)
-    x_tr = StreamingImages(
-        [paths[i] for i in tr.tolist()], y_tr, preprocessor.channels, preprocessor.size
-    )
-    if fit:
-        in_train = torch.zeros(len(paths), dtype=torch.bool)
-        in_train[tr] = True
-        chosen = [k for k, i in enumerate(sample) if in_train[i] and k not in bad]
-        preprocessor.mean, preprocessor.std = images.channel_stats(torch.from_numpy(pixels[chosen]))
-    n = x_tr.rows + x_va.rows
-    _note_streaming(n, preprocessor, x_tr.workers)
-    info = {"rows": n, "streaming": True, "workers": x_tr.workers, "decoded": len(sample)}
-    return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, {**info, "cached": 0, "bad": len(bad)})
-
-
-def _note_streaming(n: int, preprocessor: Any, workers: int) -> None:
-    need = n * preprocessor.channels * preprocessor.size**2
+def note_streaming(n: int, channels: int, size: int, workers: int) -> None:
+    """One note: the images would not fit in memory, so they are decoded every epoch."""
+    need = n * channels * size**2
     how = (
         f"in {workers} worker process{'es' if workers != 1 else ''}"
         if workers
         else "in this process"
     )
     note(
-        f"{n:,} images at {preprocessor.size}x{preprocessor.size} would take {need / 1e9:.3g} GB in memory, "
+        f"{n:,} images at {size}x{size} would take {need / 1e9:.3g} GB in memory, "
         f"over the {memory_limit() / 1e9:.3g} GB limit: decoding {how} each epoch instead "
         "(set DL_MAX_IMAGE_MEMORY to raise the limit)"
     )

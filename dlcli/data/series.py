@@ -1,14 +1,14 @@
-"""Time series CSVs: ordered rows of numeric columns -> sliding windows that predict the target
-`horizon` steps ahead.
+"""The `series` data kind: ordered rows of numeric columns -> sliding windows that predict the
+target `horizon` steps ahead.
 
-Owns the reading rules (date detection and sorting, checks, forward-fill), the fitted
-`SeriesPreprocessor` (plain-data state; per-feature standardisation as a torch module) and the `series`
-data source with its chronological split. See docs/series.md.
+Owns the fitted `SeriesPreprocessor` (plain-data state; scaling as a torch module), the `series`
+source with its chronological split (split.py) and the ONNX input. Reading, dates and windows live
+in series_read.py. See docs/series.md.
 """
 
 from __future__ import annotations
 
-import warnings
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,14 +19,24 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dlcli.console import note
-from dlcli.data.csvio import NULL_TEXT, iter_chunks, read_table
-from dlcli.data.sources import PREPROCESSORS, DataOptions, Prepared, register_source
+from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared, Preprocessor
+from dlcli.data.series_read import (
+    Series,
+    find_date_column,
+    format_dates,
+    future_dates,
+    load_series,
+    plan_features,
+    read_frame,
+    relative_spread,
+    series_from_frame,
+    windows_of,
+)
+from dlcli.data.split import chronological_split
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
 MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
-SHARE = 0.9  # a text column is a date (or a number with typos) when this share of it parses
 CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
 ROW = "row"  # the pass-through column without a date column: 1-based step in time order
 
@@ -43,7 +53,7 @@ class SeriesOptions:
 
 def series_options(opts: DataOptions) -> SeriesOptions | None:
     """The series options the user gave, or None when none were given."""
-    got = (getattr(opts, "extra", None) or {}).get("series")
+    got = opts.extra.get("series")
     if not got:
         return None
     if isinstance(got, dict):
@@ -56,195 +66,6 @@ def series_options(opts: DataOptions) -> SeriesOptions | None:
             f"--window and --horizon must be at least 1, got {got.window} and {got.horizon}"
         )
     return got
-
-
-# -- reading ---------------------------------------------------------------------------------
-@dataclass
-class Series:
-    """A series as read from one CSV, in time order (index 0..n-1)."""
-
-    frame: pd.DataFrame  # the rows as read, sorted
-    values: np.ndarray  # (n, F) float32 features in the preprocessor's order, gaps forward-filled
-    dates: pd.Series | None  # datetime64 per row; None without a date column
-    rows: np.ndarray  # 1-based data row of each sorted row in its file
-
-
-def read_frame(path: str) -> pd.DataFrame:
-    """The whole CSV ('-' = stdin); a series needs all of its history at once."""
-    if path != "-":
-        return read_table(path)
-    return pd.concat(list(iter_chunks(path)), ignore_index=True)
-
-
-def _silent(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
-def _is_number_column(s: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
-
-
-def _share_numeric(s: pd.Series) -> float:
-    text = s.dropna().astype(str).str.strip()
-    text = text[~text.isin(NULL_TEXT)]
-    return float(pd.to_numeric(text, errors="coerce").notna().mean()) if len(text) else 0.0
-
-
-def _to_dates(s: pd.Series) -> pd.Series:
-    if pd.api.types.is_datetime64_any_dtype(s):
-        return s
-    return _silent(pd.to_datetime, s, errors="coerce")
-
-
-def find_date_column(frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:
-    """The named date column, else the first text column where >= 90% of the values are dates."""
-    if wanted is not None:
-        if wanted not in frame.columns:
-            raise InputError(f"{source}: no date column '{wanted}'")
-        return wanted
-    for name in frame.columns:
-        s = frame[name]
-        if _is_number_column(s) or pd.api.types.is_bool_dtype(s) or s.isna().all():
-            continue
-        if _share_numeric(s) >= SHARE:
-            continue  # numbers with a typo, reported as such later
-        if _to_dates(s.dropna()).notna().mean() >= SHARE:
-            return str(name)
-    return None
-
-
-def plan_features(frame: pd.DataFrame, date_col: str | None, source: str) -> list[str]:
-    """The numeric columns a model reads (the target among them); others are ignored with a note.
-    A text column that is mostly numbers stays a feature (its bad values are reported later)."""
-    features = []
-    for name in frame.columns:
-        if name == date_col:
-            continue
-        s = frame[name]
-        if s.isna().all():
-            note(f"{source}: column '{name}' is empty; ignored")
-        elif pd.api.types.is_integer_dtype(s) and len(s) > 2 and bool(np.all(np.diff(s) == 1)):
-            note(f"{source}: column '{name}' goes up by 1 each row (an index or counter); ignored")
-        elif _is_number_column(s) or _share_numeric(s) >= SHARE:
-            features.append(str(name))
-        else:
-            note(f"{source}: column '{name}' is not numeric; ignored")
-    if not features:
-        raise InputError(f"{source}: no numeric columns to make a series of")
-    return features
-
-
-def _numbers(frame: pd.DataFrame, name: str, rows: np.ndarray, source: str) -> np.ndarray:
-    """float64 values of one column (NaN for missing); a value that is not a number is an error."""
-    s = frame[name]
-    if _is_number_column(s):
-        return s.to_numpy(dtype="float64", na_value=np.nan)
-    text = s.astype(str).str.strip()
-    blank = s.isna() | text.isin(NULL_TEXT)
-    v = pd.to_numeric(s.where(~blank), errors="coerce")
-    bad = (~blank & v.isna()).to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise InputError(
-            f"{source}: column '{name}', row {rows[i]}: '{s.iloc[i]}' is not a number "
-            "(a series holds numbers only)"
-        )
-    return v.to_numpy(dtype="float64", na_value=np.nan)
-
-
-def _sorted_by_date(
-    frame: pd.DataFrame, date_col: str, source: str
-) -> tuple[pd.DataFrame, pd.Series]:
-    """Rows in date order (a note when they were not); a missing, unreadable or repeated date is an
-    error naming it."""
-    dates = _to_dates(frame[date_col])
-    bad = dates.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        value = frame[date_col].iloc[i]
-        shown = "no date" if pd.isna(value) else f"'{value}' is not a date"
-        raise InputError(f"{source}: column '{date_col}', row {frame.index[i] + 1}: {shown}")
-    if not dates.is_monotonic_increasing:
-        note(f"{source}: rows were not in date order; sorted by '{date_col}'")
-        order = np.argsort(dates.to_numpy(), kind="stable")
-        frame, dates = frame.iloc[order], dates.iloc[order]
-    dup = dates.duplicated(keep=False).to_numpy()
-    if dup.any():
-        i = int(np.argmax(dup))
-        rows = (frame.index[dup & (dates == dates.iloc[i]).to_numpy()] + 1).tolist()
-        raise InputError(
-            f"{source}: date {format_dates(dates.iloc[[i]])[0]} appears more than once "
-            f"(rows {', '.join(map(str, rows[:5]))}); a series needs one row per time step",
-            "aggregate the rows of each date first",
-        )
-    return frame, dates.reset_index(drop=True)
-
-
-def load_series(path: str, date_col: str | None, features: list[str]) -> Series:
-    """Read, order and check a series; gaps in a feature are forward-filled (a note says so)."""
-    return series_from_frame(
-        read_frame(path), "<stdin>" if path == "-" else path, date_col, features
-    )
-
-
-def series_from_frame(
-    frame: pd.DataFrame, source: str, date_col: str | None, features: list[str]
-) -> Series:
-    missing = [c for c in ([date_col] if date_col else []) + features if c not in frame.columns]
-    if missing:
-        raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
-    frame = frame.reset_index(drop=True)
-    dates = None
-    if date_col is not None:
-        frame, dates = _sorted_by_date(frame, date_col, source)
-    rows = frame.index.to_numpy() + 1
-    frame = frame.reset_index(drop=True)
-    values = np.column_stack([_numbers(frame, c, rows, source) for c in features])
-    gaps = np.isnan(values)
-    if gaps.any():
-        empty = [c for c, g in zip(features, gaps.all(0), strict=True) if g]
-        if empty:
-            raise InputError(f"{source}: column '{empty[0]}' has no values")
-        counts = ", ".join(f"'{c}' {n}" for c, n in zip(features, gaps.sum(0), strict=True) if n)
-        note(f"{source}: filled missing values with the previous value ({counts})")
-        values = pd.DataFrame(values).ffill().bfill().to_numpy()
-    return Series(frame, values.astype(np.float32), dates, rows)
-
-
-def format_dates(dates: pd.Series | pd.DatetimeIndex) -> list[str]:
-    """ISO text: '2001-12-29' when every time is midnight, else '2001-12-29T06:00:00'."""
-    d = pd.DatetimeIndex(dates)
-    fmt = "%Y-%m-%d" if bool((d == d.normalize()).all()) else "%Y-%m-%dT%H:%M:%S"
-    return [("" if pd.isna(x) else x.strftime(fmt)) for x in d]
-
-
-def future_dates(dates: pd.Series, k: int) -> pd.DatetimeIndex | None:
-    """The next `k` dates after the last one when the spacing is regular (weekly, month ends...)."""
-    recent = pd.DatetimeIndex(dates.iloc[-64:])
-    if len(recent) < 3 or k < 1:
-        return None
-    freq = _silent(pd.infer_freq, recent)
-    if freq is None:
-        return None
-    return pd.date_range(recent[-1], periods=k + 1, freq=freq)[1:]
-
-
-def windows_of(values: np.ndarray, window: int) -> torch.Tensor:
-    """(n, F) -> (n - window + 1, window, F): window i holds rows i .. i+window-1; a view, no copy."""
-    return torch.from_numpy(values).unfold(0, window, 1).transpose(1, 2)
-
-
-def _relative_spread(v: np.ndarray, window: int) -> np.ndarray:
-    """Per feature, the root mean square of (value - value at the window's last step) over every
-    step of every window of `v` (n, F); one lag at a time, so memory stays O(n)."""
-    k = len(v) - window + 1  # windows
-    last = v[window - 1 : window - 1 + k]
-    total = np.zeros(v.shape[1])
-    for d in range(1, window):  # the step d before the last; d = 0 adds zeros
-        total += np.sum((v[window - 1 - d : window - 1 - d + k] - last) ** 2, axis=0)
-    return np.sqrt(total / max(1, k * window))
 
 
 # -- the preprocessor -----------------------------------------------------------------------------
@@ -270,11 +91,11 @@ class SeriesTransform(nn.Module):
         return torch.cat([rel, level], dim=-1)  # (N, T, F + 1)
 
 
-class SeriesPreprocessor:
+class SeriesPreprocessor(Preprocessor):
     """Fitted on the training part of a series; turns any later CSV into the same windows."""
 
     kind = "series"
-    encode_once = True
+    has_baseline = True  # evaluate adds the naive last-value forecast's errors
 
     def __init__(
         self,
@@ -297,7 +118,7 @@ class SeriesPreprocessor:
         v = series.values.astype(np.float64)
         ti = features.index(target_name)
         mean, std = float(v[:, ti].mean()), float(v[:, ti].std())
-        spread = _relative_spread(v, so.window)
+        spread = relative_spread(v, so.window)
         target = Target(target_name, "regression", [], mean, std if std > 1e-12 else 1.0)
         rel_std = np.where(spread > 1e-12, spread, 1.0).tolist()
         return cls(features, target, rel_std, so.window, so.horizon, **kw)
@@ -417,9 +238,6 @@ class SeriesPreprocessor:
         return cls(**s)
 
 
-PREPROCESSORS["series"] = SeriesPreprocessor
-
-
 def mape(y_true: np.ndarray, y_pred: np.ndarray, zero: float = 0.0) -> float | None:
     """Mean absolute percentage error as a fraction (0.01 = 1%); steps whose true value is 0 (at
     most `zero` from it) are skipped; None when every one is."""
@@ -430,21 +248,22 @@ def mape(y_true: np.ndarray, y_pred: np.ndarray, zero: float = 0.0) -> float | N
 
 
 # -- the training source ---------------------------------------------------------------------
-@register_source("series")
 class SeriesSource:
     """A CSV of ordered rows with --window: sliding windows, split chronologically."""
 
-    priority = 20  # asked before text and tables: --window says the CSV is a series
+    name = "series"
     kind = "series"
+    priority = 20  # asked before text and tables: --window says the CSV is a series
     default_arch = "gru"
+    streams = False
 
     @staticmethod
     def claims(path: str, opts: DataOptions) -> bool:
-        got = (getattr(opts, "extra", None) or {}).get("series")
+        got = opts.extra.get("series")
         return bool(got) and not Path(path).is_dir()
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+    def prepare(path: str, opts: DataOptions, preprocessor: Preprocessor | None = None) -> Prepared:
         """Read, window, split by time and fit scaling on the training part; a given `preprocessor`
         (resume, transfer) is reused instead of fitted."""
         so = series_options(opts)
@@ -476,7 +295,7 @@ class SeriesSource:
         if opts.val:
             n_train, j0 = m, m
         else:
-            n_train, j0 = _split_point(path, n, m, w, h, opts.val_split)
+            n_train, j0 = chronological_split(path, n, m, h, opts.val_split)
         fit_rows = n_train - 1 + w - 1 + h + 1  # rows up to the last training target
         part = Series(ser.frame.iloc[:fit_rows], ser.values[:fit_rows], None, ser.rows[:fit_rows])
         preprocessor = preprocessor or SeriesPreprocessor.fit(
@@ -518,23 +337,6 @@ def _check_length(path: str, n: int, w: int, h: int) -> None:
         )
 
 
-def _split_point(path: str, n: int, m: int, w: int, h: int, share: float) -> tuple[int, int]:
-    """(training windows, first validation window) of m windows: the last `share` of them is
-    validation; training stops `h - 1` windows earlier, so every training target is known by the
-    first validation window's last input step (nothing of the validation part leaks)."""
-    if not 0.0 < share < 1.0:
-        raise UsageError(f"--val-split must be between 0 and 1, got {share}")
-    j0 = m - max(1, round(m * share))
-    n_train = j0 - h + 1
-    if n_train < 2:
-        raise InputError(
-            f"{path}: the series is too short to split: {n} rows make {m} windows, "
-            f"{m - j0} for validation leave {max(n_train, 0)} for training",
-            "use a smaller --window or pass --val FILE",
-        )
-    return n_train, j0
-
-
 def _labelled(preprocessor: SeriesPreprocessor, path: str) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = [], []
     for frame, raw in preprocessor.iter_labelled(path):
@@ -543,3 +345,36 @@ def _labelled(preprocessor: SeriesPreprocessor, path: str) -> tuple[torch.Tensor
             torch.from_numpy(preprocessor.target.encode(frame[preprocessor.target.name], path))
         )
     return torch.cat(xs).contiguous(), torch.cat(ys)
+
+
+class SeriesExport(ExportAdapter):
+    """Input `series`: float32 (batch, window, F), the last `window` rows of the feature columns
+    in order, raw values (scaling is inside the graph); output: the target `horizon` steps on."""
+
+    input_name = "series"
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        rows = self.stored_examples(loaded)
+        if rows is None:
+            enc = loaded.preprocessor
+            gen = torch.Generator().manual_seed(0)
+            rows = enc.target.mean + enc.target.std * torch.randn(8, *enc.raw_shape, generator=gen)
+        return rows.to(torch.float32)
+
+    def metadata(self, preprocessor: SeriesPreprocessor) -> dict[str, str]:
+        return {
+            "dl.series.features": json.dumps(list(preprocessor.features)),
+            "dl.series.window": str(preprocessor.window),
+            "dl.series.horizon": str(preprocessor.horizon),
+            "dl.series.date_column": json.dumps(preprocessor.date_column),
+            "dl.preprocessing": "in-graph: scaling relative to the window's last step; raw values in",
+        }
+
+
+KIND = DataKind(
+    name="series",
+    preprocessor=SeriesPreprocessor,
+    sources=(SeriesSource,),
+    export=SeriesExport(),
+    options=("window", "horizon"),
+)

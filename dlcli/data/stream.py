@@ -1,5 +1,5 @@
-"""`--stream`: CSV tables larger than memory. `StreamedTableSource` (in the SOURCES registry; chosen
-with --stream, or on its own for a file larger than a share of the free memory) fits the usual
+"""`--stream`: CSV tables larger than memory. `StreamedTableSource` (a source of the tabular kind;
+chosen with --stream, or on its own for a file larger than a share of the free memory) fits the usual
 TabularPreprocessor in one statistics pass (stream_scan.py); `StreamedRows` is a batch source
 (engine/batches.py) that re-reads the file every epoch, encodes chunks with that preprocessor and
 shuffles within a large buffer. The model file is that of in-memory training. See docs/stream.md.
@@ -19,10 +19,11 @@ import torch
 
 from dlcli import settings
 from dlcli.console import note
-from dlcli.data.csvio import check_file, header_of, iter_batches
-from dlcli.data.sources import DataOptions, Prepared, register_source
-from dlcli.data.stream_scan import BLOCK_BYTES, held_out, scan
-from dlcli.errors import InputError, UsageError
+from dlcli.data.contracts import DataOptions, Prepared
+from dlcli.data.readers import check_file, header_of, iter_batches
+from dlcli.data.split import check_split_sizes, check_val_split, held_out
+from dlcli.data.stream_scan import BLOCK_BYTES, scan
+from dlcli.errors import InputError
 
 BUFFER_BYTES = 32 << 20  # shuffle buffer: raw float32 inputs held and mixed (DL_SHUFFLE_ROWS)
 MIN_BUFFER_ROWS = 100_000
@@ -219,21 +220,21 @@ class StreamedRows:
             self._cache = seen
 
 
-@register_source("tabular_stream")
 class StreamedTableSource:
     """A CSV table read in chunks every epoch instead of loaded whole (--stream, or files larger
     than a share of the available memory)."""
 
-    priority = 5  # above in-memory tables; text and series CSVs keep their own sources
-    streams = True  # reads the data from disk each epoch (see choose_source's --stream note)
+    name = "tabular_stream"
     kind = "tabular"
+    priority = 5  # above in-memory tables; text and series CSVs keep their own sources
     default_arch = "mlp"
+    streams = True  # reads the data from disk each epoch (see choose_source's --stream note)
 
     @staticmethod
     def claims(path: str, opts: DataOptions) -> bool:
-        if not Path(path).is_file() or getattr(opts, "unsupervised", False):
+        if not Path(path).is_file() or opts.unsupervised:
             return False
-        chosen = getattr(opts, "stream", None)
+        chosen = opts.stream
         return chosen if chosen is not None else Path(path).stat().st_size > stream_threshold()
 
     @staticmethod
@@ -241,7 +242,7 @@ class StreamedTableSource:
         """One statistics pass fits the preprocessor (unless given); the data stays on disk."""
         check_file(path)
         size = Path(path).stat().st_size
-        if getattr(opts, "stream", None) is None:
+        if opts.stream is None:
             note(
                 f"{path}: {size / 2**30:.1f} GB is more than {MEMORY_SHARE:.0%} of the available "
                 "memory: streaming it from disk (--no-stream loads it whole)"
@@ -261,8 +262,7 @@ class StreamedTableSource:
             )
         split = None
         if not opts.val:
-            if not 0.0 < opts.val_split < 1.0:
-                raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
+            check_val_split(opts.val_split)
             split = (opts.val_split, opts.seed)
         found = scan(path, tname, opts.task, split, preprocessor)
         preprocessor = found.preprocessor
@@ -282,10 +282,6 @@ class StreamedTableSource:
         else:
             val_rows = found.val_rows
             val = StreamedRows(path, preprocessor, val_rows, "val", split, cache_bytes=cache)
-        if found.train_rows < 2 or val_rows < 1:
-            raise InputError(
-                f"{path}: only {found.train_rows + val_rows} rows; too few to split for validation",
-                "pass --val FILE",
-            )
+        check_split_sizes(path, found.train_rows + val_rows, found.train_rows, val_rows)
         info = {"rows": found.train_rows + val_rows, "streamed": True}
         return Prepared(preprocessor, train, None, val, None, info)

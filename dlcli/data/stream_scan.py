@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 
 from dlcli.data.columns import (
-    _ID_NAME,
+    ID_NAME,
     MAX_CATEGORIES,
     Column,
     check_usable,
     ignore_note,
     numeric_column,
 )
-from dlcli.data.csvio import iter_batches
+from dlcli.data.readers import iter_batches
+from dlcli.data.split import held_out
 from dlcli.data.tabular import TabularPreprocessor
 from dlcli.data.target import (
     MAX_CLASSES,
@@ -37,18 +38,6 @@ from dlcli.errors import UsageError
 BLOCK_BYTES = 2 << 20  # pyarrow's streaming reader: +130 MB at 2 MB blocks, +410 MB at 8 MB
 DISTINCT_CAP = 100_000  # distinct texts tracked per column; beyond: free text, ignored
 UNIQUE_CAP = 2_000_000  # integer values kept to test an ID-named column for uniqueness
-
-
-def held_out(start: int, n: int, fraction: float, seed: int) -> np.ndarray:
-    """Whether each of rows start..start+n-1 (0-based data rows of the file) is a validation row:
-    a seeded hash of the row number, so every pass over the file picks the same rows."""
-    z = np.arange(start, start + n, dtype=np.uint64) + np.uint64(
-        (seed * 0x9E3779B97F4A7C15) % 2**64
-    )
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64 finaliser
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    z ^= z >> np.uint64(31)
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
 
 
 @dataclass
@@ -153,7 +142,7 @@ class ColumnScan:
             self.consecutive = bool(np.all(v - prev == 1))
             self.last = float(v[-1])
         tracked = self.uniques is None or len(self.uniques) < UNIQUE_CAP  # beyond: assumed unique
-        if self.unique and tracked and _ID_NAME.match(self.name):
+        if self.unique and tracked and ID_NAME.match(self.name):
             both = v if self.uniques is None else np.concatenate([self.uniques, v])
             self.uniques = np.unique(both)
             self.unique = len(self.uniques) == len(both)
@@ -170,12 +159,12 @@ class ColumnScan:
         if self.non_null == 0:
             return "empty"
         if self.numeric:
-            named = _ID_NAME.match(self.name) and self.unique
+            named = ID_NAME.match(self.name) and self.unique
             if self.rows >= 20 and self.integer and (self.consecutive or named):
                 return "id"
             return "single" if self.lo == self.hi else None
         distinct = len(self.counts.seen) + self.counts.null
-        if self.rows >= 20 and _ID_NAME.match(self.name) and distinct == self.rows:
+        if self.rows >= 20 and ID_NAME.match(self.name) and distinct == self.rows:
             return "id"
         if self.counts.wide:
             return "text"

@@ -1,4 +1,4 @@
-"""Tabular CSV: column typing, the fitted preprocessor (plain-data state) and its torch preprocessing module.
+"""Tables: the fitted `TabularPreprocessor` (plain-data state) and its torch transform.
 
 Raw rows become a float matrix (numbers as read, NaN for missing; categories as integer codes, 0 for
 missing or unseen). `TabularTransform` turns that matrix into model inputs (impute, missing
@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from dlcli.data.columns import MAX_CATEGORIES, Column, numeric_column, plan_columns
-from dlcli.data.csvio import NULL_TEXT, iter_chunks
+from dlcli.data.contracts import Preprocessor
+from dlcli.data.readers import NULL_TEXT, iter_chunks
 from dlcli.data.target import Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
@@ -75,7 +76,32 @@ class TabularTransform(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-class TabularPreprocessor:
+class TabularReconstruction(nn.Module):
+    """Autoencoder decoder output (N, F_enc) -> a raw-form row (N, F_raw): numbers back in their
+    units, categorical columns as the code of the most likely category (0 = missing/unseen)."""
+
+    def __init__(self, preprocess: TabularTransform, groups: list[int]) -> None:
+        super().__init__()
+        self.register_buffer("mean", preprocess.mean.clone())
+        self.register_buffer("std", preprocess.std.clone())
+        order = preprocess.num_idx.tolist() + sorted(set(preprocess.slot_col.tolist()))
+        inverse = [0] * len(order)  # raw column j is column inverse[j] of [numbers | codes]
+        for k, j in enumerate(order):
+            inverse[j] = k
+        self.register_buffer("inverse", torch.tensor(inverse, dtype=torch.long))
+        self.groups, self.n_num = list(groups), int(preprocess.n_num)
+        self.n_ind = int(preprocess.n_ind)
+
+    def forward(self, out: torch.Tensor) -> torch.Tensor:
+        parts = [out[:, : self.n_num] * self.std + self.mean] if self.n_num else []
+        start = self.n_num + self.n_ind
+        for size in self.groups:
+            parts.append(out[:, start : start + size].argmax(1, keepdim=True).to(out.dtype))
+            start += size
+        return torch.cat(parts, dim=1).index_select(1, self.inverse)
+
+
+class TabularPreprocessor(Preprocessor):
     """Fitted on the training rows; turns any later frame into the same raw matrix."""
 
     kind = "tabular"
@@ -279,6 +305,17 @@ class TabularPreprocessor:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.preprocess_module().out_features,)
+
+    def reconstruction_layout(self) -> dict[str, Any]:
+        """[standardised numbers | missing indicators | one one-hot group per categorical column]."""
+        pre = self.preprocess_module()
+        groups = [len(c.categories) + 1 for c in self.columns if c.kind == "categorical"]
+        return {"n_cont": int(pre.n_num), "n_bin": int(pre.n_ind), "groups": groups}
+
+    def reconstruction_module(self) -> TabularReconstruction:
+        return TabularReconstruction(
+            self.preprocess_module(), self.reconstruction_layout()["groups"]
+        )
 
     def arrow_types(self) -> dict[str, Any]:
         """pyarrow column types for streaming reads: numbers parsed as float64, categories as text."""

@@ -1,24 +1,20 @@
-"""Text in a CSV column -> token ids (N, T) int64 plus the fitted `TextPreprocessor` (plain-data state).
+"""The `text` data kind: a free-text column of a table file -> token ids (N, T) int64, plus the
+fitted `TextPreprocessor` (plain-data state).
 
-The preprocessor remembers the tokenizer (lower-cased unicode words and punctuation, or characters), the
-vocabulary fitted on the training split (id 0 = padding, 1 = unknown, 2.. by frequency), the
-maximum length and the target. Ids go straight to the network (its first layer embeds them), so
-the preprocessing module is the identity. `BucketedTokens` batches training rows of similar length
-together so little compute is spent on padding.
+The preprocessor remembers the tokenizer, the vocabulary fitted on the training split, the maximum
+length, the text column and the target (tokens: text_tokens.py; reading and detection:
+text_read.py). Ids go straight to the network (its first layer embeds them), so the transform is
+the identity. `BucketedTokens` batches training rows of similar length together so little
+compute is spent on padding.
 """
 
 from __future__ import annotations
 
-import codecs
-import io
-import math
-import re
-import sys
-from collections import Counter
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -26,26 +22,37 @@ import torch
 from torch import nn
 
 from dlcli.console import note
-from dlcli.data.buckets import BucketedTokens
-from dlcli.data.csvio import NULL_TEXT, check_file, iter_chunks
-from dlcli.data.sources import (
-    PREPROCESSORS,
-    DataOptions,
-    Prepared,
-    register_source,
-    stratified_split,
-)
+from dlcli.data import readers
+from dlcli.data.buckets import BucketedTokens as BucketedTokens
+from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared, Preprocessor
+from dlcli.data.readers import NULL_TEXT
+from dlcli.data.split import split_rows
 from dlcli.data.target import Target
+from dlcli.data.text_read import (
+    BLOCK_BYTES,
+    detect_text_column,
+    read_columns,
+    stdin_lines,
+    usable_rows,
+)
+from dlcli.data.text_tokens import (
+    CHARS_PER_WORD,
+    LENGTH_LIMITS,
+    PAD,
+    TOKENIZERS,
+    UNK,
+    WORD_PATTERN,
+    build_vocab,
+    default_max_length,
+    is_blank,
+    pad_ids,
+    tokenize,
+)
+from dlcli.data.text_tokens import char_tokens as char_tokens
+from dlcli.data.text_tokens import word_tokens as word_tokens
 from dlcli.errors import InputError, UsageError
 
-PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1; neither can be a token ('<' is split off, chars are 1)
-LENGTH_LIMITS = (8, 512)  # the default max length (95th percentile) is clipped to this range
-CHARS_PER_WORD = 50  # word mode reads at most max_length * this many characters of a text
-BLOCK_BYTES = 32 << 20  # CSV blocks: one row (one text) may be up to this large
 ROWS_PER_CHUNK = 8192  # texts tokenized and yielded together when streaming
-SNIFF_BYTES, SNIFF_ROWS = 1 << 20, 1000  # how much of a CSV text detection reads
-MIN_WORDS, LONG_WORDS, MAX_OTHER_COLUMNS = 4, 8, 2  # text detection (see detect_text_column)
-_WORD = re.compile(r"\w+|[^\w\s]")  # unicode words, and each punctuation mark on its own
 
 
 @dataclass
@@ -61,7 +68,7 @@ class TextOptions:
 
 
 def text_options(opts: DataOptions) -> TextOptions:
-    got = (getattr(opts, "extra", None) or {}).get("text") or TextOptions()
+    got = opts.extra.get("text") or TextOptions()
     got = (
         TextOptions(**{k: v for k, v in got.items() if v is not None})
         if isinstance(got, dict)
@@ -80,53 +87,8 @@ def text_options(opts: DataOptions) -> TextOptions:
     return got
 
 
-# -- tokenizers ------------------------------------------------------------------------------
-def word_tokens(text: str, limit: int, lowercase: bool = True) -> list[str]:
-    """Unicode words and punctuation marks: "Don't!" -> ["don", "'", "t", "!"]; at most `limit`,
-    reading at most limit * CHARS_PER_WORD characters (an enormous text costs no more)."""
-    text = text[: limit * CHARS_PER_WORD]
-    return _WORD.findall(text.lower() if lowercase else text)[:limit]
-
-
-def char_tokens(text: str, limit: int, lowercase: bool = True) -> list[str]:
-    """Characters of the stripped text (inner whitespace kept), at most `limit`."""
-    text = text[: limit * CHARS_PER_WORD].strip()[:limit]
-    return list(text.lower() if lowercase else text)
-
-
-TOKENIZERS = {"word": word_tokens, "char": char_tokens}
-
-
-def build_vocab(token_lists: Iterable[list[str]], min_freq: int, max_vocab: int) -> list[str]:
-    """[PAD, UNK, tokens by frequency (ties alphabetical)]: list index = token id."""
-    counts = Counter(t for tokens in token_lists for t in tokens)
-    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
-    return [PAD, UNK, *kept[:max_vocab]]
-
-
-def default_max_length(lengths: np.ndarray) -> int:
-    """95th percentile of the training lengths, clipped to LENGTH_LIMITS."""
-    p95 = math.ceil(float(np.percentile(lengths, 95))) if len(lengths) else LENGTH_LIMITS[0]
-    return int(min(max(p95, LENGTH_LIMITS[0]), LENGTH_LIMITS[1]))
-
-
-def pad_ids(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded (N, T) int64 ids with T = the longest row (at least 1), and (N,) lengths."""
-    lengths = np.fromiter((len(r) for r in id_lists), dtype=np.int64, count=len(id_lists))
-    width = max(1, int(lengths.max()) if len(lengths) else 1)
-    out = np.zeros((len(id_lists), width), dtype=np.int64)
-    out[np.arange(width) < lengths[:, None]] = np.fromiter(
-        (i for r in id_lists for i in r), dtype=np.int64, count=int(lengths.sum())
-    )
-    return torch.from_numpy(out), torch.from_numpy(lengths)
-
-
-def _is_blank(value: Any) -> bool:
-    return not isinstance(value, str) or not value.strip()
-
-
 # -- the preprocessor -----------------------------------------------------------------------------
-class TextPreprocessor:
+class TextPreprocessor(Preprocessor):
     """Tokenizer, vocabulary, max length and target; turns any text into the same ids."""
 
     kind = "text"
@@ -157,8 +119,6 @@ class TextPreprocessor:
     def input_shape(self) -> tuple[int | None]:
         return (None,)  # variable length: the builder dry-runs with T = 8
 
-    raw_shape = input_shape
-
     @property
     def data_info(self) -> dict:
         return {"vocab_size": len(self.vocab), "max_length": self.max_length, "padding_idx": 0}
@@ -167,7 +127,7 @@ class TextPreprocessor:
         return nn.Identity()  # ids go straight to the network's embedding
 
     def tokens(self, text: Any, limit: int | None = None) -> list[str]:
-        if _is_blank(text):
+        if is_blank(text):
             return []
         return TOKENIZERS[self.tokenizer](text, limit or self.max_length, self.lowercase)
 
@@ -207,7 +167,7 @@ class TextPreprocessor:
         `text` column when `keep`."""
         for path in [paths] if isinstance(paths, str) else paths:
             if path == "-":
-                for lines in _stdin_lines(self._char_budget()):
+                for lines in stdin_lines(self._char_budget()):
                     frame = (
                         pd.DataFrame({"text": lines})
                         if keep
@@ -230,7 +190,7 @@ class TextPreprocessor:
             yield chunk, self.encode(chunk[self.text_column])[0]
 
     def _csv_chunks(self, path: str, plan: Any, keep: bool) -> Iterator[pd.DataFrame]:
-        for chunk in iter_chunks(path, plan=plan, block_bytes=BLOCK_BYTES, verbatim=keep):
+        for chunk in readers.iter_chunks(path, plan=plan, block_bytes=BLOCK_BYTES, verbatim=keep):
             for i in range(0, len(chunk), ROWS_PER_CHUNK):
                 yield chunk.iloc[i : i + ROWS_PER_CHUNK]
 
@@ -263,188 +223,64 @@ class TextPreprocessor:
         )
 
 
-PREPROCESSORS["text"] = TextPreprocessor
-
-
-def _stdin_lines(max_chars: int, batch: int = 4096) -> Iterator[list[str]]:
-    """Lines of stdin in batches, decoded as UTF-8 (a bad byte is an InputError naming the line).
-    A line longer than `max_chars` characters is cut there; the rest is skipped unread into memory."""
-    fh = sys.stdin.buffer
-    limit = 4 * max_chars  # UTF-8 needs at most 4 bytes per character
-    lines: list[str] = []
-    number = 0
-    while True:
-        raw = fh.readline(limit)
-        if not raw:
-            break
-        number += 1
-        cut = not raw.endswith(b"\n")
-        if cut:  # the rest of an enormous line is never decoded nor kept
-            while (more := fh.readline(limit)) and not more.endswith(b"\n"):
-                pass
-        try:
-            text = codecs.getincrementaldecoder("utf-8")().decode(raw, final=not cut)
-        except UnicodeDecodeError:
-            raise InputError(
-                f"<stdin>: line {number} holds bytes that are not UTF-8 text", "send UTF-8 text"
-            ) from None
-        lines.append(text.rstrip("\r\n"))
-        if len(lines) >= batch:
-            yield lines
-            lines = []
-    if lines:
-        yield lines
-    if number == 0:
-        raise InputError("<stdin>: no text (expected one text per line)")
-
-
-def _sniff(path: str) -> pd.DataFrame | None:
-    """Up to SNIFF_ROWS rows from the first SNIFF_BYTES of a CSV (all as text), or None."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(SNIFF_BYTES)
-        if len(head) == SNIFF_BYTES:
-            head = head[: head.rfind(b"\n") + 1] or head
-        return pd.read_csv(io.BytesIO(head), nrows=SNIFF_ROWS, dtype=str, encoding_errors="replace")
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-
-
-def detect_text_column(frame: pd.DataFrame, target: str | None) -> str | None:
-    """The column holding free text, or None: not the target (default: the last column), not
-    numbers, mostly distinct values of at least MIN_WORDS words on average; the wordiest wins. In a
-    table with more than MAX_OTHER_COLUMNS other columns, short text (under LONG_WORDS words, such
-    as names or addresses) is taken for a table column: --text-column overrides."""
-    if frame is None or frame.empty:
-        return None
-    target = target if target is not None else str(frame.columns[-1])
-    best, best_words = None, 0.0
-    for name in frame.columns:
-        s = frame[name].dropna().astype(str)
-        s = s[s.str.strip() != ""]
-        if name == target or s.empty or pd.to_numeric(s, errors="coerce").notna().mean() > 0.5:
-            continue
-        words = float(s.str.split().str.len().mean())
-        if words >= MIN_WORDS and s.nunique() > 0.5 * len(s) and words > best_words:
-            best, best_words = str(name), words
-    crowded = len(frame.columns) - 2 > MAX_OTHER_COLUMNS
-    return None if best is None or (crowded and best_words < LONG_WORDS) else best
-
-
-def _read_columns(
-    path: str, text_col: str | None, target: str | None
-) -> tuple[pd.DataFrame, str, str]:
-    """(frame, text column, target column) of a whole CSV, both columns read as text; a target
-    whose every value is a number becomes numeric (as pyarrow would type it)."""
-    import pyarrow as pa
-
-    chosen: dict[str, str] = {}
-
-    def plan(header: list[str]) -> dict[str, Any]:
-        tname = target or header[-1]
-        col = text_col or detect_text_column(_sniff(path), tname)
-        for name, hint in ((tname, "pass --target COLUMN"), (col, "pass --text-column COLUMN")):
-            if name is None or name not in header:
-                shown = f"no column '{name}'" if name else "no text column found"
-                raise InputError(f"{path}: {shown} (columns: {', '.join(header)})", hint)
-        if col == tname:
-            raise UsageError(f"{path}: the text column '{col}' is also the target")
-        chosen.update(text=col, target=tname)
-        return {col: pa.string(), tname: pa.string()}
-
-    chunks = list(iter_chunks(path, plan=plan, block_bytes=BLOCK_BYTES))
-    col, tname = chosen["text"], chosen["target"]
-    frame = pd.DataFrame(
-        {
-            c: pd.concat([ch[c] for ch in chunks], ignore_index=True).astype(object)
-            for c in (col, tname)
-        }
-    )
-    numbers = pd.to_numeric(frame[tname], errors="coerce")
-    if numbers.notna().sum() == frame[tname].notna().sum():
-        frame[tname] = numbers
-    return frame, col, tname
-
-
-def _usable_rows(frame: pd.DataFrame, text_col: str, tname: str, source: str) -> pd.DataFrame:
-    """Rows with a label and some text; what is dropped is reported."""
-    no_label = frame[tname].isna()
-    if no_label.all():
-        raise InputError(f"{source}: target column '{tname}' has no values")
-    blank = frame[text_col].map(_is_blank) & ~no_label
-    for count, what in (
-        (no_label.sum(), f"no value in target '{tname}'"),
-        (blank.sum(), f"empty text in '{text_col}'"),
-    ):
-        if count:
-            note(f"{source}: dropped {int(count)} rows with {what}")
-    kept = frame[~no_label & ~blank]
-    if kept.empty:
-        raise InputError(f"{source}: no row has both text in '{text_col}' and a label")
-    return kept.reset_index(drop=True)
-
-
-@register_source("text")
+# -- the training source ---------------------------------------------------------------------
 class TextSource:
     """A CSV with a free-text column (detected, or --text-column) and a label column."""
 
+    name = "text"
     kind = "text"
-    default_arch = "lstm"
     priority = 10  # before tables: a CSV with a text column is text
+    default_arch = "lstm"
+    streams = False
 
     @staticmethod
     def claims(path: str, opts: DataOptions) -> bool:
         if not Path(path).is_file():
             return False
-        topt = (getattr(opts, "extra", None) or {}).get("text") or {}
+        topt = opts.extra.get("text") or {}
         col = topt.get("text_column") if isinstance(topt, dict) else topt.text_column
         if col:
             return True
-        sample = _sniff(path)
+        sample = readers.sample(path)
         return sample is not None and detect_text_column(sample, opts.target) is not None
 
     @staticmethod
-    def prepare(path: str, opts: DataOptions, preprocessor: Any = None) -> Prepared:
+    def prepare(path: str, opts: DataOptions, preprocessor: Preprocessor | None = None) -> Prepared:
         """Read, split (seeded, stratified), fit the vocabulary on the training split, encode.
         A given `preprocessor` (resume, transfer) is reused instead of fitted."""
         topt = text_options(opts)
         if preprocessor is not None and not isinstance(preprocessor, TextPreprocessor):
             raise UsageError(f"{path}: the model was trained on {preprocessor.kind} data, not text")
-        check_file(path)
-        frame, text_col, tname = _read_columns(
+        readers.check_file(path)
+        frame, text_col, tname = read_columns(
             path,
             preprocessor.text_column if preprocessor else topt.text_column,
             preprocessor.target.name if preprocessor else opts.target,
         )
-        frame = _usable_rows(frame, text_col, tname, path)
+        frame = usable_rows(frame, text_col, tname, path)
         target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
         y = torch.from_numpy(target.encode(frame[tname], path))
         val = None
         if opts.val:
-            val, _, _ = _read_columns(opts.val, text_col, tname)
-            val = _usable_rows(val, text_col, tname, opts.val)
+            val, _, _ = read_columns(opts.val, text_col, tname)
+            val = usable_rows(val, text_col, tname, opts.val)
             tr, va = np.arange(len(frame)), None
         else:
-            if not 0.0 < opts.val_split < 1.0:
-                raise UsageError(f"--val-split must be between 0 and 1, got {opts.val_split}")
             stratify = target.task == "classification"
-            tr, va = stratified_split(y.numpy(), len(frame), opts.val_split, opts.seed, stratify)
-            if len(tr) < 2 or len(va) < 1:
-                raise InputError(
-                    f"{path}: only {len(frame)} rows; too few to split for validation",
-                    "pass --val FILE",
-                )
+            tr, va = split_rows(
+                y.numpy(), len(frame), opts.val_split, opts.seed, stratify=stratify, source=path
+            )
         lowercase = preprocessor.lowercase if preprocessor else topt.lowercase
         tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
         limit = (
             preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]
         ) + 1
-        tokens = _tokenize(frame[text_col], tokenizer, limit, lowercase)
-        preprocessor = preprocessor or _fit_preprocessor(tokens, tr, target, topt, text_col)
+        tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
+        preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
         ids, lengths = pad_ids(preprocessor.ids(tokens))
         train = BucketedTokens(ids[tr], lengths[tr], y[tr])
         if val is not None:
-            val_tokens = _tokenize(val[text_col], tokenizer, limit, lowercase)
+            val_tokens = tokenize(val[text_col], tokenizer, limit, lowercase)
             y_val = torch.from_numpy(target.encode(val[tname], opts.val))
             valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
         else:
@@ -467,13 +303,7 @@ class TextSource:
         return Prepared(preprocessor, train, train.y, valid, valid.y, info)
 
 
-def _tokenize(texts: Iterable[Any], tokenizer: str, limit: int, lowercase: bool) -> list[list[str]]:
-    """Up to `limit` tokens of each text (one more than the model keeps: truncation is counted)."""
-    fn = TOKENIZERS[tokenizer]
-    return [[] if _is_blank(t) else fn(t, limit, lowercase) for t in texts]
-
-
-def _fit_preprocessor(
+def fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
 ) -> TextPreprocessor:
     """Default length and vocabulary from the training rows only."""
@@ -481,3 +311,57 @@ def _fit_preprocessor(
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
     return TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
+
+
+class TextExport(ExportAdapter):
+    """Input `tokens`: int64 (batch, length), token ids from the vocabulary in the metadata (and
+    the side file <model>.vocab.json), 0 = padding at the end, 1 = unknown; any length works."""
+
+    input_name = "tokens"
+    dynamic_axes: ClassVar[dict[int, str]] = {0: "batch", 1: "length"}
+
+    def examples(self, loaded: Any) -> torch.Tensor:
+        rows = self.stored_examples(loaded)
+        if rows is None or rows.shape[1] < 2:
+            gen = torch.Generator().manual_seed(0)
+            rows = torch.randint(2, len(loaded.preprocessor.vocab), (8, 12), generator=gen)
+        rows = rows.to(torch.int64)
+        padded = rows[:2].clone()
+        padded[:, padded.shape[1] // 2 :] = 0  # rows whose second half is padding
+        return torch.cat([rows, padded])
+
+    def verify_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        short = max(2, rows.shape[1] // 2)
+        return [rows[:1], rows, rows[:, :short].contiguous()]  # batch 1, all, shorter sequences
+
+    def settings(self, preprocessor: TextPreprocessor) -> dict[str, Any]:
+        return {
+            "tokenizer": preprocessor.tokenizer,
+            "lowercase": preprocessor.lowercase,
+            "pattern": WORD_PATTERN if preprocessor.tokenizer == "word" else None,
+            "max_length": preprocessor.max_length,
+            "padding_id": 0,
+            "unknown_id": 1,
+            "text_column": preprocessor.text_column,
+            "vocab": list(preprocessor.vocab),
+        }
+
+    def metadata(self, preprocessor: TextPreprocessor) -> dict[str, str]:
+        meta = {f"dl.text.{k}": json.dumps(v) for k, v in self.settings(preprocessor).items()}
+        meta["dl.preprocessing"] = "tokenise outside the graph (see dl.text.*); ids go in as int64"
+        return meta
+
+    def side_files(self, preprocessor: TextPreprocessor, target: Path) -> dict[Path, str]:
+        return {
+            target.with_suffix(".vocab.json"): json.dumps(self.settings(preprocessor), indent=1)
+            + "\n"
+        }
+
+
+KIND = DataKind(
+    name="text",
+    preprocessor=TextPreprocessor,
+    sources=(TextSource,),
+    export=TextExport(),
+    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
+)

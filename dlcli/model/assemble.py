@@ -22,8 +22,8 @@ def network_args(preprocessor: Any) -> dict:
     """What the builder needs to know about the data beyond its shape: the input dtype (token ids
     are integers) and facts such as the vocabulary size."""
     return {
-        "input_dtype": getattr(preprocessor, "input_dtype", torch.float32),
-        "data_info": dict(getattr(preprocessor, "data_info", None) or {}),
+        "input_dtype": preprocessor.input_dtype,
+        "data_info": dict(preprocessor.data_info),
     }
 
 

@@ -4,7 +4,8 @@ and export run (raw inputs -> score + reconstruction; raw inputs -> latent vecto
 
 Network space: the encoded features the data's preprocessing produces. For tables that is
 [standardised numbers | missing indicators | one-hot groups per categorical column]; for images,
-normalised pixels (C, H, W).
+normalised pixels (C, H, W). Each data kind's preprocessor declares that layout
+(`reconstruction_layout`) and the way back to the user's units (`reconstruction_module`).
 """
 
 from __future__ import annotations
@@ -36,15 +37,8 @@ class Layout:
 
 
 def layout_for(preprocessor: Any) -> Layout:
-    """The feature layout of a fitted preprocessor's output."""
-    if preprocessor.kind == "tabular":
-        pre = preprocessor.preprocess_module()
-        groups = [len(c.categories) + 1 for c in preprocessor.columns if c.kind == "categorical"]
-        return Layout(int(pre.n_num), int(pre.n_ind), groups)
-    n = 1
-    for d in preprocessor.input_shape:
-        n *= int(d)
-    return Layout(n)
+    """The feature layout of a fitted preprocessor's output (its data kind declares it)."""
+    return Layout(**preprocessor.reconstruction_layout())
 
 
 class ReconstructionError(nn.Module):
@@ -143,53 +137,19 @@ class ObjectiveTask:
         raise UsageError("--class-weights applies to classification, not to autoencoders")
 
 
-class TabularReconstruction(nn.Module):
-    """Decoder output (N, F_enc) -> a raw-form row (N, F_raw): numbers back in their units,
-    categorical columns as the code of the most likely category (0 = missing/unseen)."""
-
-    def __init__(self, preprocess: nn.Module, groups: list[int]) -> None:
-        super().__init__()
-        self.register_buffer("mean", preprocess.mean.clone())
-        self.register_buffer("std", preprocess.std.clone())
-        order = preprocess.num_idx.tolist() + sorted(set(preprocess.slot_col.tolist()))
-        inverse = [0] * len(order)  # raw column j is column inverse[j] of [numbers | codes]
-        for k, j in enumerate(order):
-            inverse[j] = k
-        self.register_buffer("inverse", torch.tensor(inverse, dtype=torch.long))
-        self.groups, self.n_num, self.n_ind = (
-            list(groups),
-            int(preprocess.n_num),
-            int(preprocess.n_ind),
-        )
-
-    def forward(self, out: torch.Tensor) -> torch.Tensor:
-        parts = [out[:, : self.n_num] * self.std + self.mean] if self.n_num else []
-        start = self.n_num + self.n_ind
-        for size in self.groups:
-            parts.append(out[:, start : start + size].argmax(1, keepdim=True).to(out.dtype))
-            start += size
-        return torch.cat(parts, dim=1).index_select(1, self.inverse)
-
-
-class ImageReconstruction(nn.Module):
-    """Decoder output (N, C, H, W) in normalised units -> pixels in [0, 1]."""
-
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-
-    def forward(self, out: torch.Tensor) -> torch.Tensor:
-        return (out * self.std + self.mean).clamp(0.0, 1.0)
-
-
 def reconstruction_module(preprocessor: Any, layout: Layout) -> nn.Module:
-    """Decoder output -> the user's units, per data kind."""
-    if preprocessor.kind == "tabular":
-        return TabularReconstruction(preprocessor.preprocess_module(), layout.groups)
-    if preprocessor.kind == "image":
-        return ImageReconstruction(preprocessor.mean, preprocessor.std)
-    return nn.Identity()
+    """Decoder output -> the user's units (its data kind declares how)."""
+    return preprocessor.reconstruction_module()
+
+
+def __getattr__(name: str) -> Any:
+    """`ImageReconstruction` moved to its data kind (dlcli/data/images.py); the old name still
+    resolves until engine/autoencoder.py asks `preprocessor.reconstruction_module()` instead."""
+    if name == "ImageReconstruction":
+        from dlcli.data.images import ImageReconstruction
+
+        return ImageReconstruction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ScoringModel(nn.Module):

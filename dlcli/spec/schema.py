@@ -7,9 +7,17 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from dlcli.errors import SpecError
 from dlcli.spec.registry import LayerDef, lookup
@@ -17,6 +25,22 @@ from dlcli.spec.registry import LayerDef, lookup
 _UNION_TAG = re.compile(
     r"^(int|float|str|bool|list\[.*\]|dict\[.*\]|none|literal\[.*\]|function-.*)$", re.IGNORECASE
 )
+
+
+def _data_kind(name: str) -> str:
+    """A spec's `data:` entry names a registered data kind (dlcli/data/kinds.py: a table of names,
+    imported without importing any kind)."""
+    from dlcli.data.kinds import kind_names
+
+    known = kind_names()
+    if name not in known:
+        names = [repr(k) for k in known]
+        expected = " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+        raise PydanticCustomError("literal_error", f"Input should be {expected}")
+    return name
+
+
+DataKindName = Annotated[str, AfterValidator(_data_kind)]
 
 
 class TrainingDefaults(BaseModel):
@@ -61,9 +85,7 @@ class Spec(BaseModel):
     description: str | None = None
     init: str | None = None
     head: Literal["auto", "none"] = "auto"
-    data: list[Literal["tabular", "image", "text", "series"]] | None = (
-        None  # data kinds it suits (None: any)
-    )
+    data: list[DataKindName] | None = None  # data kinds it suits (None: any)
     variants: dict[str, str] | None = None  # data kind -> the preset to use for it instead
     family: Literal["supervised", "autoencoder", "gan"] | None = None
     layers: list[Any] | None = None

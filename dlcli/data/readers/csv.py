@@ -1,5 +1,6 @@
-"""Reading CSV with pyarrow: whole files for training, bounded chunks for prediction. Every parse
-problem (missing, empty, header-only, ragged, non-UTF-8, non-numeric) becomes one InputError line.
+"""The CSV reader (readers/__init__.py: `Reader`): pyarrow for whole files (training) and bounded
+chunks (prediction, streaming; '-' is stdin). Every parse problem (missing, empty, header-only,
+ragged, non-UTF-8, non-numeric) becomes one InputError line.
 
 Empty cells and the usual null spellings (NA, NaN, null, ...) are missing values in every column,
 text columns included, for training and prediction alike.
@@ -10,40 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pandas as pd
 
+from dlcli.data.readers import ReadPlan
 from dlcli.errors import InputError
 
 CHUNK_BYTES = 8 << 20  # pyarrow block size for streaming reads: bounded memory per chunk
-# pyarrow's spellings of a missing value (ConvertOptions().null_values), for text read verbatim
-NULL_TEXT = frozenset(
-    [
-        "",
-        "#N/A",
-        "#N/A N/A",
-        "#NA",
-        "-1.#IND",
-        "-1.#QNAN",
-        "-NaN",
-        "-nan",
-        "1.#IND",
-        "1.#QNAN",
-        "N/A",
-        "NA",
-        "NULL",
-        "NaN",
-        "n/a",
-        "nan",
-        "null",
-    ]
-)
-
-# Given the header, the pyarrow types of the columns to read; only those columns are read.
-ReadPlan = Callable[[list[str]], dict[str, Any]]
+SAMPLE_BYTES, SAMPLE_ROWS = 1 << 20, 1000  # `sample`: the head of a file a guess is made on
 
 
 def check_file(path: str) -> Path:
@@ -225,6 +203,21 @@ def read_arrow(path: str) -> Any:
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no data rows")
     return table
+
+
+def sample(
+    path: str, max_bytes: int = SAMPLE_BYTES, max_rows: int = SAMPLE_ROWS
+) -> pd.DataFrame | None:
+    """Up to `max_rows` rows from the first `max_bytes` of a file, every column as text (bad
+    bytes replaced), or None when that cannot be read: enough to guess what a file holds."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(max_bytes)
+        if len(head) == max_bytes:
+            head = head[: head.rfind(b"\n") + 1] or head
+        return pd.read_csv(io.BytesIO(head), nrows=max_rows, dtype=str, encoding_errors="replace")
+    except (OSError, ValueError, pd.errors.ParserError):
+        return None
 
 
 def _open_source(path: str) -> tuple[BinaryIO, str, str | None]:

@@ -1,0 +1,209 @@
+"""Reading a series: the rows of a table file (readers/; '-' = stdin) in time order, checked (date
+detection and sorting, one row per date, numbers only) with gaps forward-filled; its dates, and
+sliding windows over it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dlcli.console import note
+from dlcli.data import readers
+from dlcli.data.readers import NULL_TEXT
+from dlcli.errors import InputError
+
+SHARE = 0.9  # a text column is a date (or a number with typos) when this share of it parses
+
+
+@dataclass
+class Series:
+    """A series as read from one CSV, in time order (index 0..n-1)."""
+
+    frame: pd.DataFrame  # the rows as read, sorted
+    values: np.ndarray  # (n, F) float32 features in the preprocessor's order, gaps forward-filled
+    dates: pd.Series | None  # datetime64 per row; None without a date column
+    rows: np.ndarray  # 1-based data row of each sorted row in its file
+
+
+def read_frame(path: str) -> pd.DataFrame:
+    """The whole CSV ('-' = stdin); a series needs all of its history at once."""
+    if path != "-":
+        return readers.read_table(path)
+    return pd.concat(list(readers.iter_chunks(path)), ignore_index=True)
+
+
+def _silent(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _is_number_column(s: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
+def _share_numeric(s: pd.Series) -> float:
+    text = s.dropna().astype(str).str.strip()
+    text = text[~text.isin(NULL_TEXT)]
+    return float(pd.to_numeric(text, errors="coerce").notna().mean()) if len(text) else 0.0
+
+
+def _to_dates(s: pd.Series) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(s):
+        return s
+    return _silent(pd.to_datetime, s, errors="coerce")
+
+
+def find_date_column(frame: pd.DataFrame, wanted: str | None, source: str) -> str | None:
+    """The named date column, else the first text column where >= 90% of the values are dates."""
+    if wanted is not None:
+        if wanted not in frame.columns:
+            raise InputError(f"{source}: no date column '{wanted}'")
+        return wanted
+    for name in frame.columns:
+        s = frame[name]
+        if _is_number_column(s) or pd.api.types.is_bool_dtype(s) or s.isna().all():
+            continue
+        if _share_numeric(s) >= SHARE:
+            continue  # numbers with a typo, reported as such later
+        if _to_dates(s.dropna()).notna().mean() >= SHARE:
+            return str(name)
+    return None
+
+
+def plan_features(frame: pd.DataFrame, date_col: str | None, source: str) -> list[str]:
+    """The numeric columns a model reads (the target among them); others are ignored with a note.
+    A text column that is mostly numbers stays a feature (its bad values are reported later)."""
+    features = []
+    for name in frame.columns:
+        if name == date_col:
+            continue
+        s = frame[name]
+        if s.isna().all():
+            note(f"{source}: column '{name}' is empty; ignored")
+        elif pd.api.types.is_integer_dtype(s) and len(s) > 2 and bool(np.all(np.diff(s) == 1)):
+            note(f"{source}: column '{name}' goes up by 1 each row (an index or counter); ignored")
+        elif _is_number_column(s) or _share_numeric(s) >= SHARE:
+            features.append(str(name))
+        else:
+            note(f"{source}: column '{name}' is not numeric; ignored")
+    if not features:
+        raise InputError(f"{source}: no numeric columns to make a series of")
+    return features
+
+
+def _numbers(frame: pd.DataFrame, name: str, rows: np.ndarray, source: str) -> np.ndarray:
+    """float64 values of one column (NaN for missing); a value that is not a number is an error."""
+    s = frame[name]
+    if _is_number_column(s):
+        return s.to_numpy(dtype="float64", na_value=np.nan)
+    text = s.astype(str).str.strip()
+    blank = s.isna() | text.isin(NULL_TEXT)
+    v = pd.to_numeric(s.where(~blank), errors="coerce")
+    bad = (~blank & v.isna()).to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise InputError(
+            f"{source}: column '{name}', row {rows[i]}: '{s.iloc[i]}' is not a number "
+            "(a series holds numbers only)"
+        )
+    return v.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _sorted_by_date(
+    frame: pd.DataFrame, date_col: str, source: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows in date order (a note when they were not); a missing, unreadable or repeated date is an
+    error naming it."""
+    dates = _to_dates(frame[date_col])
+    bad = dates.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        value = frame[date_col].iloc[i]
+        shown = "no date" if pd.isna(value) else f"'{value}' is not a date"
+        raise InputError(f"{source}: column '{date_col}', row {frame.index[i] + 1}: {shown}")
+    if not dates.is_monotonic_increasing:
+        note(f"{source}: rows were not in date order; sorted by '{date_col}'")
+        order = np.argsort(dates.to_numpy(), kind="stable")
+        frame, dates = frame.iloc[order], dates.iloc[order]
+    dup = dates.duplicated(keep=False).to_numpy()
+    if dup.any():
+        i = int(np.argmax(dup))
+        rows = (frame.index[dup & (dates == dates.iloc[i]).to_numpy()] + 1).tolist()
+        raise InputError(
+            f"{source}: date {format_dates(dates.iloc[[i]])[0]} appears more than once "
+            f"(rows {', '.join(map(str, rows[:5]))}); a series needs one row per time step",
+            "aggregate the rows of each date first",
+        )
+    return frame, dates.reset_index(drop=True)
+
+
+def load_series(path: str, date_col: str | None, features: list[str]) -> Series:
+    """Read, order and check a series; gaps in a feature are forward-filled (a note says so)."""
+    return series_from_frame(
+        read_frame(path), "<stdin>" if path == "-" else path, date_col, features
+    )
+
+
+def series_from_frame(
+    frame: pd.DataFrame, source: str, date_col: str | None, features: list[str]
+) -> Series:
+    missing = [c for c in ([date_col] if date_col else []) + features if c not in frame.columns]
+    if missing:
+        raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
+    frame = frame.reset_index(drop=True)
+    dates = None
+    if date_col is not None:
+        frame, dates = _sorted_by_date(frame, date_col, source)
+    rows = frame.index.to_numpy() + 1
+    frame = frame.reset_index(drop=True)
+    values = np.column_stack([_numbers(frame, c, rows, source) for c in features])
+    gaps = np.isnan(values)
+    if gaps.any():
+        empty = [c for c, g in zip(features, gaps.all(0), strict=True) if g]
+        if empty:
+            raise InputError(f"{source}: column '{empty[0]}' has no values")
+        counts = ", ".join(f"'{c}' {n}" for c, n in zip(features, gaps.sum(0), strict=True) if n)
+        note(f"{source}: filled missing values with the previous value ({counts})")
+        values = pd.DataFrame(values).ffill().bfill().to_numpy()
+    return Series(frame, values.astype(np.float32), dates, rows)
+
+
+def format_dates(dates: pd.Series | pd.DatetimeIndex) -> list[str]:
+    """ISO text: '2001-12-29' when every time is midnight, else '2001-12-29T06:00:00'."""
+    d = pd.DatetimeIndex(dates)
+    fmt = "%Y-%m-%d" if bool((d == d.normalize()).all()) else "%Y-%m-%dT%H:%M:%S"
+    return [("" if pd.isna(x) else x.strftime(fmt)) for x in d]
+
+
+def future_dates(dates: pd.Series, k: int) -> pd.DatetimeIndex | None:
+    """The next `k` dates after the last one when the spacing is regular (weekly, month ends...)."""
+    recent = pd.DatetimeIndex(dates.iloc[-64:])
+    if len(recent) < 3 or k < 1:
+        return None
+    freq = _silent(pd.infer_freq, recent)
+    if freq is None:
+        return None
+    return pd.date_range(recent[-1], periods=k + 1, freq=freq)[1:]
+
+
+def windows_of(values: np.ndarray, window: int) -> torch.Tensor:
+    """(n, F) -> (n - window + 1, window, F): window i holds rows i .. i+window-1; a view, no copy."""
+    return torch.from_numpy(values).unfold(0, window, 1).transpose(1, 2)
+
+
+def relative_spread(v: np.ndarray, window: int) -> np.ndarray:
+    """Per feature, the root mean square of (value - value at the window's last step) over every
+    step of every window of `v` (n, F); one lag at a time, so memory stays O(n)."""
+    k = len(v) - window + 1  # windows
+    last = v[window - 1 : window - 1 + k]
+    total = np.zeros(v.shape[1])
+    for d in range(1, window):  # the step d before the last; d = 0 adds zeros
+        total += np.sum((v[window - 1 - d : window - 1 - d + k] - last) ** 2, axis=0)
+    return np.sqrt(total / max(1, k * window))

@@ -1,0 +1,71 @@
+"""Tokens for the text kind: the tokenizers (lower-cased unicode words and punctuation, or
+characters), the vocabulary (id 0 = padding, 1 = unknown, 2.. by frequency) and right-padded id
+tensors.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1; neither can be a token ('<' is split off, chars are 1)
+LENGTH_LIMITS = (8, 512)  # the default max length (95th percentile) is clipped to this range
+CHARS_PER_WORD = 50  # word mode reads at most max_length * this many characters of a text
+_WORD = re.compile(r"\w+|[^\w\s]")  # unicode words, and each punctuation mark on its own
+WORD_PATTERN = _WORD.pattern  # what an exported model's caller tokenizes with
+
+
+def word_tokens(text: str, limit: int, lowercase: bool = True) -> list[str]:
+    """Unicode words and punctuation marks: "Don't!" -> ["don", "'", "t", "!"]; at most `limit`,
+    reading at most limit * CHARS_PER_WORD characters (an enormous text costs no more)."""
+    text = text[: limit * CHARS_PER_WORD]
+    return _WORD.findall(text.lower() if lowercase else text)[:limit]
+
+
+def char_tokens(text: str, limit: int, lowercase: bool = True) -> list[str]:
+    """Characters of the stripped text (inner whitespace kept), at most `limit`."""
+    text = text[: limit * CHARS_PER_WORD].strip()[:limit]
+    return list(text.lower() if lowercase else text)
+
+
+TOKENIZERS = {"word": word_tokens, "char": char_tokens}
+
+
+def build_vocab(token_lists: Iterable[list[str]], min_freq: int, max_vocab: int) -> list[str]:
+    """[PAD, UNK, tokens by frequency (ties alphabetical)]: list index = token id."""
+    counts = Counter(t for tokens in token_lists for t in tokens)
+    kept = sorted((t for t, c in counts.items() if c >= min_freq), key=lambda t: (-counts[t], t))
+    return [PAD, UNK, *kept[:max_vocab]]
+
+
+def default_max_length(lengths: np.ndarray) -> int:
+    """95th percentile of the training lengths, clipped to LENGTH_LIMITS."""
+    p95 = math.ceil(float(np.percentile(lengths, 95))) if len(lengths) else LENGTH_LIMITS[0]
+    return int(min(max(p95, LENGTH_LIMITS[0]), LENGTH_LIMITS[1]))
+
+
+def pad_ids(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded (N, T) int64 ids with T = the longest row (at least 1), and (N,) lengths."""
+    lengths = np.fromiter((len(r) for r in id_lists), dtype=np.int64, count=len(id_lists))
+    width = max(1, int(lengths.max()) if len(lengths) else 1)
+    out = np.zeros((len(id_lists), width), dtype=np.int64)
+    out[np.arange(width) < lengths[:, None]] = np.fromiter(
+        (i for r in id_lists for i in r), dtype=np.int64, count=int(lengths.sum())
+    )
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+def is_blank(value: Any) -> bool:
+    return not isinstance(value, str) or not value.strip()
+
+
+def tokenize(texts: Iterable[Any], tokenizer: str, limit: int, lowercase: bool) -> list[list[str]]:
+    """Up to `limit` tokens of each text (one more than the model keeps: truncation is counted)."""
+    fn = TOKENIZERS[tokenizer]
+    return [[] if is_blank(t) else fn(t, limit, lowercase) for t in texts]
