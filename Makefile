@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 TORCH_CPU := torch==2.13.0
 WHEELS    := /opt/wheels
 
-.PHONY: venv demo test lint format bench clean
+.PHONY: venv demo test test-fast lint format bench clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,11 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check dlcli tests benchmarks
 	$(VENV)/bin/ruff format --check dlcli tests benchmarks
 	$(VENV)/bin/pytest -q
+
+# the edit-test loop: unit tests only (tests/unit/, no end-to-end trainings), well under a minute
+test-fast: $(STAMP)
+	$(VENV)/bin/ruff check dlcli tests benchmarks
+	$(VENV)/bin/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check dlcli tests benchmarks

@@ -1,5 +1,10 @@
-"""Shared fixtures for the end-to-end tests: run `dl` as a real process or in this one, one small
-trained model for the whole session, and the check that an error is one clear line."""
+"""Shared fixtures: run `dl` as a real process or in this one, one small trained model for the whole
+session, and the check that an error is one clear line.
+
+Layout: tests/unit/ holds fast tests of one module or contract; tests/cli/ holds end-to-end runs
+(real trainings through the command line or the train job). Every test under tests/cli/ is marked
+`slow`, as are the few long unit tests, so `pytest -m "not slow"` (`make test-fast`) is the quick
+lane for an edit-test loop and `make test` runs everything."""
 
 from __future__ import annotations
 
@@ -19,6 +24,14 @@ PENGUINS = SAMPLES / "penguins"
 DIABETES = SAMPLES / "diabetes"
 
 Runner = Callable[..., subprocess.CompletedProcess]
+CLI_TESTS = Path(__file__).resolve().parent / "cli"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every end-to-end test (tests/cli/) is `slow`: the fast lane leaves them out."""
+    for item in items:
+        if CLI_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.slow)
 
 
 # The sample tables are tiny: one intra-op thread is as fast, and on a busy machine (CI, tests and

@@ -20,7 +20,7 @@ from dlcli.data.images import ImageFolderSource, ImageOptions
 from dlcli.data.sources import DataOptions
 from dlcli.engine.batches import TensorBatches, as_batches
 
-DIGITS = Path(__file__).resolve().parents[1] / "sample_data" / "digits"
+DIGITS = Path(__file__).resolve().parents[2] / "sample_data" / "digits"
 
 
 @pytest.fixture(autouse=True)

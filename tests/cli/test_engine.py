@@ -15,7 +15,7 @@ from dlcli.engine.callbacks import Callback
 from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
 from dlcli.errors import TrainingError, UsageError
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
 
 
 @pytest.fixture

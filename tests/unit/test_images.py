@@ -28,7 +28,7 @@ from dlcli.data.images import (
 from dlcli.data.sources import PREPROCESSORS, SOURCES, DataOptions, preprocessor_from_state
 from dlcli.errors import InputError
 
-DIGITS = Path(__file__).resolve().parents[1] / "sample_data" / "digits"
+DIGITS = Path(__file__).resolve().parents[2] / "sample_data" / "digits"
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ from dlcli.data.split import (
 from dlcli.errors import InputError, SpecError, UsageError
 from dlcli.export.inputs import adapter_for
 
-PENGUINS = Path(__file__).resolve().parents[1] / "sample_data" / "penguins" / "train.csv"
+PENGUINS = Path(__file__).resolve().parents[2] / "sample_data" / "penguins" / "train.csv"
 
 
 # -- every registered kind -------------------------------------------------------------------

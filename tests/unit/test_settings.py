@@ -75,6 +75,7 @@ def test_the_table_covers_every_variable_and_field() -> None:
     assert all(s.doc and "\n" not in s.doc and s.default_text for s in settings.TABLE)
 
 
+@pytest.mark.slow
 def test_a_bad_value_is_one_line_and_exit_2_in_a_real_process(tmp_path: Path) -> None:
     """`dl train` reads its settings before training, and the first read checks them all: two real
     processes side by side (torch start-up is most of their time), the in-process test below covers
