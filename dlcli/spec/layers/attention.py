@@ -11,7 +11,7 @@ from torch import nn
 
 from dlcli.errors import SpecError
 from dlcli.spec.layers.core import make_activation
-from dlcli.spec.layers.sequence import Mask, _keep, seq_shape
+from dlcli.spec.layers.sequence import Mask, seq_shape, zero_padding
 from dlcli.spec.registry import BuildContext, LayerDef, Options, Shape, register
 
 # ---- positions and the transformer encoder -----------------------------------------------------
@@ -112,7 +112,7 @@ class TransformerEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:
         for block in self.blocks:
             x = block(x, mask)
-        return _keep(self.norm(x), mask)
+        return zero_padding(self.norm(x), mask)
 
 
 @register("transformer", "transformer_encoder")

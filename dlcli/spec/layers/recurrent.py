@@ -9,7 +9,14 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from dlcli.spec.layers.sequence import Mask, _keep, _reversal, _take_steps, masked_mean, seq_shape
+from dlcli.spec.layers.sequence import (
+    Mask,
+    masked_mean,
+    reversal_index,
+    seq_shape,
+    take_steps,
+    zero_padding,
+)
 from dlcli.spec.registry import BuildContext, LayerDef, Options, Shape, register
 
 # ---- recurrent layers --------------------------------------------------------------------------
@@ -93,17 +100,17 @@ class Recurrent(nn.Module):
         return rnn(x)[0]
 
     def forward(self, x: torch.Tensor, mask: Mask = None):  # (N, T, F)
-        order = _reversal(x, mask) if len(self.backward_layers) else None
+        order = reversal_index(x, mask) if len(self.backward_layers) else None
         for i, fwd in enumerate(self.forward_layers):
             if i:
                 x = self.dropout(x)
             out = self._run(fwd, x)  # (N, T, H)
             if order is not None:
-                back = self._run(self.backward_layers[i], _take_steps(x, order))
-                out = torch.cat([out, _take_steps(back, order)], -1)  # (N, T, 2H)
+                back = self._run(self.backward_layers[i], take_steps(x, order))
+                out = torch.cat([out, take_steps(back, order)], -1)  # (N, T, 2H)
             x = out
         if self.output == "all":
-            return _keep(x, mask), mask
+            return zero_padding(x, mask), mask
         if self.output == "mean":
             return masked_mean(x, mask), None
         return self._last(x, mask), None

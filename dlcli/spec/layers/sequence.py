@@ -49,7 +49,7 @@ def _floating(ctx: BuildContext) -> bool:
 # ---- mask arithmetic (right padding: a row's real steps come first) ----------------------------
 
 
-def _keep(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+def zero_padding(x: torch.Tensor, mask: Mask) -> torch.Tensor:
     """Zero the padded steps of x (N, T, C)."""
     return x if mask is None else x * mask.unsqueeze(-1).to(x.dtype)
 
@@ -74,7 +74,7 @@ def masked_max(x: torch.Tensor, mask: Mask) -> torch.Tensor:
     return torch.where(mask.any(1, keepdim=True), y, torch.zeros_like(y))
 
 
-def _reversal(x: torch.Tensor, mask: Mask) -> torch.Tensor:
+def reversal_index(x: torch.Tensor, mask: Mask) -> torch.Tensor:
     """(N, T) index that reverses each row's real steps in place and leaves its padding after them;
     applying it twice is the identity."""
     steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
@@ -84,7 +84,7 @@ def _reversal(x: torch.Tensor, mask: Mask) -> torch.Tensor:
     return torch.where(steps < n, n - 1 - steps, steps)
 
 
-def _take_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def take_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """x (N, T, C), index (N, T) -> x[n, index[n, t]]."""
     return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
@@ -177,7 +177,7 @@ class SeqConv1d(nn.Module):
         self.conv, self.pads, self.act = conv, pads, act or nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: Mask = None):
-        y = _keep(x, mask).transpose(1, 2)  # (N, C, T)
+        y = zero_padding(x, mask).transpose(1, 2)  # (N, C, T)
         if self.pads[0] != self.pads[1]:
             y = F.pad(y, self.pads)
         y = self.act(self.conv(y)).transpose(1, 2)  # (N, T', filters)
@@ -185,7 +185,7 @@ class SeqConv1d(nn.Module):
             return y, None
         k, s, d = self.conv.kernel_size[0], self.conv.stride[0], self.conv.dilation[0]
         mask = _mask_from_lengths(_new_lengths(mask, k, s, self.pads, d), y.shape[1])
-        return _keep(y, mask), mask
+        return zero_padding(y, mask), mask
 
 
 @register("conv1d")
