@@ -44,8 +44,12 @@ def modules() -> dict[str, Path]:
 
 def imports_of(name: str, path: Path) -> list[tuple[str, list[str], int]]:
     """(imported module, imported names, line) for every import in the file, at any depth
-    (imports inside functions count: a lazy import is still an arrow)."""
+    (imports inside functions count: a lazy import is still an arrow; `if TYPE_CHECKING:` blocks do
+    not, they never run)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):  # `if TYPE_CHECKING:` imports are for type checkers only
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            node.body = []
     found = []
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(tree):
