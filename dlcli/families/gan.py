@@ -1,11 +1,10 @@
-"""The GAN family (engine/families.py): a generator and a discriminator from a spec's
-`generator:` and `discriminator:` sections, trained on an image folder (loop: gan_fit.py), with
-a sample grid per epoch and loss curves in the run folder; `predict --samples` and ONNX export
-of the generator (noise -> image in [0, 1])."""
+"""The GAN family: a generator and a discriminator from a spec's `generator:` and
+`discriminator:` sections, trained on an image folder by the shared trainer with the GAN's own
+epoch (gan_fit.py), with a sample grid per epoch and loss curves in the run folder;
+`predict --samples` and the generator's graph for `dl export` (noise -> image in [0, 1])."""
 
 from __future__ import annotations
 
-import datetime as _dt
 import secrets
 import time
 from pathlib import Path
@@ -13,11 +12,24 @@ from typing import Any
 
 import torch
 
-from dlcli import __version__, modelfile
+from dlcli import __version__
 from dlcli.console import info
-from dlcli.engine.families import FamilyJob, PredictOptions
-from dlcli.engine.gan_fit import GanState, Sampler, Watch, run_epochs, sample_images, spread
+from dlcli.engine.fit_data import now
+from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
+from dlcli.engine.trainer import FitResult
 from dlcli.errors import InputError, UsageError
+from dlcli.export import ExportPlan, Graph
+from dlcli.families.base import Family, PredictOptions
+from dlcli.families.gan_fit import (
+    GanState,
+    GanStep,
+    SampleGrid,
+    Sampler,
+    Watch,
+    format_row,
+    sample_images,
+    spread,
+)
 from dlcli.model.builder import BuiltNetwork, build_stack
 
 DEFAULT_LATENT = 64
@@ -42,18 +54,7 @@ GAN_DEFAULTS = {
 
 
 # -- networks -------------------------------------------------------------------------------------
-def build(
-    spec: Any, input_shape: tuple[int, ...], outputs: int | None = None, source: str | None = None
-) -> dict[str, BuiltNetwork]:
-    """`dl build --arch dcgan --input-shape C,H,W`: {"generator", "discriminator"}."""
-    if len(input_shape) != 3:
-        raise UsageError(
-            f"a GAN generates images: --input-shape must be C,H,W (e.g. 1,32,32), got {','.join(map(str, input_shape))}"
-        )
-    return build_networks(spec, tuple(int(d) for d in input_shape), source)
-
-
-def build_networks(
+def gan_networks(
     spec: Any, image_shape: tuple[int, int, int], source: str | None
 ) -> dict[str, BuiltNetwork]:
     """generator: noise (latent,) -> image (C, H, W); discriminator: image -> one logit."""
@@ -75,24 +76,145 @@ def load_sampler(data: dict, model_path: str) -> tuple[Sampler, int]:
 
     spec = parse_spec(data["spec"], f"in {model_path}")
     shape = tuple(int(d) for d in data["image_shape"])
-    gen = build_networks(spec, shape, f"in {model_path}")["generator"].module  # type: ignore[arg-type]
+    gen = gan_networks(spec, shape, f"in {model_path}")["generator"].module  # type: ignore[arg-type]
     gen.load_state_dict(data["weights"]["generator"])
     return Sampler(gen).eval(), int(data["latent"])
 
 
-# -- training -------------------------------------------------------------------------------------
-def _settings(job: FamilyJob) -> Any:
-    """The merged TrainConfig with GAN defaults where neither a flag nor the spec set a value
-    (a resumed run keeps the settings it started with)."""
-    cfg = job.cfg
-    if job.resume is None:
-        for key, value in GAN_DEFAULTS.items():
-            if job.req.overrides.get(key) is None and getattr(job.spec.training, key) is None:
-                setattr(cfg, key, value)
-    return cfg
+class Gan(Family):
+    name = "gan"
+    unsupervised = True
+    evaluates = False
+    predict_flags = frozenset({"--samples"})
+
+    def build_networks(
+        self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
+    ) -> dict[str, BuiltNetwork]:
+        """`dl build --arch dcgan --input-shape C,H,W`: {"generator", "discriminator"}."""
+        if len(input_shape) != 3:
+            raise UsageError(
+                f"a GAN generates images: --input-shape must be C,H,W (e.g. 1,32,32), got {','.join(map(str, input_shape))}"
+            )
+        return gan_networks(spec, tuple(int(d) for d in input_shape), source)  # type: ignore[arg-type]
+
+    # -- training -------------------------------------------------------------------------------
+    def check(self, job: TrainJob) -> None:
+        """An image folder of at least MIN_IMAGES images; the GAN defaults where neither a flag
+        nor the spec set a value (a resumed run keeps its settings); fp32, eager."""
+        _check_data(job)
+        cfg = job.cfg
+        if job.resume is None:
+            for key, value in GAN_DEFAULTS.items():
+                if job.req.overrides.get(key) is None and getattr(job.spec.training, key) is None:
+                    setattr(cfg, key, value)
+        if cfg.precision != "fp32":
+            raise UsageError(f"--precision {cfg.precision}: GAN training runs in fp32")
+        if cfg.compile:
+            raise UsageError("--compile: GAN training runs eagerly, without torch.compile")
+
+    def prepare(self, job: TrainJob) -> TrainSetup:
+        from dlcli.accel import pick_device, pick_threads
+
+        req, spec, cfg = job.req, job.spec, job.cfg
+        preprocessor, images, load_s = _images(job)
+        shape = tuple(int(d) for d in preprocessor.input_shape)
+        torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
+        nets = gan_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")  # type: ignore[arg-type]
+        own = torch.Generator().manual_seed(
+            cfg.seed
+        )  # draws that must not shift it (resume is exact)
+        latent = int(spec.latent or DEFAULT_LATENT)
+        beta1 = spec.training.beta1 if spec.training.beta1 is not None else 0.5
+        device = pick_device(cfg.device)
+        gen, disc = nets["generator"].module.to(device), nets["discriminator"].module.to(device)
+        reals = images[torch.randperm(len(images), generator=own)[:GRID_SAMPLES]].float() / 255
+        fixed_noise = torch.randn(GRID_SAMPLES, latent, generator=own)  # (S, latent)
+        opt_g, opt_d = (_optimizer(cfg, beta1, m.parameters()) for m in (gen, disc))
+        state = GanState(gen, disc, opt_g, opt_d, fixed_noise, Watch(spread(reals)))
+        n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
+        pick_threads(device, (n_g + n_d) * cfg.batch_size)  # small steps: one CPU thread
+        info(
+            f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
+            f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
+        )
+        payload = {
+            "family": self.name,
+            "spec": job.spec_doc,
+            "preprocessor": preprocessor.to_state(),
+            "image_shape": list(shape),
+            "latent": latent,
+        }
+        real_label = 1.0 - cfg.label_smoothing
+        step = GanStep(state, images, int(cfg.batch_size), real_label, latent, device)
+        grids = SampleGrid(step, job.run_folder / "samples")
+        context = (state, len(images), latent, beta1, {"generator": n_g, "discriminator": n_d})
+        return TrainSetup(step, payload, [grids], format_row, load_s, context)
+
+    def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
+        state, n_images, latent, beta1, params = setup.context
+        weights = {
+            name: {k: v.cpu() for k, v in net.state_dict().items()}
+            for name, net in (
+                ("generator", state.generator),
+                ("discriminator", state.discriminator),
+            )
+        }
+        payload = {
+            "weights": weights,
+            "history": result.history,
+            "warnings": state.watch.warnings,
+            "data": {"source": str(job.req.data), "rows": n_images},
+            "created": now(),
+        }
+        last = result.history[-1] if result.history else {}
+        run = {"train_rows": n_images, "latent": latent, "params": params}
+        results = {
+            "final": {k: round(v, 4) for k, v in last.items() if k in FINAL_KEYS},
+            "divergence": state.watch.diverged,
+            "mode_collapse": state.watch.collapsed,
+            "warnings": state.watch.warnings,
+        }
+        panels = {
+            "Loss": ["d_loss", "g_loss"],
+            "Discriminator output (probability real)": ["d_real", "d_fake"],
+            "Sample diversity (1 = as varied as real)": ["diversity"],
+        }
+        plots = [("curves", "losses.png", {"history": result.history, "panels": panels})]
+        settings = {k: getattr(job.cfg, k) for k in USED_SETTINGS} | {"beta1": beta1}
+        return Outcome(payload, {"family": self.name}, run, results, plots, settings)
+
+    # -- serving --------------------------------------------------------------------------------
+    def predict(self, data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
+        predict(data, model_path, inputs, opts)
+
+    def export_graphs(self, data: dict, model_path: str) -> ExportPlan:
+        """The generator: `noise` float (N, latent) -> `image` float (N, C, H, W) in [0, 1]."""
+        from dlcli.export.onnx import FORMAT_VERSION
+
+        sampler, latent = load_sampler(data, model_path)
+        noise = torch.randn(8, latent, generator=torch.Generator().manual_seed(0))  # (8, latent)
+        c, h, w = (int(d) for d in data["image_shape"])
+        meta = {
+            "dl.format_version": str(FORMAT_VERSION),
+            "dl.task": "generation",
+            "dl.family": "gan",
+            "dl.data_kind": "image",
+            "dl.latent": str(latent),
+            "dl.channels": str(c),
+            "dl.height": str(h),
+            "dl.width": str(w),
+            "dl.pixel_range": "0,1",
+            "dl.version": __version__,
+        }
+        batches = [noise[:1], noise]  # batch 1 and 8: the batch axis really is dynamic
+        graph = Graph(sampler, noise, "noise", ["image"], batches, meta, dims={0: "batch"})
+        return ExportPlan([graph], rows_checked=9)
 
 
-def _check_data(job: FamilyJob) -> None:
+FAMILY = Gan()
+
+
+def _check_data(job: TrainJob) -> None:
     """A GAN needs an image folder with at least MIN_IMAGES images: one clear line otherwise."""
     from dlcli.data import image_cache
     from dlcli.data.images import find_splits
@@ -123,92 +245,12 @@ def _optimizer(cfg: Any, beta1: float, params: Any) -> torch.optim.Optimizer:
     return opt
 
 
-def train(job: FamilyJob) -> dict:
-    """Train a GAN on an image folder; writes the model file and the run folder; --json summary."""
-    from dlcli.accel import pick_device, pick_threads
-
-    req, spec = job.req, job.spec
-    _check_data(job)
-    cfg = _settings(job)
-    preprocessor, images, load_s = _images(job)
-    shape = tuple(int(d) for d in preprocessor.input_shape)
-    torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
-    nets = build_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")
-    own = torch.Generator().manual_seed(cfg.seed)  # draws that must not shift it (resume is exact)
-    latent = int(spec.latent or DEFAULT_LATENT)
-    beta1 = spec.training.beta1 if spec.training.beta1 is not None else 0.5
-    device = pick_device(cfg.device)
-    gen, disc = nets["generator"].module.to(device), nets["discriminator"].module.to(device)
-    reals = images[torch.randperm(len(images), generator=own)[:GRID_SAMPLES]].float() / 255
-    fixed_noise = torch.randn(GRID_SAMPLES, latent, generator=own)  # (S, latent)
-    opt_g, opt_d = (_optimizer(cfg, beta1, m.parameters()) for m in (gen, disc))
-    state = GanState(gen, disc, opt_g, opt_d, fixed_noise, Watch(spread(reals)))
-    if job.resume is not None:
-        state.restore(job.resume["gan"])
-        ckpt = modelfile.checkpoint_path(req.output)
-        info(f"resuming from {ckpt} after epoch {len(state.history)}")
-    n_g, n_d = (sum(p.numel() for p in m.parameters()) for m in (gen, disc))
-    pick_threads(device, (n_g + n_d) * cfg.batch_size)  # small steps: one CPU thread, as dl train
-    info(
-        f"{req.data}: {len(images):,} images {shape[1]}x{shape[2]}x{shape[0]}; generator "
-        f"{n_g:,} parameters (noise {latent}), discriminator {n_d:,}"
-    )
-    base = {
-        "family": "gan",
-        "dl_version": __version__,
-        "spec": job.spec_doc,
-        "preprocessor": preprocessor.to_state(),
-        "image_shape": list(shape),
-        "latent": latent,
-        "train": cfg.to_dict(),
-        "val_split": req.data_opts.val_split,
-    }
-    result = _fit(job, state, images, cfg, latent, device, base)
-    modelfile.save(
-        {
-            **base,
-            "weights": {
-                "generator": {k: v.cpu() for k, v in gen.state_dict().items()},
-                "discriminator": {k: v.cpu() for k, v in disc.state_dict().items()},
-            },
-            "history": state.history,
-            "warnings": state.watch.warnings,
-            "data": {"source": str(req.data), "rows": len(images)},
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-        req.output,
-    )
-    modelfile.checkpoint_path(req.output).unlink(missing_ok=True)
-    run_folder = modelfile.run_dir(req.output)
-    files = _write_run_files(run_folder, state.history, job.plotter) + result["grids"]
-    last = state.history[-1] if state.history else {}
-    return {
-        "model": str(req.output),
-        "run_dir": str(run_folder),
-        "family": "gan",
-        "epochs_run": len(state.history),
-        "train_rows": len(images),
-        "latent": latent,
-        "params": {"generator": n_g, "discriminator": n_d},
-        "load_seconds": round(load_s, 3),
-        "train_seconds": round(result["seconds"], 3),
-        "epoch_seconds": [round(r["seconds"], 4) for r in state.history],
-        "final": {k: round(v, 4) for k, v in last.items() if k in FINAL_KEYS},
-        "divergence": state.watch.diverged,
-        "mode_collapse": state.watch.collapsed,
-        "warnings": state.watch.warnings,
-        "settings": {k: getattr(cfg, k) for k in USED_SETTINGS} | {"beta1": beta1},
-        "files": files,
-    }
-
-
-def _images(job: FamilyJob) -> tuple[Any, torch.Tensor, float]:
+def _images(job: TrainJob) -> tuple[Any, torch.Tensor, float]:
     """(preprocessor, all images (N, C, H, W) uint8, load seconds): a GAN has no validation split, so
     the source's training and validation images are one set."""
     from dlcli.data.sources import preprocessor_from_state
 
     req = job.req
-    req.data_opts.unsupervised = True  # class folders, one folder or loose images all do
     t0 = time.perf_counter()
     preprocessor = preprocessor_from_state(job.resume["preprocessor"]) if job.resume else None
     prep = job.source.prepare(req.data, req.data_opts, preprocessor)
@@ -221,75 +263,6 @@ def _images(job: FamilyJob) -> tuple[Any, torch.Tensor, float]:
             f"{req.data}: {len(images)} readable images; a GAN needs at least {MIN_IMAGES}"
         )
     return prep.preprocessor, images, time.perf_counter() - t0
-
-
-def _fit(
-    job: FamilyJob, state: GanState, images: torch.Tensor, cfg: Any, latent: int,
-    device: torch.device, payload_base: dict,
-) -> dict:  # fmt: skip
-    """Run the epochs with progress, sample grids and checkpoints; Ctrl-C saves the last complete
-    epoch's state to <model>.run/checkpoint.pt and raises TrainingInterrupted."""
-    from dlcli.engine.callbacks import CheckpointCallback, ProgressCallback
-    from dlcli.engine.gan_fit import format_row
-    from dlcli.engine.resumable import interrupted
-    from dlcli.imagegrid import write_grid
-
-    req = job.req
-    ckpt_path = modelfile.checkpoint_path(req.output)
-    samples_dir = modelfile.run_dir(req.output) / "samples"
-    snap = {"last": state.snapshot()}
-    grids: list[str] = []
-
-    def save(snapshot: dict) -> None:
-        body = {**payload_base, "gan": snapshot}
-        modelfile.save(body, ckpt_path, fmt=modelfile.CHECKPOINT_FORMAT)
-
-    def on_epoch(row: dict, samples: torch.Tensor) -> None:
-        grid = write_grid(samples_dir / f"epoch_{row['epoch']:03d}.png", samples, nrow=8)
-        grids.append(str(grid))
-        snap["last"] = state.snapshot()
-        for cb in callbacks:
-            cb.on_epoch_end(row, lambda: snap["last"])
-
-    progress = ProgressCallback(format_row)
-    callbacks = [progress, CheckpointCallback(save), *req.callbacks]
-    steps = max(1, len(images) // cfg.batch_size)
-    settings = {
-        "epochs": cfg.epochs, "batch_size": cfg.batch_size, "latent": latent,
-        "real_label": 1.0 - cfg.label_smoothing,
-    }  # fmt: skip
-    for cb in callbacks:
-        cb.on_train_start(cfg.epochs, steps, len(state.history) + 1)
-    t0 = time.perf_counter()
-    try:
-        run_epochs(state, images, settings, device, on_epoch)
-    except KeyboardInterrupt:
-        progress.close()
-        save(snap["last"])
-        raise interrupted(len(snap["last"]["history"]), req) from None
-    finally:
-        progress.close()
-    for cb in callbacks:
-        cb.on_train_end(state.history)
-    return {"seconds": time.perf_counter() - t0, "grids": grids}
-
-
-def _write_run_files(folder: Path, history: list[dict], plotter: Any) -> list[str]:
-    """metrics.csv (both networks' losses per epoch) and, with a plotter, losses.png."""
-    from dlcli import report
-
-    folder.mkdir(parents=True, exist_ok=True)
-    files = [str(folder / "metrics.csv")]
-    report.write_history_csv(files[0], history)
-    if plotter is not None:
-        panels = {
-            "Loss": ["d_loss", "g_loss"],
-            "Discriminator output (probability real)": ["d_real", "d_fake"],
-            "Sample diversity (1 = as varied as real)": ["diversity"],
-        }
-        files.append(str(folder / "losses.png"))
-        plotter.draw([("curves", {"path": files[1], "history": history, "panels": panels})])
-    return files
 
 
 # -- generation -----------------------------------------------------------------------------------
@@ -340,36 +313,3 @@ def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions
         write_grid(opts.output, torch.cat(grid))
     where = " and ".join(f for f in (opts.output, opts.output_dir and f"{opts.output_dir}/") if f)
     info(f"wrote {opts.samples} samples to {where} (seed {seed})")
-
-
-# -- export ---------------------------------------------------------------------------------------
-def export_onnx(data: dict, model_path: str, output: str | None, tolerance: float) -> dict:
-    """The generator as ONNX: `noise` float (N, latent) -> `image` float (N, C, H, W) in [0, 1]."""
-    from dlcli.export.onnx import FORMAT_VERSION, output_path, to_onnx, write_verified
-
-    sampler, latent = load_sampler(data, model_path)
-    target = output_path(model_path, output)
-    noise = torch.randn(8, latent, generator=torch.Generator().manual_seed(0))  # (8, latent)
-    proto, exporter = to_onnx(sampler, noise, "noise", "image", {0: "batch"})
-    c, h, w = (int(d) for d in data["image_shape"])
-    meta = {
-        "dl.format_version": str(FORMAT_VERSION),
-        "dl.task": "generation",
-        "dl.family": "gan",
-        "dl.data_kind": "image",
-        "dl.latent": str(latent),
-        "dl.channels": str(c),
-        "dl.height": str(h),
-        "dl.width": str(w),
-        "dl.pixel_range": "0,1",
-        "dl.version": __version__,
-    }
-    batches = [noise[:1], noise]  # batch 1 and 8: the batch axis really is dynamic
-    written = write_verified(proto, target, sampler, batches, "noise", meta, tolerance)
-    return {
-        **written,
-        "exporter": exporter,
-        "rows_checked": 9,
-        "output_name": "image",
-        "side_files": [],
-    }
