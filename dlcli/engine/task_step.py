@@ -5,6 +5,7 @@ batching, the NaN guard, torch.compile, and DistributedDataParallel when started
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -107,6 +108,8 @@ class TaskStep:
         if self.group is not None:
             train, val = (shard(d, self.group.rank, self.group.world) for d in (train, val))
         self.train, self.val, self.steps = train, val, len(train)
+        self.last = _EpochEndState()
+        self.last.capture(self)
 
     def _prepare(self, net: torch.nn.Module) -> None:
         """Channels-last convolutions on CUDA; the forward passes for training (DDP, compiled)
@@ -198,6 +201,7 @@ class TaskStep:
         row["samples_per_s"] = len(self.train) * self.train.batch_size / max(row["seconds"], 1e-9)
         if self.device.type == "cuda":
             row["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
+        self.last.capture(self)
 
     # -- state ------------------------------------------------------------------------------------
     def weights(self) -> dict:
@@ -207,15 +211,10 @@ class TaskStep:
         self.network.load_state_dict(state)
 
     def state_dict(self) -> dict:
-        """The resumable state at this moment (the loop adds history and early stopping)."""
-        return {
-            "network": _state_copy(self.network),
-            "optimizer": self.opt.state_dict(),
-            "scheduler": self.sched.state_dict() if self.sched else None,
-            "generator": self.gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "scaler": self.amp.state_dict(),
-        }
+        """The resumable state at the end of the last complete epoch (the loop adds history and
+        early stopping), so Ctrl-C in the middle of an epoch resumes exactly. Its tensors are
+        reused at the next epoch's end: save or copy it before then."""
+        return self.last.state()
 
     def _restore(self, snap: dict) -> None:
         self.network.load_state_dict(snap["network"])
@@ -225,3 +224,52 @@ class TaskStep:
         self.gen.set_state(snap["generator"])
         torch.set_rng_state(snap["torch_rng"])
         self.amp.load_state_dict(snap.get("scaler"))
+
+
+class _EpochEndState:
+    """A TaskStep's resumable state as it was at the end of an epoch, kept cheaply because it is
+    taken every epoch: the tensors (weights, buffers, optimizer moments) are copied into tensors
+    allocated once; the rest (param groups, schedule, random generators, grad scaler) is small
+    plain data."""
+
+    def __init__(self) -> None:
+        self.net_keys: list[str] = []
+        self.net_live: list[torch.Tensor] = []  # the parameters and buffers themselves
+        self.copies: list[torch.Tensor] = []
+        self.layout: list[tuple[Any, str]] = []  # (parameter index, key) of optimizer tensors
+
+    @torch.no_grad()
+    def capture(self, step: TaskStep) -> None:
+        if not self.net_keys:  # parameters and buffers stay the same objects while training
+            net = step.network.state_dict(keep_vars=True)
+            self.net_keys, self.net_live = list(net), list(net.values())
+        opt = step.opt.state_dict()  # param_groups: new dicts; state: the live per-parameter dicts
+        state = opt["state"]
+        layout = [(i, k) for i, s in state.items() for k, v in s.items() if torch.is_tensor(v)]
+        live = [*self.net_live, *(state[i][k] for i, k in layout)]
+        if layout != self.layout or len(self.copies) != len(live):  # e.g. moments made at step 1
+            self.copies = [t.detach().clone() for t in live]
+            self.layout = layout
+        else:  # one fused copy: this runs every epoch (torch.optim uses the same kernel)
+            torch._foreach_copy_(self.copies, live)
+        self.plain = {
+            i: {k: v for k, v in s.items() if not torch.is_tensor(v)} for i, s in state.items()
+        }
+        self.groups = opt["param_groups"]
+        self.schedule = copy.deepcopy(step.sched.state_dict()) if step.sched else None
+        self.generator, self.torch_rng = step.gen.get_state(), torch.get_rng_state()
+        self.scaler = copy.deepcopy(step.amp.state_dict())
+
+    def state(self) -> dict:
+        n = len(self.net_keys)
+        opt_state = {i: dict(plain) for i, plain in self.plain.items()}
+        for (i, k), t in zip(self.layout, self.copies[n:], strict=True):
+            opt_state[i][k] = t
+        return {
+            "network": dict(zip(self.net_keys, self.copies[:n], strict=True)),
+            "optimizer": {"state": opt_state, "param_groups": self.groups},
+            "scheduler": self.schedule,
+            "generator": self.generator,
+            "torch_rng": self.torch_rng,
+            "scaler": self.scaler,
+        }
