@@ -70,9 +70,13 @@ class TrainJob:
 
     @property
     def spec_source(self) -> str:
-        """How errors name the spec: the file, the preset, or the checkpoint it came from."""
+        """How errors name the spec: its file, its preset, or the model file it came from."""
         req = self.req
-        return req.spec or (f"preset {req.arch}" if req.arch else str(self.checkpoint))
+        if self.resume is not None:
+            return str(self.checkpoint)
+        if req.spec or req.arch:
+            return req.spec or f"preset {req.arch}"
+        return f"in {req.init_from}"  # --init-from without --spec or --arch: that model's spec
 
 
 @dataclass

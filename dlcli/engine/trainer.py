@@ -85,8 +85,9 @@ class FitStep(Protocol):
     one epoch and returns its history values (`epoch` is added first); `validate` returns the
     held-out values ({"val_loss": ..., ...}: they drive early stopping) or None when there is no
     validation; `end_epoch` adds the epoch's remaining values (timing, learning rate) to the row;
-    `state_dict` is the resumable state; `weights`/`load_weights` copy and restore the weights
-    kept for the best epoch; `close` runs once training has ended, however it ended."""
+    `state_dict` is the resumable state as it was at the end of the last complete epoch (so
+    Ctrl-C mid-epoch resumes exactly); `weights`/`load_weights` copy and restore the weights kept
+    for the best epoch; `close` runs once training has ended, however it ended."""
 
     steps: int  # optimisation steps per epoch (the progress display)
 

@@ -119,7 +119,7 @@ class Gan(Family):
         preprocessor, images, load_s = _images(job)
         shape = tuple(int(d) for d in preprocessor.input_shape)
         torch.manual_seed(cfg.seed)  # the weights; noise and batches come from the global generator
-        nets = gan_networks(spec, shape, req.spec or f"preset {req.arch or 'dcgan'}")  # type: ignore[arg-type]
+        nets = gan_networks(spec, shape, job.spec_source)  # type: ignore[arg-type]
         own = torch.Generator().manual_seed(
             cfg.seed
         )  # draws that must not shift it (resume is exact)

@@ -54,7 +54,7 @@ class Supervised(Family):
             job.spec,
             preprocessor.input_shape,
             task.n_outputs,
-            req.spec or f"preset {req.arch or 'mlp'}",
+            job.spec_source,
             **network_args(preprocessor),
         )
         frozen = _transfer(built.module, req, job.base)
