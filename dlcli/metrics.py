@@ -28,7 +28,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
     return (ends - (counts - 1) / 2.0)[inverse.reshape(-1)]
 
 
-def _binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
+def binary_auc(positive: np.ndarray, score: np.ndarray) -> float | None:
     """ROC AUC via the Mann-Whitney U statistic; None when one class is missing."""
     n_pos = int(positive.sum())
     n_neg = positive.size - n_pos
@@ -45,8 +45,8 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
         return None
     n_classes = proba.shape[1]
     if n_classes == 2:
-        return _binary_auc(y_true == 1, proba[:, 1])
-    aucs = [_binary_auc(y_true == c, proba[:, c]) for c in range(n_classes)]
+        return binary_auc(y_true == 1, proba[:, 1])
+    aucs = [binary_auc(y_true == c, proba[:, c]) for c in range(n_classes)]
     aucs = [a for a in aucs if a is not None]
     return float(np.mean(aucs))
 
@@ -151,33 +151,3 @@ TASK_METRICS: dict[str, Callable[..., dict]] = {
     "classification": classification_metrics,
     "regression": regression_metrics,
 }
-
-PRIMARY: dict[str, tuple[str, str]] = {
-    "classification": ("accuracy", "max"),
-    "regression": ("rmse", "min"),
-}
-
-HEADLINE: dict[str, list[str]] = {
-    "classification": [
-        "accuracy",
-        "balanced_accuracy",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "log_loss",
-        "roc_auc",
-    ],
-    "regression": ["mae", "rmse", "r2"],
-}
-
-
-def is_better(task: str, new: float, old: float | None) -> bool:
-    """True if `new` beats `old` on the task's primary metric (any finite value beats None)."""
-    if task not in PRIMARY:
-        raise ValueError(f"unknown task {task!r}; expected one of {sorted(PRIMARY)}")
-    if new is None or np.isnan(new):
-        return False
-    if old is None or np.isnan(old):
-        return True
-    _, mode = PRIMARY[task]
-    return new > old if mode == "max" else new < old

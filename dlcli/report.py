@@ -1,5 +1,6 @@
-"""Files in a run folder: the per-epoch history CSV, the learning curve, the confusion matrix and
-panels of any history curves (GAN losses).
+"""Files in a run folder: the one writer of every family's run files (`write_run_files`: the
+per-epoch history CSV and the plots a family asks for), and the plots themselves: the learning
+curve, the confusion matrix and panels of any history curves (GAN losses).
 
 Each file is written atomically, so an interrupted run never leaves a half-written file.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +45,21 @@ def write_history_csv(path: PathLike, history: list[dict]) -> None:
         if columns:
             writer.writeheader()
         writer.writerows(history)
+
+
+def write_run_files(
+    folder: Path, history: list[dict], plots: list[tuple[str, str, dict]], plotter: Any
+) -> list[str]:
+    """metrics.csv (one row per epoch) and, with a plotter (None: --no-plots), each plot a
+    family asks for as (plot name in PLOTS, file name, keyword arguments but `path`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = [str(folder / "metrics.csv")]
+    write_history_csv(files[0], history)
+    if plotter is None:
+        return files
+    jobs = [(name, {"path": str(folder / file), **kwargs}) for name, file, kwargs in plots]
+    plotter.draw(jobs)
+    return files + [job[1]["path"] for job in jobs]
 
 
 def _series(history: list[dict], key: str) -> list[float]:

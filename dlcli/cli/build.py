@@ -78,26 +78,25 @@ def build(
             "dl build needs --input-shape (e.g. --input-shape 30, or 3,64,64 for images)"
         )
     shape = _parse_shape(input_shape)
+    from dlcli import families
     from dlcli.console import console
-    from dlcli.model.builder import build_network
     from dlcli.model.summary import render_summary, summary_dict
 
     source = spec or f"preset {arch or 'mlp'}"
-    if parsed.family != "supervised":  # one table per network (encoder/decoder, generator/...)
-        from dlcli.engine.families import family_module
-
-        nets = family_module(parsed.family).build(parsed, shape, outputs, source)
+    nets = families.get(parsed.family).build_networks(parsed, shape, outputs, source)
+    title = parsed.name or spec or "network"
+    if len(nets) == 1:  # one network: its table; else one per network (encoder, decoder...)
+        (net,) = nets.values()
         if json_out:
-            print_json({name: summary_dict(net) for name, net in nets.items()})
+            print_json(summary_dict(net))
         else:
-            for name, net in nets.items():
-                console().print(render_summary(net, f"{parsed.name or spec or 'network'}: {name}"))
+            console().print(render_summary(net, title))
         return
-    net = build_network(parsed, shape, outputs, source)
     if json_out:
-        print_json(summary_dict(net))
+        print_json({name: summary_dict(net) for name, net in nets.items()})
     else:
-        console().print(render_summary(net, parsed.name or spec or "network"))
+        for name, net in nets.items():
+            console().print(render_summary(net, f"{title}: {name}"))
 
 
 def register(app: typer.Typer) -> None:

@@ -38,53 +38,27 @@ def evaluate(
 ) -> None:
     """Evaluate MODEL on labelled DATA: accuracy, F1, ROC AUC... or MAE, RMSE, R²; for autoencoders,
     how well the anomaly score separates --anomaly-label rows."""
-    from dlcli import modelfile
+    from dlcli import families, modelfile
     from dlcli.console import console, set_quiet
-    from dlcli.engine import families
-    from dlcli.engine.evaluator import evaluate_file
-    from dlcli.errors import UsageError
-    from dlcli.model.assemble import load_model
+    from dlcli.families.base import EvaluateOptions, refuse_flags
 
     set_quiet(quiet)
     file_data = modelfile.load(model)
-    family = families.family_of(file_data)
-    if family != "supervised":
-        module = families.family_module(family)
-        if not hasattr(module, "evaluate"):
-            raise UsageError(f"dl evaluate does not apply to {family} models (nothing to score)")
-        if errors:
-            raise UsageError(f"--errors applies to image classifiers, not {family} models")
-        opts = families.EvaluateOptions(anomaly_label, target, device, errors)
-        metrics = module.evaluate(file_data, model, data, opts)
-        if json_out:
-            print_json(metrics)
-        if not quiet:
-            from dlcli.cli.tables import metrics_table
-
-            console().print(metrics_table(metrics, f"{data} ({metrics.get('n', 0):,} rows)"))
-        return
-    if anomaly_label is not None:
-        raise UsageError("--anomaly-label applies to autoencoder models")
-    loaded = load_model(model, device, file_data)
-    metrics = evaluate_file(loaded, data, errors, precision)
-    if report:
-        from dlcli.engine.evaluator import write_report
-
-        classes = (
-            loaded.preprocessor.target.classes if loaded.task.name == "classification" else None
-        )
-        write_report(report, metrics, classes)
+    family = families.of_model(file_data)
+    used = {"--errors": bool(errors), "--anomaly-label": anomaly_label is not None}
+    refuse_flags(family, "evaluate", used)
+    opts = EvaluateOptions(anomaly_label, target, device, errors, precision, report)
+    result = family.evaluate(file_data, model, data, opts)
+    metrics = result.metrics
     if json_out:
         print_json(metrics)
     if not quiet:
         from dlcli.cli.tables import confusion_table, metrics_table, per_class_table
 
-        console().print(metrics_table(metrics, f"{data} ({metrics['n']:,} rows)"))
-        if "confusion_matrix" in metrics:
+        console().print(metrics_table(metrics, f"{data} ({metrics.get('n', 0):,} rows)"))
+        if "confusion_matrix" in metrics and result.classes is not None:
             console().print(per_class_table(metrics["per_class"]))
-            console().print(
-                confusion_table(metrics["confusion_matrix"], loaded.preprocessor.target.classes)
-            )
+            console().print(confusion_table(metrics["confusion_matrix"], result.classes))
         if errors:
             console().print(
                 f"copied {metrics['errors_copied']} misclassified inputs to {errors.rstrip('/')}/"

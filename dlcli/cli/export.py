@@ -23,12 +23,15 @@ def export(
 ) -> None:
     """Export MODEL (default ./model.pt) to ONNX; the result is checked with onnx.checker and compared
     with PyTorch through onnxruntime on real inputs."""
+    from dlcli import families, modelfile
     from dlcli.console import info, set_quiet
     from dlcli.export import FORMATS
 
     set_quiet(quiet)
     fmt = "onnx"
-    result = FORMATS[fmt].run(model, output, tolerance)
+    data = modelfile.load(model)
+    plan = families.of_model(data).export_graphs(data, model)  # the family's graphs
+    result = FORMATS[fmt].write(plan, model, output, tolerance)
     if json_out:
         print_json(result)
     info(

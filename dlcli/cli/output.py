@@ -25,7 +25,3 @@ def print_json(obj: Any) -> None:
     """One JSON document on stdout (data channel)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
-
-
-def split_list(value: str | None) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else []

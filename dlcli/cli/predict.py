@@ -64,44 +64,24 @@ def predict(
     set_quiet(quiet)
     if fmt not in predictor.WRITERS:
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
-    from dlcli import modelfile
-    from dlcli.engine import families
-    from dlcli.model.assemble import load_model
+    from dlcli import families, modelfile
+    from dlcli.families.base import PredictOptions, refuse_flags
 
     data = modelfile.load(model)
-    family = families.family_of(data)
-    fam_opts = families.PredictOptions(
-        None, output, output_dir, fmt, samples, seed, embed, keep_columns, device
-    )
-    classifier_only = {"--proba": proba, "--top-k": top_k != 1, "--steps": steps is not None}
-    families.refuse_family_flags(family, fam_opts, classifier_only)
-    if family != "supervised":
-        text_out = family != "gan" and samples is None  # a GAN's -o is an image it writes itself
-        with _text_stream(output) if text_out else contextlib.nullcontext(None) as fh:
-            fam_opts.out = fh
-            families.family_module(family).predict(data, model, inputs or [], fam_opts)
-        return
-    if not inputs:
-        raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
-    loaded = load_model(model, device, data)
-    if steps is not None:
-        if loaded.preprocessor.kind != "series":
-            raise UsageError(
-                f"--steps applies to series models (trained with --window), not {loaded.preprocessor.kind} models"
-            )
-        if len(inputs) != 1:
-            raise UsageError("--steps forecasts from one history file; give one input")
-    with _text_stream(output) as fh:
-        writer = predictor.WRITERS[fmt](fh)
-        if steps is not None:
-            from dlcli.engine.forecast import forecast
-
-            writer.write(forecast(loaded, inputs[0], steps))
-        else:
-            chunks = predictor.predict_stream(loaded, inputs, keep_columns, precision)
-            for passthrough, outputs in chunks:
-                writer.write(predictor.output_frame(loaded, passthrough, outputs, proba, top_k))
-        fh.flush()
+    family = families.of_model(data)
+    used = {
+        "--proba": proba,
+        "--top-k": top_k != 1,
+        "--steps": steps is not None,
+        "--samples": samples is not None,
+        "--embed": embed,
+    }
+    refuse_flags(family, "predict", used)
+    opts = PredictOptions(
+        lambda: _text_stream(output), output, output_dir, fmt, samples, seed, embed,
+        keep_columns, device, precision, proba, top_k, steps,
+    )  # fmt: skip
+    family.predict(data, model, inputs or [], opts)
 
 
 @contextlib.contextmanager

@@ -171,10 +171,11 @@ def train(
     if precision is not None and precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
     if devices is not None and devices > 1:  # start N processes that each run this command
-        argv = distributed.command_line(ctx, drop=("devices",))
+        argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
     from dlcli.data.sources import DataOptions
-    from dlcli.engine.train_run import TrainRequest, run_training
+    from dlcli.engine.train_job import TrainRequest
+    from dlcli.families import run_training
 
     overrides = {
         "epochs": epochs,
@@ -237,6 +238,32 @@ def _extra(given: dict) -> dict:
     from dlcli.data.kinds import option_values
 
     return option_values(given)
+
+
+def _command_line(ctx: typer.Context, drop: tuple[str, ...] = ()) -> list[str]:
+    """The command line (after `dl`) that gives the same parameters as click context `ctx`,
+    without the parameters named in `drop`, and only options that differ from their defaults."""
+    args: list[str] = [str(ctx.info_name)]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if param.name in drop or value is None:
+            continue
+        if param.param_type_name == "argument":
+            args += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+            continue
+        if value == param.default:
+            continue
+        if getattr(param, "is_flag", False) and isinstance(value, bool):
+            names = param.opts if value else param.secondary_opts
+            args.append(_long(names))
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            args += [_long(param.opts), str(v)]
+    return args
+
+
+def _long(names: list[str]) -> str:
+    return next((n for n in names if n.startswith("--")), names[0])
 
 
 def register(app: typer.Typer) -> None:

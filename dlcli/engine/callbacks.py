@@ -1,17 +1,37 @@
-"""Training callbacks: progress display (rich bar on a terminal, one plain line per epoch otherwise)
-and periodic resumable checkpoints."""
+"""The public callback API of training (every family): the hooks the trainer and the train job call,
+`StopTraining` to end a run early from a hook (e.g. a tuner pruning a trial), the progress display
+(rich bar on a terminal, one plain line per epoch otherwise) and periodic resumable checkpoints.
+
+Hooks, in order: `on_train_start` once; `on_batch_end` after each optimisation step;
+`on_epoch_end(row, snapshot)` after each epoch (`row` is the epoch's history row; `snapshot()`
+returns the resumable state, e.g. to checkpoint it); `on_train_end(history)` once training ended;
+`on_run_end(summary)` once the model file and run folder are written (`summary`: the `--json`
+summary, for experiment logging). Raising KeyboardInterrupt in a hook acts like Ctrl-C."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from dlcli.console import console, is_interactive, quiet
 
 
+class StopTraining(Exception):
+    """Raise from `on_epoch_end` to end training after that epoch, cleanly: the best weights so
+    far are kept, the model file is written, and the fit result's `stopped` (the summary's, for
+    families that report it) is `reason`, e.g. "pruned" when a tuner gives up on a trial."""
+
+    def __init__(self, reason: str = "stopped") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class Callback:
-    """Hooks the trainer calls; override what you need."""
+    """Hooks the trainer and the train job call; override what you need. `files` lists files
+    the callback wrote into the run folder (they appear in the summary's `files`)."""
+
+    files: Sequence[str] = ()
 
     def on_train_start(self, epochs: int, steps: int, start_epoch: int) -> None: ...
 
@@ -20,6 +40,8 @@ class Callback:
     def on_epoch_end(self, row: dict, snapshot: Callable[[], dict]) -> None: ...
 
     def on_train_end(self, history: list[dict]) -> None: ...
+
+    def on_run_end(self, summary: dict) -> None: ...
 
 
 def _fmt_row(row: dict) -> str:

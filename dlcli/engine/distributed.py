@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dlcli.errors import UsageError
 
@@ -126,29 +126,3 @@ def launch(nproc: int, argv: list[str], device: str | None) -> int:
         codes = [f.exitcode for f in exc.failures.values() if f.exitcode]
         return codes[0] if codes and codes[0] > 0 else 1
     return 0
-
-
-def command_line(ctx: Any, drop: tuple[str, ...] = ()) -> list[str]:
-    """The command line (after `dl`) that gives the same parameters as click context `ctx`,
-    without the parameters named in `drop`, and only options that differ from their defaults."""
-    args: list[str] = [ctx.info_name]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name)
-        if param.name in drop or value is None:
-            continue
-        if param.param_type_name == "argument":
-            args += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
-            continue
-        if value == param.default:
-            continue
-        if getattr(param, "is_flag", False) and isinstance(value, bool):
-            names = param.opts if value else param.secondary_opts
-            args.append(_long(names))
-            continue
-        for v in value if isinstance(value, (list, tuple)) else [value]:
-            args += [_long(param.opts), str(v)]
-    return args
-
-
-def _long(names: list[str]) -> str:
-    return next((n for n in names if n.startswith("--")), names[0])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from typing import Any, TextIO
 
@@ -117,7 +116,3 @@ def _plain(v: Any) -> Any:
 
 
 WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter}
-
-
-def stdout() -> TextIO:
-    return sys.stdout

@@ -1,13 +1,14 @@
-"""`dl export --onnx`: model file -> .onnx holding the whole serving pipeline (preprocessing, network,
-task output), checked with onnx.checker and compared with PyTorch through onnxruntime before it is
-put in place. The contract a caller relies on is documented in docs/onnx.md.
+"""ONNX export as a library: `to_onnx` (module -> ModelProto, the dynamo exporter else the
+TorchScript one), `verify` (onnx.checker, then onnxruntime against PyTorch), `write_verified`
+(metadata, atomic write, verification) and `write`, the `dl export --onnx` format: every graph of
+a family's ExportPlan, so a graph holds the whole serving pipeline (preprocessing, network, task
+output). The contract a caller relies on is documented in docs/onnx.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 
 from dlcli import __version__, settings
 from dlcli.errors import ExportError, UsageError
+from dlcli.export import ExportPlan
 
 FORMAT_VERSION = 1  # version of the ONNX contract (input, outputs, metadata keys) in docs/onnx.md
 DYNAMO_OPSET = 18  # the first opset the torch.export-based exporter emits natively
@@ -25,41 +27,40 @@ IR_VERSION = 8  # ONNX 1.13, the first with opset 18: all these graphs need (onn
 _NOISY_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "torch.fx", "onnxscript")
 
 
-def export(model_path: str, output: str | None, tolerance: float) -> dict[str, Any]:
-    """Write MODEL as ONNX to `output` (default: MODEL with suffix .onnx), verified within `tolerance`."""
-    from dlcli import modelfile
-    from dlcli.engine import families
-    from dlcli.export.inputs import adapter_for
+def write(
+    plan: ExportPlan, model_path: str, output: str | None, tolerance: float
+) -> dict[str, Any]:
+    """Write the graphs of `plan` as ONNX beside `output` (default: MODEL with suffix .onnx),
+    each verified within `tolerance` before it replaces a file, then the plan's side texts.
+    Returns the --json result: the main graph's keys, the largest difference of any graph,
+    `rows_checked`, `output_name` and `side_files`."""
     from dlcli.fileio import write_text
-    from dlcli.model.assemble import load_model
 
-    data = modelfile.load(model_path)
-    family = families.family_of(data)
-    if family != "supervised":  # autoencoders, GANs: their own graphs (engine/families.py)
-        return families.family_module(family).export_onnx(data, model_path, output, tolerance)
-    loaded = load_model(model_path, data=data)
-    adapter = adapter_for(loaded.preprocessor)
     target = output_path(model_path, output)
-    output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
-    rows = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
-    dims = getattr(adapter, "dynamic_axes", {0: "batch"})
-    proto, exporter = to_onnx(loaded.inference, rows, adapter.input_name, output_name, dims)
-    batches = (
-        adapter.verify_batches(rows) if hasattr(adapter, "verify_batches") else [rows[:1], rows]
-    )
-    meta = metadata(loaded, adapter)
-    written = write_verified(
-        proto, target, loaded.inference, batches, adapter.input_name, meta, tolerance
-    )
-    side = adapter.side_files(loaded.preprocessor, target) if hasattr(adapter, "side_files") else {}
-    for path, text in side.items():  # written only once the graph itself passed
+    results, named, side = [], {}, []
+    for graph in plan.graphs:  # each is verified before it replaces a file
+        path = target.with_name(f"{target.stem}.{graph.suffix}.onnx") if graph.suffix else target
+        proto, exporter = to_onnx(
+            graph.module, graph.sample, graph.input_name, graph.output_names, graph.dims
+        )
+        written = write_verified(
+            proto, path, graph.module, graph.verify_on, graph.input_name, graph.metadata, tolerance
+        )
+        results.append({**written, "exporter": exporter})
+        if graph.path_key:
+            named[graph.path_key] = str(path)
+        if graph.suffix:
+            side.append(str(path))
+    texts = plan.side_texts(target) if plan.side_texts is not None else {}
+    for path, text in texts.items():  # written only once the graphs passed
         write_text(path, text)
     return {
-        **written,
-        "exporter": exporter,
-        "rows_checked": len(rows),
-        "output_name": output_name,
-        "side_files": [str(p) for p in side],
+        **results[0],
+        "max_abs_diff": max(r["max_abs_diff"] for r in results),
+        **named,
+        "rows_checked": plan.rows_checked,
+        "output_name": ",".join(plan.graphs[0].output_names),
+        "side_files": side + [str(p) for p in texts],
     }
 
 
@@ -218,22 +219,6 @@ def _silenced() -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
-
-
-def metadata(loaded: Any, adapter: Any) -> dict[str, str]:
-    """The `dl.*` metadata_props: the common keys plus what the data kind's adapter adds."""
-    preprocessor, task = loaded.preprocessor, loaded.task
-    meta = {
-        "dl.format_version": str(FORMAT_VERSION),
-        "dl.task": task.name,
-        "dl.data_kind": preprocessor.kind,
-        "dl.target": preprocessor.target.name if preprocessor.target else "",
-        "dl.version": __version__,
-        **adapter.metadata(preprocessor),
-    }
-    if task.name == "classification":
-        meta["dl.classes"] = json.dumps(list(preprocessor.target.classes))
-    return meta
 
 
 # -- verification ---------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
 def load_model(path: str, device: str = "cpu", data: dict | None = None) -> LoadedModel:
     """Load a model file (or use its already loaded `data`); `device` (auto, cpu, cuda, ...) is
     where inference runs. Files of other families (autoencoder, GAN) are refused here: their own
-    modules load them (dlcli/engine/families.py)."""
+    modules load them (dlcli/families/)."""
     from dlcli import modelfile
 
     data = modelfile.load(path) if data is None else data

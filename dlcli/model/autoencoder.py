@@ -1,6 +1,7 @@
 """Autoencoder modules: encoder + decoder (a VAE when `variational`), the per-row reconstruction
 error that is both the training loss and the anomaly score, and the serving modules that predict
-and export run (raw inputs -> score + reconstruction; raw inputs -> latent vector).
+and export run (raw inputs -> score + reconstruction; raw inputs -> latent vector); the networks
+from a spec (`build_autoencoder`) and a model file brought back to life (`load_autoencoder`).
 
 Network space: the encoded features the data's preprocessing produces. For tables that is
 [standardised numbers | missing indicators | one-hot groups per categorical column]; for images,
@@ -10,11 +11,14 @@ normalised pixels (C, H, W). Each data kind's preprocessor declares that layout
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from dlcli.model.builder import BuiltNetwork, build_stack
 
 
 @dataclass
@@ -176,3 +180,103 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ae.encode(self.preprocess(x))[0]
+
+
+class ScoreOnly(nn.Module):
+    """raw inputs -> anomaly score (N,): the scorer without the reconstruction."""
+
+    def __init__(self, scorer: ScoringModel) -> None:
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scorer(x)[0]
+
+
+# -- networks from a spec, modules from a model file ----------------------------------------------
+def latent_size(spec: Any, input_shape: tuple[int, ...]) -> int:
+    """`latent:` from the spec, else about a quarter of a table's encoded width (2 to 16), or
+    C*H*W/16 for images (8 to 128)."""
+    if spec.latent:
+        return int(spec.latent)
+    width = math.prod(int(d) for d in input_shape)
+    if len(input_shape) == 3:
+        return int(min(128, max(8, width // 16)))
+    return int(min(16, max(2, width // 4)))
+
+
+def build_autoencoder(
+    spec: Any,
+    input_shape: tuple[int, ...],
+    source: str | None = None,
+    data_info: dict | None = None,
+    latent: int | None = None,
+) -> dict[str, BuiltNetwork]:
+    """{"encoder": input -> latent (x2 for a VAE), "decoder": latent -> input shape}."""
+    shape = tuple(int(d) for d in input_shape)
+    latent = latent or latent_size(spec, shape)
+    info_ = (
+        {**(data_info or {}), "image_shape": shape} if len(shape) == 3 else dict(data_info or {})
+    )
+    enc = build_stack(
+        spec.encoder, "encoder", shape, latent * (2 if spec.variational else 1), spec.init,
+        "auto", source, data_info=info_,
+    )  # fmt: skip
+    if len(shape) == 3:  # images: the decoder ends in `filters: outputs` channels at (C, H, W)
+        dec = build_stack(
+            spec.decoder, "decoder", (latent,), shape[0], spec.init, "none", source,
+            data_info=info_, expect_shape=shape,
+        )  # fmt: skip
+    else:
+        dec = build_stack(spec.decoder, "decoder", (latent,), shape[0], spec.init, "auto", source)
+    return {"encoder": enc, "decoder": dec}
+
+
+def assemble(
+    spec: Any, preprocessor: Any, latent: int, source: str | None
+) -> tuple[AutoEncoder, ReconstructionError, Layout]:
+    """The autoencoder of `spec` for data preprocessed by `preprocessor`, its error and layout."""
+    from dlcli.model.assemble import network_args
+
+    data_info = network_args(preprocessor)["data_info"]
+    nets = build_autoencoder(spec, preprocessor.input_shape, source, data_info, latent)
+    ae = AutoEncoder(nets["encoder"].module, nets["decoder"].module, latent, spec.variational)
+    layout = layout_for(preprocessor)
+    return ae, ReconstructionError(layout), layout
+
+
+@dataclass
+class LoadedAutoencoder:
+    """A model file of the autoencoder family, ready to score and embed."""
+
+    data: dict
+    preprocessor: Any  # the fitted data preprocessing
+    ae: AutoEncoder
+    scorer: ScoringModel
+    embedder: EmbeddingModel
+
+    @property
+    def threshold(self) -> float:
+        return float(self.data["threshold"])
+
+
+def load_autoencoder(data: dict, source: str, device: str = "cpu") -> LoadedAutoencoder:
+    """Rebuild the modules of a loaded model file and load the weights strictly."""
+    from dlcli.data.sources import preprocessor_from_state
+    from dlcli.model.assemble import model_file_errors
+    from dlcli.spec.schema import parse_spec
+
+    with model_file_errors(source):
+        preprocessor = preprocessor_from_state(data["preprocessor"])
+        spec = parse_spec(data["spec"], f"in {source}")
+        ae, error, layout = assemble(spec, preprocessor, int(data["latent"]), f"in {source}")
+        ae.load_state_dict(data["weights"]["network"])
+    pre = preprocessor.preprocess_module()
+    recon = reconstruction_module(preprocessor, layout)
+    scorer = ScoringModel(pre, ae, error, recon).eval()
+    embedder = EmbeddingModel(pre, ae).eval()
+    if device != "cpu":
+        from dlcli.accel import pick_device
+
+        scorer.to(pick_device(device))
+    return LoadedAutoencoder(data, preprocessor, ae, scorer, embedder)

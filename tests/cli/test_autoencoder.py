@@ -76,7 +76,7 @@ def test_export_scorer_and_encoder_match_pytorch(table_ae, dl_inproc, tmp_path):
     import onnxruntime as ort
     import torch
 
-    from dlcli.engine.autoencoder import load
+    from dlcli.model.autoencoder import load_autoencoder as load
 
     out = tmp_path / "ae.onnx"
     res = dl_inproc("export", str(table_ae), "-o", str(out), "--json")
@@ -212,8 +212,8 @@ def test_interrupted_autoencoder_resumes_from_its_checkpoint(benign, tmp_path):
     from test_engine import StopAt
 
     from dlcli.data.sources import DataOptions
-    from dlcli.engine.resumable import TrainingInterrupted
-    from dlcli.engine.train_run import TrainRequest, run_training
+    from dlcli.engine.train_job import TrainingInterrupted, TrainRequest
+    from dlcli.families import run_training
 
     out = tmp_path / "ae.pt"
 

@@ -11,9 +11,10 @@ import torch
 
 from dlcli import modelfile
 from dlcli.data.sources import DataOptions
-from dlcli.engine.callbacks import Callback
-from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
+from dlcli.engine.callbacks import Callback, StopTraining
+from dlcli.engine.train_job import TrainingInterrupted, TrainRequest
 from dlcli.errors import TrainingError, UsageError
+from dlcli.families import run_training
 
 SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"
 
@@ -167,3 +168,26 @@ def test_balanced_class_weights_help_the_minority_class(tmp_path):
     plain = train(data, tmp_path / "p.pt", epochs=20)
     weighted = train(data, tmp_path / "w.pt", epochs=20, class_weights="balanced")
     assert weighted["metrics"]["balanced_accuracy"] > plain["metrics"]["balanced_accuracy"] + 0.03
+
+
+class PruneAt(Callback):
+    """A tuner giving up on a trial after epoch `n`; records the summary it is handed."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.summary = n, None
+
+    def on_epoch_end(self, row, snapshot):
+        if row["epoch"] == self.n:
+            raise StopTraining("pruned")
+
+    def on_run_end(self, summary):
+        self.summary = summary
+
+
+def test_stop_training_from_a_callback_ends_the_run_cleanly(penguins, tmp_path):
+    pruner = PruneAt(2)
+    s = train(penguins, tmp_path / "m.pt", epochs=6, patience=0, callbacks=[pruner])
+    assert s["stopped"] == "pruned" and s["epochs_run"] == 2
+    assert pruner.summary == s  # experiment logging sees the --json summary
+    assert modelfile.load(tmp_path / "m.pt")["stopped"] == "pruned"
+    assert not modelfile.checkpoint_path(tmp_path / "m.pt").exists()

@@ -20,7 +20,8 @@ from test_engine import StopAt  # Ctrl-C right after epoch n
 
 from dlcli import modelfile
 from dlcli.data.sources import DataOptions
-from dlcli.engine.train_run import TrainingInterrupted, TrainRequest, run_training
+from dlcli.engine.train_job import TrainingInterrupted, TrainRequest
+from dlcli.families import run_training
 
 DIGITS = SAMPLES / "digits"
 TINY = """
@@ -138,7 +139,7 @@ def test_export_generator_to_onnx_matches_pytorch(gan, dl_inproc, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from dlcli.engine.gan import load_sampler
+    from dlcli.families.gan import load_sampler
 
     model, target = gan[0], tmp_path / "g.onnx"
     r = dl_inproc("export", model, "-o", target, "--json")
@@ -201,7 +202,7 @@ def test_predict_flags_that_do_not_fit(gan, penguins_model, dl_inproc):
 
 
 def test_watch_reports_divergence_once_after_many_rejected_steps():
-    from dlcli.engine.gan_fit import DIVERGE_STEPS, Watch
+    from dlcli.families.gan_fit import DIVERGE_STEPS, Watch
 
     watch = Watch(real_spread=1.0)
     for step in range(1, DIVERGE_STEPS):
@@ -214,7 +215,7 @@ def test_watch_reports_divergence_once_after_many_rejected_steps():
 
 
 def test_watch_reports_collapse_after_healthy_spread_but_not_early_blur():
-    from dlcli.engine.gan_fit import Watch, spread
+    from dlcli.families.gan_fit import Watch, spread
 
     torch.manual_seed(0)
     real = torch.rand(64, 1, 8, 8)
@@ -255,3 +256,12 @@ def test_a_generator_that_ignores_its_noise_is_reported(dl_inproc, tmp_path):
     summary = json.loads(r.stdout)
     assert summary["mode_collapse"] and summary["final"]["diversity"] < 0.01
     assert "mode collapse: at epoch 10" in flat(r.stderr)
+
+
+def test_settings_a_gan_cannot_honour_are_refused(dl_inproc, tiny_spec, tmp_path):
+    r = dl_inproc(
+        "train", DIGITS, "--spec", tiny_spec, "--precision", "bf16", "-o", tmp_path / "m.pt"
+    )
+    assert_error(r, "--precision bf16", "fp32")
+    r = dl_inproc("train", DIGITS, "--spec", tiny_spec, "--compile", "-o", tmp_path / "m.pt")
+    assert_error(r, "--compile", "eagerly")

@@ -21,8 +21,9 @@ from dlcli.data.stream_scan import held_out, scan
 from dlcli.data.tabular import TabularPreprocessor
 from dlcli.data.tabular_source import TabularSource
 from dlcli.data.target import Target
-from dlcli.engine.train_run import TrainRequest, run_training
+from dlcli.engine.train_job import TrainRequest
 from dlcli.errors import InputError
+from dlcli.families import run_training
 
 ROWS = 250_000
 

@@ -286,36 +286,12 @@ def test_regression_column_vector_and_short_input() -> None:
 # ---------------------------------------------------------------------------- registry
 
 
-def test_registry_and_headline() -> None:
+def test_registry() -> None:
     expected = {
         "classification": metrics.classification_metrics,
         "regression": metrics.regression_metrics,
     }
     assert expected == metrics.TASK_METRICS
-    assert metrics.PRIMARY == {"classification": ("accuracy", "max"), "regression": ("rmse", "min")}
-    rng = np.random.default_rng(8)
-    outputs = {
-        "classification": metrics.classification_metrics(
-            rng.integers(0, 3, 20), random_proba(rng, 20, 3), names(3)
-        ),
-        "regression": metrics.regression_metrics(rng.normal(size=20), rng.normal(size=20)),
-    }
-    for task, out in outputs.items():
-        assert set(metrics.HEADLINE[task]) <= set(out)
-        assert metrics.PRIMARY[task][0] in metrics.HEADLINE[task]
-
-
-def test_is_better() -> None:
-    assert metrics.is_better("classification", 0.8, 0.7)
-    assert not metrics.is_better("classification", 0.7, 0.8)
-    assert not metrics.is_better("classification", 0.7, 0.7)
-    assert metrics.is_better("regression", 0.5, 0.9)
-    assert not metrics.is_better("regression", 0.9, 0.5)
-    assert metrics.is_better("regression", 10.0, None)
-    assert metrics.is_better("classification", 0.0, None)
-    assert not metrics.is_better("classification", float("nan"), 0.5)
-    with pytest.raises(ValueError):
-        metrics.is_better("segmentation", 1.0, 0.0)
 
 
 def test_metrics_module_imports_only_numpy() -> None:

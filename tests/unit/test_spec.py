@@ -176,9 +176,9 @@ def test_every_preset_validates_and_builds(name):
     spec, _ = load_preset(name)
     shape = {"image": (3, 32, 32)}.get((spec.data or ["tabular"])[0], (30,))
     if spec.family != "supervised":  # autoencoders, GANs: each network of the family builds
-        from dlcli.engine.families import family_module
+        from dlcli import families
 
-        nets = family_module(spec.family).build(spec, shape, None, f"preset {name}")
+        nets = families.get(spec.family).build_networks(spec, shape, None, f"preset {name}")
         assert len(nets) == 2 and all(n.rows for n in nets.values())
         return
     net = build_network(spec, shape, 2)

@@ -1,6 +1,7 @@
-"""The GAN training loop: alternating discriminator and generator steps with their own Adam
-optimizers, one-sided label smoothing, resumable snapshots at epoch ends, and the watch that
-reports divergence (the discriminator wins outright) and mode collapse (samples all alike)."""
+"""The GAN's epoch as a FitStep of the shared trainer (engine/trainer.py): alternating
+discriminator and generator steps with their own Adam optimizers, one-sided label smoothing, the
+fixed-noise samples of each epoch (and their grid, a callback), resumable snapshots at epoch ends,
+and the watch that reports divergence (the discriminator wins outright) and mode collapse."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from dlcli.console import note
+from dlcli.engine.callbacks import Callback
 from dlcli.errors import TrainingError
 
 DIVERGE_STEPS = 200  # steps in a row with D(fake) < DIVERGE_PROB before divergence is reported
@@ -89,7 +93,8 @@ class Watch:
 
 @dataclass
 class GanState:
-    """Everything that changes during training; `snapshot()` is its resumable plain-data copy."""
+    """Everything that changes during training (the trainer keeps the history); `snapshot()` is
+    its resumable plain-data copy."""
 
     generator: nn.Module
     discriminator: nn.Module
@@ -97,7 +102,6 @@ class GanState:
     opt_d: torch.optim.Optimizer
     fixed_noise: torch.Tensor  # (S, latent): the noise behind the per-epoch sample grids
     watch: Watch
-    history: list[dict] = field(default_factory=list)
     step: int = 0
 
     def snapshot(self) -> dict:
@@ -109,7 +113,6 @@ class GanState:
                 "opt_d": self.opt_d.state_dict(),
                 "fixed_noise": self.fixed_noise,
                 "watch": asdict(self.watch),
-                "history": self.history,
                 "step": self.step,
                 "rng": torch.get_rng_state(),
             }
@@ -120,7 +123,7 @@ class GanState:
         self.discriminator.load_state_dict(snap["discriminator"])
         self.opt_g.load_state_dict(snap["opt_g"])
         self.opt_d.load_state_dict(snap["opt_d"])
-        self.fixed_noise, self.history = snap["fixed_noise"], list(snap["history"])
+        self.fixed_noise = snap["fixed_noise"]
         self.watch = Watch(**snap["watch"])
         self.step = int(snap["step"])
         torch.set_rng_state(snap["rng"])
@@ -138,6 +141,7 @@ def fit_epoch(
     device: torch.device,
     latent: int,
     epoch: int,
+    on_batch_end: Callable[[int], None] | None = None,
 ) -> dict:
     """One pass over `images` (uint8 (N, C, H, W), shuffled): per batch a discriminator step on
     real (target `real_label`) and generated (target 0) images, then a generator step that asks
@@ -171,6 +175,8 @@ def fit_epoch(
         for key, v in zip(sums, (*values, d_real, d_fake), strict=True):
             sums[key] += v
         state.watch.step(d_fake, state.step)
+        if on_batch_end is not None:
+            on_batch_end(steps)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch, **{k: v / max(steps, 1) for k, v in sums.items()}}
     return {**row, "seconds": seconds, "samples_per_s": seen / max(seconds, 1e-9)}
@@ -195,21 +201,67 @@ def format_row(row: dict) -> str:
     )
 
 
-def run_epochs(
-    state: GanState,
-    images: torch.Tensor,
-    settings: dict,
-    device: torch.device,
-    on_epoch: Callable[[dict, torch.Tensor], None],
-) -> None:
-    """Epochs len(history)+1 .. settings['epochs']; `on_epoch(row, samples)` after each."""
-    sampler = Sampler(state.generator)
-    for epoch in range(len(state.history) + 1, settings["epochs"] + 1):
+class GanStep:
+    """The FitStep of a GAN: per epoch one pass of alternating steps over `images` (uint8
+    (N, C, H, W)), then the fixed-noise samples and their diversity; no validation. Its resumable
+    state is the copy taken at the last epoch end, so Ctrl-C mid-epoch resumes exactly."""
+
+    def __init__(
+        self, state: GanState, images: torch.Tensor, batch: int, real_label: float, latent: int,
+        device: torch.device,
+    ) -> None:  # fmt: skip
+        self.state, self.images, self.batch, self.real_label = state, images, batch, real_label
+        self.latent, self.device = latent, device
+        self.steps = max(1, len(images) // batch)
+        self.sampler = Sampler(state.generator)
+        self.samples: torch.Tensor | None = None  # the last epoch's (S, C, H, W) in [0, 1]
+
+    def start(self, resume: dict | None, on_batch_end: Callable[[int], None]) -> None:
+        if resume:
+            self.state.restore(resume)
+        self.on_batch_end = on_batch_end
+        self.last = self.state.snapshot()
+
+    def train_epoch(self, epoch: int) -> dict:
         row = fit_epoch(
-            state, images, settings["batch_size"], settings["real_label"], device,
-            settings["latent"], epoch,
+            self.state, self.images, self.batch, self.real_label, self.device, self.latent,
+            epoch, self.on_batch_end,
         )  # fmt: skip
-        samples = sample_images(sampler, state.fixed_noise, device)  # (S, C, H, W) in [0, 1]
-        row["diversity"] = state.watch.epoch(samples, epoch)
-        state.history.append(row)
-        on_epoch(row, samples)
+        self.samples = sample_images(self.sampler, self.state.fixed_noise, self.device)
+        row["diversity"] = self.state.watch.epoch(self.samples, epoch)
+        return row
+
+    def validate(self) -> None:
+        return None
+
+    def end_epoch(self, row: dict) -> None:
+        self.last = self.state.snapshot()
+
+    def state_dict(self) -> dict:
+        return self.last
+
+    def weights(self) -> dict:
+        return copy.deepcopy(
+            {"generator": self.state.generator.state_dict(),
+             "discriminator": self.state.discriminator.state_dict()}
+        )  # fmt: skip
+
+    def load_weights(self, state: dict) -> None:
+        self.state.generator.load_state_dict(state["generator"])
+        self.state.discriminator.load_state_dict(state["discriminator"])
+
+    def close(self) -> None: ...
+
+
+class SampleGrid(Callback):
+    """Each epoch: the fixed-noise samples as an 8-wide PNG grid, samples/epoch_NNN.png."""
+
+    def __init__(self, step: GanStep, folder: Path) -> None:
+        self.step, self.folder = step, folder
+        self.files: list[str] = []
+
+    def on_epoch_end(self, row: dict, snapshot: Any) -> None:
+        from dlcli.imagegrid import write_grid
+
+        path = self.folder / f"epoch_{row['epoch']:03d}.png"
+        self.files.append(str(write_grid(path, self.step.samples, nrow=8)))

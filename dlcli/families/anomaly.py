@@ -1,29 +1,32 @@
 """Serving autoencoder models: `predict` (anomaly_score, is_anomaly; --embed: latent vectors),
 `evaluate --anomaly-label` (ROC AUC, average precision, precision/recall at the stored threshold)
-and ONNX export (the scorer, and the encoder alone), each verified with onnxruntime."""
+and the graphs of `dl export` (the scorer, and the encoder alone)."""
 
 from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from dlcli import __version__
-from dlcli.engine.autoencoder import LoadedAutoencoder, ScoreOnly
-from dlcli.engine.families import EvaluateOptions, PredictOptions
 from dlcli.errors import InputError, UsageError
+from dlcli.export import ExportPlan, Graph
+from dlcli.families.base import EvaluateOptions, PredictOptions
+from dlcli.model.autoencoder import LoadedAutoencoder, ScoreOnly
 
 
 # -- predict and evaluate -------------------------------------------------------------------------
-def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) -> None:
-    """anomaly_score,is_anomaly per input row (with --embed: z0..zK), streamed to `opts.out`."""
+def predict(
+    loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions, out: IO[str]
+) -> None:
+    """anomaly_score,is_anomaly per input row (with --embed: z0..zK), streamed to `out`."""
     from dlcli.engine.predictor import WRITERS, run_batches
 
     if not inputs:
         raise UsageError("give the inputs to score: CSV files, images, folders, or - for stdin")
-    writer = WRITERS[opts.fmt](opts.out)
+    writer = WRITERS[opts.fmt](out)
     for passthrough, raw in loaded.preprocessor.iter_inputs(inputs, opts.keep_columns):
         frame = passthrough.reset_index(drop=True).copy()
         if opts.embed:
@@ -35,7 +38,7 @@ def predict(loaded: LoadedAutoencoder, inputs: list[str], opts: PredictOptions) 
             frame["anomaly_score"] = scores
             frame["is_anomaly"] = (scores > loaded.threshold).astype(int)
         writer.write(frame)
-    opts.out.flush()
+    out.flush()
 
 
 def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -> dict:
@@ -60,7 +63,7 @@ def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -
             f"{data_path}: --anomaly-label {opts.anomaly_label} needs rows with and without that label "
             f"(labels found: {', '.join(found)})"
         )
-    from dlcli.metrics import _binary_auc
+    from dlcli.metrics import binary_auc
 
     tp = int((flagged & positive).sum())
     precision = tp / max(1, int(flagged.sum()))
@@ -68,7 +71,7 @@ def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -
     metrics.update(
         {
             "anomalies": int(positive.sum()),
-            "roc_auc": _binary_auc(positive, scores),
+            "roc_auc": binary_auc(positive, scores),
             "average_precision": _average_precision(positive, scores),
             "precision_at_threshold": precision,
             "recall_at_threshold": recall,
@@ -132,21 +135,17 @@ def _scored_labels(
 
 
 # -- export ---------------------------------------------------------------------------------------
-def export_onnx(
-    loaded: LoadedAutoencoder, model_path: str, output: str | None, tolerance: float
-) -> dict:
-    """Two verified graphs: MODEL.onnx (inputs -> anomaly_score, reconstruction) and
-    MODEL.encoder.onnx (inputs -> latent)."""
-    from dlcli.export import onnx as ox
+def export_plan(loaded: LoadedAutoencoder) -> ExportPlan:
+    """Two graphs: MODEL.onnx (inputs -> anomaly_score, reconstruction) and MODEL.encoder.onnx
+    (inputs -> latent)."""
     from dlcli.export.inputs import adapter_for
+    from dlcli.export.onnx import FORMAT_VERSION
 
     adapter = adapter_for(loaded.preprocessor)
     shim = SimpleNamespace(data=loaded.data, preprocessor=loaded.preprocessor)
     rows = adapter.examples(shim)
-    target = ox.output_path(model_path, output)
-    enc_target = target.with_name(target.stem + ".encoder.onnx")
     meta = {
-        "dl.format_version": str(ox.FORMAT_VERSION),
+        "dl.format_version": str(FORMAT_VERSION),
         "dl.family": "autoencoder",
         "dl.task": "anomaly",
         "dl.data_kind": loaded.preprocessor.kind,
@@ -155,22 +154,10 @@ def export_onnx(
         "dl.latent": str(loaded.ae.latent),
         **adapter.metadata(loaded.preprocessor),
     }
-    results = []
-    graphs = (
-        (target, loaded.scorer, ["anomaly_score", "reconstruction"]),
-        (enc_target, loaded.embedder, "latent"),
-    )
-    for path, module, names in graphs:  # each is verified before it replaces a file
-        proto, exporter = ox.to_onnx(module, rows, adapter.input_name, names)
-        res = ox.write_verified(
-            proto, path, module, [rows[:1], rows], adapter.input_name, meta, tolerance
-        )
-        results.append({**res, "exporter": exporter})
-    return {
-        **results[0],
-        "max_abs_diff": max(r["max_abs_diff"] for r in results),
-        "encoder_path": str(enc_target),
-        "rows_checked": len(rows),
-        "output_name": "anomaly_score,reconstruction",
-        "side_files": [str(enc_target)],
-    }
+    name, batches = adapter.input_name, [rows[:1], rows]
+    scorer = Graph(loaded.scorer, rows, name, ["anomaly_score", "reconstruction"], batches, meta)
+    encoder = Graph(
+        loaded.embedder, rows, name, ["latent"], batches, meta, suffix="encoder",
+        path_key="encoder_path",
+    )  # fmt: skip
+    return ExportPlan([scorer, encoder], len(rows))

@@ -1,0 +1,96 @@
+"""Training data as the families' training hooks see it: row counts of tensors and batch sources,
+preprocessing once or per batch, outputs over held-out data, and the run record (history, kept
+epoch, provenance, real example inputs) every model file carries."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlcli.errors import UsageError
+
+
+def rows(x: Any) -> int:
+    """Number of examples in a tensor or a batch source (which has `rows`)."""
+    if x is None:
+        return 0
+    return int(x.rows) if hasattr(x, "rows") else len(x)
+
+
+def inputs_and_transforms(
+    preprocessor: Any, preprocess: torch.nn.Module, prep: Any, cfg: Any
+) -> tuple:
+    """(x_train, x_val, train transform, eval transform): encoded once when nothing varies per
+    batch (tables); else the stored inputs (e.g. uint8 images) with augmentation + preprocessing
+    run per batch on the training device."""
+    augment = None
+    if cfg.augment:
+        if not hasattr(preprocessor, "augmenter"):
+            raise UsageError(f"--augment applies to image data, not to {preprocessor.kind} data")
+        augment = preprocessor.augmenter(cfg.augment)
+    streamed = hasattr(prep.x_train, "shuffled")  # a batch source: preprocessed per batch
+    if augment is None and getattr(preprocessor, "encode_once", True) and not streamed:
+        with torch.no_grad():  # the same module is part of the saved model
+            x_va = preprocess(prep.x_val) if prep.x_val is not None else None
+            return preprocess(prep.x_train), x_va, None, None
+    train_tf = torch.nn.Sequential(augment, preprocess) if augment is not None else preprocess
+    return prep.x_train, prep.x_val, train_tf, preprocess
+
+
+def outputs_of(model: torch.nn.Module, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, outputs) over all of `x`, a tensor or a batch source read in order."""
+    from dlcli.engine.predictor import run_batches
+
+    if not hasattr(x, "in_order"):
+        return y.numpy(), run_batches(model, x, batch=max(64, 2**22 // max(1, x[0].numel())))
+    ys, outs = [], []
+    for xb, yb in x.in_order():
+        ys.append(yb.cpu().numpy())
+        outs.append(run_batches(model, xb.cpu()))
+    return np.concatenate(ys), np.concatenate(outs)
+
+
+def examples(prep: Any) -> torch.Tensor:
+    """Up to 64 real raw inputs (validation first), kept so `dl export` can verify on real data."""
+    for x in (prep.x_val, prep.x_train):
+        if x is None:
+            continue
+        if hasattr(x, "in_order"):
+            return next(iter(x.in_order()))[0][:64].cpu().clone()
+        if len(x):
+            return x[:64].clone()
+    return torch.empty(0)
+
+
+def run_record(result: Any, req: Any, prep: Any) -> dict:
+    """The model-file keys a family with a validation split records about its run: history, the
+    kept epoch, provenance, and a few real raw inputs so `dl export` can verify the graph."""
+    return {
+        "history": result.history,
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "data": {"source": str(req.data), "rows": prep.info.get("rows")},
+        "examples": examples(prep),
+        "created": now(),
+    }
+
+
+def now() -> str:
+    """The `created` time stamp of a model file (UTC, seconds)."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def plain(obj: Any) -> Any:
+    """numpy scalars and arrays -> Python values (model files and JSON hold plain data only)."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj

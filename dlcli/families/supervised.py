@@ -1,0 +1,230 @@
+"""The supervised family: one `layers:` network with a task head (classification, regression) on
+any data kind, trained against the task's loss (engine/task_step.py), on several processes too;
+predict (probabilities, top-k, --steps forecasts), evaluate (the task's metrics, --errors,
+--report) and one ONNX graph: raw inputs -> preprocessing -> network -> task output."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from dlcli import __version__
+from dlcli.console import info
+from dlcli.data.sources import preprocessor_from_state
+from dlcli.engine.fit_data import inputs_and_transforms, outputs_of, plain, rows, run_record
+from dlcli.engine.task_step import TaskStep
+from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
+from dlcli.engine.trainer import FitResult
+from dlcli.errors import UsageError
+from dlcli.export import ExportPlan, Graph
+from dlcli.families.base import EvaluateOptions, Evaluation, Family, PredictOptions
+from dlcli.model.assemble import InferenceModel, load_model, network_args
+from dlcli.model.builder import BuiltNetwork, build_network
+from dlcli.model.tasks import make_task
+
+
+class Supervised(Family):
+    name = "supervised"
+    distributed = True
+    predict_flags = frozenset({"--proba", "--top-k", "--steps"})
+    evaluate_flags = frozenset({"--errors"})
+
+    def build_networks(
+        self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
+    ) -> dict[str, BuiltNetwork]:
+        return {"network": build_network(spec, input_shape, outputs, source)}
+
+    # -- training -------------------------------------------------------------------------------
+    def prepare(self, job: TrainJob) -> TrainSetup:
+        req, cfg = job.req, job.cfg
+        preprocessor = preprocessor_from_state(job.resume["preprocessor"]) if job.resume else None
+        torch.manual_seed(cfg.seed)
+        t_load = time.perf_counter()
+        prep = job.source.prepare(req.data, req.data_opts, preprocessor)
+        preprocessor = prep.preprocessor
+        task = make_task(preprocessor.target, cfg.loss)
+        cfg.loss = task.loss
+        cfg = job.cfg = cfg.resolved(rows(prep.x_train))
+        load_s = time.perf_counter() - t_load
+        torch.manual_seed(cfg.seed)
+        built = build_network(
+            job.spec,
+            preprocessor.input_shape,
+            task.n_outputs,
+            job.spec_source,
+            **network_args(preprocessor),
+        )
+        frozen = _transfer(built.module, req, job.base)
+        preprocess = preprocessor.preprocess_module()
+        x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
+        _describe(req.data, prep, task, preprocessor, built.module)
+        payload = {
+            "task": task.name,
+            "loss": task.loss,
+            "spec": job.spec_doc,
+            "input_shape": list(preprocessor.input_shape),
+            "outputs": task.n_outputs,
+            "preprocessor": preprocessor.to_state(),
+        }
+        data = (x_tr, prep.y_train, x_va, prep.y_val)
+        step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen)
+        context = (prep, task, preprocess, built.module)
+        return TrainSetup(step, payload, load_seconds=load_s, context=context)
+
+    def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
+        prep, task, preprocess, network = setup.context
+        network.cpu().eval()
+        model = InferenceModel(preprocess, network, task.postprocess()).eval()
+        metrics = (
+            task.metrics(*outputs_of(model, prep.x_val, prep.y_val)) if rows(prep.x_val) else {}
+        )
+        payload = {
+            "weights": {"network": network.state_dict()},
+            "metrics": plain(metrics),
+            **run_record(result, job.req, prep),
+        }
+        about = {"task": task.name, "loss": task.loss}
+        run = {
+            "best_epoch": result.best_epoch,
+            "stopped": result.stopped,
+            "train_rows": rows(prep.x_train),
+            "val_rows": rows(prep.x_val),
+            "params": sum(p.numel() for p in network.parameters()),
+        }
+        scalars = {k: v for k, v in plain(metrics).items() if not isinstance(v, (dict, list))}
+        primary = "accuracy" if task.name == "classification" else "rmse"
+        plots = [
+            ("learning_curve", "learning_curve.png", {"history": result.history, "metric": primary})
+        ]
+        if task.name == "classification" and metrics.get("confusion_matrix"):
+            classes = list(prep.preprocessor.target.classes)
+            matrix = {"matrix": metrics["confusion_matrix"], "class_names": classes}
+            plots.append(("confusion_matrix", "confusion_matrix.png", matrix))
+        return Outcome(payload, about, run, {"metrics": scalars}, plots)
+
+    # -- serving --------------------------------------------------------------------------------
+    def predict(self, data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
+        """Task outputs per input row, streamed (or with --steps: a series rolled forward)."""
+        from dlcli.engine import predictor
+
+        if not inputs:
+            raise UsageError(
+                "give the inputs to predict: CSV files, images, folders, or - for stdin"
+            )
+        loaded = load_model(model_path, opts.device, data)
+        if opts.steps is not None:
+            if loaded.preprocessor.kind != "series":
+                raise UsageError(
+                    f"--steps applies to series models (trained with --window), not {loaded.preprocessor.kind} models"
+                )
+            if len(inputs) != 1:
+                raise UsageError("--steps forecasts from one history file; give one input")
+        with opts.open_text() as fh:
+            writer = predictor.WRITERS[opts.fmt](fh)
+            if opts.steps is not None:
+                from dlcli.engine.forecast import forecast
+
+                writer.write(forecast(loaded, inputs[0], opts.steps))
+            else:
+                chunks = predictor.predict_stream(loaded, inputs, opts.keep_columns, opts.precision)
+                for passthrough, outputs in chunks:
+                    frame = predictor.output_frame(
+                        loaded, passthrough, outputs, opts.proba, opts.top_k
+                    )
+                    writer.write(frame)
+            fh.flush()
+
+    def evaluate(
+        self, data: dict, model_path: str, data_path: str, opts: EvaluateOptions
+    ) -> Evaluation:
+        """The task's metrics (--errors: misclassified images copied; --report: a folder)."""
+        from dlcli.engine.evaluator import evaluate_file, write_report
+
+        loaded = load_model(model_path, opts.device, data)
+        metrics = evaluate_file(loaded, data_path, opts.errors, opts.precision)
+        classifier = loaded.task.name == "classification"
+        classes = list(loaded.preprocessor.target.classes) if classifier else None
+        if opts.report:
+            write_report(opts.report, metrics, classes)
+        return Evaluation(metrics, classes)
+
+    def export_graphs(self, data: dict, model_path: str) -> ExportPlan:
+        """raw inputs (the data kind's documented form) -> probabilities or prediction."""
+        from dlcli.export.inputs import adapter_for
+
+        loaded = load_model(model_path, data=data)
+        adapter = adapter_for(loaded.preprocessor)
+        output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
+        rows_ = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
+        batches = (
+            adapter.verify_batches(rows_)
+            if hasattr(adapter, "verify_batches")
+            else [rows_[:1], rows_]
+        )
+        graph = Graph(
+            loaded.inference,
+            rows_,
+            adapter.input_name,
+            [output_name],
+            batches,
+            _metadata(loaded, adapter),
+            dims=getattr(adapter, "dynamic_axes", {0: "batch"}),
+        )
+        side = None
+        if hasattr(adapter, "side_files"):
+            side = lambda target: adapter.side_files(loaded.preprocessor, target)  # noqa: E731
+        return ExportPlan([graph], len(rows_), side)
+
+
+FAMILY = Supervised()
+
+
+def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch.nn.Module) -> None:
+    """The line before training: rows, task, classes, parameters (trainable and frozen)."""
+    n_params = sum(p.numel() for p in network.parameters())
+    n_train = sum(p.numel() for p in network.parameters() if p.requires_grad)
+    classes = (
+        f" ({len(preprocessor.target.classes)} classes)" if task.name == "classification" else ""
+    )
+    frozen = (
+        f" ({n_train:,} trainable, {n_params - n_train:,} frozen)" if n_train != n_params else ""
+    )
+    info(
+        f"{data}: {rows(prep.x_train):,} training rows, {rows(prep.x_val):,} validation rows; "
+        f"task {task.name}{classes}; {n_params:,} parameters{frozen}"
+    )
+
+
+def _transfer(network: torch.nn.Module, req: Any, base: dict | None) -> list[torch.nn.Module]:
+    """--init-from (`base`: its loaded model file) and --freeze; returns the frozen layers."""
+    from dlcli.model import transfer
+
+    loaded = None
+    if base is not None:
+        loaded = transfer.init_from(network, base["weights"]["network"], req.init_from)
+    elif req.freeze:
+        raise UsageError(
+            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+        )
+    return transfer.freeze(network, req.freeze, loaded) if req.freeze else []
+
+
+def _metadata(loaded: Any, adapter: Any) -> dict[str, str]:
+    """The `dl.*` metadata_props: the common keys plus what the data kind's adapter adds."""
+    from dlcli.export.onnx import FORMAT_VERSION
+
+    preprocessor, task = loaded.preprocessor, loaded.task
+    meta = {
+        "dl.format_version": str(FORMAT_VERSION),
+        "dl.task": task.name,
+        "dl.data_kind": preprocessor.kind,
+        "dl.target": preprocessor.target.name if preprocessor.target else "",
+        "dl.version": __version__,
+        **adapter.metadata(preprocessor),
+    }
+    if task.name == "classification":
+        meta["dl.classes"] = json.dumps(list(preprocessor.target.classes))
+    return meta
