@@ -22,7 +22,7 @@ def evaluate_file(
     With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there.
     `precision`: the forward pass's autocast, as in `run_batches` (None: bf16 on CUDA, else fp32)."""
     target = loaded.preprocessor.target
-    baseline = hasattr(loaded.preprocessor, "baseline_metrics")  # e.g. series: the naive forecast
+    baseline = loaded.preprocessor.has_baseline  # e.g. series: the naive forecast
     ys, outs, paths, raws = [], [], [], []
     for frame, raw in loaded.preprocessor.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))

@@ -10,8 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcli.errors import UsageError
-
 
 def rows(x: Any) -> int:
     """Number of examples in a tensor or a batch source (which has `rows`)."""
@@ -26,13 +24,9 @@ def inputs_and_transforms(
     """(x_train, x_val, train transform, eval transform): encoded once when nothing varies per
     batch (tables); else the stored inputs (e.g. uint8 images) with augmentation + preprocessing
     run per batch on the training device."""
-    augment = None
-    if cfg.augment:
-        if not hasattr(preprocessor, "augmenter"):
-            raise UsageError(f"--augment applies to image data, not to {preprocessor.kind} data")
-        augment = preprocessor.augmenter(cfg.augment)
+    augment = preprocessor.augmenter(cfg.augment) if cfg.augment else None  # images only
     streamed = hasattr(prep.x_train, "shuffled")  # a batch source: preprocessed per batch
-    if augment is None and getattr(preprocessor, "encode_once", True) and not streamed:
+    if augment is None and preprocessor.encode_once and not streamed:
         with torch.no_grad():  # the same module is part of the saved model
             x_va = preprocess(prep.x_val) if prep.x_val is not None else None
             return preprocess(prep.x_train), x_va, None, None

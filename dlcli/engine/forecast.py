@@ -19,7 +19,7 @@ def forecast(loaded: Any, path: str, steps: int) -> pd.DataFrame:
     `prediction`. Features other than the target are held at their last value (their future is
     unknown); so a model that leans on them forecasts as if they stayed put."""
     enc = loaded.preprocessor
-    if getattr(enc, "kind", None) != "series":
+    if enc.kind != "series":
         raise UsageError(
             f"--steps applies to series models (trained with --window), not {enc.kind} models"
         )

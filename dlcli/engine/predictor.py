@@ -75,7 +75,7 @@ def output_frame(
     classes = np.asarray(loaded.preprocessor.target.classes, dtype=object)
     k = max(1, min(top_k, len(classes)))
     order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]  # (N, k) best classes first
-    confident = k > 1 or "confidence" in getattr(loaded.preprocessor, "prediction_columns", ())
+    confident = k > 1 or "confidence" in loaded.preprocessor.prediction_columns
     for r in range(k):
         suffix = "" if r == 0 else f"_{r + 1}"
         frame["prediction" + suffix] = classes[order[:, r]]

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from dlcli import __version__, modelfile
 from dlcli.console import info
-from dlcli.data.sources import DataOptions, choose_source
+from dlcli.data.kinds import suggestion
+from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
 from dlcli.engine import distributed
 from dlcli.engine.callbacks import Callback, CheckpointCallback, ProgressCallback
 from dlcli.engine.trainer import FitResult, FitStep, Interrupted, TrainConfig, Trainer
@@ -194,7 +195,7 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
         family = families.get(spec.family)
-    _check_fits(spec, getattr(source, "kind", None), req)
+    _check_fits(spec, source.kind, req)
     if not family.distributed and distributed.world_size() > 1:
         raise UsageError(
             f"{family.name} models train on one process; run without torchrun/--devices"
@@ -205,7 +206,7 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     job = TrainJob(req, spec, spec_doc, source, cfg, base, resume)
     family.check(job)  # e.g. --precision fp16 on a CPU, before any data is read
     if base is not None and resume is None:
-        _inherit_data_options(req, getattr(source, "kind", None), base)
+        _inherit_data_options(req, source.kind, base)
     return job, family
 
 
@@ -299,9 +300,9 @@ def _choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any
         doc = base["spec"]
         info(f"--init-from {req.init_from}: using its network ({doc.get('name') or 'its spec'})")
         return parse_spec(doc, f"in {req.init_from}"), doc
-    req.arch = req.arch or (None if req.spec else getattr(source, "default_arch", "mlp"))
+    req.arch = req.arch or (None if req.spec else source.default_arch)
     spec, doc = resolve_spec(req.spec, req.arch)
-    kind = getattr(source, "kind", None)
+    kind = source.kind
     if not req.spec and spec.data and kind not in spec.data and kind in (spec.variants or {}):
         req.arch = spec.variants[kind]  # e.g. autoencoder on images -> conv_autoencoder
         info(f"--arch {spec.name}: using its {kind} variant, the {req.arch} preset")
@@ -313,12 +314,12 @@ def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> No
     """Transfer learning: read the new data the way the source model was fed (for images: its
     channel count and size), unless the user said otherwise, so its first layers still fit."""
     state = base.get("preprocessor") or {}
-    if kind == "image" and state.get("kind") == "image":
-        given = dict(req.data_opts.extra.get("image") or {})
-        given.setdefault("image_size", state.get("size"))
-        if not given.get("grayscale"):
-            given.setdefault("channels", state.get("channels"))
-        req.data_opts.extra["image"] = given
+    if kind is None or state.get("kind") != kind:
+        return
+    given = dict(req.data_opts.extra.get(kind) or {})
+    inherited = preprocessor_from_state(state).inherit_options(given)
+    if inherited:
+        req.data_opts.extra[kind] = inherited
 
 
 def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:
@@ -327,11 +328,5 @@ def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:
         name = req.spec or f"--arch {req.arch}"
         raise UsageError(
             f"{name} is made for {' or '.join(spec.data)} data, but {req.data} is {kind} data",
-            _suggest(kind),
+            suggestion(kind),
         )
-
-
-def _suggest(kind: str) -> str:
-    return {"tabular": "try --arch mlp", "image": "try --arch cnn or --arch resnet"}.get(
-        kind, "see dl build --list"
-    )

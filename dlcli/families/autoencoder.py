@@ -167,7 +167,7 @@ class ReconstructionGrid(Callback):
             x = next(iter(x_val.in_order()))[0]
         self.images = x[:16].cpu() if x is not None and len(x) else None
         self.ae, self.pre = ae, pre
-        self.recon = ae_mod.ImageReconstruction(preprocessor.mean, preprocessor.std)
+        self.recon = preprocessor.reconstruction_module()
         self.folder = folder / "reconstructions"
         self.files: list[str] = []
 

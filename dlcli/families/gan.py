@@ -219,7 +219,7 @@ def _check_data(job: TrainJob) -> None:
     from dlcli.data import image_cache
     from dlcli.data.images import find_splits
 
-    kind = getattr(job.source, "kind", None)
+    kind = job.source.kind
     if kind != "image":
         raise UsageError(
             f"a GAN generates images and trains on an image folder; {job.req.data} is {kind} data",

@@ -159,11 +159,7 @@ class Supervised(Family):
         adapter = adapter_for(loaded.preprocessor)
         output_name = "probabilities" if loaded.task.name == "classification" else "prediction"
         rows_ = adapter.examples(loaded)  # real inputs in the documented form, plus edge cases
-        batches = (
-            adapter.verify_batches(rows_)
-            if hasattr(adapter, "verify_batches")
-            else [rows_[:1], rows_]
-        )
+        batches = adapter.verify_batches(rows_)
         graph = Graph(
             loaded.inference,
             rows_,
@@ -171,11 +167,9 @@ class Supervised(Family):
             [output_name],
             batches,
             _metadata(loaded, adapter),
-            dims=getattr(adapter, "dynamic_axes", {0: "batch"}),
+            dims=adapter.dynamic_axes,
         )
-        side = None
-        if hasattr(adapter, "side_files"):
-            side = lambda target: adapter.side_files(loaded.preprocessor, target)  # noqa: E731
+        side = lambda target: adapter.side_files(loaded.preprocessor, target)  # noqa: E731
         return ExportPlan([graph], len(rows_), side)
 
 

@@ -85,8 +85,8 @@ def load_model(path: str, device: str = "cpu", data: dict | None = None) -> Load
     from dlcli import modelfile
 
     data = modelfile.load(path) if data is None else data
-    family = data.get("family") or "supervised"
-    if family != "supervised":
+    family = data.get("family")  # absent: a network with a task head (dlcli/families/)
+    if family:
         raise ModelFileError(
             f"{path}: is a {family} model; this command needs a classifier or regressor"
         )

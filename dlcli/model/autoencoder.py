@@ -146,16 +146,6 @@ def reconstruction_module(preprocessor: Any, layout: Layout) -> nn.Module:
     return preprocessor.reconstruction_module()
 
 
-def __getattr__(name: str) -> Any:
-    """`ImageReconstruction` moved to its data kind (dlcli/data/images.py); the old name still
-    resolves until engine/autoencoder.py asks `preprocessor.reconstruction_module()` instead."""
-    if name == "ImageReconstruction":
-        from dlcli.data.images import ImageReconstruction
-
-        return ImageReconstruction
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 class ScoringModel(nn.Module):
     """raw inputs -> (anomaly score (N,), reconstruction in the input's units)."""
 
