@@ -285,7 +285,7 @@ def _save(
     return summary
 
 
-# -- data kinds and specs (being redesigned with the data kinds; kept as they were) ---------------
+# -- output, spec and data-kind checks -------------------------------------------------------------
 def _check_output(path: str) -> None:
     p = Path(path)
     if p.is_dir():
