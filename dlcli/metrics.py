@@ -5,8 +5,6 @@ Every function returns a dict of plain Python numbers, ready for JSON.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 LOG_LOSS_EPS = 1e-15
@@ -145,9 +143,3 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         "r2": r2,
         "n": int(n),
     }
-
-
-TASK_METRICS: dict[str, Callable[..., dict]] = {
-    "classification": classification_metrics,
-    "regression": regression_metrics,
-}

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from dlcli.errors import InputError
 
 if TYPE_CHECKING:
-    from dlcli.data.contracts import DataKind, Preprocessor
+    from dlcli.data.contracts import DataKind
 
 KINDS: dict[str, str] = {
     "tabular": "dlcli.data.tabular_source",
@@ -41,10 +41,6 @@ def get_kind(name: str) -> DataKind:
 def all_kinds() -> list[DataKind]:
     """Every registered kind, in registry order."""
     return [get_kind(name) for name in KINDS]
-
-
-def kind_of(preprocessor: Preprocessor) -> DataKind:
-    return get_kind(preprocessor.kind)
 
 
 def suggestion(kind: str | None) -> str:

@@ -283,17 +283,6 @@ def test_regression_column_vector_and_short_input() -> None:
         metrics.regression_metrics(y, pred[:10])
 
 
-# ---------------------------------------------------------------------------- registry
-
-
-def test_registry() -> None:
-    expected = {
-        "classification": metrics.classification_metrics,
-        "regression": metrics.regression_metrics,
-    }
-    assert expected == metrics.TASK_METRICS
-
-
 def test_metrics_module_imports_only_numpy() -> None:
     tree = ast.parse(Path(metrics.__file__).read_text(encoding="utf-8"))
     imported = set()
