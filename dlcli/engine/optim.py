@@ -17,13 +17,14 @@ from dlcli.errors import UsageError
 
 
 def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
-    """`cls` without torch.compile's wrappers on add_param_group, zero_grad and step.
+    """`cls` without torch.compile's wrappers on add_param_group, zero_grad, step, state_dict and
+    load_state_dict (the train job snapshots the optimizer every epoch, so those count too).
 
     Those wrappers (`torch._disable_dynamo`, `_use_grad_for_differentiable`) import torch._dynamo
     on their first call: 1.5 s of a 5 s `dl train` on a small table, for graph breaks that only
     matter when the optimizer itself is compiled, which dl never does. The subclass calls the
     functions they wrap (`inspect.unwrap`) with the grad mode the wrapper would set; everything
-    else (state_dict, schedulers, hooks) is torch's own. DL_STOCK_OPTIMIZERS=1 turns this off, and
+    else (schedulers, hooks) is torch's own. DL_STOCK_OPTIMIZERS=1 turns this off, and
     torch versions without these wrappers get the stock class unchanged.
     """
     if settings.get().stock_optimizers:
@@ -38,7 +39,13 @@ def eager(cls: type[torch.optim.Optimizer]) -> type[torch.optim.Optimizer]:
         with torch.set_grad_enabled(self.defaults.get("differentiable", False)):
             return step(self, closure)
 
-    attrs = {"step": eager_step, "add_param_group": add_group, "zero_grad": zero_grad}
+    attrs = {
+        "step": eager_step,
+        "add_param_group": add_group,
+        "zero_grad": zero_grad,
+        "state_dict": inspect.unwrap(base.state_dict),
+        "load_state_dict": inspect.unwrap(base.load_state_dict),
+    }
     return type(cls.__name__, (cls,), {**attrs, "__doc__": cls.__doc__})
 
 

@@ -275,7 +275,7 @@ def test_eager_skips_the_wrappers(name: str) -> None:
     cls, base = type(opt), type(opt).__bases__[0]
     assert base.__module__.startswith("torch.optim.")
     wrappers = _wrapper_codes()
-    for attr in ("step", "zero_grad", "add_param_group"):
+    for attr in ("step", "zero_grad", "add_param_group", "state_dict", "load_state_dict"):
         assert not _chain_codes(getattr(cls, attr)) & wrappers, f"{cls.__name__}.{attr} wrapped"
     # the check can see them: the stock class has them
     assert _chain_codes(inspect.getattr_static(base, "step")) & wrappers
@@ -301,6 +301,7 @@ for name in OPTIMIZERS:
         torch.nn.utils.clip_grad_norm_(lin.parameters(), 1.0)
         opt.step()
         sched.step()
+    opt.load_state_dict(opt.state_dict())  # the train job snapshots every epoch; resume loads
 eager = "torch._dynamo" in sys.modules
 torch.optim.SGD(lin.parameters(), lr=0.1)
 print(eager, "torch._dynamo" in sys.modules)
