@@ -72,6 +72,17 @@ def run_record(result: Any, req: Any, prep: Any) -> dict:
     }
 
 
+def run_counts(result: Any, prep: Any, network: torch.nn.Module) -> dict:
+    """The --json summary's keys about a network's run: kept epoch, why it stopped, rows, size."""
+    return {
+        "best_epoch": result.best_epoch,
+        "stopped": result.stopped,
+        "train_rows": rows(prep.x_train),
+        "val_rows": rows(prep.x_val),
+        "params": sum(p.numel() for p in network.parameters()),
+    }
+
+
 def now() -> str:
     """The `created` time stamp of a model file (UTC, seconds)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

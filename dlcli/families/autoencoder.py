@@ -15,7 +15,7 @@ from torch import nn
 from dlcli.console import info, note
 from dlcli.data.sources import preprocessor_from_state
 from dlcli.engine.callbacks import Callback
-from dlcli.engine.fit_data import inputs_and_transforms, rows, run_record
+from dlcli.engine.fit_data import inputs_and_transforms, rows, run_counts, run_record
 from dlcli.engine.task_step import TaskStep
 from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
 from dlcli.engine.trainer import FitResult
@@ -116,13 +116,7 @@ class Autoencoder(Family):
             "latent": ae.latent,
             "variational": bool(job.spec.variational),
         }
-        run = {
-            "best_epoch": result.best_epoch,
-            "stopped": result.stopped,
-            "train_rows": rows(prep.x_train),
-            "val_rows": rows(prep.x_val),
-            "params": sum(p.numel() for p in ae.parameters()),
-        }
+        run = run_counts(result, prep, ae)
         curve = {"history": result.history, "metric": None}
         plots = [("learning_curve", "learning_curve.png", curve)]
         return Outcome(payload, about, run, {"metrics": metrics}, plots)

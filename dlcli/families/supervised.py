@@ -14,7 +14,14 @@ import torch
 from dlcli import __version__
 from dlcli.console import info
 from dlcli.data.sources import preprocessor_from_state
-from dlcli.engine.fit_data import inputs_and_transforms, outputs_of, plain, rows, run_record
+from dlcli.engine.fit_data import (
+    inputs_and_transforms,
+    outputs_of,
+    plain,
+    rows,
+    run_counts,
+    run_record,
+)
 from dlcli.engine.task_step import TaskStep
 from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
 from dlcli.engine.trainer import FitResult
@@ -87,13 +94,7 @@ class Supervised(Family):
             **run_record(result, job.req, prep),
         }
         about = {"task": task.name, "loss": task.loss}
-        run = {
-            "best_epoch": result.best_epoch,
-            "stopped": result.stopped,
-            "train_rows": rows(prep.x_train),
-            "val_rows": rows(prep.x_val),
-            "params": sum(p.numel() for p in network.parameters()),
-        }
+        run = run_counts(result, prep, network)
         scalars = {k: v for k, v in plain(metrics).items() if not isinstance(v, (dict, list))}
         primary = "accuracy" if task.name == "classification" else "rmse"
         plots = [
