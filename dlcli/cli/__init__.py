@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> None:
     args = [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="dl")
+    except SystemExit as exc:
+        if exc.code == 1 and _stdout_closed():  # Click's own handling of EPIPE exits 1
+            _quiet_stdout()
+            sys.exit(0)
+        raise
     except DLError as exc:
         if settings.debug(strict=False):
             import traceback
@@ -75,8 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         # the reader of stdout went away (e.g. `| head`): not an error worth a traceback
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        _quiet_stdout()
         sys.exit(0)
     except Exception as exc:
         if settings.debug(strict=False):
@@ -85,3 +89,15 @@ def main(argv: list[str] | None = None) -> None:
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
         )
         sys.exit(1)
+
+
+def _stdout_closed() -> bool:
+    """Click met a broken stdout pipe: it swaps in its PacifyFlushWrapper before exiting 1."""
+    return type(sys.stdout).__name__ == "PacifyFlushWrapper"
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (`dl predict ... | head`): finish as a pipeline stage
+    should, with exit 0 and no complaint when Python flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

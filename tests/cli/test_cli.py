@@ -478,3 +478,20 @@ def test_argument_error_does_not_import_torch() -> None:
 def test_usage_error_is_one_line(dl_inproc) -> None:
     res = dl_inproc("predict", "model.pt", "rows.csv", "--format", "xml")
     assert_error(res, "--format", "xml")
+
+
+def test_predict_into_a_reader_that_stops_early_exits_0_quietly(
+    penguins_model: Path, tmp_path: Path
+) -> None:
+    """`dl predict ... | head -1` under `set -o pipefail`: the closed pipe is the reader's choice,
+    not an error (exit 0, nothing on stderr), whether Python or Click meets the broken pipe."""
+    rows = pd.read_csv(PENGUINS / "rows.csv")
+    pd.concat([rows] * 100).to_csv(tmp_path / "many.csv", index=False)  # more than a pipe holds
+    for size in ("rows.csv", "many.csv"):
+        path = PENGUINS / size if size == "rows.csv" else tmp_path / size
+        line = f"set -o pipefail; dl predict {penguins_model} {path} --proba | head -1"
+        res = subprocess.run(
+            ["bash", "-c", line], env=dl_env(), capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, (size, res.returncode, res.stderr)
+        assert res.stdout.startswith("prediction,proba_") and res.stderr == "", size
