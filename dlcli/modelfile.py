@@ -40,8 +40,9 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
         raise ModelFileError(f"{path}: model file is empty")
     try:
         data = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
+    except pickle.UnpicklingError:
+        # torch's wording changes between releases: look at the file itself, never at the text
+        if _names_code(p):
             raise ModelFileError(
                 f"{path}: contains pickled code or objects, not plain data; refused (dl never runs code from a model file)"
             ) from None
@@ -79,3 +80,93 @@ def run_dir(model_path: str | Path) -> Path:
     """The run folder beside a model: model.pt -> model.run/."""
     p = Path(model_path)
     return p.with_name(p.stem + ".run") if p.suffix else p.with_name(p.name + ".run")
+
+
+# -- what a refused file holds: a pickle naming code, or bytes that are no pickle at all --------
+_GLOBAL_OPS = {"GLOBAL", "INST"}  # their argument is "module name"
+_STRING_OPS = {
+    "SHORT_BINUNICODE",
+    "BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "SHORT_BINSTRING",
+    "BINSTRING",
+    "STRING",
+}
+
+
+def _names_code(path: Path) -> bool:
+    """True when the file is a well-formed pickle (alone, or the data.pkl of a torch zip) that
+    names a global torch's weights-only loader does not allow (a class, os.system, ...); False
+    for bytes that are not a pickle at all. Reads the opcodes only (pickletools): runs nothing."""
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                if not names:
+                    return False
+                return _pickles_name_code(zf.read(names[0]), max_pickles=1)
+        with open(path, "rb") as f:
+            return _pickles_name_code(f.read(), max_pickles=5)  # legacy torch: a few pickles
+    except Exception:  # unreadable as a zip or a pickle: not ours, and not code either
+        return False
+
+
+def _pickles_name_code(raw: bytes, max_pickles: int) -> bool:
+    import io
+
+    stream = io.BytesIO(raw)
+    allowed = _allowed_globals()
+    for _ in range(max_pickles):
+        start = stream.tell()
+        if start >= len(raw):
+            return False
+        try:
+            named = _globals_of(stream)
+        except Exception:
+            return False  # not a complete pickle: foreign bytes (or the raw storages that follow)
+        if any(g is None or g not in allowed for g in named):
+            return True
+    return False
+
+
+def _globals_of(stream) -> list[str | None]:
+    """The "module.name" of every global one pickle names (None where it cannot be told)."""
+    import pickletools
+
+    named: list[str | None] = []
+    memo: dict[int, object] = {}
+    recent: list[object] = []
+    for op, arg, _pos in pickletools.genops(stream):
+        name = op.name
+        if name in _GLOBAL_OPS:
+            named.append(str(arg).replace(" ", ".", 1))
+        elif name == "STACK_GLOBAL":
+            mod, attr = (recent[-2], recent[-1]) if len(recent) >= 2 else (None, None)
+            ok = isinstance(mod, str) and isinstance(attr, str)
+            named.append(f"{mod}.{attr}" if ok else None)
+        elif name in ("OBJ", "NEWOBJ", "NEWOBJ_EX", "REDUCE") and not named:
+            named.append(None)  # builds or calls something no global named: cannot be plain data
+        if name in _STRING_OPS:
+            recent.append(arg)
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1] if recent else None
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[int(arg)] = recent[-1] if recent else None
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            recent.append(memo.get(int(arg)))
+        elif name not in ("STOP", "FRAME", "PROTO", "MARK"):
+            recent.append(None)
+    return named
+
+
+def _allowed_globals() -> set[str]:
+    """The globals torch's weights-only loader accepts (tensors' rebuild functions, OrderedDict)."""
+    try:
+        from torch import _weights_only_unpickler as wo
+
+        return set(wo._get_allowed_globals()) | set(wo._get_user_allowed_globals())
+    except Exception:  # a torch without these helpers: every global counts as code
+        return set()
