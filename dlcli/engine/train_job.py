@@ -325,7 +325,10 @@ def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> No
 def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:
     """A preset made for other data (--arch cnn on a CSV) is one clear line, before any loading."""
     if spec.data and kind and kind not in spec.data:
-        name = req.spec or f"--arch {req.arch}"
+        if req.spec or req.arch:
+            name = req.spec or f"--arch {req.arch}"
+        else:  # neither given: the spec is the --init-from model's own
+            name = f"--init-from {req.init_from} (its network)"
         raise UsageError(
             f"{name} is made for {' or '.join(spec.data)} data, but {req.data} is {kind} data",
             suggestion(kind),

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from tests.conftest import PENGUINS, assert_error
+from tests.conftest import PENGUINS, SAMPLES, assert_error
 
 
 class _Thing:
@@ -62,3 +62,23 @@ def test_random_bytes_are_not_a_model_file(tmp_path, dl_inproc) -> None:
     res = dl_inproc("predict", model, PENGUINS / "rows.csv")
     line = assert_error(res, str(model), "not a dl model file")
     assert "pickled code" not in line
+
+
+def test_init_from_a_table_model_on_images_names_the_model_not_arch_none(
+    penguins_model, dl_inproc, tmp_path
+) -> None:
+    res = dl_inproc(
+        "train",
+        SAMPLES / "digits" / "train",
+        "--init-from",
+        penguins_model,
+        "-o",
+        tmp_path / "m.pt",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--no-plots",
+    )
+    assert_error(res, f"--init-from {penguins_model}", "image data")
+    assert "None" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
