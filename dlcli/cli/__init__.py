@@ -52,7 +52,8 @@ _register()
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; every DLError becomes one line on stderr and its exit code.
 
-    Typer (standalone mode) prints usage errors itself with exit code 2.
+    Usage errors (a bad option value, an unknown option) are one `error:` line with exit 2 too:
+    Click runs outside its standalone mode, so its multi-line usage box is never printed.
     """
     from dlcli import settings
     from dlcli.console import error_line
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     settings.set_debug("--debug" in args)
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="dl")
+        _run(args)
     except SystemExit as exc:
         if exc.code == 1 and _stdout_closed():  # Click's own handling of EPIPE exits 1
             _quiet_stdout()
@@ -89,6 +90,93 @@ def main(argv: list[str] | None = None) -> None:
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
         )
         sys.exit(1)
+
+
+def _run(args: list[str]) -> None:
+    """Run the app with Click's own error printing off; its usage errors become one line."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    from typer.main import get_command
+
+    from dlcli.console import error_line
+
+    try:
+        code = get_command(app).main(args=args, prog_name="dl", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `dl` or `dl train` alone: typer printed the help already
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        error_line("aborted")
+        sys.exit(1)
+    except ClickException as exc:
+        error_line(_usage_message(exc, args))
+        sys.exit(exc.exit_code)
+    if isinstance(code, int) and code:  # a typer.Exit(code) outside standalone mode returns it
+        sys.exit(code)
+
+
+def _usage_message(exc: Exception, args: list[str]) -> str:
+    """`--epochs 0: must be at least 1`: the option, the value given, what it must be."""
+    param = getattr(exc, "param", None)
+    errors = getattr(exc.__cause__, "errors", None)
+    if param is None or not callable(errors):
+        msg = exc.format_message().strip()  # type: ignore[attr-defined]
+        return (msg[:1].lower() + msg[1:]).removesuffix(".")
+    opts = [o for o in getattr(param, "opts", []) if o.startswith("--")]
+    name = opts[0] if opts else getattr(param, "human_readable_name", param.name)
+    first = (errors() or [{}])[0]
+    value = first.get("input", _given(args, param))
+    limits = first.get("ctx") or {}
+    kind = first.get("type", "")
+    if _is_nan(value):
+        what = "not a number"
+    elif kind in _LIMITS:
+        limit = limits.get(_LIMIT_KEYS[kind], "")
+        if isinstance(limit, float) and limit.is_integer():
+            limit = int(limit)
+        what = f"{_LIMITS[kind]} {limit}".strip()
+    elif kind.startswith("int_"):
+        what = "must be a whole number"
+    elif kind.startswith("float_"):
+        what = "must be a number"
+    else:
+        msg = str(first.get("msg") or exc.format_message())  # type: ignore[attr-defined]
+        what = msg[:1].lower() + msg[1:]
+    return f"{name} {value}: {what}" if value is not None else f"{name}: {what}"
+
+
+_LIMITS = {
+    "greater_than_equal": "must be at least",
+    "less_than_equal": "must be at most",
+    "greater_than": "must be more than",
+    "less_than": "must be less than",
+}
+
+
+_LIMIT_KEYS = {
+    "greater_than_equal": "ge",
+    "less_than_equal": "le",
+    "greater_than": "gt",
+    "less_than": "lt",
+}
+
+
+def _is_nan(value: object) -> bool:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return number != number
+
+
+def _given(args: list[str], param: object) -> str | None:
+    """The value given on the command line for an option (`--lr nan` or `--lr=nan`)."""
+    opts = getattr(param, "opts", [])
+    for i, arg in enumerate(args):
+        if arg in opts and i + 1 < len(args):
+            return args[i + 1]
+        for opt in opts:
+            if arg.startswith(opt + "="):
+                return arg[len(opt) + 1 :]
+    return None
 
 
 def _stdout_closed() -> bool:

@@ -13,7 +13,7 @@ from dlcli.errors import InputError, UsageError
 def check_val_split(fraction: float) -> None:
     """--val-split is a share strictly between 0 and 1."""
     if not 0.0 < fraction < 1.0:
-        raise UsageError(f"--val-split must be between 0 and 1, got {fraction}")
+        raise UsageError(f"--val-split {fraction:g}: must be more than 0 and less than 1")
 
 
 def check_split_sizes(

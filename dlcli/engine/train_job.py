@@ -9,6 +9,7 @@ or interrupted run never touches an existing good model. Ctrl-C leaves <model>.r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -170,6 +171,7 @@ def run_training(req: TrainRequest, families: Registry) -> dict:
 def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     """The family, spec, settings and data source: from the checkpoint on --resume, else from the
     flags, the spec and the data; every check that needs no data reading."""
+    _check_finite(req.overrides)
     resume, kind, ckpt = None, None, modelfile.checkpoint_path(req.output)
     if req.resume:
         if not ckpt.exists():
@@ -286,6 +288,14 @@ def _save(
 
 
 # -- output, spec and data-kind checks -------------------------------------------------------------
+def _check_finite(overrides: dict) -> None:
+    """--lr inf (or nan, from a caller that skipped the command line's checks) is one line,
+    not a training that diverges at its first step."""
+    for name, value in overrides.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"--{name.replace('_', '-')} {value}: not a finite number")
+
+
 def _check_output(path: str) -> None:
     p = Path(path)
     if p.is_dir():

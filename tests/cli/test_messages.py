@@ -82,3 +82,41 @@ def test_init_from_a_table_model_on_images_names_the_model_not_arch_none(
     assert_error(res, f"--init-from {penguins_model}", "image data")
     assert "None" not in res.stderr, res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--epochs", "0"], "--epochs 0: must be at least 1"),
+        (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+        (["--lr", "-1"], "--lr -1: must be at least 0"),
+        (["--lr", "nan"], "--lr nan: not a number"),
+        (["--lr", "inf"], "--lr inf: not a finite number"),
+        (["--momentum", "1"], "--momentum 1: must be at most 0.999"),
+        (["--epochs", "abc"], "--epochs abc: must be a whole number"),
+        (["--val-split", "2"], "--val-split 2: must be more than 0 and less than 1"),
+    ],
+)
+def test_an_out_of_range_option_value_is_one_error_line(args, line, dl_inproc, tmp_path) -> None:
+    res = dl_inproc("train", PENGUINS / "train.csv", "-o", tmp_path / "m.pt", "--quiet", *args)
+    assert_error(res, line)
+    assert res.stderr.strip() == f"error: {line}", res.stderr
+    assert "Usage:" not in res.stderr and "╭" not in res.stderr
+
+
+def test_an_unknown_option_or_command_is_one_error_line(run_dl) -> None:
+    res = run_dl("train", "--bogus")
+    assert_error(res, "no such option: --bogus")
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert_error(run_dl("nosuch"), "no such command 'nosuch'")
+
+
+def test_help_version_and_a_bare_command_are_unchanged(run_dl) -> None:
+    res = run_dl("--help")
+    assert res.returncode == 0 and "Usage: dl" in res.stdout and res.stderr == ""
+    res = run_dl("--version")
+    assert res.returncode == 0 and res.stdout.startswith("dl ") and res.stderr == ""
+    for args in ([], ["train"]):
+        res = run_dl(*args)
+        assert res.returncode == 2 and "Usage: dl" in res.stdout, res
+        assert "error:" not in res.stderr

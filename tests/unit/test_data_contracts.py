@@ -317,9 +317,11 @@ def test_the_reader_layer_reads_as_before(tmp_path: Path) -> None:
 # -- splitting -------------------------------------------------------------------------------
 @pytest.mark.parametrize("share", [0.0, 1.0, -0.1, 1.5])
 def test_val_split_outside_0_1_is_one_usage_line(share: float) -> None:
-    with pytest.raises(UsageError, match=f"--val-split must be between 0 and 1, got {share}"):
+    with pytest.raises(
+        UsageError, match=f"--val-split {share:g}: must be more than 0 and less than 1"
+    ):
         check_val_split(share)
-    with pytest.raises(UsageError, match="--val-split must be between 0 and 1"):
+    with pytest.raises(UsageError, match="must be more than 0 and less than 1"):
         split_rows(None, 10, share, 0, stratify=False, source="t.csv")
 
 
