@@ -8,6 +8,7 @@ metrics, created. See docs/model-file.md.
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 from dlcli.errors import ModelFileError
@@ -39,7 +40,11 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
     if p.stat().st_size == 0:
         raise ModelFileError(f"{path}: model file is empty")
     try:
-        data = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a foreign pickle protocol: noise here
+            warnings.filterwarnings(
+                "ignore", message="Detected pickle protocol", category=UserWarning
+            )
+            data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's wording changes between releases: look at the file itself, never at the text
         if _names_code(p):

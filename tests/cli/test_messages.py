@@ -54,6 +54,7 @@ def test_a_model_file_that_would_run_a_command_is_refused_and_runs_nothing(
     res = dl_inproc("predict", model, PENGUINS / "rows.csv")
     assert_error(res, str(model), PICKLED)
     assert not marker.exists(), "dl ran code from a model file"
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # no torch warning either
 
 
 def test_random_bytes_are_not_a_model_file(tmp_path, dl_inproc) -> None:
