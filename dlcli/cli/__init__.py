@@ -94,8 +94,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run(args: list[str]) -> None:
     """Run the app with Click's own error printing off; its usage errors become one line."""
-    from typer._click.exceptions import ClickException, NoArgsIsHelpError
     from typer.main import get_command
+
+    try:  # typer >= 0.26 bundles its own Click; older releases use click itself
+        from typer._click.exceptions import ClickException, NoArgsIsHelpError
+    except ImportError:  # pragma: no cover - depends on the installed typer
+        from click.exceptions import ClickException, NoArgsIsHelpError
 
     from dlcli.console import error_line
 
