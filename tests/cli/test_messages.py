@@ -7,8 +7,7 @@ import pickle
 
 import pytest
 import torch
-
-from tests.conftest import PENGUINS, SAMPLES, assert_error
+from conftest import PENGUINS, SAMPLES, assert_error
 
 
 class _Thing:
