@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 
@@ -54,15 +54,18 @@ def refuse_overwriting_inputs(
     inputs: Iterable[str | os.PathLike[str] | None],
     *,
     folder: bool = False,
+    data_suffixes: Collection[str] = (),
     hint: str | None = None,
 ) -> None:
     """Raise UsageError when `output` (the path given to `flag`) is one of `inputs`.
 
     Paths are compared by the file itself (st_dev, st_ino), so a symlink or a hard link to an input
     counts as that input. With `folder=True` (a folder dl writes files into) an output that lies
-    inside an input folder is refused too: the files written there would join the data. Inputs that
-    are None, `-` (stdin) or do not exist are skipped; an output that does not exist yet clobbers
-    nothing unless it lies inside an input folder. Call it before any work is done.
+    inside an input folder is refused too: the files written there would join the data; so is a file
+    output inside an input folder whose suffix is in `data_suffixes` (one the folder's reader picks
+    up, e.g. an image among the images predicted). Inputs that are None, `-` (stdin) or do not exist
+    are skipped; an output that does not exist yet clobbers nothing unless it lies inside an input
+    folder. Call it before any work is done.
     """
     from dlcli.errors import UsageError
 
@@ -79,7 +82,7 @@ def refuse_overwriting_inputs(
     hit = ids.get(_file_id(out))
     if hit is not None:
         raise UsageError(f"{flag} {out}: is the input {hit}; the output would overwrite it", hint)
-    if not folder:
+    if not folder and out.suffix.lower() not in data_suffixes:
         return
     folders = {key: path for key, path in ids.items() if path.is_dir()}
     for parent in out.absolute().parents:

@@ -104,6 +104,17 @@ def test_predict_refuses_output_onto_model(dl_inproc, model: Path, rows: Path, h
     assert model.read_bytes() == before
 
 
+def test_predict_refuses_an_image_output_inside_the_input_folder(
+    dl_inproc, tmp_path: Path, penguins_model: Path
+) -> None:
+    images = tmp_path / "images"
+    (images / "cat").mkdir(parents=True)
+    (images / "cat" / "1.png").write_bytes(b"not really a png")
+    res = dl_inproc("predict", penguins_model, images, "-o", images / "cat" / "1.png")
+    assert_error(res, "-o", "inside the input folder", "pick another -o")
+    assert (images / "cat" / "1.png").read_bytes() == b"not really a png"
+
+
 def test_predict_refuses_output_dir_onto_model(dl_inproc, model: Path) -> None:
     before = model.read_bytes()
     res = dl_inproc("predict", model, "--samples", "2", "--output-dir", model)
