@@ -56,11 +56,11 @@ def test_train_refuses_output_onto_data(dl_inproc, rows: Path, how: str) -> None
     assert not out.with_name(out.stem + ".run").exists()  # refused before the run folder
 
 
-@pytest.mark.parametrize("flag", ["--val", "--spec", "--init-from"])
+@pytest.mark.parametrize("flag", ["--val", "--spec"])
 def test_train_refuses_output_onto_other_inputs(
-    dl_inproc, tmp_path: Path, rows: Path, model: Path, flag: str
+    dl_inproc, tmp_path: Path, rows: Path, flag: str
 ) -> None:
-    given = {"--val": rows, "--spec": tmp_path / "spec.yaml", "--init-from": model}[flag]
+    given = {"--val": rows, "--spec": tmp_path / "spec.yaml"}[flag]
     if flag == "--spec":
         given.write_text("layers:\n  - dense: 8\n")
     before = given.read_bytes()
