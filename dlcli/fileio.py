@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 
@@ -46,3 +46,59 @@ def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
     """Write `data` to `target` atomically."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def refuse_overwriting_inputs(
+    flag: str,
+    output: str | os.PathLike[str] | None,
+    inputs: Iterable[str | os.PathLike[str] | None],
+    *,
+    folder: bool = False,
+    data_suffixes: Collection[str] = (),
+    hint: str | None = None,
+) -> None:
+    """Raise UsageError when `output` (the path given to `flag`) is one of `inputs`.
+
+    Paths are compared by the file itself (st_dev, st_ino), so a symlink or a hard link to an input
+    counts as that input. With `folder=True` (a folder dl writes files into) an output that lies
+    inside an input folder is refused too: the files written there would join the data; so is a file
+    output inside an input folder whose suffix is in `data_suffixes` (one the folder's reader picks
+    up, e.g. an image among the images predicted). Inputs that are None, `-` (stdin) or do not exist
+    are skipped; an output that does not exist yet clobbers nothing unless it lies inside an input
+    folder. Call it before any work is done.
+    """
+    from dlcli.errors import UsageError
+
+    if not output or output == "-":
+        return
+    out = Path(output)
+    named = [Path(p) for p in inputs if p and p != "-"]
+    ids = {}
+    for path in named:
+        key = _file_id(path)
+        if key is not None:
+            ids.setdefault(key, path)
+    hint = hint or f"pick another {flag}"
+    hit = ids.get(_file_id(out))
+    if hit is not None:
+        raise UsageError(f"{flag} {out}: is the input {hit}; the output would overwrite it", hint)
+    if not folder and out.suffix.lower() not in data_suffixes:
+        return
+    folders = {key: path for key, path in ids.items() if path.is_dir()}
+    for parent in out.absolute().parents:
+        hit = folders.get(_file_id(parent))
+        if hit is not None:
+            raise UsageError(
+                f"{flag} {out}: lies inside the input folder {hit}; the files written there "
+                "would join the data",
+                hint,
+            )
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of what `path` names (symlinks followed), None when it does not exist."""
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino

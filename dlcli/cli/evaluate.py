@@ -43,6 +43,7 @@ def evaluate(
     from dlcli.families.base import EvaluateOptions, refuse_flags
 
     set_quiet(quiet)
+    _refuse_overwriting(model, data, report, errors)
     file_data = modelfile.load(model)
     family = families.of_model(file_data)
     used = {"--errors": bool(errors), "--anomaly-label": anomaly_label is not None}
@@ -63,6 +64,20 @@ def evaluate(
             console().print(
                 f"copied {metrics['errors_copied']} misclassified inputs to {errors.rstrip('/')}/"
             )
+
+
+def _refuse_overwriting(model: str, data: str, report: str | None, errors: str | None) -> None:
+    """--report and --errors never write onto the model or the data (checked before any work)."""
+    from pathlib import Path
+
+    from dlcli.fileio import refuse_overwriting_inputs
+
+    read = [model, data]
+    for flag, folder in (("--report", report), ("--errors", errors)):
+        refuse_overwriting_inputs(flag, folder, read, folder=True)
+    if report:  # the files --report writes
+        for name in ("metrics.json", "confusion_matrix.png"):
+            refuse_overwriting_inputs("--report", Path(report) / name, read)
 
 
 def register(app: typer.Typer) -> None:

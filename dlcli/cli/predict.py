@@ -66,7 +66,11 @@ def predict(
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
     from dlcli import families, modelfile
     from dlcli.families.base import PredictOptions, refuse_flags
+    from dlcli.fileio import refuse_overwriting_inputs
 
+    read = [model, *(inputs or [])]
+    refuse_overwriting_inputs("-o", output, read, data_suffixes=_folder_suffixes(read))
+    refuse_overwriting_inputs("--output-dir", output_dir, read, folder=True)
     data = modelfile.load(model)
     family = families.of_model(data)
     used = {
@@ -82,6 +86,17 @@ def predict(
         keep_columns, device, precision, proba, top_k, steps,
     )  # fmt: skip
     family.predict(data, model, inputs or [], opts)
+
+
+def _folder_suffixes(paths: list[str]) -> frozenset[str]:
+    """The suffixes an input folder's reader picks up (images): -o must not write one in there."""
+    import os
+
+    if not any(os.path.isdir(p) for p in paths if p != "-"):
+        return frozenset()
+    from dlcli.data.image_cache import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
 
 
 @contextlib.contextmanager

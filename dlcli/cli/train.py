@@ -170,6 +170,9 @@ def train(
         raise UsageError(f"--task must be classification or regression, got '{task}'")
     if precision is not None and precision not in ("fp32", "bf16", "fp16"):
         raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
+    # --init-from is no input here: it is read whole before the model file is replaced, and
+    # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
+    _refuse_overwriting(output, [data, val, spec])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
@@ -231,6 +234,16 @@ def train(
         console().print(
             f"saved [bold]{summary['model']}[/] ({epochs}); run files in {summary['run_dir']}/"
         )
+
+
+def _refuse_overwriting(output: str, inputs: list[str | None]) -> None:
+    """The model file and its run folder never replace an input (checked before training)."""
+    from dlcli import modelfile
+    from dlcli.fileio import refuse_overwriting_inputs
+
+    refuse_overwriting_inputs("-o", output, inputs)
+    run = modelfile.run_dir(output)
+    refuse_overwriting_inputs("run folder", run, inputs, folder=True, hint="pick another -o")
 
 
 def _extra(given: dict) -> dict:

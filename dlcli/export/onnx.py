@@ -17,8 +17,9 @@ from typing import Any
 import torch
 
 from dlcli import __version__, settings
-from dlcli.errors import ExportError, UsageError
+from dlcli.errors import ExportError
 from dlcli.export import ExportPlan
+from dlcli.fileio import refuse_overwriting_inputs
 
 FORMAT_VERSION = 1  # version of the ONNX contract (input, outputs, metadata keys) in docs/onnx.md
 DYNAMO_OPSET = 18  # the first opset the torch.export-based exporter emits natively
@@ -37,9 +38,16 @@ def write(
     from dlcli.fileio import write_text
 
     target = output_path(model_path, output)
+    paths = [
+        target.with_name(f"{target.stem}.{graph.suffix}.onnx") if graph.suffix else target
+        for graph in plan.graphs
+    ]
+    for path in paths[1:]:  # the main target was checked by output_path
+        refuse_overwriting_inputs("-o", path, [model_path])
     results, named, side = [], {}, []
-    for graph in plan.graphs:  # each is verified before it replaces a file
-        path = target.with_name(f"{target.stem}.{graph.suffix}.onnx") if graph.suffix else target
+    for graph, path in zip(
+        plan.graphs, paths, strict=True
+    ):  # each is verified before it replaces a file
         proto, exporter = to_onnx(
             graph.module, graph.sample, graph.input_name, graph.output_names, graph.dims
         )
@@ -103,8 +111,7 @@ def output_path(model_path: str, output: str | None) -> Path:
     target = Path(output) if output else model.with_suffix(".onnx")
     if target.is_dir():
         target = target / model.with_suffix(".onnx").name
-    if target.resolve() == model.resolve():
-        raise UsageError(f"{target}: the output would overwrite the model file", "pick another -o")
+    refuse_overwriting_inputs("-o", target, [model])
     return target
 
 
