@@ -47,7 +47,9 @@ def predict(
     output_dir: str = typer.Option(
         None, "--output-dir", help="GAN: write each generated sample as its own PNG in this folder."
     ),
-    seed: int = typer.Option(None, "--seed", help="GAN: random seed for reproducible samples."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, max=2**32 - 1, help="GAN: random seed for reproducible samples."
+    ),
     embed: bool = typer.Option(
         False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
     ),

@@ -78,7 +78,11 @@ def train(
         None, "--label-smoothing", min=0.0, max=0.99, help="Label smoothing for classification."
     ),
     seed: int = typer.Option(
-        None, "--seed", help="Random seed (default 42); CPU runs are reproducible bit for bit."
+        None,
+        "--seed",
+        min=0,
+        max=2**32 - 1,
+        help="Random seed (default 42); CPU runs are reproducible bit for bit.",
     ),
     device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option(

@@ -183,6 +183,7 @@ def parse_spec(data: Any, source: str) -> Spec:
         raise SpecError(
             f"spec {source}: must be a mapping with a 'layers' list, got {type(data).__name__}"
         )
+    check_size(data, source)  # documents from model files and library callers too
     try:
         spec = Spec.model_validate(data)
     except ValidationError as exc:
@@ -196,8 +197,42 @@ def parse_spec(data: Any, source: str) -> Spec:
     return spec
 
 
+MAX_DEPTH = 64  # nested lists/mappings a spec may hold (real specs use fewer than 10)
+MAX_ENTRIES = 100_000  # values a spec may hold once YAML aliases are followed
+
+
+def check_size(data: Any, source: str) -> None:
+    """A spec nested deeper than MAX_DEPTH, or holding more than MAX_ENTRIES values once aliases
+    are followed (the "billion laughs" pattern), is one SpecError line; walked without recursion,
+    stopping at the limit, so the check itself stays bounded."""
+    stack, seen = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        seen += 1
+        if seen > MAX_ENTRIES:
+            raise SpecError(
+                f"spec {source}: holds more than {MAX_ENTRIES:,} values (aliases expanded); "
+                "a network spec is far smaller"
+            )
+        if depth > MAX_DEPTH:
+            raise SpecError(f"spec {source}: nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def read_spec_text(text: str, source: str, suffix: str = ".yaml") -> Any:
-    """Decode YAML or JSON text; syntax errors name the line."""
+    """Decode YAML or JSON text; syntax errors name the line; bounded size and depth."""
+    try:
+        data = _decode(text, source, suffix)
+    except RecursionError:
+        raise SpecError(f"spec {source}: nested more than {MAX_DEPTH} levels deep") from None
+    check_size(data, source)
+    return data
+
+
+def _decode(text: str, source: str, suffix: str) -> Any:
     if suffix.lower() == ".json":
         try:
             return json.loads(text)

@@ -120,3 +120,9 @@ def test_help_version_and_a_bare_command_are_unchanged(run_dl) -> None:
         res = run_dl(*args)
         assert res.returncode == 2 and "Usage: dl" in res.stdout, res
         assert "error:" not in res.stderr
+
+
+def test_a_negative_or_huge_seed_is_one_error_line(dl_inproc) -> None:
+    for seed in ("-1", str(2**40)):
+        res = dl_inproc("train", PENGUINS / "train.csv", "--seed", seed, "-o", "/nonexistent/m.pt")
+        assert_error(res, f"--seed {seed}")

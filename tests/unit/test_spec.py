@@ -199,3 +199,35 @@ def test_nested_layer_init_is_not_overwritten_by_its_container():
         [{"residual": [{"dense": 4, "init": "zeros"}]}], init="kaiming", head="none", outputs=None
     )
     assert torch.count_nonzero(net.module[0].body[0].weight) == 0
+
+
+def test_hostile_spec_documents_are_one_bounded_error(tmp_path) -> None:
+    """Deep nesting (JSON arrays, nested residual blocks) and YAML alias bombs end in one SpecError
+    naming the file, quickly, instead of a RecursionError or an exponential expansion."""
+    import time
+
+    from dlcli.errors import SpecError
+    from dlcli.spec.schema import load_spec_file
+
+    deep_json = tmp_path / "deep.json"
+    deep_json.write_text('{"layers": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    residual = "layers:\n  - relu\n" + "".join(
+        "  " * (i + 1) + "- residual:\n" for i in range(1000)
+    )
+    (tmp_path / "residual.yaml").write_text(residual + "  " * 1001 + "- {dense: 4}\n")
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):  # 10**12 values once expanded, ~400 bytes on disk
+        name, prev = chr(ord("a") + i), chr(ord("a") + i - 1)
+        laughs.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 10) + "]")
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(laughs) + "\nlayers: [*l]\n")
+    for path, words in (
+        (deep_json, "nested more than"),
+        (tmp_path / "residual.yaml", "nested more than"),
+        (bomb, "more than 100,000 values"),
+    ):
+        t0 = time.perf_counter()
+        with pytest.raises(SpecError, match=words) as err:
+            load_spec_file(path)
+        assert str(path) in str(err.value) and len(str(err.value)) < 300
+        assert time.perf_counter() - t0 < 10, path
