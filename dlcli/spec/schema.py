@@ -223,13 +223,11 @@ def check_size(data: Any, source: str) -> None:
 
 
 def read_spec_text(text: str, source: str, suffix: str = ".yaml") -> Any:
-    """Decode YAML or JSON text; syntax errors name the line; bounded size and depth."""
+    """Decode YAML or JSON text; syntax errors name the line (size and depth: `parse_spec`)."""
     try:
-        data = _decode(text, source, suffix)
+        return _decode(text, source, suffix)
     except RecursionError:
         raise SpecError(f"spec {source}: nested more than {MAX_DEPTH} levels deep") from None
-    check_size(data, source)
-    return data
 
 
 def _decode(text: str, source: str, suffix: str) -> Any:
