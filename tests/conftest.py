@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -25,6 +26,20 @@ DIABETES = SAMPLES / "diabetes"
 
 Runner = Callable[..., subprocess.CompletedProcess]
 CLI_TESTS = Path(__file__).resolve().parent / "cli"
+FUZZ_TESTS = Path(__file__).resolve().parent / "fuzz"
+
+# Property-based (hypothesis) profiles. `fast` runs in `make test`; `long` is the documented soak:
+#   HYPOTHESIS_PROFILE=long .venv/bin/pytest -p no:xdist tests/fuzz -q
+# (10,000 generated cases per target; see docs/security.md for the figures).
+with contextlib.suppress(ImportError):
+    from hypothesis import HealthCheck, settings
+
+    _checks = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+    settings.register_profile("fast", max_examples=60, deadline=None, suppress_health_check=_checks)
+    settings.register_profile(
+        "long", max_examples=10_000, deadline=None, suppress_health_check=_checks
+    )
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fast"))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -50,12 +65,23 @@ def dl_env() -> dict[str, str]:
 
 
 def _run_process(
-    *args: str, input: str | bytes | None = None, cwd: str | Path | None = None, timeout: int = 300
+    *args: str,
+    input: str | bytes | None = None,
+    cwd: str | Path | None = None,
+    timeout: int = 300,
+    memory_gb: float | None = None,
 ) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "dlcli", *map(str, args)]
+    limit = None if memory_gb is None else _address_space_limit(memory_gb)
     if isinstance(input, bytes):
         res = subprocess.run(
-            cmd, input=input, cwd=cwd, env=dl_env(), capture_output=True, timeout=timeout
+            cmd,
+            input=input,
+            cwd=cwd,
+            env=dl_env(),
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=limit,
         )
         return subprocess.CompletedProcess(
             cmd,
@@ -64,8 +90,27 @@ def _run_process(
             res.stderr.decode("utf-8", "replace"),
         )
     return subprocess.run(
-        cmd, input=input, cwd=cwd, env=dl_env(), capture_output=True, text=True, timeout=timeout
+        cmd,
+        input=input,
+        cwd=cwd,
+        env=dl_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
     )
+
+
+def _address_space_limit(gb: float) -> Callable[[], None]:
+    """A preexec hook capping the child's address space at `gb` GiB (RLIMIT_AS): a memory bomb then
+    fails that process (MemoryError, or a failed allocation) instead of the machine. With one torch
+    thread (dl_env) a whole training fits in 1 GiB of address space."""
+    size = int(gb * 2**30)
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return apply
 
 
 @pytest.fixture
@@ -73,6 +118,18 @@ def run_dl() -> Runner:
     """`run_dl(*args, input=None, cwd=None)`: `python -m dlcli ARGS` as a subprocess -> CompletedProcess
     (text). Real exit codes, real stdout/stderr separation, a fresh interpreter each time."""
     return _run_process
+
+
+@pytest.fixture
+def run_dl_bounded() -> Runner:
+    """`run_dl` for hostile inputs: the process gets at most 2 GiB of address space and 120 s unless
+    `memory_gb=` / `timeout=` say otherwise, so a memory bomb or a hang fails the test, not the
+    machine. Same arguments and result as `run_dl`."""
+
+    def run(*args: str, memory_gb: float = 2.0, timeout: int = 120, **kw: object):
+        return _run_process(*args, memory_gb=memory_gb, timeout=timeout, **kw)  # type: ignore[arg-type]
+
+    return run
 
 
 @pytest.fixture(scope="session")
