@@ -18,7 +18,7 @@ from dlcli.engine import distributed
 from dlcli.engine.batches import BatchSource, as_batches, shard
 from dlcli.engine.optim import make_optimizer, make_schedule
 from dlcli.engine.trainer import TrainConfig
-from dlcli.errors import TrainingError
+from dlcli.errors import SpecError, TrainingError
 
 
 def _identity(x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +27,27 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
 
 def _state_copy(module: torch.nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def trained_members(network: torch.nn.Module) -> int:
+    """K when `network` ends in a packed ensemble whose training output is (N, K, outputs)
+    (`trains_members`, spec/layers/ensemble.py), else 1."""
+    packed = [m for m in network.modules() if getattr(m, "trains_members", False)]
+    if not packed:
+        return 1
+    if not (
+        isinstance(network, torch.nn.Sequential) and len(packed) == 1 and network[-1] is packed[0]
+    ):
+        raise SpecError("an ensemble layer (mlp_ensemble) must be the network's last layer")
+    return int(packed[0].members)
+
+
+def member_loss(loss_fn: Callable, members: int) -> Callable:
+    """Each of K members trained on its own loss: (N, K, ...) outputs against the labels repeated
+    K times, averaged (so the loss reads as one member's)."""
+    if members <= 1:
+        return loss_fn
+    return lambda out, y: loss_fn(out.flatten(0, 1), y.repeat_interleave(members, dim=0))
 
 
 class TaskStep:
@@ -90,7 +111,8 @@ class TaskStep:
             if cfg.class_weights == "balanced"
             else None
         )
-        self.loss_fn = self.task.make_loss(weights, cfg.label_smoothing)
+        members = trained_members(net)
+        self.loss_fn = member_loss(self.task.make_loss(weights, cfg.label_smoothing), members)
         self.eval_loss = self.task.make_loss(weights, 0.0)
         self.params = [p for p in net.parameters() if p.requires_grad]
         pick_threads(dev, sum(p.numel() for p in self.params) * train.batch_size)
