@@ -159,19 +159,19 @@ def test_export_writes_onnx(session) -> None:
 def test_build_shows_shapes_and_parameter_count(session) -> None:
     res = session[1][5]
     text = res.stdout + res.stderr
-    # 30*128+128 + 2*128 + 128*64+64 + 2*64 + 64*2+2: dense, batchnorm, dense, batchnorm, head
-    assert "12,738" in text or "12738" in text
-    for shape in ("(128)", "(64)", "(2)"):
-        assert shape in text
+    # 16 members x (30*64+64 + 2*64 + 64*32+32 + 2*32 + 32*2+2): dense, batchnorm, dense,
+    # batchnorm, output layer, packed in one mlp_ensemble layer
+    assert "69,152" in text or "69152" in text
+    assert "mlp_ensemble" in text and "(2)" in text
 
 
 def test_build_json(dl_inproc) -> None:
     res = dl_inproc("build", "--arch", "mlp", "--input-shape", "30", "--outputs", "2", "--json")
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
-    assert summary["params"] == 12738  # 30*128+128 + 256 + 128*64+64 + 128 + 64*2+2
+    assert summary["params"] == 69152  # 16 x (30*64+64 + 128 + 64*32+32 + 64 + 32*2+2)
     assert summary["output_shape"] == [2]
-    assert summary["layers"][0]["output_shape"] == [128]
+    assert summary["layers"][0]["output_shape"] == [2]  # the ensemble ends in the outputs
 
 
 def test_printed_spec_trains_again(tmp_path: Path, dl_inproc) -> None:
