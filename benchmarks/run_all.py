@@ -27,7 +27,7 @@ BENCHMARKS = [
     "bench_predict_memory",
     "bench_images",
     "bench_sequence",
-    "quality_vs_sklearn",
+    "quality_tables",  # ~3-5 min: 15 dl trainings + the baselines
     "bench_gpu",  # prints a skip line and adds nothing without CUDA
 ]
 
