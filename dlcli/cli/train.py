@@ -241,13 +241,16 @@ def train(
 
 
 def _refuse_overwriting(output: str, inputs: list[str | None]) -> None:
-    """The model file and its run folder never replace an input (checked before training)."""
+    """The model file and its run folder never replace an input, and both can be written
+    (checked before training, so no training is lost to them)."""
     from dlcli import modelfile
-    from dlcli.fileio import refuse_overwriting_inputs
+    from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
     refuse_overwriting_inputs("-o", output, inputs)
     run = modelfile.run_dir(output)
     refuse_overwriting_inputs("run folder", run, inputs, folder=True, hint="pick another -o")
+    check_writable("-o", output)
+    check_writable("-o", run, folder=True)  # its run folder: metrics, plots, checkpoints
 
 
 def _extra(given: dict) -> dict:
