@@ -3,8 +3,11 @@ module level, so `dl --help` and argument errors never load torch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+from collections.abc import Iterator
 
 import typer
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     settings.set_debug("--debug" in args)
     args = [a for a in args if a != "--debug"]
     try:
-        _run(args)
+        with library_warnings(raw=settings.debug(strict=False)):
+            _run(args)
     except SystemExit as exc:
         if exc.code == 1 and _stdout_closed():  # Click's own handling of EPIPE exits 1
             _quiet_stdout()
@@ -90,6 +94,75 @@ def main(argv: list[str] | None = None) -> None:
             f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
         )
         sys.exit(1)
+
+
+# -- warnings from libraries ---------------------------------------------------------------------
+NOISE = (  # categories with nothing for the user to do: API changes inside the libraries dl uses
+    DeprecationWarning,
+    PendingDeprecationWarning,
+    FutureWarning,
+    ImportWarning,
+    ResourceWarning,
+)
+NOISE_NAMES = frozenset({"TracerWarning"})  # torch.jit's tracer, met while exporting
+IN_DL_WORDS = (  # (pattern in a library's warning, what it means, in dl's words)
+    (
+        r"overflow encountered",
+        "a number too large for 32-bit floats (above 3.4e38) became infinite",
+    ),
+    (r"invalid value encountered", "a calculation met a NaN or infinite value"),
+    (r"divide by zero", "a division by zero gave an infinite value"),
+    (r"empty slice|degrees of freedom", "a statistic of no values gave NaN"),
+    (r"corrupt exif", "an image's EXIF block is corrupt; its orientation is ignored"),
+)
+LIBRARY_NAMES = {"PIL": "Pillow", "sklearn": "scikit-learn"}
+MAX_WARNING = 200  # characters of a library's own message kept in the note
+
+
+@contextlib.contextmanager
+def library_warnings(raw: bool = False) -> Iterator[None]:
+    """While a command runs, a Python warning from a library (numpy, pandas, torch, onnx, Pillow,
+    ...) never reaches stderr as is: noise (deprecations, tracer chatter) is dropped and anything
+    else becomes one `note:` in dl's words, once per distinct message (and none under --quiet).
+    `raw` (--debug) leaves Python's own printing as it is."""
+    import warnings
+
+    with warnings.catch_warnings():
+        if raw:
+            yield
+            return
+        seen: set[str] = set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = warning_note(message, category, filename)
+            if text is not None and text not in seen:
+                from rich.markup import escape
+
+                from dlcli.console import note
+
+                seen.add(text)
+                note(escape(text))  # a library's "[...]" is text, not rich markup
+
+        warnings.simplefilter(
+            "default"
+        )  # every distinct warning reaches `show` (deduplicated there)
+        warnings.showwarning = show
+        yield
+
+
+def warning_note(message: object, category: type, filename: str) -> str | None:
+    """The note for one library warning, None for noise: `pandas: a number too large ...`; the
+    library is named when the warning comes from an installed package (numpy's own warnings are
+    raised from the caller's line, which may be dl's)."""
+    if issubclass(category, NOISE) or category.__name__ in NOISE_NAMES:
+        return None
+    text = " ".join(str(message).split())[:MAX_WARNING] or category.__name__
+    found = re.search(r"site-packages[/\\]([A-Za-z0-9_]+)", filename or "")
+    library = LIBRARY_NAMES.get(found.group(1), found.group(1)) if found else ""
+    for pattern, words in IN_DL_WORDS:
+        if re.search(pattern, text, re.IGNORECASE):
+            return f"{library}: {words} ({text})" if library else f"{words} ({text})"
+    return f"{library or 'a library'} warned: {text}"
 
 
 def _run(args: list[str]) -> None:

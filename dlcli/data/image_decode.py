@@ -34,12 +34,15 @@ class BadImage(Exception):
 
 @contextlib.contextmanager
 def pixel_limit() -> Iterator[None]:
-    """Allow big images (up to MAX_PIXELS, quietly) only while decoding."""
+    """Allow big images (up to MAX_PIXELS) only while decoding, with Pillow's warnings silenced:
+    a big image is no bomb below the limit, a corrupt EXIF block only loses the orientation, and an
+    unreadable file is reported by name (BadImage). Entered once around many decoding threads."""
     old = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
             yield
     finally:
         Image.MAX_IMAGE_PIXELS = old
