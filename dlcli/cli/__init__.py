@@ -90,10 +90,62 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if settings.debug(strict=False):
             raise
-        error_line(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
-        )
+        error_line(internal_error_line(exc, args))
         sys.exit(1)
+
+
+# -- the last resort ------------------------------------------------------------------------------
+OUTPUT_PARAMS = frozenset({"output", "output_dir", "report", "errors"})  # written, not read
+MAX_ERROR_TEXT = 300  # characters of an unexpected exception's own message kept in the line
+
+
+def internal_error_line(exc: BaseException, args: list[str]) -> str:
+    """The one line for an exception no DLError caught: the command and the inputs it was given
+    (so the report says what to reproduce it with), then the exception, flattened to one line."""
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT] + "..."
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    command, inputs = command_inputs(args)
+    where = f" in `dl {command}`" if command else ""
+    if inputs:
+        where += f" on {', '.join(inputs)}"
+    return (
+        f"internal error{where}: {what} (rerun with --debug for the traceback, and please "
+        "report it with the command line)"
+    )
+
+
+def command_inputs(args: list[str]) -> tuple[str | None, list[str]]:
+    """(command name, the inputs it was given): its arguments and every option value that names an
+    existing file or folder, outputs left out. Parsed again by Click, leniently; on any surprise,
+    the arguments that do not start with `-`."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        return None, []
+    name = words[0]
+    try:
+        from typer.main import get_command
+
+        group = get_command(app)
+        command = group.get_command(None, name)  # type: ignore[arg-type]
+        rest = args[args.index(name) + 1 :]
+        ctx = command.make_context(name, rest, resilient_parsing=True)
+    except Exception:
+        return name, words[1:]
+    inputs: list[str] = []
+    for param in command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or param.name in OUTPUT_PARAMS or isinstance(value, bool):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if param.param_type_name == "argument" or _is_path(v):
+                inputs.append(str(v))
+    return name, inputs
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and value not in ("", "-") and os.path.exists(value)
 
 
 # -- warnings from libraries ---------------------------------------------------------------------
