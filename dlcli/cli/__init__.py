@@ -195,9 +195,8 @@ def library_warnings(raw: bool = False) -> Iterator[None]:
                 seen.add(text)
                 note(escape(text))  # a library's "[...]" is text, not rich markup
 
-        warnings.simplefilter(
-            "default"
-        )  # every distinct warning reaches `show` (deduplicated there)
+        # every distinct warning reaches `show`, which deduplicates by message
+        warnings.simplefilter("default")
         warnings.showwarning = show
         yield
 
