@@ -1,0 +1,113 @@
+"""dl tune's search spaces (tune/space.py) and cross-validation folds (data/split.py): parsing,
+checks with one-line errors, the presets' own spaces, and the fold partitions' properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dlcli.data.split import chronological_split, cross_validation, kfold_split, split_rows
+from dlcli.errors import SpecError
+from dlcli.spec.schema import load_preset, parse_spec, preset_names
+from dlcli.tune import space
+
+
+def test_find_names_and_draw_bounds() -> None:
+    doc = {
+        "layers": [{"dense": {"choice": [32, 64]}}, {"dropout": {"uniform": [0.0, 0.5]}}],
+        "training": {"lr": {"loguniform": [1e-4, 1e-2]}, "epochs": 5},
+    }
+    dists = space.find(doc, "s.yaml")
+    assert [d.name for d in dists] == ["layers[0].dense", "layers[1].dropout", "lr"]
+    low, high = (space.apply(doc, v) for v in space.representatives(dists))
+    assert low["layers"][0] == {"dense": 32} and high["layers"][0] == {"dense": 64}
+    assert low["training"] == {"lr": 1e-4, "epochs": 5}
+    assert doc["layers"][0] == {"dense": {"choice": [32, 64]}}  # the space itself is untouched
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ({"uniform": [1, 0]}, "low < high"),
+        ({"loguniform": [0, 1]}, "low > 0"),
+        ({"int": [1.5, 4]}, "whole numbers"),
+        ({"uniform": [0]}, "[low, high]"),
+        ({"choice": []}, "needs a list"),
+        ({"normal": [0, 1]}, "unknown distribution 'normal'"),
+        ({"choice": [[1], [2]]}, "plain values"),
+    ],
+)
+def test_malformed_distributions_name_the_field(value: dict, words: str) -> None:
+    doc = {"layers": [{"dense": 8}, {"dropout": value}]}
+    with pytest.raises(SpecError) as err:
+        space.find(doc, "s.yaml")
+    assert "s.yaml" in str(err.value) and "layers[1].dropout" in str(err.value)
+    assert words in str(err.value)
+
+
+def test_search_section_paths_are_checked() -> None:
+    doc = {"layers": [{"dense": 8}]}
+    with pytest.raises(SpecError, match=r"search.layers\[3\].dense: no such entry"):
+        space.lay_on(doc, {"layers[3].dense": {"choice": [1, 2]}}, "preset x")
+    with pytest.raises(SpecError, match=r"not like training\.lr"):
+        space.lay_on(doc, {"layers..[": {"choice": [1, 2]}}, "preset x")
+    with pytest.raises(SpecError, match="not a distribution"):
+        space.lay_on(doc, {"training.lr": 0.1}, "preset x")
+    laid = space.lay_on(doc, {"training.lr": {"loguniform": [1e-3, 1e-1]}}, "preset x")
+    assert [d.name for d in space.find(laid, "x")] == ["lr"]
+
+
+def test_flags_fix_training_values() -> None:
+    doc = {"layers": [{"dense": {"choice": [1, 2]}}], "training": {"lr": {"uniform": [0.1, 1]}}}
+    kept, fixed = space.fix(space.find(doc, "x"), {"lr": 0.5, "epochs": None})
+    assert [d.name for d in kept] == ["layers[0].dense"] and fixed == ["lr"]
+
+
+def test_every_preset_with_a_space_gives_valid_specs_at_both_ends() -> None:
+    """A preset's `search:` paths must point at its values, and each end of every range must be
+    a valid spec: a preset edit that moves a layer breaks this test, not a user's search."""
+    searched = []
+    for name in preset_names():
+        _, doc = load_preset(name)
+        if not doc.get("search"):
+            continue
+        laid = space.lay_on(doc, doc["search"], f"preset {name}")
+        dists = space.find(laid, name)
+        assert dists, name
+        for values in space.representatives(dists):
+            parse_spec(space.apply(laid, values), f"preset {name}")
+        searched.append(name)
+    assert "mlp" in searched
+
+
+@given(
+    n=st.integers(4, 300),
+    folds=st.integers(2, 6),
+    classes=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_kfold_partitions_rows_and_keeps_classes(n: int, folds: int, classes: int, seed: int):
+    y = np.random.default_rng(seed).integers(0, classes, n)
+    vals = [kfold_split(y, n, i, folds, seed, True) for i in range(folds)]
+    joined = np.sort(np.concatenate([va for _, va in vals]))
+    assert np.array_equal(joined, np.arange(n))  # every row validates exactly once
+    for tr, va in vals:
+        assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == n
+        for c in np.unique(y):  # stratified: a class's share differs by at most one row
+            counts = [np.sum(y[v] == c) for _, v in vals]
+            assert max(counts) - min(counts) <= 1
+    assert np.array_equal(kfold_split(y, n, 0, folds, seed, True)[1], vals[0][1])  # seeded
+
+
+def test_split_rows_and_series_follow_the_active_fold() -> None:
+    y = np.array([0, 1] * 10)
+    plain = split_rows(y, 20, 0.2, 1, stratify=True, source="d.csv")
+    assert len(plain[1]) == 4
+    with cross_validation(1, 4):
+        _, va = split_rows(y, 20, 0.2, 1, stratify=True, source="d.csv")
+        n_train, j0 = chronological_split("s.csv", 120, 100, 1, 0.2)
+    assert len(va) == 5 and np.array_equal(va, kfold_split(y, 20, 1, 4, 1, True)[1])
+    assert (n_train, j0) == (40, 40)  # expanding window: fold 1 of 4 validates on block 2 of 5
+    assert chronological_split("s.csv", 120, 100, 1, 0.2) == (80, 80)
