@@ -330,7 +330,8 @@ class Progress:
             elif state == "pruned":
                 result = f"pruned after {trial.user_attrs.get('epochs', '?')} epochs"
             else:
-                result = f"failed ({trial.user_attrs.get('error', 'error')[:80]})"
+                error = str(trial.user_attrs.get("error", "error")).split(" (")[0]
+                result = f"failed ({error[:100]})"
             try:
                 best = f"best {study.best_value:.4g} (#{study.best_trial.number})"
             except ValueError:  # no complete trial yet

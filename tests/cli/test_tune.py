@@ -271,3 +271,67 @@ def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
         r["trial"] for r in kept
     ]  # kept as they were
     assert (tmp_path / "r.pt").is_file()
+
+
+def test_autoencoder_search_minimises_reconstruction_loss(dl_inproc, tmp_path: Path) -> None:
+    res = dl_inproc(
+        "tune",
+        PENGUINS / "train.csv",
+        "--arch",
+        "autoencoder",
+        "--trials",
+        "3",
+        "--epochs",
+        "4",
+        "-o",
+        tmp_path / "ae.pt",
+        "--json",
+        "--no-plots",
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["metric"] == "loss" and summary["complete"] >= 1
+    assert {"encoder[0].dense", "lr"} <= set(summary["best_params"])
+    scored = dl_inproc("predict", tmp_path / "ae.pt", PENGUINS / "test.csv")
+    assert scored.returncode == 0 and "anomaly_score" in scored.stdout.splitlines()[0]
+    bad = dl_inproc(
+        "tune",
+        PENGUINS / "train.csv",
+        "--arch",
+        "autoencoder",
+        "--metric",
+        "accuracy",
+        "-o",
+        tmp_path / "x.pt",
+    )
+    assert_error(bad, "--metric accuracy", "autoencoders report loss")
+
+
+def test_diverging_trials_fail_and_the_study_goes_on(dl_inproc, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "layers:\n  - dense: 16\n  - relu\ntraining:\n  optimizer: sgd\n  schedule: none\n"
+        "  lr: {loguniform: [1.0e-3, 1.0e+6]}\n"
+    )
+    res = dl_inproc(
+        "tune",
+        DIABETES / "train.csv",
+        "--space",
+        space,
+        "--trials",
+        "8",
+        "--epochs",
+        "3",
+        "-o",
+        tmp_path / "d.pt",
+        "--json",
+        "--no-plots",
+        "--pruner",
+        "none",
+    )
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["failed"] >= 1 and summary["complete"] >= 1
+    failed = [r for r in read_trials(tmp_path / "d.tune") if r["state"] == "failed"]
+    assert all("diverged" in r["error"] and float(r["lr"]) > 1 for r in failed)
+    assert summary["best_params"]["lr"] < 1
