@@ -18,7 +18,7 @@ STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING
 
 def trial_rows(study: Any, dists: list[space.Dist]) -> list[dict]:
     """One row per trial: number, each parameter, value (and std with folds), state, epochs,
-    seconds, error."""
+    seconds (fitting), wall_seconds (the whole trial), error."""
     names = [d.name for d in dists]
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -30,10 +30,12 @@ def trial_rows(study: Any, dists: list[space.Dist]) -> list[dict]:
         row["value"] = "" if value is None else value
         if "std" in t.user_attrs:
             row["std"] = t.user_attrs["std"]
+        wall = t.duration.total_seconds() if t.duration is not None else ""
         row.update(
             state=state,
             epochs=t.user_attrs.get("epochs", ""),
             seconds=t.user_attrs.get("seconds", ""),
+            wall_seconds=round(wall, 3) if wall != "" else "",
             error=t.user_attrs.get("error", ""),
         )
         rows.append(row)
