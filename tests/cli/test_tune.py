@@ -335,3 +335,21 @@ def test_diverging_trials_fail_and_the_study_goes_on(dl_inproc, tmp_path: Path) 
     failed = [r for r in read_trials(tmp_path / "d.tune") if r["state"] == "failed"]
     assert all("diverged" in r["error"] and float(r["lr"]) > 1 for r in failed)
     assert summary["best_params"]["lr"] < 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["x.csv", "--sampler", "grid"], ["x.csv", "--timeout", "soon"]],
+)
+def test_help_and_argument_errors_import_neither_torch_nor_optuna(args: list) -> None:
+    res = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "dlcli", "tune", *args],
+        env=dl_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == (0 if args == ["--help"] else 2), res.stderr
+    imported = [ln for ln in res.stderr.splitlines() if ln.startswith("import time:")]
+    assert len(imported) > 50
+    assert [ln for ln in imported if "torch" in ln or "optuna" in ln] == []
