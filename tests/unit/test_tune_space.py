@@ -120,3 +120,29 @@ def test_split_rows_and_series_follow_the_active_fold() -> None:
     assert len(va) == 5 and np.array_equal(va, kfold_split(y, 20, 1, 4, 1, True)[1])
     assert (n_train, j0) == (40, 40)  # expanding window: fold 1 of 4 validates on block 2 of 5
     assert chronological_split("s.csv", 120, 100, 1, 0.2) == (80, 80)
+
+
+def test_cached_source_prepares_once_per_fold() -> None:
+    """Every trial gets the data prepared once (per fold): the wrapped source's `prepare` runs
+    once for each fold however many trials ask, and never for a saved preprocessor's reuse."""
+    from dlcli.tune.trial import CachedSource
+
+    class Counting:
+        kind, default_arch = "tabular", "mlp"
+
+        def __init__(self) -> None:
+            self.calls: list = []
+
+        def prepare(self, path: str, opts: object, preprocessor: object = None) -> object:
+            self.calls.append((path, preprocessor))
+            return object()
+
+    inner = Counting()
+    source = CachedSource(inner)
+    first = [source.prepare("d.csv", None) for _ in range(5)]
+    with cross_validation(0, 2):
+        folded = [source.prepare("d.csv", None) for _ in range(3)]
+    assert len({id(p) for p in first}) == 1 and len({id(p) for p in folded}) == 1
+    assert first[0] is not folded[0] and len(inner.calls) == 2
+    source.prepare("d.csv", None, preprocessor="saved")
+    assert len(inner.calls) == 3 and source.kind == "tabular"
