@@ -353,3 +353,39 @@ def test_help_and_argument_errors_import_neither_torch_nor_optuna(args: list) ->
     imported = [ln for ln in res.stderr.splitlines() if ln.startswith("import time:")]
     assert len(imported) > 50
     assert [ln for ln in imported if "torch" in ln or "optuna" in ln] == []
+
+
+def test_image_folder_search_with_the_cnn_space(dl_inproc, tmp_path: Path) -> None:
+    import shutil
+
+    data = tmp_path / "digits"
+    for c in "01":
+        files = sorted((SAMPLES / "digits" / "train" / c).iterdir())[:16]
+        (data / c).mkdir(parents=True)
+        for f in files:
+            shutil.copy(f, data / c / f.name)
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "data: [image]\nlayers:\n  - conv2d: {choice: [4, 8]}\n  - relu\n  - global_avgpool\n"
+        "training:\n  lr: {loguniform: [1.0e-3, 1.0e-2]}\n"
+    )
+    res = dl_inproc(
+        "tune",
+        data,
+        "--space",
+        space,
+        "--trials",
+        "2",
+        "--epochs",
+        "2",
+        "--image-size",
+        "16",
+        "-o",
+        tmp_path / "img.pt",
+        "--json",
+        "--no-plots",
+    )
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout)["best_params"]) == {"layers[0].conv2d", "lr"}
+    pred = dl_inproc("predict", tmp_path / "img.pt", data / "0")
+    assert pred.returncode == 0, pred.stderr
