@@ -58,7 +58,7 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
     base = req.train
     if req.folds and base.data_opts.val:
         raise UsageError("--folds splits DATA into folds; it cannot be used with --val")
-    doc, dists, family = _space(req, families)
+    doc, dists, family, raw_doc = _space(req, families)
     dists, fixed = space.fix(dists, base.overrides)
     if fixed:
         note(f"fixed on the command line, left out of the search: {', '.join(fixed)}")
@@ -85,6 +85,10 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
     train = replace(base, source=source)
     ctx = Context(train, doc, dists, req.metric, req.folds, trials_dir, families.run_training)
     ctx.prune = req.pruner != "none"
+    if not study.get_trials(deepcopy=False):  # a new study: the preset's own values go first
+        defaults = space.defaults(raw_doc, dists)
+        if defaults:
+            study.enqueue_trial(defaults, skip_if_exists=True)
     done = sum(studies.finished(study).values())
     todo = max(0, req.trials - done)
     if done:
@@ -224,7 +228,7 @@ def _best_model(
     return out
 
 
-def _space(req: TuneRequest, families: Any) -> tuple[dict, list[space.Dist], Any]:
+def _space(req: TuneRequest, families: Any) -> tuple[dict, list[space.Dist], Any, dict]:
     """(the document with its distributions, the distributions, the family), checked as a spec
     at both ends of every range before any data is read."""
     base = req.train
@@ -256,7 +260,7 @@ def _space(req: TuneRequest, families: Any) -> tuple[dict, list[space.Dist], Any
         spec = parse_spec(doc, source_name)
     if spec.family == "gan":
         raise UsageError(GAN_REFUSAL, "train GANs with dl train --arch gan")
-    return doc, dists, families.get(spec.family)
+    return doc, dists, families.get(spec.family), raw
 
 
 def _prepare(req: TuneRequest, family: Any) -> tuple[CachedSource, str | None]:

@@ -164,6 +164,37 @@ def apply(doc: dict, values: dict[tuple, Any]) -> dict:
     return out
 
 
+def defaults(doc: dict, dists: list[Dist]) -> dict[str, Any]:
+    """The values `doc` (a preset before its `search:` is laid on) already holds at the searched
+    paths and that lie in their ranges, by parameter name: the first trial of a new study, so a
+    search never ends worse on validation than the preset at its defaults."""
+    out = {}
+    for d in dists:
+        value = _get(doc, d.path)
+        if value is None or isinstance(value, (dict, list, bool)):
+            continue
+        if d.kind == "choice":
+            if value in d.args:
+                out[d.name] = value
+        elif _number(value) and d.args[0] <= value <= d.args[1]:
+            if d.kind in ("int", "logint") and not float(value).is_integer():
+                continue
+            out[d.name] = int(value) if d.kind in ("int", "logint") else float(value)
+    return out
+
+
+def _get(doc: Any, path: tuple) -> Any:
+    node = doc
+    for step in path:
+        if isinstance(step, int):
+            if not isinstance(node, list) or step >= len(node):
+                return None
+        elif not isinstance(node, dict) or step not in node:
+            return None
+        node = node[step]
+    return node
+
+
 def representatives(dists: list[Dist]) -> list[dict[tuple, Any]]:
     """Two assignments that bracket the space (every low, every high), for checking it as a spec."""
     return [{d.path: d.low() for d in dists}, {d.path: d.high() for d in dists}]

@@ -81,7 +81,9 @@ def make_sampler(name: str, seed: int) -> Any:
     optuna = quiet_optuna()
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10)
+    # multivariate: learning rate, weight decay and batch size interact; modelled jointly TPE
+    # beats independent sampling on such spaces (Falkner et al. 2018, Optuna's benchmarks)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, multivariate=True)
 
 
 def make_pruner(name: str, folds: int | None) -> Any:

@@ -146,3 +146,13 @@ def test_cached_source_prepares_once_per_fold() -> None:
     assert first[0] is not folded[0] and len(inner.calls) == 2
     source.prepare("d.csv", None, preprocessor="saved")
     assert len(inner.calls) == 3 and source.kind == "tabular"
+
+
+def test_defaults_are_the_presets_own_values_inside_the_ranges() -> None:
+    _, doc = load_preset("mlp")
+    laid = space.lay_on(doc, doc["search"], "preset mlp")
+    found = space.defaults(doc, space.find(laid, "mlp"))
+    assert found["lr"] == doc["training"]["lr"] and found["layers[0].dense"] == 128
+    assert "batch_size" not in found  # the preset leaves it to the data size
+    narrow = space.find({"training": {"lr": {"uniform": [0.5, 1.0]}}}, "x")
+    assert space.defaults({"training": {"lr": 0.1}}, narrow) == {}  # outside the range
