@@ -43,9 +43,9 @@ def _root(
 
 
 def _register() -> None:
-    from dlcli.cli import build, evaluate, export, predict, train
+    from dlcli.cli import build, evaluate, export, predict, train, tune
 
-    for module in (build, train, evaluate, predict, export):
+    for module in (build, train, evaluate, predict, export, tune):
         module.register(app)
 
 
