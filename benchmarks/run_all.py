@@ -36,6 +36,7 @@ OPT_IN = [
     "gan_quality",
     "autoencoder_quality",
     "bench_stream",
+    "bench_tune",
 ]  # slow (minutes): run only when named with --only
 
 

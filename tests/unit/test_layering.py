@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dlcli"
 # Each layer may import itself and the layers listed after it, never those before it.
 LAYERS = [
     ("cli",),
+    ("tune",),  # dl tune: searches over the families' one train job
     ("families",),
     ("engine",),
     ("model", "data", "export"),
