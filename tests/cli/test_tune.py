@@ -45,7 +45,7 @@ def test_default_space_writes_every_file_and_json(dl_inproc, tmp_path: Path) -> 
     assert not (folder / "trials").exists()  # the trials' scratch models are gone
     rows = read_trials(folder)
     assert [int(r["trial"]) for r in rows] == list(range(6))
-    assert {"lr", "weight_decay", "batch_size", "layers[0].dense"} <= set(rows[0])
+    assert {"lr", "weight_decay", "batch_size", "layers[0].mlp_ensemble[0]"} <= set(rows[0])
     done = [float(r["value"]) for r in rows if r["state"] == "complete"]
     assert min(done) == pytest.approx(summary["best_value"])
     assert sum(ln.startswith("trial ") for ln in res.stderr.splitlines()) == 6

@@ -152,7 +152,7 @@ def test_defaults_are_the_presets_own_values_inside_the_ranges() -> None:
     _, doc = load_preset("mlp")
     laid = space.lay_on(doc, doc["search"], "preset mlp")
     found = space.defaults(doc, space.find(laid, "mlp"))
-    assert found["lr"] == doc["training"]["lr"] and found["layers[0].dense"] == 128
+    assert found["lr"] == doc["training"]["lr"] and found["layers[0].mlp_ensemble[0]"] == 64
     assert "batch_size" not in found  # the preset leaves it to the data size
     narrow = space.find({"training": {"lr": {"uniform": [0.5, 1.0]}}}, "x")
     assert space.defaults({"training": {"lr": 0.1}}, narrow) == {}  # outside the range
