@@ -93,6 +93,9 @@ def reference_rate(
     """Samples/s of a plain loop: tensors on the device, randperm slices, fp32, a val pass."""
     import torch
 
+    from dlcli.engine.task_step import member_loss, trained_members
+
+    train_loss = member_loss(loss_fn, trained_members(net))  # packed ensembles: as dl trains them
     dev = torch.device(device)
     x_tr, y_tr = (t.to(dev) for t in train)
     x_va, y_va = (t.to(dev) for t in val)
@@ -110,7 +113,7 @@ def reference_rate(
         perm = torch.randperm(len(x_tr), device=dev)
         for s in range(steps):
             idx = perm[s * batch : (s + 1) * batch]
-            loss = loss_fn(net(prepare(x_tr[idx])), y_tr[idx])
+            loss = train_loss(net(prepare(x_tr[idx])), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip:

@@ -65,14 +65,18 @@ def reference_epoch_seconds(csv, threads: int) -> tuple[float, float]:
 def _time_epochs(net, loader, x_va, y_va) -> tuple[float, float]:
     import torch
 
+    from dlcli.engine.task_step import member_loss, trained_members
+
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss()
+    # a packed ensemble (the mlp preset) trains each member on its own loss, as dl does
+    train_loss = member_loss(lambda z, y: loss_fn(z.squeeze(-1), y), trained_members(net))
     total, train_only = [], []
     for _ in range(EPOCHS):
         t0 = time.perf_counter()
         net.train()
         for xb, yb in loader:
-            loss = loss_fn(net(xb).squeeze(-1), yb)
+            loss = train_loss(net(xb), yb)
             opt.zero_grad()
             loss.backward()
             opt.step()
