@@ -106,3 +106,12 @@ def test_spec_errors_name_the_layer_and_field() -> None:
         build_network(_spec(hidden=[8], members=0), (F,), 2)
     with pytest.raises(SpecError, match="sizes must be positive"):
         build_network(_spec(hidden=[8, 0]), (F,), 2)
+
+
+def test_one_member_is_a_plain_mlp_in_training_too() -> None:
+    """`members: 1` (a point of the preset's tune space) trains as one network: (N, outputs)."""
+    net = _network(members=1).train()
+    assert trained_members(net) == 1
+    out = net(torch.randn(6, F))
+    assert out.shape == (6, OUT)
+    nn.CrossEntropyLoss()(out, torch.randint(0, OUT, (6,))).backward()

@@ -50,7 +50,7 @@ class PackedBatchNorm(nn.Module):
 
 
 class PackedMLP(nn.Module):
-    """(N, F) -> K members' outputs. Training: (N, K, outputs), each member trained on its own
+    """(N, F) -> K members' outputs. Training: (N, K, outputs) when K > 1, each member trained on its own
     loss (`trains_members`: the task step repeats the labels K times); evaluation and export: the
     members' mean, (N, outputs) (logits for classification, so their mean weighs every member
     alike)."""
@@ -67,9 +67,9 @@ class PackedMLP(nn.Module):
         out = self.body(x)  # (K, N, outputs)
         if self.wide is not None:
             out = out + self.wide(x)
-        if self.training:
+        if self.training and self.members > 1:
             return out.transpose(0, 1)  # (N, K, outputs)
-        return out.mean(dim=0)
+        return out.mean(dim=0)  # (N, outputs); one member: that member's outputs
 
 
 @register("mlp_ensemble", "packed_mlp")
