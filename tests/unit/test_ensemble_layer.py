@@ -115,3 +115,18 @@ def test_one_member_is_a_plain_mlp_in_training_too() -> None:
     out = net(torch.randn(6, F))
     assert out.shape == (6, OUT)
     nn.CrossEntropyLoss()(out, torch.randint(0, OUT, (6,))).backward()
+
+
+def test_wide_path_adds_each_members_linear_map_of_the_inputs() -> None:
+    net = _network(wide=True).eval()
+    wide = net[0].wide
+    assert torch.count_nonzero(wide.weight) == 0  # starts as the plain ensemble
+    with torch.no_grad():
+        wide.weight.normal_()
+        wide.bias.normal_()
+        x = torch.randn(5, F)
+        got = net(x)
+        want = torch.stack(
+            [_member(net, k)(x) + x @ wide.weight[k] + wide.bias[k, 0] for k in range(K)]
+        ).mean(0)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
