@@ -20,8 +20,7 @@ from dlcli.errors import InputError
 
 SHARE = 0.9  # a text column is a date (or a number with typos) when this share of it parses
 MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
-SEASONS_PER_WINDOW = 2  # the default window: two seasons of history
-NO_SEASON_WINDOW = 16  # the default window of a series without a season
+NO_SEASON_WINDOW = 16  # the default window of a series without a season (else: one season)
 MAX_WINDOW = 256  # the longest default window
 
 
@@ -260,7 +259,7 @@ def autocorrelation_season(target: np.ndarray) -> int | None:
 
 
 def default_window(ser: Series, target_index: int, horizon: int, source: str) -> int:
-    """Two seasons of history (from the dates' spacing, else from the autocorrelation of the
+    """One season of history (from the dates' spacing, else from the autocorrelation of the
     target's changes), NO_SEASON_WINDOW without one; at most a quarter of the rows, MAX_WINDOW,
     and short enough to leave MIN_WINDOWS windows. A note says what was chosen and why."""
     n = len(ser.values)
@@ -270,7 +269,7 @@ def default_window(ser: Series, target_index: int, horizon: int, source: str) ->
             autocorrelation_season(ser.values[:, target_index]),
             "from its autocorrelation",
         )
-    want = SEASONS_PER_WINDOW * season if season else NO_SEASON_WINDOW
+    want = season or NO_SEASON_WINDOW
     window = max(1, min(want, MAX_WINDOW, n // 4, n - horizon + 1 - MIN_WINDOWS))
     about = f"season of {season} steps, {why}" if season else "no season found"
     note(f"{source}: --window {window} ({about}; pass --window to choose)")

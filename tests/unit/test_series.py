@@ -207,7 +207,7 @@ def test_autocorrelation_season_finds_the_cycle_of_a_series_without_dates():
 
 
 @pytest.mark.parametrize("horizon", [None, 2])
-def test_without_window_the_default_spans_two_seasons_with_a_note(tmp_path, notes, horizon):
+def test_without_window_the_default_spans_one_season_with_a_note(tmp_path, notes, horizon):
     dates = pd.date_range("2000-01-31", periods=120, freq="ME").strftime("%Y-%m-%d")
     month = np.sin(2 * np.pi * np.arange(120) / 12)
     path = write(tmp_path / "m.csv", pd.DataFrame({"date": dates, "y": month}))
@@ -215,9 +215,9 @@ def test_without_window_the_default_spans_two_seasons_with_a_note(tmp_path, note
     o = DataOptions(extra={"series": got})
     assert choose_source(path, o) is S.SeriesSource
     enc = S.SeriesSource.prepare(path, o).preprocessor
-    assert enc.window == 24 and enc.horizon == (horizon or 1)
+    assert enc.window == 12 and enc.horizon == (horizon or 1)
     assert notes == [
-        f"{path}: --window 24 (season of 12 steps, from the dates; pass --window to choose)"
+        f"{path}: --window 12 (season of 12 steps, from the dates; pass --window to choose)"
     ]
 
 
