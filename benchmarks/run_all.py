@@ -37,6 +37,7 @@ OPT_IN = [
     "autoencoder_quality",
     "bench_stream",
     "bench_tune",
+    "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
 ]  # slow (minutes): run only when named with --only
 
 
