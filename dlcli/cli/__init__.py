@@ -40,9 +40,9 @@ def _root(
 
 
 def _register() -> None:
-    from dlcli.cli import build, evaluate, export, predict, train
+    from dlcli.cli import build, evaluate, export, predict, serve, train
 
-    for module in (build, train, evaluate, predict, export):
+    for module in (build, train, evaluate, predict, export, serve):
         module.register(app)
 
 

@@ -52,8 +52,14 @@ class JsonlWriter:
         self.fh = fh
 
     def write(self, frame: pd.DataFrame) -> None:
-        for rec in frame.to_dict(orient="records"):
-            self.fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
+        for rec in records(frame):
+            self.fh.write(json.dumps(rec) + "\n")
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows of a prediction table as JSON-ready dicts (numpy scalars as Python values,
+    NaN and infinities as None): the jsonl format, and `dl serve`'s JSON."""
+    return [{k: _plain(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")]
 
 
 def _plain(v: Any) -> Any:

@@ -1,0 +1,70 @@
+"""Request bodies -> input frames, by content type and data kind: `READERS[kind][media type]`.
+A bad body is a `BadRequest` carrying its HTTP status and the CLI's one-line message."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+
+import pandas as pd
+
+SOURCE = "request"  # how error lines name the body, as the CLI names a file
+
+
+class BadRequest(Exception):
+    """A request the service refuses: `status` (413, 415, 422) and one line."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+def json_records(body: bytes) -> pd.DataFrame:
+    """A JSON list of records (column -> value), or one record."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(422, f"{SOURCE}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict):
+        doc = [doc]
+    if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+        raise BadRequest(422, f"{SOURCE}: expected a JSON list of records (column -> value)")
+    if not doc:
+        raise BadRequest(422, f"{SOURCE}: no records to predict")
+    return pd.DataFrame.from_records(doc)
+
+
+def csv_rows(body: bytes) -> pd.DataFrame:
+    """CSV text with a header row; cells kept as written (the model's rules parse them)."""
+    try:
+        frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise BadRequest(
+            422, f"{SOURCE}: not readable as CSV ({str(exc).splitlines()[0]})"
+        ) from None
+    if frame.empty:
+        raise BadRequest(422, f"{SOURCE}: no data rows below the CSV header")
+    return frame
+
+
+Reader = Callable[[bytes], pd.DataFrame]
+READERS: dict[str, dict[str, Reader]] = {
+    "tabular": {"application/json": json_records, "text/csv": csv_rows},
+}
+
+
+def read_body(kind: str, content_type: str, body: bytes) -> pd.DataFrame:
+    """The input frame of a request body; 415 for a type this model does not take, 422 if empty."""
+    media = content_type.split(";")[0].strip().lower()
+    readers = READERS.get(kind, {})
+    if media.endswith("+json"):
+        media = "application/json"
+    if media not in readers:
+        takes = " or ".join(readers) or "nothing yet"
+        raise BadRequest(
+            415, f"content type '{media or 'none'}' not accepted: a {kind} model takes {takes}"
+        )
+    if not body.strip():
+        raise BadRequest(422, f"{SOURCE}: empty body; send the rows to predict")
+    return readers[media](body)
