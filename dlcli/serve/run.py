@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +54,7 @@ def serve(model: str, listen: Listen, max_batch: int, max_wait_ms: float, max_bo
 def _run(config: ServeConfig, predictor: Predictor, listen: Listen) -> None:
     import uvicorn
 
+    from dlcli.console import info
     from dlcli.serve.app import create_app
 
     common = dict(
@@ -65,11 +65,9 @@ def _run(config: ServeConfig, predictor: Predictor, listen: Listen) -> None:
         timeout_graceful_shutdown=GRACE_S,
     )
     where = f"http://{listen.host}:{listen.port}"
-    print(
+    info(
         f"dl serve: {config.shown_as} on {where} ({listen.workers} worker"
-        f"{'s' if listen.workers > 1 else ''}, max batch {config.max_batch}); docs at {where}/docs",
-        file=sys.stderr,
-        flush=True,
+        f"{'s' if listen.workers > 1 else ''}, max batch {config.max_batch}); docs at {where}/docs"
     )
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully; with these
     # handlers in place that is a no-op, so a SIGTERM that finished every request exits 0
