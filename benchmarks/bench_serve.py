@@ -70,7 +70,7 @@ def _rss_mb(pid: int) -> float:
 def load_test(onnx, *flags: str) -> dict:
     port = _port()
     server = subprocess.Popen(
-        [common.DL, "serve", onnx, "--port", port, *flags],
+        [common.DL, "serve", str(onnx), "--port", str(port), *flags],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,  # one log line per request: not what is measured here
     )

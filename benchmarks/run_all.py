@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench_csv_load",
     "bench_train_epoch",
     "bench_predict_memory",
+    "bench_onnx_predict",
     "bench_images",
     "bench_sequence",
     "quality_vs_sklearn",
@@ -36,6 +37,7 @@ OPT_IN = [
     "gan_quality",
     "autoencoder_quality",
     "bench_stream",
+    "bench_serve",  # two 30 s load tests
 ]  # slow (minutes): run only when named with --only
 
 

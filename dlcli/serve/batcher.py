@@ -7,24 +7,49 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from dlcli.engine.outputs import output_frame
+from dlcli.engine.outputs import output_frame, records
 from dlcli.errors import DLError
-from dlcli.serve.bodies import SOURCE, BadRequest
+from dlcli.serve.bodies import SOURCE, BadRequest, Rows
 
 
 @dataclass
 class Job:
     """One request: its input rows, its output options, and where its answer goes."""
 
-    frame: pd.DataFrame
+    rows: Rows
     proba: bool
     top_k: int
     keep: bool
     done: asyncio.Future = field(repr=False)
+
+    @property
+    def options(self) -> tuple[bool, int, bool]:
+        return self.proba, self.top_k, self.keep
+
+    def frame(self) -> pd.DataFrame:
+        return (
+            self.rows
+            if isinstance(self.rows, pd.DataFrame)
+            else pd.DataFrame.from_records(self.rows)
+        )
+
+    def columns(self) -> list[str]:
+        if isinstance(self.rows, pd.DataFrame):
+            return list(self.rows.columns)
+        return list(dict.fromkeys(k for r in self.rows for k in r))
+
+
+@dataclass
+class Answer:
+    """A request's slice of the prediction table, and the same rows as JSON-ready records."""
+
+    table: pd.DataFrame
+    records: list[dict[str, Any]]
 
 
 class MicroBatcher:
@@ -45,10 +70,8 @@ class MicroBatcher:
             self.task.cancel()
         self.pool.shutdown(wait=False)
 
-    async def predict(
-        self, frame: pd.DataFrame, proba: bool, top_k: int, keep: bool
-    ) -> pd.DataFrame:
-        job = Job(frame, proba, top_k, keep, asyncio.get_running_loop().create_future())
+    async def predict(self, rows: Rows, proba: bool, top_k: int, keep: bool) -> Answer:
+        job = Job(rows, proba, top_k, keep, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.done
 
@@ -56,7 +79,7 @@ class MicroBatcher:
         """The next batch: the first waiting job, then more until max_batch rows or max_wait."""
         loop = asyncio.get_running_loop()
         jobs = [await self.queue.get()]
-        rows, deadline = len(jobs[0].frame), loop.time() + self.max_wait
+        rows, deadline = len(jobs[0].rows), loop.time() + self.max_wait
         while rows < self.max_batch:
             try:
                 left = deadline - loop.time()
@@ -68,7 +91,7 @@ class MicroBatcher:
             except (asyncio.QueueEmpty, asyncio.TimeoutError):
                 break
             jobs.append(job)
-            rows += len(job.frame)
+            rows += len(job.rows)
         return jobs
 
     async def _loop(self) -> None:
@@ -87,29 +110,54 @@ class MicroBatcher:
                 else:
                     job.done.set_result(answer)
 
-    def _run(self, jobs: list[Job]) -> list[pd.DataFrame | BaseException]:
-        """Encode every job's rows (a bad one fails alone), run the good ones as one batch."""
+    def _run(self, jobs: list[Job]) -> list[Answer | BaseException]:
+        """Encode, run and format the whole batch at once (per-request costs are what limit a
+        server of small models); if any rows are bad, each request is encoded alone so that only
+        the bad one fails, with row numbers of its own."""
         encoder = self.predictor.preprocessor
-        answers: list[pd.DataFrame | BaseException] = []
-        features = []
-        for job in jobs:
+        answers: list[Answer | BaseException | None] = [None] * len(jobs)
+        good = []
+        for i, job in enumerate(jobs):
             try:
-                features.append(encoder.matrix(job.frame, SOURCE))
-                answers.append(None)
+                encoder.check_columns(job.columns(), SOURCE)
+                good.append(i)
             except DLError as exc:
-                answers.append(BadRequest(422, str(exc)))
-        if not features:
+                answers[i] = BadRequest(422, str(exc))
+        try:
+            features = [encoder.matrix(_frame([jobs[i] for i in good]), SOURCE)] if good else []
+        except DLError:
+            features = []
+            for i in list(good):
+                try:
+                    features.append(encoder.matrix(jobs[i].frame(), SOURCE))
+                except DLError as exc:
+                    answers[i] = BadRequest(422, str(exc))
+                    good.remove(i)
+        if not good:
             return answers
         outputs = self.predictor.outputs(np.concatenate(features))
-        start, k = 0, 0
-        for i, job in enumerate(jobs):
-            if answers[i] is not None:
-                continue
-            n = len(features[k])
-            k += 1
-            passthrough = job.frame if job.keep else job.frame.iloc[:, :0]
-            answers[i] = output_frame(
-                self.predictor, passthrough, outputs[start : start + n], job.proba, job.top_k
+        starts = np.cumsum([0] + [len(jobs[i].rows) for i in good])
+        groups: dict[tuple[bool, int, bool], list[int]] = {}
+        for k, i in enumerate(good):
+            groups.setdefault(jobs[i].options if not jobs[i].keep else (k,), []).append(k)
+        for ks in groups.values():
+            first = jobs[good[ks[0]]]
+            rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
+            passthrough = first.frame() if first.keep else pd.DataFrame(index=range(len(rows)))
+            table = output_frame(
+                self.predictor, passthrough, outputs[rows], first.proba, first.top_k
             )
-            start += n
+            recs = records(table)
+            at = 0
+            for k in ks:
+                n = int(starts[k + 1] - starts[k])
+                answers[good[k]] = Answer(table.iloc[at : at + n], recs[at : at + n])
+                at += n
         return answers
+
+
+def _frame(jobs: list[Job]) -> pd.DataFrame:
+    """One frame of the rows of every job, in order."""
+    if all(isinstance(j.rows, list) for j in jobs):
+        return pd.DataFrame.from_records([r for j in jobs for r in j.rows])
+    return pd.concat([j.frame() for j in jobs], ignore_index=True)

@@ -20,7 +20,7 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def json_records(body: bytes) -> pd.DataFrame:
+def json_records(body: bytes) -> list[dict]:
     """A JSON list of records (column -> value), or one record."""
     try:
         doc = json.loads(body)
@@ -32,7 +32,7 @@ def json_records(body: bytes) -> pd.DataFrame:
         raise BadRequest(422, f"{SOURCE}: expected a JSON list of records (column -> value)")
     if not doc:
         raise BadRequest(422, f"{SOURCE}: no records to predict")
-    return pd.DataFrame.from_records(doc)
+    return doc  # records: the batcher builds one frame of every request in a batch
 
 
 def csv_rows(body: bytes) -> pd.DataFrame:
@@ -48,14 +48,15 @@ def csv_rows(body: bytes) -> pd.DataFrame:
     return frame
 
 
-Reader = Callable[[bytes], pd.DataFrame]
+Rows = pd.DataFrame | list[dict]  # a frame, or JSON records (column -> value)
+Reader = Callable[[bytes], Rows]
 READERS: dict[str, dict[str, Reader]] = {
     "tabular": {"application/json": json_records, "text/csv": csv_rows},
 }
 
 
-def read_body(kind: str, content_type: str, body: bytes) -> pd.DataFrame:
-    """The input frame of a request body; 415 for a type this model does not take, 422 if empty."""
+def read_body(kind: str, content_type: str, body: bytes) -> Rows:
+    """The input rows of a request body; 415 for a type this model does not take, 422 if empty."""
     media = content_type.split(";")[0].strip().lower()
     readers = READERS.get(kind, {})
     if media.endswith("+json"):

@@ -256,3 +256,39 @@ def test_without_the_serve_extra_one_line_says_what_to_install(onnx_model: Path)
     )
     assert_error(res, "fastapi", "pip install 'dlcli[serve]'")
     assert os.path.exists(onnx_model)
+
+
+def test_a_micro_batch_answers_each_request_with_its_own_rows(
+    onnx_model: Path, tmp_path, dl_inproc
+) -> None:
+    """Concurrent requests run as one batch; each gets its own rows, a bad one fails alone."""
+    cli = dl_inproc("predict", onnx_model, ROWS, "--proba")
+    want = pd.read_csv(io.StringIO(cli.stdout))
+    rows = pd.read_csv(ROWS, dtype=str, keep_default_na=False).to_dict("records")
+    bodies = [rows[i : i + 1 + i % 3] for i in range(0, 24, 3)]  # 1-3 rows each
+    bodies[3] = [{**bodies[3][0], "body_mass_g": "heavy"}]
+    answers: dict[int, tuple[int, str, str]] = {}
+    with serving(onnx_model, tmp_path, "--max-wait-ms", "500") as s:
+
+        def post(i: int) -> None:
+            answers[i] = s.post_json("/predict?proba=true", bodies[i])
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    for i, (status, _, text) in answers.items():
+        if i == 3:
+            assert status == 422
+            assert json.loads(text)["detail"].startswith(
+                "request: column 'body_mass_g', row 1: 'heavy' is not a number"
+            )
+            continue
+        assert status == 200, text
+        got = pd.DataFrame(json.loads(text))
+        first = rows.index(bodies[i][0])
+        expect = want.iloc[first : first + len(bodies[i])].reset_index(drop=True)
+        assert list(got["prediction"]) == list(expect["prediction"])
+        assert (got["proba_Adelie"] - expect["proba_Adelie"]).abs().max() <= 1e-6
+    assert len(answers) == len(bodies)
