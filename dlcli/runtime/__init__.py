@@ -13,6 +13,7 @@ from dlcli.runtime.session import OnnxModel
 # dl.data_kind -> the module whose `encoder(model)` builds that kind's inputs
 ENCODERS: dict[str, str] = {
     "tabular": "dlcli.runtime.tables",
+    "text": "dlcli.runtime.text",
 }
 
 __all__ = ["ENCODERS", "OnnxModel", "encoder_for", "load"]

@@ -136,3 +136,48 @@ def test_flags_an_exported_graph_cannot_honour_are_one_line(table_models, dl_inp
     rows = SAMPLES / "diabetes" / "rows.csv"
     assert_error(dl_inproc("predict", onnx_file, rows, "--steps", "3"), "--steps")
     assert_error(dl_inproc("predict", onnx_file, rows, "--device", "cuda"), "CPU")
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
+    """An lstm on 400 sample reviews (2 epochs), exported beside it."""
+    folder = tmp_path_factory.mktemp("text")
+    rows = (SAMPLES / "reviews" / "train.csv").read_text(encoding="utf-8")
+    frame = pd.read_csv(io.StringIO(rows)).head(400)
+    frame.to_csv(folder / "reviews.csv", index=False)
+    model = folder / "model.pt"
+    res = run_dl_session(
+        "train", folder / "reviews.csv", "--arch", "lstm", "--epochs", "2", "-o", model, "-q",
+        "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = run_dl_session("export", model, "--onnx", "-q")
+    assert res.returncode == 0, res.stderr
+    return model
+
+
+def test_text_models_give_the_same_predictions(text_model: Path, dl_inproc) -> None:
+    onnx_file = text_model.with_suffix(".onnx")
+    data = SAMPLES / "reviews" / "test.csv"
+    a = dl_inproc("predict", text_model, data, "--proba")
+    b = dl_inproc("predict", onnx_file, data, "--proba")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) and len(fa) == len(pd.read_csv(data))
+    assert (fa["prediction"] == fb["prediction"]).all()
+    assert np.abs(fa.iloc[:, 1:].to_numpy() - fb.iloc[:, 1:].to_numpy()).max() <= TOL
+    lines = "great film\nawful, boring and far too long\n\n" + "word " * 5000 + "\n"
+    args = ["-", "--top-k", "2", "--keep-columns"]
+    a = dl_inproc("predict", text_model, *args, input=lines)
+    b = dl_inproc("predict", onnx_file, *args, input=lines)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) == [
+        "text", "prediction", "confidence", "prediction_2", "confidence_2",
+    ]  # fmt: skip
+    assert (fa["prediction"] == fb["prediction"]).all() and len(fa) == 4
+    assert np.abs(fa["confidence"] - fb["confidence"]).max() <= TOL
+    no_col = assert_error(dl_inproc("predict", onnx_file, SAMPLES / "penguins" / "rows.csv"))
+    assert no_col == assert_error(
+        dl_inproc("predict", text_model, SAMPLES / "penguins" / "rows.csv")
+    )
