@@ -67,6 +67,10 @@ class TextInputs:
         texts = frame[self.text_column]
         return self.ids(texts.where(~texts.isin(NULL_TEXT)))
 
+    def input_schema(self) -> dict[str, str]:
+        """Column -> JSON type (the serve OpenAPI schema): the text column."""
+        return {self.text_column: "string"}
+
     def iter_inputs(
         self, paths: list[str], keep: bool = False
     ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:

@@ -60,7 +60,8 @@ def create_app(config: ServeConfig, predictor: Predictor) -> FastAPI:
         try:
             proba, top_k, keep = _options(request)
             body = await _read_limited(request, config.max_body)
-            rows = read_body(predictor.model.kind, request.headers.get("content-type", ""), body)
+            ctype = request.headers.get("content-type", "")
+            rows = read_body(predictor.model.kind, ctype, body, predictor.preprocessor)
             request.scope["state"]["rows"] = len(rows)
             answer = await batcher.predict(rows, proba, top_k, keep)
         except BadRequest as bad:
@@ -159,9 +160,10 @@ def describe(config: ServeConfig, predictor: Predictor) -> dict[str, Any]:
         "max_batch": config.max_batch,
     }
     schema = getattr(encoder, "input_schema", None)
+    categories = getattr(encoder, "categories", {})
     if schema is not None:
         about["input_columns"] = {
-            c: {"type": t, **({"categories": encoder.categories[c]} if t == "string" else {})}
+            c: {"type": t, **({"categories": categories[c]} if c in categories else {})}
             for c, t in schema().items()
         }
     return about
@@ -180,6 +182,11 @@ def request_schema(predictor: Predictor) -> dict[str, Any]:
             "content": {
                 "application/json": {"schema": {"type": "array", "items": record}},
                 "text/csv": {"schema": {"type": "string", "description": "CSV with a header row"}},
+                **(
+                    {"text/plain": {"schema": {"type": "string", "description": "one text a line"}}}
+                    if predictor.model.kind == "text"
+                    else {}
+                ),
             },
         }
     }

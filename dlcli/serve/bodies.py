@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 
@@ -20,7 +21,7 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def json_records(body: bytes) -> list[dict]:
+def json_records(body: bytes, encoder: Any = None) -> list[dict]:
     """A JSON list of records (column -> value), or one record."""
     try:
         doc = json.loads(body)
@@ -35,7 +36,7 @@ def json_records(body: bytes) -> list[dict]:
     return doc  # records: the batcher builds one frame of every request in a batch
 
 
-def csv_rows(body: bytes) -> pd.DataFrame:
+def csv_rows(body: bytes, encoder: Any = None) -> pd.DataFrame:
     """CSV text with a header row; cells kept as written (the model's rules parse them)."""
     try:
         frame = pd.read_csv(io.BytesIO(body), dtype=str, keep_default_na=False)
@@ -48,14 +49,24 @@ def csv_rows(body: bytes) -> pd.DataFrame:
     return frame
 
 
+def text_lines(body: bytes, encoder: Any) -> pd.DataFrame:
+    """One text per line (UTF-8), as `dl predict TEXT_MODEL -` reads stdin."""
+    try:
+        lines = body.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise BadRequest(422, f"{SOURCE}: the body is not UTF-8 text") from None
+    return pd.DataFrame({encoder.text_column: lines})
+
+
 Rows = pd.DataFrame | list[dict]  # a frame, or JSON records (column -> value)
-Reader = Callable[[bytes], Rows]
+Reader = Callable[[bytes, Any], Rows]  # (body, the model's input encoder)
 READERS: dict[str, dict[str, Reader]] = {
     "tabular": {"application/json": json_records, "text/csv": csv_rows},
+    "text": {"text/plain": text_lines, "application/json": json_records, "text/csv": csv_rows},
 }
 
 
-def read_body(kind: str, content_type: str, body: bytes) -> Rows:
+def read_body(kind: str, content_type: str, body: bytes, encoder: Any = None) -> Rows:
     """The input rows of a request body; 415 for a type this model does not take, 422 if empty."""
     media = content_type.split(";")[0].strip().lower()
     readers = READERS.get(kind, {})
@@ -68,4 +79,4 @@ def read_body(kind: str, content_type: str, body: bytes) -> Rows:
         )
     if not body.strip():
         raise BadRequest(422, f"{SOURCE}: empty body; send the rows to predict")
-    return readers[media](body)
+    return readers[media](body, encoder)

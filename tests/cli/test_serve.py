@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import PENGUINS, assert_error, dl_env
+from conftest import PENGUINS, SAMPLES, assert_error, dl_env
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -292,3 +292,28 @@ def test_a_micro_batch_answers_each_request_with_its_own_rows(
         assert list(got["prediction"]) == list(expect["prediction"])
         assert (got["proba_Adelie"] - expect["proba_Adelie"]).abs().max() <= 1e-6
     assert len(answers) == len(bodies)
+
+
+def test_a_text_model_takes_text_lines(tmp_path, run_dl, dl_inproc) -> None:
+    """text/plain: one text a line, as `dl predict TEXT_MODEL -` reads stdin; JSON records too."""
+    reviews = SAMPLES / "reviews" / "train.csv"
+    pd.read_csv(reviews).head(200).to_csv(tmp_path / "reviews.csv", index=False)
+    model = tmp_path / "text.pt"
+    res = run_dl("train", tmp_path / "reviews.csv", "--arch", "lstm", "--epochs", "1", "-o", model,
+                 "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    lines = "great film\nawful, boring\n"
+    cli = dl_inproc("predict", model.with_suffix(".onnx"), "-", "--top-k", "2", input=lines)
+    with serving(model.with_suffix(".onnx"), tmp_path) as s:
+        status, _, text = s.request(
+            "/predict?top_k=2", lines.encode(), {"content-type": "text/plain", "accept": "text/csv"}
+        )
+        assert (status, text) == (200, cli.stdout)
+        status, _, text = s.post_json("/predict", [{"review": "great film"}])
+        assert status == 200 and len(json.loads(text)) == 1
+        status, _, text = s.post_json("/predict", [{"x": "great film"}])
+        assert status == 422
+        assert json.loads(text)["detail"].startswith("request: no column 'review'")
+        meta = json.loads(s.request("/metadata")[2])
+        assert meta["input_columns"] == {"review": {"type": "string"}}
