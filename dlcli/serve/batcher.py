@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dlcli.engine.outputs import output_frame, records
+from dlcli.engine.outputs import records
 from dlcli.errors import DLError
+from dlcli.runtime.predict import FrameOptions
 from dlcli.serve.bodies import SOURCE, BadRequest, Rows
 
 
@@ -135,7 +136,7 @@ class MicroBatcher:
                     good.remove(i)
         if not good:
             return answers
-        outputs = self.predictor.outputs(np.concatenate(features))
+        x = np.concatenate(features)
         starts = np.cumsum([0] + [len(jobs[i].rows) for i in good])
         groups: dict[tuple[bool, int, bool], list[int]] = {}
         for k, i in enumerate(good):
@@ -144,9 +145,8 @@ class MicroBatcher:
             first = jobs[good[ks[0]]]
             rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
             passthrough = first.frame() if first.keep else pd.DataFrame(index=range(len(rows)))
-            table = output_frame(
-                self.predictor, passthrough, outputs[rows], first.proba, first.top_k
-            )
+            options = FrameOptions(first.proba, first.top_k)
+            table = self.predictor.frame(passthrough, x[rows], options)
             recs = records(table)
             at = 0
             for k in ks:

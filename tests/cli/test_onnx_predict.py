@@ -181,3 +181,27 @@ def test_text_models_give_the_same_predictions(text_model: Path, dl_inproc) -> N
     assert no_col == assert_error(
         dl_inproc("predict", text_model, SAMPLES / "penguins" / "rows.csv")
     )
+
+
+def test_autoencoder_scores_and_embeddings_match(tmp_path, run_dl, dl_inproc) -> None:
+    model = tmp_path / "ae.pt"
+    train = SAMPLES / "penguins" / "train.csv"
+    res = run_dl("train", train, "--arch", "autoencoder", "--epochs", "3", "-o", model, "-q",
+                 "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    data = SAMPLES / "penguins" / "test.csv"
+    for flags in ([], ["--embed"]):
+        a = dl_inproc("predict", model, data, *flags)
+        b = dl_inproc("predict", model.with_suffix(".onnx"), data, *flags)
+        assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+        fa, fb = _frame(a.stdout), _frame(b.stdout)
+        assert list(fa.columns) == list(fb.columns) and len(fa) == len(pd.read_csv(data))
+        numbers = [c for c in fa.columns if c != "is_anomaly"]
+        scale = max(1.0, float(np.abs(fa[numbers].to_numpy()).max()))
+        assert np.abs(fa[numbers].to_numpy() - fb[numbers].to_numpy()).max() <= TOL * scale
+        if not flags:
+            assert (fa["is_anomaly"] == fb["is_anomaly"]).all()
+    (tmp_path / "ae.encoder.onnx").unlink()
+    assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--embed"), "encoder.onnx")
+    assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--proba"), "--proba")
