@@ -37,6 +37,7 @@ OPT_IN = [
     "gan_quality",
     "autoencoder_quality",
     "bench_stream",
+    "bench_tune",
     "bench_serve",  # two 30 s load tests
 ]  # slow (minutes): run only when named with --only
 

@@ -95,6 +95,41 @@ def refuse_overwriting_inputs(
             )
 
 
+def check_writable(
+    flag: str, output: str | os.PathLike[str] | None, *, folder: bool = False
+) -> None:
+    """Raise UsageError unless dl can write `output` (the path given to `flag`): a file, or with
+    `folder=True` a folder dl writes files into. Call it before any work, so a training is never
+    lost to an output that cannot be written at its end.
+
+    The check is the write itself: a temporary file is created and removed in the folder the output
+    goes to (or, when that folder does not exist yet, in its nearest existing parent, where it would
+    be created), as root or on a read-only mount as much as with plain permissions. A file output
+    that is an existing folder, and a parent that is a file, are refused too. None and `-` (stdout)
+    pass.
+    """
+    from dlcli.errors import UsageError
+
+    if not output or output == "-":
+        return
+    out = Path(output)
+    hint = f"nothing was done; pick a {flag} you can write to"
+    if not folder and out.is_dir():
+        raise UsageError(f"{flag} {out}: is a folder; name a file", hint)
+    where = out if folder else out.parent
+    while not where.exists() and where.parent != where:  # the folder atomic_path would create
+        where = where.parent
+    if not where.is_dir():
+        raise UsageError(f"{flag} {out}: {where} is a file, not a folder", hint)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dl-write-check.", suffix=".tmp", dir=where)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        reason = (exc.strerror or type(exc).__name__).lower()
+        raise UsageError(f"{flag} {out}: cannot create files in {where}: {reason}", hint) from None
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     """(st_dev, st_ino) of what `path` names (symlinks followed), None when it does not exist."""
     try:

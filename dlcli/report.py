@@ -35,6 +35,17 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
 
 
+def new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, Any]:
+    """A pyplot-free Figure and its row of axes, for plots drawn outside this module."""
+    return _figure(width, height, ncols)
+
+
+def save_figure(fig: Figure, path: PathLike) -> None:
+    """Write `fig` as a PNG, atomically."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+
+
 def write_history_csv(path: PathLike, history: list[dict]) -> None:
     """One row per epoch; the columns are every key seen, in first-seen order."""
     columns: dict[str, None] = {}

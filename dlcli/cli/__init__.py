@@ -3,8 +3,11 @@ module level, so `dl --help` and argument errors never load torch."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+from collections.abc import Iterator
 
 import typer
 
@@ -40,9 +43,9 @@ def _root(
 
 
 def _register() -> None:
-    from dlcli.cli import build, evaluate, export, predict, serve, train
+    from dlcli.cli import build, evaluate, export, predict, serve, train, tune
 
-    for module in (build, train, evaluate, predict, export, serve):
+    for module in (build, train, evaluate, predict, export, tune, serve):
         module.register(app)
 
 
@@ -63,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     settings.set_debug("--debug" in args)
     args = [a for a in args if a != "--debug"]
     try:
-        _run(args)
+        with library_warnings(raw=settings.debug(strict=False)):
+            _run(args)
     except SystemExit as exc:
         if exc.code == 1 and _stdout_closed():  # Click's own handling of EPIPE exits 1
             _quiet_stdout()
@@ -86,10 +90,130 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if settings.debug(strict=False):
             raise
-        error_line(
-            f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)"
-        )
+        error_line(internal_error_line(exc, args))
         sys.exit(1)
+
+
+# -- the last resort ------------------------------------------------------------------------------
+OUTPUT_PARAMS = frozenset({"output", "output_dir", "report", "errors"})  # written, not read
+MAX_ERROR_TEXT = 300  # characters of an unexpected exception's own message kept in the line
+
+
+def internal_error_line(exc: BaseException, args: list[str]) -> str:
+    """The one line for an exception no DLError caught: the command and the inputs it was given
+    (so the report says what to reproduce it with), then the exception, flattened to one line."""
+    text = " ".join(str(exc).split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[:MAX_ERROR_TEXT] + "..."
+    what = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    command, inputs = command_inputs(args)
+    where = f" in `dl {command}`" if command else ""
+    if inputs:
+        where += f" on {', '.join(inputs)}"
+    return (
+        f"internal error{where}: {what} (rerun with --debug for the traceback, and please "
+        "report it with the command line)"
+    )
+
+
+def command_inputs(args: list[str]) -> tuple[str | None, list[str]]:
+    """(command name, the inputs it was given): its arguments and every option value that names an
+    existing file or folder, outputs left out. Parsed again by Click, leniently; on any surprise,
+    the arguments that do not start with `-`."""
+    words = [a for a in args if not a.startswith("-")]
+    if not words:
+        return None, []
+    name = words[0]
+    try:
+        from typer.main import get_command
+
+        group = get_command(app)
+        command = group.get_command(None, name)  # type: ignore[arg-type]
+        rest = args[args.index(name) + 1 :]
+        ctx = command.make_context(name, rest, resilient_parsing=True)
+    except Exception:
+        return name, words[1:]
+    inputs: list[str] = []
+    for param in command.params:
+        value = ctx.params.get(param.name or "")
+        if value is None or param.name in OUTPUT_PARAMS or isinstance(value, bool):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if param.param_type_name == "argument" or _is_path(v):
+                inputs.append(str(v))
+    return name, inputs
+
+
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and value not in ("", "-") and os.path.exists(value)
+
+
+# -- warnings from libraries ---------------------------------------------------------------------
+NOISE = (  # categories with nothing for the user to do: API changes inside the libraries dl uses
+    DeprecationWarning,
+    PendingDeprecationWarning,
+    FutureWarning,
+    ImportWarning,
+    ResourceWarning,
+)
+NOISE_NAMES = frozenset({"TracerWarning"})  # torch.jit's tracer, met while exporting
+IN_DL_WORDS = (  # (pattern in a library's warning, what it means, in dl's words)
+    (
+        r"overflow encountered",
+        "a number too large for 32-bit floats (above 3.4e38) became infinite",
+    ),
+    (r"invalid value encountered", "a calculation met a NaN or infinite value"),
+    (r"divide by zero", "a division by zero gave an infinite value"),
+    (r"empty slice|degrees of freedom", "a statistic of no values gave NaN"),
+    (r"corrupt exif", "an image's EXIF block is corrupt; its orientation is ignored"),
+)
+LIBRARY_NAMES = {"PIL": "Pillow", "sklearn": "scikit-learn"}
+MAX_WARNING = 200  # characters of a library's own message kept in the note
+
+
+@contextlib.contextmanager
+def library_warnings(raw: bool = False) -> Iterator[None]:
+    """While a command runs, a Python warning from a library (numpy, pandas, torch, onnx, Pillow,
+    ...) never reaches stderr as is: noise (deprecations, tracer chatter) is dropped and anything
+    else becomes one `note:` in dl's words, once per distinct message (and none under --quiet).
+    `raw` (--debug) leaves Python's own printing as it is."""
+    import warnings
+
+    with warnings.catch_warnings():
+        if raw:
+            yield
+            return
+        seen: set[str] = set()
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            text = warning_note(message, category, filename)
+            if text is not None and text not in seen:
+                from rich.markup import escape
+
+                from dlcli.console import note
+
+                seen.add(text)
+                note(escape(text))  # a library's "[...]" is text, not rich markup
+
+        # every distinct warning reaches `show`, which deduplicates by message
+        warnings.simplefilter("default")
+        warnings.showwarning = show
+        yield
+
+
+def warning_note(message: object, category: type, filename: str) -> str | None:
+    """The note for one library warning, None for noise: `pandas: a number too large ...`; the
+    library is named when the warning comes from an installed package (numpy's own warnings are
+    raised from the caller's line, which may be dl's)."""
+    if issubclass(category, NOISE) or category.__name__ in NOISE_NAMES:
+        return None
+    text = " ".join(str(message).split())[:MAX_WARNING] or category.__name__
+    found = re.search(r"site-packages[/\\]([A-Za-z0-9_]+)", filename or "")
+    library = LIBRARY_NAMES.get(found.group(1), found.group(1)) if found else ""
+    for pattern, words in IN_DL_WORDS:
+        if re.search(pattern, text, re.IGNORECASE):
+            return f"{library}: {words} ({text})" if library else f"{words} ({text})"
+    return f"{library or 'a library'} warned: {text}"
 
 
 def _run(args: list[str]) -> None:

@@ -67,14 +67,16 @@ def evaluate(
 
 
 def _refuse_overwriting(model: str, data: str, report: str | None, errors: str | None) -> None:
-    """--report and --errors never write onto the model or the data (checked before any work)."""
+    """--report and --errors never write onto the model or the data, and can be written (checked
+    before any work)."""
     from pathlib import Path
 
-    from dlcli.fileio import refuse_overwriting_inputs
+    from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
     read = [model, data]
     for flag, folder in (("--report", report), ("--errors", errors)):
         refuse_overwriting_inputs(flag, folder, read, folder=True)
+        check_writable(flag, folder, folder=True)
     if report:  # the files --report writes
         for name in ("metrics.json", "confusion_matrix.png"):
             refuse_overwriting_inputs("--report", Path(report) / name, read)

@@ -29,6 +29,7 @@ def export(
 
     set_quiet(quiet)
     fmt = "onnx"
+    _check_writable(model, output)
     data = modelfile.load(model)
     plan = families.of_model(data).export_graphs(data, model)  # the family's graphs
     result = FORMATS[fmt].write(plan, model, output, tolerance)
@@ -37,6 +38,16 @@ def export(
     info(
         f"wrote [bold]{result['path']}[/]: onnxruntime vs PyTorch max abs difference {result['max_abs_diff']:.2e} on {result['rows_checked']} rows (tolerance {tolerance:g})"
     )
+
+
+def _check_writable(model: str, output: str | None) -> None:
+    """The folder the exported files go to can be written (checked before the export's work)."""
+    from pathlib import Path
+
+    from dlcli.fileio import check_writable
+
+    target = Path(output) if output else Path(model).with_suffix(".onnx")
+    check_writable("-o", target, folder=target.is_dir())
 
 
 def register(app: typer.Typer) -> None:

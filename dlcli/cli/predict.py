@@ -76,11 +76,13 @@ def predict(
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
     from dlcli import families, modelfile
     from dlcli.families.base import PredictOptions, refuse_flags
-    from dlcli.fileio import refuse_overwriting_inputs
+    from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
     read = [model, *(inputs or [])]
     refuse_overwriting_inputs("-o", output, read, data_suffixes=_folder_suffixes(read))
     refuse_overwriting_inputs("--output-dir", output_dir, read, folder=True)
+    check_writable("-o", output)
+    check_writable("--output-dir", output_dir, folder=True)
     data = modelfile.load(model)
     family = families.of_model(data)
     used = {

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from dlcli.engine.train_job import TrainRequest
 
 from dlcli.cli.output import JSON, QUIET, print_json
 
@@ -163,66 +168,20 @@ def train(
     """Train a model on DATA and save it (default ./model.pt), with metrics and plots in model.run/."""
     from dlcli.console import console, set_quiet
     from dlcli.engine import distributed
-    from dlcli.errors import UsageError
 
     quiet = quiet or not distributed.is_main()  # under torchrun only rank 0 prints
     json_out = json_out and distributed.is_main()
     set_quiet(quiet)
-    if class_weights is not None and class_weights not in ("none", "balanced"):
-        raise UsageError(f"--class-weights must be none or balanced, got '{class_weights}'")
-    if task is not None and task not in ("classification", "regression"):
-        raise UsageError(f"--task must be classification or regression, got '{task}'")
-    if precision is not None and precision not in ("fp32", "bf16", "fp16"):
-        raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
     # --init-from is no input here: it is read whole before the model file is replaced, and
     # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
-    _refuse_overwriting(output, [data, val, spec])
+    check_choices(locals())
+    refuse_overwriting(output, [data, val, spec])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
-    from dlcli.data.sources import DataOptions
-    from dlcli.engine.train_job import TrainRequest
     from dlcli.families import run_training
 
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "optimizer": optimizer,
-        "weight_decay": weight_decay,
-        "momentum": momentum,
-        "schedule": schedule,
-        "loss": loss,
-        "patience": patience,
-        "class_weights": class_weights,
-        "grad_clip": grad_clip,
-        "label_smoothing": label_smoothing,
-        "seed": seed,
-        "device": device,
-        "precision": precision,
-        "compile": compile_,
-        "augment": augment,
-        "threshold_percentile": threshold_percentile,
-    }
-    req = TrainRequest(
-        data,
-        output,
-        arch,
-        spec,
-        DataOptions(
-            target,
-            task,
-            val,
-            val_split,
-            extra=_extra(locals()),
-            stream=stream,
-        ),
-        overrides,
-        resume,
-        plots,
-        init_from=init_from,
-        freeze=freeze,
-    )
+    req = train_request(locals())
     summary = run_training(req)
     if not distributed.is_main():
         return
@@ -240,14 +199,82 @@ def train(
         )
 
 
-def _refuse_overwriting(output: str, inputs: list[str | None]) -> None:
-    """The model file and its run folder never replace an input (checked before training)."""
+def check_choices(given: dict) -> None:
+    """The train flags whose values are names, checked before any work (one line each)."""
+    from dlcli.errors import UsageError
+
+    class_weights, task, precision = (given.get(k) for k in ("class_weights", "task", "precision"))
+    if class_weights is not None and class_weights not in ("none", "balanced"):
+        raise UsageError(f"--class-weights must be none or balanced, got '{class_weights}'")
+    if task is not None and task not in ("classification", "regression"):
+        raise UsageError(f"--task must be classification or regression, got '{task}'")
+    if precision is not None and precision not in ("fp32", "bf16", "fp16"):
+        raise UsageError(f"--precision must be fp32, bf16 or fp16, got '{precision}'")
+
+
+# the train flags that are TrainConfig fields (command line -> `overrides`)
+OVERRIDES = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "optimizer",
+    "weight_decay",
+    "momentum",
+    "schedule",
+    "loss",
+    "patience",
+    "class_weights",
+    "grad_clip",
+    "label_smoothing",
+    "seed",
+    "device",
+    "precision",
+    "augment",
+    "threshold_percentile",
+)
+
+
+def train_request(given: dict) -> TrainRequest:
+    """The TrainRequest for the train flags in `given` (a command's parameters by name): shared by
+    `dl train` and `dl tune`."""
+    from dlcli.data.sources import DataOptions
+    from dlcli.engine.train_job import TrainRequest
+
+    overrides = {k: given.get(k) for k in OVERRIDES}
+    overrides["compile"] = given.get("compile_")
+    opts = DataOptions(
+        given.get("target"),
+        given.get("task"),
+        given.get("val"),
+        given.get("val_split", 0.2),
+        extra=_extra(given),
+        stream=given.get("stream"),
+    )
+    return TrainRequest(
+        given["data"],
+        given.get("output") or "model.pt",
+        given.get("arch"),
+        given.get("spec"),
+        opts,
+        overrides,
+        bool(given.get("resume")),
+        bool(given.get("plots", True)),
+        init_from=given.get("init_from"),
+        freeze=given.get("freeze"),
+    )
+
+
+def refuse_overwriting(output: str, inputs: list[str | None]) -> None:
+    """The model file and its run folder never replace an input, and both can be written
+    (checked before training, so no training is lost to them)."""
     from dlcli import modelfile
-    from dlcli.fileio import refuse_overwriting_inputs
+    from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
     refuse_overwriting_inputs("-o", output, inputs)
     run = modelfile.run_dir(output)
     refuse_overwriting_inputs("run folder", run, inputs, folder=True, hint="pick another -o")
+    check_writable("-o", output)
+    check_writable("-o", run, folder=True)  # its run folder: metrics, plots, checkpoints
 
 
 def _extra(given: dict) -> dict:

@@ -1,9 +1,9 @@
 """Image files -> one uint8 tensor (N, C, S, S): finding, probing and decoding images with Pillow,
 in parallel threads, with an on-disk cache.
 
-Every image goes through `decode_image`: first frame, EXIF orientation, any mode to 8 bits,
-resize of the shorter side to S and a center crop, transparency composited on white, then L or
-RGB. A folder's decoded tensor is cached per (folder, S, channels, resize policy) in one file
+Every image goes through `decode_image` (image_decode.py): first frame, EXIF orientation, any mode
+to 8 bits, resize of the shorter side to S and a center crop, transparency composited on white, then
+L or RGB. A folder's decoded tensor is cached per (folder, S, channels, resize policy) in one file
 (image_store.py); on the next run only new or changed files (by size and mtime) are decoded again,
 and an unchanged folder's pixels are used straight from the memory-mapped file.
 """
@@ -16,7 +16,6 @@ import os
 import statistics
 import threading
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,10 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from dlcli.console import info, is_interactive, note, quiet
 from dlcli.data import image_store
+from dlcli.data.image_decode import BadImage, decode_image, pixel_limit, probe_image
 from dlcli.errors import InputError
 
 RESIZE_POLICY = "shorter-side+center-crop"
@@ -38,15 +37,8 @@ POLICY = f"{RESIZE_POLICY}|{INTERPOLATION}"  # part of the cache key: another po
 IMAGE_EXTENSIONS = frozenset(
     [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
 )
-GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
-PIXEL_LIMIT = 20000 * 20000  # Pillow refuses images over twice this (a decompression bomb)
-BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time (memory)
 CHUNK = 64  # images per task handed to a decoding thread
 PROBE_SAMPLE = 200  # images looked at to choose the default size and channel count
-
-
-class BadImage(Exception):
-    """A file that Pillow cannot decode (corrupt, truncated, empty or not an image)."""
 
 
 # -- finding images -------------------------------------------------------------------------
@@ -92,124 +84,6 @@ def note_skipped(source: str, hidden: int, other: Counter) -> None:
         parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
     if parts:
         note(f"{source}: skipped {' and '.join(parts)}")
-
-
-# -- one image -------------------------------------------------------------------------------
-@contextlib.contextmanager
-def pixel_limit() -> Iterator[None]:
-    """Allow big images (up to PIXEL_LIMIT pixels, quietly) only while decoding."""
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = PIXEL_LIMIT
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
-
-
-def _high_depth_to_l(im: Image.Image) -> Image.Image:
-    """16-bit, 32-bit integer and float images -> 8-bit L, scaled (not clipped) to 0..255.
-
-    I;16: 0..65535 -> 0..255. I: as I;16 when any value exceeds 255, else taken as 8-bit values.
-    F: taken as 0..1 when no value exceeds 1, else as 0..255.
-    """
-    a = np.nan_to_num(np.asarray(im, dtype=np.float32))  # (H, W)
-    top = float(a.max()) if a.size else 0.0
-    if im.mode.startswith("I;16") or (im.mode == "I" and top > 255):
-        a = a / 257.0
-    elif im.mode == "F" and top <= 1.0:
-        a = a * 255.0
-    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
-
-
-def _to_resizable(im: Image.Image) -> Image.Image:
-    """Any Pillow mode -> one of L, LA, RGB, RGBA (alpha kept until after the resize)."""
-    mode = im.mode
-    if mode in ("L", "LA", "RGB", "RGBA"):
-        return im
-    if mode == "I" or mode == "F" or mode.startswith("I;16"):
-        return _high_depth_to_l(im)
-    if mode == "1":
-        return im.convert("L")
-    if mode == "La":
-        return im.convert("LA")
-    if mode in ("P", "PA", "RGBa") and (mode != "P" or "transparency" in im.info):
-        return im.convert("RGBA")
-    return im.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, RGBX
-
-
-def _fit(im: Image.Image, size: int) -> Image.Image:
-    """Shorter side -> `size`, center crop to (size, size); bilinear, reduced in steps for speed."""
-    w, h = im.size
-    s = min(w, h)
-    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
-    return im.resize((size, size), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
-
-
-def _flatten(im: Image.Image, channels: int) -> Image.Image:
-    """Composite transparency on white, then convert to L (channels=1) or RGB."""
-    if im.mode in ("LA", "RGBA"):
-        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        white.alpha_composite(im.convert("RGBA"))
-        im = white
-    return im.convert("L" if channels == 1 else "RGB")
-
-
-def decode_image(
-    path: str | os.PathLike[str], size: int, channels: int, gate: Any = None
-) -> np.ndarray:
-    """One image file -> (channels, size, size) uint8. Raises BadImage with a short reason.
-
-    `gate` (a semaphore) bounds how many huge images (> BIG_PIXELS) are decoded at once.
-    """
-    try:
-        with Image.open(path) as im:
-            im.draft(None, (size, size))  # JPEG: decode at 1/2..1/8 scale, still >= size
-            big = gate is not None and im.size[0] * im.size[1] > BIG_PIXELS
-            with gate if big else contextlib.nullcontext():
-                im.load()  # corrupt or truncated data fails here
-                with contextlib.suppress(Exception):  # a broken EXIF block only loses orientation
-                    ImageOps.exif_transpose(im, in_place=True)
-                out = _flatten(_fit(_to_resizable(im), size), channels)
-            arr = np.asarray(out)  # (S, S) or (S, S, 3)
-    except Image.DecompressionBombError:
-        raise BadImage(f"larger than {PIXEL_LIMIT:,} pixels") from None
-    except Exception as exc:  # Pillow raises many kinds on corrupt files; none may stop the run
-        raise BadImage(_reason(exc)) from None
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).split("\n")[0]
-    if text.startswith("cannot identify image file"):
-        return "not an image Pillow can read"
-    return text or type(exc).__name__
-
-
-def probe_image(path: str | os.PathLike[str], check_gray: bool) -> tuple[int, bool] | None:
-    """(longer side, grayscale-like) of an image without decoding it fully; None if unreadable.
-
-    A colour-mode image counts as grayscale when its channels agree (within 2 levels, for JPEG
-    rounding) on a small thumbnail; that is only checked when `check_gray`.
-    """
-    try:
-        with Image.open(path) as im:
-            side = max(im.size)
-            if im.mode in GRAY_MODES:
-                return side, True
-            if not check_gray:
-                return side, False
-            im.draft(None, (64, 64))
-            small = _flatten(_fit(_to_resizable(im), 32), 3)
-            a = np.asarray(small).astype(np.int16)  # (32, 32, 3)
-            gray = (
-                np.abs(a[..., 0] - a[..., 1]).max() <= 2
-                and np.abs(a[..., 1] - a[..., 2]).max() <= 2
-            )
-            return side, bool(gray)
-    except Exception:  # unreadable: reported when it is decoded
-        return None
 
 
 def probe_sample(paths: Sequence[str], check_gray: bool) -> tuple[list[int], bool]:

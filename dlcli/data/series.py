@@ -32,7 +32,7 @@ from dlcli.data.series_read import (
     series_from_frame,
     windows_of,
 )
-from dlcli.data.split import chronological_split
+from dlcli.data.split import chronological_split, validation_stop
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
@@ -306,7 +306,8 @@ class SeriesSource:
         if opts.val:
             x_va, y_va = _labelled(preprocessor, opts.val)
         else:
-            x_va, y_va = wins[j0:m].contiguous(), y[j0:m]
+            stop = validation_stop(m)
+            x_va, y_va = wins[j0:stop].contiguous(), y[j0:stop]
         info = {"rows": n, "windows": len(x_tr) + len(x_va), "fit_rows": fit_rows}
         return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, info)
 

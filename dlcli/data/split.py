@@ -1,13 +1,64 @@
 """Holding rows out for validation, and its checks, for every data kind: the --val-split range,
 seeded (stratified) row splits, the row hash of streamed tables and the chronological split of a
 series. The same seed always picks the same rows.
+
+Cross-validation (`dl tune --folds K`) runs a kind's ordinary `prepare` inside `cross_validation(i,
+k)`: while that is active, `split_rows` returns fold i of a seeded (stratified) K-fold partition
+instead of the --val-split share, and `chronological_split` the i-th expanding window (train on
+everything before block i+1 of k+1, validate on that block), so every data kind gets folds
+without knowing about them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import numpy as np
 
 from dlcli.errors import InputError, UsageError
+
+# (fold index, folds) while `cross_validation` is active, else None
+_FOLD: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("fold", default=None)
+
+
+@contextlib.contextmanager
+def cross_validation(fold: int, folds: int) -> Iterator[None]:
+    """Within this block every split is fold `fold` (0-based) of `folds`."""
+    if not 0 <= fold < folds:
+        raise ValueError(f"fold {fold} of {folds}")
+    token = _FOLD.set((fold, folds))
+    try:
+        yield
+    finally:
+        _FOLD.reset(token)
+
+
+def active_fold() -> tuple[int, int] | None:
+    """(fold, folds) inside `cross_validation`, else None."""
+    return _FOLD.get()
+
+
+def kfold_split(
+    y: np.ndarray | None, n: int, fold: int, folds: int, seed: int, stratify: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train_idx, val_idx) of fold `fold` of `folds`, both sorted. Stratified: each
+    class's rows are shuffled and dealt round-robin to the folds (from a random fold onwards), so
+    every fold holds each class in proportion; the folds partition the rows."""
+    rng = np.random.default_rng(seed)
+    assign = np.empty(n, dtype=np.int64)
+    if not stratify or y is None:
+        assign[rng.permutation(n)] = np.arange(n) % folds
+    else:
+        start = 0
+        for cls in np.unique(y):
+            idx = np.flatnonzero(y == cls)
+            rng.shuffle(idx)
+            assign[idx] = (np.arange(len(idx)) + start) % folds
+            start = (start + len(idx)) % folds  # the next class fills the smaller folds first
+    val = assign == fold
+    return np.flatnonzero(~val), np.flatnonzero(val)
 
 
 def check_val_split(fraction: float) -> None:
@@ -70,7 +121,11 @@ def split_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """`stratified_split` with its checks: the share first, then enough rows in each part."""
     check_val_split(fraction)
-    tr, va = stratified_split(y, n, fraction, seed, stratify)
+    fold = active_fold()
+    if fold is None:
+        tr, va = stratified_split(y, n, fraction, seed, stratify)
+    else:
+        tr, va = kfold_split(y, n, *fold, seed, stratify)
     check_split_sizes(source, n, len(tr), len(va), what, hint)
     return tr, va
 
@@ -92,7 +147,11 @@ def chronological_split(source: str, n: int, m: int, horizon: int, share: float)
     `share` of them is validation; training stops `horizon - 1` windows earlier, so every training
     target is known by the first validation window's last input step (nothing leaks)."""
     check_val_split(share)
-    j0 = m - max(1, round(m * share))
+    fold = active_fold()
+    if fold is None:
+        j0 = m - max(1, round(m * share))
+    else:  # expanding window: fold i validates on block i+1 of k+1 (see `validation_stop`)
+        j0 = (fold[0] + 1) * m // (fold[1] + 1)
     n_train = j0 - horizon + 1
     if n_train < 2:
         raise InputError(
@@ -101,3 +160,10 @@ def chronological_split(source: str, n: int, m: int, horizon: int, share: float)
             "use a smaller --window or pass --val FILE",
         )
     return n_train, j0
+
+
+def validation_stop(m: int) -> int:
+    """Where a series' validation windows end: all m of them, or inside `cross_validation` the end
+    of the fold's block (the later windows are the next folds' validation)."""
+    fold = active_fold()
+    return m if fold is None else (fold[0] + 2) * m // (fold[1] + 1)

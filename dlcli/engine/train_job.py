@@ -44,6 +44,8 @@ class TrainRequest:
     callbacks: list = field(default_factory=list)  # extra trainer callbacks (library use, tests)
     init_from: str | None = None  # transfer learning: start from this model's weights
     freeze: str | None = None  # layers to keep fixed (names or index ranges)
+    spec_doc: dict | None = None  # a spec document (e.g. a tuner's trial); wins over spec/arch
+    source: Any = None  # a data source chosen by the caller (e.g. one that caches `prepare`)
 
 
 @dataclass
@@ -190,10 +192,10 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
         req.data_opts.unsupervised = family.unsupervised
         kind = resume["preprocessor"].get("kind")
         info(f"resuming from {ckpt} after epoch {len(resume['snapshot']['history'])}")
-    source = choose_source(req.data, req.data_opts, kind)
+    source = req.source or choose_source(req.data, req.data_opts, kind)
     base = modelfile.load(req.init_from) if req.init_from else None  # read once, checked early
     if resume is None:  # the spec is validated before any data is read
-        spec, spec_doc = _choose_spec(req, source, base)
+        spec, spec_doc = choose_spec(req, source, base)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
         family = families.get(spec.family)
@@ -204,7 +206,7 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
         )
     if family.unsupervised and resume is None:  # unlabelled data: chosen again knowing that
         req.data_opts.unsupervised = True
-        source = choose_source(req.data, req.data_opts)
+        source = req.source or choose_source(req.data, req.data_opts)
     job = TrainJob(req, spec, spec_doc, source, cfg, base, resume)
     family.check(job)  # e.g. --precision fp16 on a CPU, before any data is read
     if base is not None and resume is None:
@@ -304,8 +306,11 @@ def _check_output(path: str) -> None:
         raise UsageError(f"-o {path}: folder {p.parent} does not exist")
 
 
-def _choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any, dict]:
-    """--spec, else --arch, else the --init-from model's own spec, else the data kind's preset."""
+def choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any, dict]:
+    """The request's spec document, else --spec, else --arch, else the --init-from model's own
+    spec, else the data kind's preset (its variant for the data kind, e.g. conv_autoencoder)."""
+    if req.spec_doc is not None:
+        return parse_spec(req.spec_doc, req.spec or f"preset {req.arch}"), req.spec_doc
     if not req.spec and not req.arch and base is not None:
         doc = base["spec"]
         info(f"--init-from {req.init_from}: using its network ({doc.get('name') or 'its spec'})")

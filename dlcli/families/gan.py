@@ -35,6 +35,7 @@ from dlcli.model.builder import BuiltNetwork, build_stack
 DEFAULT_LATENT = 64
 MIN_IMAGES = 32  # fewer than one batch of real images cannot teach a discriminator anything
 GRID_SAMPLES = 64  # fixed-noise samples in each epoch's grid
+MAX_GRID = 1024  # samples one -o grid may hold (a 32 x 32 grid); more go to --output-dir
 GEN_BATCH = 256  # generation batch of `predict --samples` (fixed, so a seed gives the same images)
 # the TrainConfig fields GAN training uses (the --json summary shows these)
 FINAL_KEYS = ("d_loss", "g_loss", "d_real", "d_fake", "diversity")  # last epoch, in the summary
@@ -298,12 +299,18 @@ def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions
         )
     if opts.output and Path(opts.output).suffix.lower() != ".png":
         raise UsageError(f"-o {opts.output}: a GAN writes a PNG grid; name it FILE.png")
+    if opts.output and opts.samples > MAX_GRID:
+        raise UsageError(
+            f"--samples {opts.samples:,}: one grid (-o {opts.output}) holds at most "
+            f"{MAX_GRID:,} samples",
+            f"write more with --output-dir DIR, one PNG per sample, in batches of {GEN_BATCH}",
+        )
     if opts.output_dir and Path(opts.output_dir).exists() and not Path(opts.output_dir).is_dir():
         raise UsageError(f"--output-dir {opts.output_dir}: exists and is not a folder")
     sampler, latent = load_sampler(data, model_path)
     seed = opts.seed if opts.seed is not None else secrets.randbits(31)
     device = pick_device(opts.device)
-    grid = []
+    grid = []  # at most MAX_GRID samples; --output-dir gets each batch and keeps none
     for start, images in generate(sampler, latent, opts.samples, seed, device):
         if opts.output_dir:
             write_images(opts.output_dir, images, "sample", start, opts.samples)

@@ -140,12 +140,14 @@ def open_predictor(path: str) -> Predictor:
 
 def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
     """Write the predictions for `inputs` as `dl predict MODEL.pt` would."""
-    from dlcli.fileio import refuse_overwriting_inputs
+    from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
     if opts.fmt not in WRITERS:
         raise UsageError(f"--format must be one of {', '.join(WRITERS)}, got '{opts.fmt}'")
     refuse_overwriting_inputs("-o", opts.output, [path, *inputs])
     refuse_overwriting_inputs("--output-dir", opts.output_dir, [path, *inputs], folder=True)
+    check_writable("-o", opts.output)
+    check_writable("--output-dir", opts.output_dir, folder=True)
     if opts.device not in DEVICES:
         raise UsageError(
             f"--device {opts.device}: an ONNX model runs on the CPU here",

@@ -96,6 +96,7 @@ class Spec(BaseModel):
     latent: int | None = Field(None, gt=0)
     variational: bool = False
     training: TrainingDefaults = TrainingDefaults()
+    search: dict[str, Any] | None = None  # `dl tune`'s default space: value path -> distribution
 
     @model_validator(mode="after")
     def _sections(self) -> Spec:

@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dlcli"
 # Each layer may import itself and the layers listed after it, never those before it.
 LAYERS = [
     ("cli", "serve"),
+    ("tune",),  # dl tune: searches over the families' one train job
     ("families", "runtime"),  # runtime: exported graphs on onnxruntime, never torch
     ("engine",),
     ("model", "data", "export"),
