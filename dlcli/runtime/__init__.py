@@ -14,6 +14,7 @@ from dlcli.runtime.session import OnnxModel
 ENCODERS: dict[str, str] = {
     "tabular": "dlcli.runtime.tables",
     "text": "dlcli.runtime.text",
+    "image": "dlcli.runtime.images",
 }
 
 __all__ = ["ENCODERS", "OnnxModel", "encoder_for", "load"]

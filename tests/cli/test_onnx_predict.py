@@ -205,3 +205,39 @@ def test_autoencoder_scores_and_embeddings_match(tmp_path, run_dl, dl_inproc) ->
     (tmp_path / "ae.encoder.onnx").unlink()
     assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--embed"), "encoder.onnx")
     assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--proba"), "--proba")
+
+
+def test_image_models_give_the_same_predictions(tmp_path, run_dl, dl_inproc) -> None:
+    """A cnn on 3 digit classes: folders, files and paths on stdin; the bad-image line."""
+    import shutil
+
+    for c in "012":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:15]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    model = tmp_path / "img.pt"
+    res = run_dl("train", tmp_path / "digits", "--arch", "cnn", "--epochs", "1", "-o", model,
+                 "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    test = SAMPLES / "digits" / "test" / "1"
+    a = dl_inproc("predict", model, test, "--proba", "--top-k", "2")
+    b = dl_inproc("predict", model.with_suffix(".onnx"), test, "--proba", "--top-k", "2")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) and len(fa) == len(list(test.glob("*.png")))
+    assert (
+        (fa[["path", "prediction", "prediction_2"]] == fb[["path", "prediction", "prediction_2"]])
+        .all()
+        .all()
+    )
+    numbers = [c for c in fa.columns if c.startswith(("confidence", "proba_"))]
+    assert np.abs(fa[numbers].to_numpy() - fb[numbers].to_numpy()).max() <= TOL
+    paths = "\n".join(str(p) for p in sorted(test.glob("*.png"))[:3]) + "\n"
+    a = dl_inproc("predict", model, "-", input=paths)
+    b = dl_inproc("predict", model.with_suffix(".onnx"), "-", input=paths)
+    assert _frame(a.stdout)["prediction"].tolist() == _frame(b.stdout)["prediction"].tolist()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    line = assert_error(dl_inproc("predict", model.with_suffix(".onnx"), bad), "bad.png")
+    assert line == assert_error(dl_inproc("predict", model, bad), "bad.png")
