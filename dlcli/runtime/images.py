@@ -96,6 +96,28 @@ class ImageInputs:
                     raise InputError(f"{path}: cannot read image ({exc})") from None
         return out / np.float32(255.0)
 
+    def check_columns(self, header: list[str], source: str) -> None:
+        if "path" not in header:
+            raise InputError(f"{source}: no image files")
+
+    def matrix(self, frame: pd.DataFrame, source: str, row_offset: int = 0) -> np.ndarray:
+        """Pixels of uploaded files (the serve column of bytes next to `path`)."""
+        import io
+
+        blobs = frame[next(c for c in frame.columns if c != "path")]
+        out = np.empty((len(frame), self.channels, self.size, self.size), dtype=np.float32)
+        with pixel_limit():
+            for i, (name, blob) in enumerate(zip(frame["path"], blobs, strict=True)):
+                try:
+                    out[i] = decode_image(io.BytesIO(blob), self.size, self.channels)
+                except BadImage as exc:
+                    raise InputError(
+                        f"{source}: file '{name}': cannot read image ({exc})"
+                    ) from None
+        return out / np.float32(255.0)
+
+    shown_columns = ("path",)  # always in the prediction table, as `dl predict` prints it
+
     def iter_inputs(
         self, paths: list[str], keep: bool = False
     ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:

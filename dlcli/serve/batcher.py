@@ -15,7 +15,7 @@ import pandas as pd
 from dlcli.engine.outputs import records
 from dlcli.errors import DLError
 from dlcli.runtime.predict import FrameOptions
-from dlcli.serve.bodies import SOURCE, BadRequest, Rows
+from dlcli.serve.bodies import FILE_BYTES, SOURCE, BadRequest, Rows
 
 
 @dataclass
@@ -144,7 +144,7 @@ class MicroBatcher:
         for ks in groups.values():
             first = jobs[good[ks[0]]]
             rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
-            passthrough = first.frame() if first.keep else pd.DataFrame(index=range(len(rows)))
+            passthrough = self._passthrough([jobs[good[k]] for k in ks], len(rows))
             options = FrameOptions(first.proba, first.top_k)
             table = self.predictor.frame(passthrough, x[rows], options)
             recs = records(table)
@@ -154,6 +154,17 @@ class MicroBatcher:
                 answers[good[k]] = Answer(table.iloc[at : at + n], recs[at : at + n])
                 at += n
         return answers
+
+    def _passthrough(self, jobs: list[Job], n: int) -> pd.DataFrame:
+        """The input columns a table starts with: all with keep_columns (one job then), else those
+        the model's kind always shows (an image's path), else none."""
+        shown = list(getattr(self.predictor.preprocessor, "shown_columns", ()))
+        if jobs[0].keep:
+            frame = jobs[0].frame()
+            return frame[[c for c in frame.columns if c != FILE_BYTES]]
+        if shown:
+            return pd.concat([j.frame()[shown] for j in jobs], ignore_index=True)
+        return pd.DataFrame(index=range(n))
 
 
 def _frame(jobs: list[Job]) -> pd.DataFrame:

@@ -58,11 +58,37 @@ def text_lines(body: bytes, encoder: Any) -> pd.DataFrame:
     return pd.DataFrame({encoder.text_column: lines})
 
 
+FILE_BYTES = "__file_bytes__"  # the column of uploaded files' bytes (never shown)
+
+
+def image_files(body: bytes, encoder: Any, content_type: str = "") -> pd.DataFrame:
+    """multipart/form-data: every file field is one image (`path` = its file name)."""
+    import email.parser
+    import email.policy
+
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.default).parsebytes(head + body)
+    names, blobs = [], []
+    if message.is_multipart():
+        for part in message.iter_parts():
+            name = part.get_filename()
+            if name is not None:
+                names.append(name)
+                blobs.append(part.get_payload(decode=True) or b"")
+    if not names:
+        raise BadRequest(
+            422,
+            f"{SOURCE}: no image files in the form (send them as file fields, e.g. curl -F file=@cat.jpg)",
+        )
+    return pd.DataFrame({"path": names, FILE_BYTES: blobs})
+
+
 Rows = pd.DataFrame | list[dict]  # a frame, or JSON records (column -> value)
-Reader = Callable[[bytes, Any], Rows]  # (body, the model's input encoder)
+Reader = Callable[..., Rows]  # (body, the model's input encoder[, full content type])
 READERS: dict[str, dict[str, Reader]] = {
     "tabular": {"application/json": json_records, "text/csv": csv_rows},
     "text": {"text/plain": text_lines, "application/json": json_records, "text/csv": csv_rows},
+    "image": {"multipart/form-data": image_files},
 }
 
 
@@ -75,8 +101,12 @@ def read_body(kind: str, content_type: str, body: bytes, encoder: Any = None) ->
     if media not in readers:
         takes = " or ".join(readers) or "nothing yet"
         raise BadRequest(
-            415, f"content type '{media or 'none'}' not accepted: a {kind} model takes {takes}"
+            415,
+            f"content type '{media or 'none'}' not accepted: "
+            f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} model takes {takes}",
         )
     if not body.strip():
         raise BadRequest(422, f"{SOURCE}: empty body; send the rows to predict")
+    if media == "multipart/form-data":
+        return readers[media](body, encoder, content_type)
     return readers[media](body, encoder)

@@ -317,3 +317,49 @@ def test_a_text_model_takes_text_lines(tmp_path, run_dl, dl_inproc) -> None:
         assert json.loads(text)["detail"].startswith("request: no column 'review'")
         meta = json.loads(s.request("/metadata")[2])
         assert meta["input_columns"] == {"review": {"type": "string"}}
+
+
+def test_an_image_model_takes_multipart_files(tmp_path, run_dl, dl_inproc) -> None:
+    """multipart/form-data: each file field one image; the answer is `dl predict`'s, path = name."""
+    import shutil
+
+    for c in "012":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:15]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    model = tmp_path / "img.pt"
+    res = run_dl("train", tmp_path / "digits", "--arch", "cnn", "--epochs", "1", "-o", model,
+                 "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    files = sorted((SAMPLES / "digits" / "test" / "1").glob("*.png"))[:2]
+    cli = _frame_of(dl_inproc("predict", model.with_suffix(".onnx"), *files, "--proba").stdout)
+
+    def form(parts: list[tuple[str, bytes]]) -> tuple[bytes, dict[str, str]]:
+        out = b""
+        for name, blob in parts:
+            out += (
+                b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\""
+                + name.encode() + b"\"\r\nContent-Type: image/png\r\n\r\n" + blob + b"\r\n"
+            )  # fmt: skip
+        return out + b"--XyZ--\r\n", {"content-type": "multipart/form-data; boundary=XyZ"}
+
+    with serving(model.with_suffix(".onnx"), tmp_path) as s:
+        body, headers = form([(f.name, f.read_bytes()) for f in files])
+        status, _, text = s.request("/predict?proba=true", body, headers)
+        assert status == 200, text
+        got = pd.DataFrame(json.loads(text))
+        assert got["path"].tolist() == [f.name for f in files]
+        assert got["prediction"].astype(str).tolist() == cli["prediction"].astype(str).tolist()
+        assert (got["confidence"] - cli["confidence"]).abs().max() <= 1e-6
+        status, _, text = s.request("/predict", *form([("notes.txt", b"not an image")]))
+        assert status == 422
+        assert json.loads(text)["detail"] == (
+            "request: file 'notes.txt': cannot read image (not an image Pillow can read)"
+        )
+        status, _, _ = s.post_json("/predict", [{"path": "x.png"}])
+        assert status == 415
+
+
+def _frame_of(text: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(text))
