@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench_csv_load",
     "bench_train_epoch",
     "bench_predict_memory",
+    "bench_onnx_predict",
     "bench_images",
     "bench_sequence",
     "quality_vs_sklearn",
@@ -38,6 +39,7 @@ OPT_IN = [
     "bench_stream",
     "bench_tune",
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
+    "bench_serve",  # two 30 s load tests
 ]  # slow (minutes): run only when named with --only
 
 
