@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench_csv_load",
     "bench_train_epoch",
     "bench_predict_memory",
+    "bench_onnx_predict",
     "bench_images",
     "bench_sequence",
     "quality_tables",  # ~3-5 min: 15 dl trainings + the baselines
@@ -37,6 +38,8 @@ OPT_IN = [
     "autoencoder_quality",
     "bench_stream",
     "bench_tune",
+    "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
+    "bench_serve",  # two 30 s load tests
 ]  # slow (minutes): run only when named with --only
 
 

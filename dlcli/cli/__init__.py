@@ -43,9 +43,9 @@ def _root(
 
 
 def _register() -> None:
-    from dlcli.cli import build, evaluate, export, predict, train, tune
+    from dlcli.cli import build, evaluate, export, predict, serve, train, tune
 
-    for module in (build, train, evaluate, predict, export, tune):
+    for module in (build, train, evaluate, predict, export, tune, serve):
         module.register(app)
 
 

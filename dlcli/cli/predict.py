@@ -60,10 +60,18 @@ def predict(
     with --steps N the next N values. Autoencoders: anomaly_score,is_anomaly per row (--embed: the
     latent vector). GANs: --samples N new images."""
     from dlcli.console import set_quiet
+
+    set_quiet(quiet)
+    if model.lower().endswith(".onnx"):  # an exported graph: onnxruntime, never torch
+        from dlcli.runtime.predict import RuntimeOptions, predict_file
+
+        return predict_file(model, inputs or [], RuntimeOptions(
+            lambda: _text_stream(output), output, output_dir, fmt, samples, seed, embed,
+            keep_columns, device, precision, proba, top_k, steps,
+        ))  # fmt: skip
     from dlcli.engine import predictor
     from dlcli.errors import UsageError
 
-    set_quiet(quiet)
     if fmt not in predictor.WRITERS:
         raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
     from dlcli import families, modelfile

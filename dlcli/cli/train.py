@@ -130,10 +130,14 @@ def train(
         None,
         "--window",
         min=1,
-        help="Time series: steps of history per prediction (turns a CSV into a series).",
+        help="Time series: steps of history per prediction (turns a CSV into a series; with "
+        "--horizon alone it defaults to one season of the data).",
     ),
     horizon: int = typer.Option(
-        None, "--horizon", min=1, help="Time series: how many steps ahead to predict (default 1)."
+        None,
+        "--horizon",
+        min=1,
+        help="Time series: steps ahead to predict (default 1; turns a CSV into a series too).",
     ),
     augment: str = typer.Option(
         None, "--augment", help="Image augmentations, comma-separated: flip, crop, rotate, jitter."

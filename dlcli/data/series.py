@@ -21,7 +21,10 @@ from torch import nn
 
 from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared, Preprocessor
 from dlcli.data.series_read import (
+    MIN_WINDOWS,
     Series,
+    change_spread,
+    default_window,
     find_date_column,
     format_dates,
     future_dates,
@@ -36,7 +39,6 @@ from dlcli.data.split import chronological_split, validation_stop
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
-MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
 CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
 ROW = "row"  # the pass-through column without a date column: 1-based step in time order
 
@@ -45,7 +47,7 @@ ROW = "row"  # the pass-through column without a date column: 1-based step in ti
 class SeriesOptions:
     """`dl train --window W --horizon H` (DataOptions.extra["series"])."""
 
-    window: int | None = None  # steps of history per prediction (required)
+    window: int | None = None  # steps of history per prediction; None: default_window
     horizon: int = 1  # predict the value this many steps after a window's last step
     date_column: str | None = None  # None: the column that parses as dates, if any
     steps: int | None = None  # used by `dl predict --steps` only
@@ -59,9 +61,7 @@ def series_options(opts: DataOptions) -> SeriesOptions | None:
     if isinstance(got, dict):
         names = {f.name for f in fields(SeriesOptions)}
         got = SeriesOptions(**{k: v for k, v in got.items() if k in names and v is not None})
-    if got.window is None:
-        raise UsageError("--horizon needs --window (the steps of history per prediction)")
-    if got.window < 1 or got.horizon < 1:
+    if (got.window is not None and got.window < 1) or got.horizon < 1:
         raise UsageError(
             f"--window and --horizon must be at least 1, got {got.window} and {got.horizon}"
         )
@@ -75,8 +75,9 @@ class SeriesTransform(nn.Module):
     Channels 0..F-1: each feature relative to its value at the window's last step, divided by the
     training windows' spread of that difference, so the network sees shapes, not levels, and a
     series that drifts past its training range looks familiar. Channel F: the target's level,
-    standardised with the training part's mean and std (the scale the model's output is in), so
-    the last step's value anchors the forecast (`data_info["anchor_channel"]`)."""
+    (value - mean) / std in the units of the model's output (std: the target's typical change
+    over the horizon, see `fit`), so the last step's value anchors the forecast
+    (`data_info["anchor_channel"]`) and the network adds a change of order 1."""
 
     def __init__(self, rel_std: list[float], mean: float, std: float, target_index: int) -> None:
         super().__init__()
@@ -113,13 +114,15 @@ class SeriesPreprocessor(Preprocessor):
     def fit(
         cls, series: Series, features: list[str], target_name: str, so: SeriesOptions, **kw: Any
     ) -> SeriesPreprocessor:
-        """Statistics from `series` (pass only the training part): the target's mean and std, and
-        per feature the spread of (value - value at the window's last step) over its windows."""
+        """Statistics from `series` (pass only the training part): the target's mean, its scale
+        (the spread of its change over `horizon` steps: the network's output, a change from the
+        last value, is then of order 1), and per feature the spread of (value - value at the
+        window's last step) over its windows."""
         v = series.values.astype(np.float64)
         ti = features.index(target_name)
-        mean, std = float(v[:, ti].mean()), float(v[:, ti].std())
+        mean, scale = float(v[:, ti].mean()), change_spread(v[:, ti], so.horizon)
         spread = relative_spread(v, so.window)
-        target = Target(target_name, "regression", [], mean, std if std > 1e-12 else 1.0)
+        target = Target(target_name, "regression", [], mean, scale if scale > 1e-12 else 1.0)
         rel_std = np.where(spread > 1e-12, spread, 1.0).tolist()
         return cls(features, target, rel_std, so.window, so.horizon, **kw)
 
@@ -211,7 +214,9 @@ class SeriesPreprocessor(Preprocessor):
         y_true = np.asarray(y, dtype=np.float64) * self.target.std + self.target.mean
         naive = torch.cat([r[:, -1, self.target_index] for r in raws]).double().numpy()
         err = naive - y_true
-        zero = 1e-5 * self.target.std  # a true 0 comes back from float32 as about 1e-7 * std
+        t = self.target
+        # a true 0 comes back from float32 as about 1e-7 * (std + |mean|): not a true value
+        zero = 1e-5 * (t.std + abs(t.mean))
         return {
             "mape": mape(y_true, np.asarray(outputs, dtype=np.float64).reshape(-1), zero),
             "naive_mae": float(np.mean(np.abs(err))),
@@ -286,6 +291,8 @@ class SeriesSource:
             )
             so.window, so.horizon = preprocessor.window, preprocessor.horizon
         ser = series_from_frame(frame, path, date_col, features)
+        if so.window is None:
+            so.window = default_window(ser, features.index(tname), so.horizon, path)
         w, h, n = so.window, so.horizon, len(ser.values)
         _check_length(path, n, w, h)
         ti = features.index(tname)

@@ -1,6 +1,6 @@
 """Reading a series: the rows of a table file (readers/; '-' = stdin) in time order, checked (date
-detection and sorting, one row per date, numbers only) with gaps forward-filled; its dates, and
-sliding windows over it.
+detection and sorting, one row per date, numbers only) with gaps forward-filled; its dates, its
+season and default window, and sliding windows over it.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from dlcli.data.readers import NULL_TEXT
 from dlcli.errors import InputError
 
 SHARE = 0.9  # a text column is a date (or a number with typos) when this share of it parses
+MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
+NO_SEASON_WINDOW = 16  # the default window of a series without a season (else: one season)
+MAX_WINDOW = 256  # the longest default window
 
 
 @dataclass
@@ -207,3 +210,76 @@ def relative_spread(v: np.ndarray, window: int) -> np.ndarray:
     for d in range(1, window):  # the step d before the last; d = 0 adds zeros
         total += np.sum((v[window - 1 - d : window - 1 - d + k] - last) ** 2, axis=0)
     return np.sqrt(total / max(1, k * window))
+
+
+# -- the season and the default window --------------------------------------------------------
+PER_YEAR = {"W": 52, "SM": 24, "M": 12, "BM": 12, "CBM": 12, "Q": 4, "BQ": 4}  # steps per year
+MAX_LAG = 1000  # the longest season looked for in the autocorrelation
+MIN_PEAK = 0.3  # autocorrelation of the changes a season must reach when the dates give none
+
+
+def calendar_season(dates: pd.Series | None) -> int | None:
+    """Steps per natural cycle from the dates' regular spacing: weekly 52, monthly 12, quarterly
+    4, daily 7, business days 5, hourly 24, 30 minutes 48...; None when irregular, yearly, or
+    without dates."""
+    if dates is None or len(dates) < 3:
+        return None
+    freq = _silent(pd.infer_freq, pd.DatetimeIndex(dates.iloc[:64]))
+    if freq is None:
+        return None
+    offset = pd.tseries.frequencies.to_offset(freq)
+    code = offset.rule_code.split("-")[0]
+    code = code[:-1] if code[:-1] in PER_YEAR and code[-1] in "ES" else code  # ME, QS... -> M, Q
+    if code in ("B", "D"):
+        season = (5 if code == "B" else 7) if offset.n == 1 else 0
+    elif code in PER_YEAR:
+        season = PER_YEAR[code] // offset.n
+    elif isinstance(offset, pd.offsets.Tick):
+        day, step = pd.Timedelta(days=1).value, pd.Timedelta(offset).value
+        season = day // step if step < day and day % step == 0 else 0
+    else:
+        season = 0  # yearly, or a spacing with no calendar cycle
+    return int(season) if season >= 2 else None
+
+
+def autocorrelation_season(target: np.ndarray) -> int | None:
+    """The lag (2 .. min(n/4, MAX_LAG)) at which the series' step-to-step changes correlate most
+    with themselves, when that peak reaches MIN_PEAK (sunspots: 11 years); else None."""
+    x = np.diff(np.asarray(target, dtype=np.float64))
+    x = x - x.mean()
+    top = min(len(x) // 4, MAX_LAG)
+    if top < 3 or not np.any(x):
+        return None
+    spectrum = np.fft.rfft(x, 2 * len(x))  # zero-padded: no wrap-around
+    acf = np.fft.irfft(spectrum * np.conj(spectrum))[: top + 2]
+    acf = acf / acf[0]  # acf[k]: lag k
+    peaks = [k for k in range(2, top + 1) if acf[k] > acf[k - 1] and acf[k] >= acf[k + 1]]
+    best = max(peaks, key=lambda k: acf[k], default=None)
+    return best if best is not None and acf[best] >= MIN_PEAK else None
+
+
+def default_window(ser: Series, target_index: int, horizon: int, source: str) -> int:
+    """One season of history (from the dates' spacing, else from the autocorrelation of the
+    target's changes), NO_SEASON_WINDOW without one; at most a quarter of the rows, MAX_WINDOW,
+    and short enough to leave MIN_WINDOWS windows. A note says what was chosen and why."""
+    n = len(ser.values)
+    season, why = calendar_season(ser.dates), "from the dates"
+    if season is None:
+        season, why = (
+            autocorrelation_season(ser.values[:, target_index]),
+            "from its autocorrelation",
+        )
+    want = season or NO_SEASON_WINDOW
+    window = max(1, min(want, MAX_WINDOW, n // 4, n - horizon + 1 - MIN_WINDOWS))
+    about = f"season of {season} steps, {why}" if season else "no season found"
+    note(f"{source}: --window {window} ({about}; pass --window to choose)")
+    return window
+
+
+def change_spread(target: np.ndarray, horizon: int) -> float:
+    """The root mean square of the target's change over `horizon` steps: the scale of what a
+    forecast adds to the last value (0.0 when the series is too short to have one)."""
+    v = np.asarray(target, dtype=np.float64)
+    if len(v) <= horizon:
+        return 0.0
+    return float(np.sqrt(np.mean((v[horizon:] - v[:-horizon]) ** 2)))

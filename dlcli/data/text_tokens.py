@@ -9,10 +9,12 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1; neither can be a token ('<' is split off, chars are 1)
 LENGTH_LIMITS = (8, 512)  # the default max length (95th percentile) is clipped to this range
@@ -52,13 +54,21 @@ def default_max_length(lengths: np.ndarray) -> int:
 
 def pad_ids(id_lists: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-padded (N, T) int64 ids with T = the longest row (at least 1), and (N,) lengths."""
+    import torch  # here, so the tokenizers serve torch-free callers (dlcli/runtime/)
+
+    out, lengths = pad_array(id_lists)
+    return torch.from_numpy(out), torch.from_numpy(lengths)
+
+
+def pad_array(id_lists: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """`pad_ids` as numpy arrays."""
     lengths = np.fromiter((len(r) for r in id_lists), dtype=np.int64, count=len(id_lists))
     width = max(1, int(lengths.max()) if len(lengths) else 1)
     out = np.zeros((len(id_lists), width), dtype=np.int64)
     out[np.arange(width) < lengths[:, None]] = np.fromiter(
         (i for r in id_lists for i in r), dtype=np.int64, count=int(lengths.sum())
     )
-    return torch.from_numpy(out), torch.from_numpy(lengths)
+    return out, lengths
 
 
 def is_blank(value: Any) -> bool:

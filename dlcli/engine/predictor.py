@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
 from dlcli.accel import autocast, inference_precision, unsupported_on_cpu
+from dlcli.engine.outputs import WRITERS, CsvWriter, JsonlWriter, output_frame
+
+__all__ = ["WRITERS", "CsvWriter", "JsonlWriter", "output_frame", "predict_stream", "run_batches"]
 
 BATCH = 65536  # rows per forward pass: bounded memory, large enough to amortise overhead
 
@@ -60,59 +62,3 @@ def predict_stream(
     inference_precision(precision, _device_of(loaded.inference))  # refused before any output
     for passthrough, raw in loaded.preprocessor.iter_inputs(paths, keep):
         yield passthrough, run_batches(loaded.inference, raw, precision=precision)
-
-
-def output_frame(
-    loaded: Any, passthrough: pd.DataFrame, outputs: np.ndarray, proba: bool, top_k: int = 1
-) -> pd.DataFrame:
-    """Turn outputs into the prediction table: `prediction`, a `confidence` column where the data
-    kind asks for one (images) or with --top-k, `prediction_2`/`confidence_2`... for the next
-    classes, and `proba_<class>` with --proba."""
-    frame = passthrough.reset_index(drop=True).copy()
-    if loaded.task.name != "classification":
-        frame["prediction"] = outputs.reshape(len(outputs), -1)[:, 0]
-        return frame
-    classes = np.asarray(loaded.preprocessor.target.classes, dtype=object)
-    k = max(1, min(top_k, len(classes)))
-    order = np.argsort(-outputs, axis=1, kind="stable")[:, :k]  # (N, k) best classes first
-    confident = k > 1 or "confidence" in loaded.preprocessor.prediction_columns
-    for r in range(k):
-        suffix = "" if r == 0 else f"_{r + 1}"
-        frame["prediction" + suffix] = classes[order[:, r]]
-        if confident:
-            frame["confidence" + suffix] = np.take_along_axis(outputs, order[:, r : r + 1], 1)[:, 0]
-    if proba:
-        for j, c in enumerate(classes):
-            frame[f"proba_{c}"] = outputs[:, j]
-    return frame
-
-
-class CsvWriter:
-    def __init__(self, fh: TextIO) -> None:
-        self.fh, self.first = fh, True
-
-    def write(self, frame: pd.DataFrame) -> None:
-        frame.to_csv(
-            self.fh, header=self.first, index=False, float_format="%.7g", lineterminator="\n"
-        )
-        self.first = False
-
-
-class JsonlWriter:
-    def __init__(self, fh: TextIO) -> None:
-        self.fh = fh
-
-    def write(self, frame: pd.DataFrame) -> None:
-        for rec in frame.to_dict(orient="records"):
-            self.fh.write(json.dumps({k: _plain(v) for k, v in rec.items()}) + "\n")
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not np.isfinite(v):
-        return None
-    return v
-
-
-WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter}

@@ -4,6 +4,7 @@ and the study. Optuna is imported only here and only when a search runs (the `tu
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from dlcli.errors import UsageError
@@ -105,13 +106,18 @@ def open_storage(url: str | None) -> Any:
         return None
     optuna = quiet_optuna()
     kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
-        )
-    except Exception as exc:  # sqlalchemy's many errors: a bad URL, a server that is down
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise UsageError(f"--storage {url}: cannot open it ({reason})") from None
+    for attempt in range(5):  # processes started together race to create a new database's tables
+        try:
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
+            )
+        except Exception as exc:  # sqlalchemy's many errors: a bad URL, a server that is down
+            if attempt < 4 and "IntegrityError" in type(exc).__name__ + str(exc)[:200]:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+            raise UsageError(f"--storage {url}: cannot open it ({reason})") from None
+    raise AssertionError("unreachable")
 
 
 def open_study(

@@ -150,6 +150,10 @@ class Context:
                 raise KeyboardInterrupt from None
             trial.set_user_attr("error", str(exc).splitlines()[0][:300])
             raise TrialFailed(str(exc)) from None
+        except KeyboardInterrupt:  # Ctrl-C outside the epochs (e.g. while saving): not a failure
+            trial.set_user_attr("error", INTERRUPTED)
+            _remove_model(Path(req.output))
+            raise
         except (MemoryError, RuntimeError) as exc:  # out of memory, on the CPU or the GPU
             trial.set_user_attr("error", f"{type(exc).__name__}: {str(exc)[:200]}")
             raise TrialFailed(str(exc)) from None

@@ -62,3 +62,18 @@ def test_cli_predict_steps_rolls_forward_from_the_history(co2_model, dl_inproc):
 def test_cli_steps_on_a_table_model_is_a_usage_error(penguins_model, dl_inproc):
     res = dl_inproc("predict", penguins_model, SAMPLES / "penguins" / "rows.csv", "--steps", "3")
     assert_error(res, "--steps", "series")
+
+
+def test_cli_horizon_alone_trains_on_one_season_and_beats_the_naive_forecast(tmp_path, dl_inproc):
+    """Without --window the weekly dates give a season of 52: the window is 52 weeks (a note
+    says so) and the forecast, scaled by the weekly change, beats the naive last value."""
+    (tmp_path / "spec.yaml").write_text(SPEC)
+    res = dl_inproc(
+        "train", CO2 / "train.csv", "--spec", tmp_path / "spec.yaml", "--target", "co2",
+        "--horizon", "1", "-o", tmp_path / "m.pt", "--no-plots", "--seed", "1",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "--window 52 (season of 52 steps, from the dates; pass --window to choose)" in res.stderr
+    metrics = evaluate_co2(dl_inproc, tmp_path / "m.pt")
+    assert metrics["n"] == 343
+    assert metrics["rmse"] < metrics["naive_rmse"], metrics

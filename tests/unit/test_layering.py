@@ -15,15 +15,17 @@ PACKAGE = Path(__file__).resolve().parents[2] / "dlcli"
 
 # Each layer may import itself and the layers listed after it, never those before it.
 LAYERS = [
-    ("cli",),
+    ("cli", "serve"),
     ("tune",),  # dl tune: searches over the families' one train job
-    ("families",),
+    ("families", "runtime"),  # runtime: exported graphs on onnxruntime, never torch
     ("engine",),
     ("model", "data", "export"),
     ("spec",),
     ("base",),  # errors, console, settings, fileio, accel, modelfile, metrics, report, ...
 ]
 NOT_BELOW = {  # within one layer row, packages that still must not import each other
+    "runtime": {"families"},
+    "families": {"runtime"},
     "model": {"engine", "families", "cli", "export"},
     "export": {"engine", "families", "cli"},
     "data": {"engine", "families", "cli", "model", "export"},
@@ -164,6 +166,15 @@ def test_the_spec_reads_kind_names_without_importing_any_kind() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "['dlcli.data.kinds']"
+
+
+def test_the_runtime_never_imports_torch() -> None:
+    """dlcli/runtime/ runs exported graphs where torch is not installed: none of its modules, nor
+    anything they import, loads torch."""
+    names = sorted(m for m in modules() if m.startswith("dlcli.runtime"))
+    code = f"import sys; import {', '.join(names)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_no_module_imports_another_modules_private_names() -> None:

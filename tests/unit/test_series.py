@@ -98,7 +98,23 @@ def test_scaling_is_fitted_on_the_training_part_only(tmp_path):
     assert other.preprocessor.to_state() == prep.preprocessor.to_state()
     fit_rows = prep.info["fit_rows"]
     assert prep.preprocessor.target.mean == pytest.approx(np.arange(fit_rows).mean())
-    assert prep.preprocessor.target.std == pytest.approx(np.arange(fit_rows).std())
+    assert prep.preprocessor.target.std == pytest.approx(1.0)  # a ramp changes by 1 a step
+
+
+@pytest.mark.parametrize("horizon", [1, 3])
+def test_output_scale_is_the_typical_change_over_the_horizon(tmp_path, horizon):
+    """The network adds a change to the last value; in these units a typical one is about 1."""
+    walk = np.cumsum(np.random.default_rng(0).normal(0.5, 2.0, 200)) + 1000
+    path = write(tmp_path / "walk.csv", pd.DataFrame({"y": walk}))
+    prep = prepare(path, 8, horizon)
+    fit = walk[: prep.info["fit_rows"]].astype(np.float32).astype(np.float64)
+    change = fit[horizon:] - fit[:-horizon]
+    enc = prep.preprocessor
+    assert enc.target.mean == pytest.approx(fit.mean())
+    assert enc.target.std == pytest.approx(np.sqrt(np.mean(change**2)), rel=1e-6)
+    z = enc.preprocess_module()(prep.x_train)  # the anchor: the last level in output units
+    target_enc = prep.y_train - z[:, -1, -1]  # what the network must add
+    assert 0.5 < float(target_enc.std()) < 1.5
 
 
 def test_preprocessing_sees_shapes_relative_to_the_last_step_and_the_target_level(tmp_path):
@@ -153,12 +169,66 @@ def test_too_short_and_too_large_window_are_errors_with_the_numbers(tmp_path):
         prepare(path, 10)
 
 
-def test_horizon_without_window_and_classification_are_usage_errors(tmp_path):
+def test_classification_and_a_window_below_one_are_usage_errors(tmp_path):
     path = ramp(tmp_path)
-    with pytest.raises(UsageError, match="--horizon needs --window"):
-        S.SeriesSource.prepare(path, DataOptions(extra={"series": {"horizon": 2}}))
     with pytest.raises(UsageError, match="regression"):
         prepare(path, 3, task="classification")
+    with pytest.raises(UsageError, match="at least 1, got 0 and 1"):
+        prepare(path, 0)
+
+
+# -- the default window: two seasons ----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "freq,season",
+    [
+        *[("7D", 52), ("W-SUN", 52), ("2W-SUN", 26), ("ME", 12), ("MS", 12), ("QE", 4)],
+        *[("3ME", 4), ("D", 7), ("B", 5), ("h", 24), ("30min", 48), ("YE", None), ("2D", None)],
+    ],
+)
+def test_calendar_season_from_the_spacing_of_the_dates(freq, season):
+    dates = pd.Series(pd.date_range("2020-01-04", periods=20, freq=freq))
+    assert series_read.calendar_season(dates) == season
+
+
+def test_no_calendar_season_without_regular_dates():
+    assert series_read.calendar_season(None) is None
+    odd = pd.Series(pd.to_datetime(["2020-01-01", "2020-01-03", "2020-01-04", "2020-01-09"]))
+    assert series_read.calendar_season(odd) is None
+
+
+def test_autocorrelation_season_finds_the_cycle_of_a_series_without_dates():
+    rng = np.random.default_rng(0)
+    t = np.arange(300.0)
+    cycle = 10 * np.sin(2 * np.pi * t / 11) + 0.05 * t + rng.normal(0, 1, 300)
+    assert series_read.autocorrelation_season(cycle) == 11
+    assert series_read.autocorrelation_season(np.cumsum(rng.normal(size=300))) is None
+    assert series_read.autocorrelation_season(np.ones(50)) is None
+    assert series_read.autocorrelation_season(np.arange(8.0)) is None
+
+
+@pytest.mark.parametrize("horizon", [None, 2])
+def test_without_window_the_default_spans_one_season_with_a_note(tmp_path, notes, horizon):
+    dates = pd.date_range("2000-01-31", periods=120, freq="ME").strftime("%Y-%m-%d")
+    month = np.sin(2 * np.pi * np.arange(120) / 12)
+    path = write(tmp_path / "m.csv", pd.DataFrame({"date": dates, "y": month}))
+    got = {"horizon": horizon} if horizon else {"window": None, "horizon": 1}
+    o = DataOptions(extra={"series": got})
+    assert choose_source(path, o) is S.SeriesSource
+    enc = S.SeriesSource.prepare(path, o).preprocessor
+    assert enc.window == 12 and enc.horizon == (horizon or 1)
+    assert notes == [
+        f"{path}: --window 12 (season of 12 steps, from the dates; pass --window to choose)"
+    ]
+
+
+def test_default_window_of_short_series_leaves_most_rows_to_train(tmp_path, notes):
+    weekly = ramp(tmp_path, 40)  # a season of 52 weeks does not fit: a quarter of the rows
+    assert S.SeriesSource.prepare(weekly, opts(None)).preprocessor.window == 10
+    plain = write(
+        tmp_path / "noise.csv", pd.DataFrame({"y": np.random.default_rng(1).normal(size=200)})
+    )
+    assert S.SeriesSource.prepare(plain, opts(None)).preprocessor.window == 16
+    assert notes[-1].endswith("--window 16 (no season found; pass --window to choose)")
 
 
 # -- state, streaming, baseline -------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""Images for an exported graph: files, folders or '-' (paths on stdin) -> the `images` input of
+docs/onnx.md ((N, C, H, W) float32 in [0, 1]), decoded by data/image_decode.py exactly as
+`dl predict MODEL.pt` decodes them, with its `path` column and its error lines."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dlcli.console import note
+from dlcli.data.image_decode import BadImage, decode_image, pixel_limit
+from dlcli.errors import InputError
+from dlcli.runtime.session import OnnxModel
+from dlcli.runtime.tables import Labels
+
+BATCH = 256  # images decoded and run together
+# as data/image_cache.py (which also holds the torch-side decode cache, so it is not imported here)
+IMAGE_EXTENSIONS = frozenset(
+    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
+)
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def walk(folder: str) -> list[str]:
+    """Image files under `folder`, in the order `dl predict MODEL.pt` takes them (sorted, top-down,
+    hidden entries skipped), with its note on what was passed over."""
+    found, hidden, other = [], 0, Counter()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        keep = sorted(d for d in dirnames if not _hidden(d))
+        hidden += len(dirnames) - len(keep)
+        dirnames[:] = keep
+        for name in sorted(filenames):
+            ext = os.path.splitext(name)[1].lower()
+            if _hidden(name):
+                hidden += 1
+            elif ext in IMAGE_EXTENSIONS:
+                found.append(os.path.join(dirpath, name))
+            else:
+                other[ext or "(no extension)"] += 1
+    s, n = "s" if hidden != 1 else "", sum(other.values())
+    parts = [f"{hidden} hidden file{s} or folder{s}"] if hidden else []
+    if n:
+        parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
+    if parts:
+        note(f"{folder}: skipped {' and '.join(parts)}")
+    if not found:
+        raise InputError(
+            f"{folder}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+        )
+    return found
+
+
+def expand(paths: list[str]) -> Iterator[str]:
+    """Image files named by `paths`: files as given, folders walked, '-' read from stdin."""
+    for p in paths:
+        if p == "-":
+            given = [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+            if not given:
+                raise InputError("<stdin>: no image paths given (expected one path per line)")
+            yield from expand(given)
+        elif Path(p).is_dir():
+            yield from walk(p)
+        elif Path(p).is_file():
+            yield p
+        else:
+            raise InputError(f"{p}: no such file or folder")
+
+
+@dataclass
+class ImageInputs:
+    """Side, channels and classes of `dl.image_size`, `dl.channels`, `dl.classes`."""
+
+    size: int
+    channels: int
+    target: Labels
+    prediction_columns: tuple[str, ...] = ("confidence",)
+
+    def pixels(self, paths: list[str]) -> np.ndarray:
+        """(N, C, S, S) float32 in [0, 1]; an unreadable file is an InputError naming it."""
+        out = np.empty((len(paths), self.channels, self.size, self.size), dtype=np.float32)
+        with pixel_limit():
+            for i, path in enumerate(paths):
+                try:
+                    out[i] = decode_image(path, self.size, self.channels)
+                except BadImage as exc:
+                    raise InputError(f"{path}: cannot read image ({exc})") from None
+        return out / np.float32(255.0)
+
+    def check_columns(self, header: list[str], source: str) -> None:
+        if "path" not in header:
+            raise InputError(f"{source}: no image files")
+
+    def matrix(self, frame: pd.DataFrame, source: str, row_offset: int = 0) -> np.ndarray:
+        """Pixels of uploaded files (the serve column of bytes next to `path`)."""
+        import io
+
+        blobs = frame[next(c for c in frame.columns if c != "path")]
+        out = np.empty((len(frame), self.channels, self.size, self.size), dtype=np.float32)
+        with pixel_limit():
+            for i, (name, blob) in enumerate(zip(frame["path"], blobs, strict=True)):
+                try:
+                    out[i] = decode_image(io.BytesIO(blob), self.size, self.channels)
+                except BadImage as exc:
+                    raise InputError(
+                        f"{source}: file '{name}': cannot read image ({exc})"
+                    ) from None
+        return out / np.float32(255.0)
+
+    shown_columns = ("path",)  # always in the prediction table, as `dl predict` prints it
+
+    def iter_inputs(
+        self, paths: list[str], keep: bool = False
+    ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """(frame with a 'path' column, pixels) per chunk of BATCH images."""
+        files = list(expand(paths))
+        for i in range(0, len(files), BATCH):
+            batch = files[i : i + BATCH]
+            yield pd.DataFrame({"path": batch}), self.pixels(batch)
+
+
+def encoder(model: OnnxModel) -> ImageInputs:
+    side = model.json("dl.image_size", [0, 0])
+    return ImageInputs(int(side[0]), int(model.meta.get("dl.channels", "3")), Labels(model.classes))

@@ -1,0 +1,243 @@
+"""`dl predict MODEL.onnx` (dlcli/runtime/): the exported graph run on onnxruntime alone gives the
+predictions, columns, formats and error lines of `dl predict MODEL.pt`, and never imports torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SAMPLES, assert_error, dl_env
+
+TOL = 1e-4
+TABLES = {"penguins": "classification", "breast_cancer": "classification", "diabetes": "regression"}
+
+
+@pytest.fixture(scope="module")
+def table_models(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> dict[str, Path]:
+    """name -> model.pt, trained on the sample table and exported beside it as model.onnx."""
+    models = {}
+    for name in TABLES:
+        folder = tmp_path_factory.mktemp(name)
+        model = folder / "model.pt"
+        res = run_dl_session(
+            "train", SAMPLES / name / "train.csv", "-o", model, "--epochs", "3", "-q", "--no-plots"
+        )
+        assert res.returncode == 0, res.stderr
+        res = run_dl_session("export", model, "--onnx", "-q")
+        assert res.returncode == 0, res.stderr
+        models[name] = model
+    return models
+
+
+def _frame(text: str) -> pd.DataFrame:
+    return pd.read_csv(io.StringIO(text), keep_default_na=False)
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_onnx_and_pt_give_the_same_predictions(name: str, table_models, dl_inproc) -> None:
+    pt = table_models[name]
+    data = SAMPLES / name / "test.csv"
+    flags = ["--proba"] if TABLES[name] == "classification" else []
+    a = dl_inproc("predict", pt, data, *flags)
+    b = dl_inproc("predict", pt.with_suffix(".onnx"), data, *flags)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns)
+    assert len(fa) == len(fb) == len(pd.read_csv(data))
+    if TABLES[name] == "classification":
+        assert (fa["prediction"].astype(str) == fb["prediction"].astype(str)).all()
+        probas = [c for c in fa.columns if c.startswith("proba_")]
+        assert len(probas) >= 2
+        assert np.abs(fa[probas].to_numpy() - fb[probas].to_numpy()).max() <= TOL
+    else:
+        pa_, pb_ = fa["prediction"].to_numpy(), fb["prediction"].to_numpy()
+        assert np.abs(pa_ - pb_).max() <= TOL * max(1.0, np.abs(pa_).max())
+
+
+def test_formats_top_k_keep_columns_and_stdin_match_the_pt_path(table_models, dl_inproc) -> None:
+    pt = table_models["penguins"]
+    text = (SAMPLES / "penguins" / "test.csv").read_text()
+    args = ["-", "--format", "jsonl", "--top-k", "2", "--keep-columns"]
+    a = dl_inproc("predict", pt, *args, input=text)
+    b = dl_inproc("predict", pt.with_suffix(".onnx"), *args, input=text)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ra = [json.loads(x) for x in a.stdout.splitlines()]
+    rb = [json.loads(x) for x in b.stdout.splitlines()]
+    assert len(ra) == len(rb) > 10
+    for x, y in zip(ra, rb, strict=True):
+        assert list(x) == list(y)  # same keys, same order: kept columns, then predictions
+        assert {k: v for k, v in x.items() if "confidence" not in k} == {
+            k: v for k, v in y.items() if "confidence" not in k
+        }
+        assert abs(x["confidence_2"] - y["confidence_2"]) <= TOL
+
+
+def test_bad_inputs_get_the_pt_paths_error_lines(table_models, dl_inproc, tmp_path) -> None:
+    pt = table_models["penguins"]
+    rows = (SAMPLES / "penguins" / "rows.csv").read_text().splitlines()
+    no_col = tmp_path / "no_col.csv"
+    no_col.write_text("\n".join(",".join(r.split(",")[1:]) for r in rows) + "\n")
+    text = tmp_path / "text.csv"
+    text.write_text("\n".join([rows[0], rows[1], rows[2].replace("39.3", "abc")]) + "\n")
+    for bad, words in [
+        (no_col, ["missing column 'island'"]),
+        (text, ["column 'bill_length_mm', row 2: 'abc' is not a number"]),
+        (tmp_path / "absent.csv", ["absent.csv"]),
+    ]:
+        a = assert_error(dl_inproc("predict", pt, bad), *words)
+        b = assert_error(dl_inproc("predict", pt.with_suffix(".onnx"), bad), *words)
+        assert a == b
+
+
+def test_a_foreign_or_broken_onnx_file_is_one_line(tmp_path, dl_inproc) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)]), foreign)
+    rows = SAMPLES / "penguins" / "rows.csv"
+    assert_error(dl_inproc("predict", foreign, rows), "not written by dl", "dl.format_version")
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf at all" * 10)
+    assert_error(dl_inproc("predict", broken, rows), "broken.onnx", "not an ONNX file")
+    assert_error(dl_inproc("predict", tmp_path / "none.onnx", rows), "none.onnx", "not found")
+
+
+def test_onnx_predict_never_imports_torch(table_models, tmp_path) -> None:
+    """A real process: `dl predict model.onnx` runs with torch never in sys.modules."""
+    onnx_file = table_models["penguins"].with_suffix(".onnx")
+    code = (
+        "import sys\nfrom dlcli.cli import main\ncode = 0\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
+        "sys.exit(code)\n"
+    )
+    out = tmp_path / "out.csv"
+    args = ["predict", str(onnx_file), str(SAMPLES / "penguins" / "rows.csv"), "-o", str(out)]
+    res = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=dl_env()
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "no torch"
+    assert len(pd.read_csv(out)) == len(pd.read_csv(SAMPLES / "penguins" / "rows.csv"))
+
+
+def test_flags_an_exported_graph_cannot_honour_are_one_line(table_models, dl_inproc) -> None:
+    onnx_file = table_models["diabetes"].with_suffix(".onnx")
+    rows = SAMPLES / "diabetes" / "rows.csv"
+    assert_error(dl_inproc("predict", onnx_file, rows, "--steps", "3"), "--steps")
+    assert_error(dl_inproc("predict", onnx_file, rows, "--device", "cuda"), "CPU")
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
+    """An lstm on 400 sample reviews (2 epochs), exported beside it."""
+    folder = tmp_path_factory.mktemp("text")
+    rows = (SAMPLES / "reviews" / "train.csv").read_text(encoding="utf-8")
+    frame = pd.read_csv(io.StringIO(rows)).head(400)
+    frame.to_csv(folder / "reviews.csv", index=False)
+    model = folder / "model.pt"
+    res = run_dl_session(
+        "train", folder / "reviews.csv", "--arch", "lstm", "--epochs", "2", "-o", model, "-q",
+        "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = run_dl_session("export", model, "--onnx", "-q")
+    assert res.returncode == 0, res.stderr
+    return model
+
+
+def test_text_models_give_the_same_predictions(text_model: Path, dl_inproc) -> None:
+    onnx_file = text_model.with_suffix(".onnx")
+    data = SAMPLES / "reviews" / "test.csv"
+    a = dl_inproc("predict", text_model, data, "--proba")
+    b = dl_inproc("predict", onnx_file, data, "--proba")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) and len(fa) == len(pd.read_csv(data))
+    assert (fa["prediction"] == fb["prediction"]).all()
+    assert np.abs(fa.iloc[:, 1:].to_numpy() - fb.iloc[:, 1:].to_numpy()).max() <= TOL
+    lines = "great film\nawful, boring and far too long\n\n" + "word " * 5000 + "\n"
+    args = ["-", "--top-k", "2", "--keep-columns"]
+    a = dl_inproc("predict", text_model, *args, input=lines)
+    b = dl_inproc("predict", onnx_file, *args, input=lines)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) == [
+        "text", "prediction", "confidence", "prediction_2", "confidence_2",
+    ]  # fmt: skip
+    assert (fa["prediction"] == fb["prediction"]).all() and len(fa) == 4
+    assert np.abs(fa["confidence"] - fb["confidence"]).max() <= TOL
+    no_col = assert_error(dl_inproc("predict", onnx_file, SAMPLES / "penguins" / "rows.csv"))
+    assert no_col == assert_error(
+        dl_inproc("predict", text_model, SAMPLES / "penguins" / "rows.csv")
+    )
+
+
+def test_autoencoder_scores_and_embeddings_match(tmp_path, run_dl, dl_inproc) -> None:
+    model = tmp_path / "ae.pt"
+    train = SAMPLES / "penguins" / "train.csv"
+    res = run_dl("train", train, "--arch", "autoencoder", "--epochs", "3", "-o", model, "-q",
+                 "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    data = SAMPLES / "penguins" / "test.csv"
+    for flags in ([], ["--embed"]):
+        a = dl_inproc("predict", model, data, *flags)
+        b = dl_inproc("predict", model.with_suffix(".onnx"), data, *flags)
+        assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+        fa, fb = _frame(a.stdout), _frame(b.stdout)
+        assert list(fa.columns) == list(fb.columns) and len(fa) == len(pd.read_csv(data))
+        numbers = [c for c in fa.columns if c != "is_anomaly"]
+        scale = max(1.0, float(np.abs(fa[numbers].to_numpy()).max()))
+        assert np.abs(fa[numbers].to_numpy() - fb[numbers].to_numpy()).max() <= TOL * scale
+        if not flags:
+            assert (fa["is_anomaly"] == fb["is_anomaly"]).all()
+    (tmp_path / "ae.encoder.onnx").unlink()
+    assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--embed"), "encoder.onnx")
+    assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--proba"), "--proba")
+
+
+def test_image_models_give_the_same_predictions(tmp_path, run_dl, dl_inproc) -> None:
+    """A cnn on 3 digit classes: folders, files and paths on stdin; the bad-image line."""
+    import shutil
+
+    for c in "012":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:15]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    model = tmp_path / "img.pt"
+    res = run_dl("train", tmp_path / "digits", "--arch", "cnn", "--epochs", "1", "-o", model,
+                 "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    test = SAMPLES / "digits" / "test" / "1"
+    a = dl_inproc("predict", model, test, "--proba", "--top-k", "2")
+    b = dl_inproc("predict", model.with_suffix(".onnx"), test, "--proba", "--top-k", "2")
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) and len(fa) == len(list(test.glob("*.png")))
+    assert (
+        (fa[["path", "prediction", "prediction_2"]] == fb[["path", "prediction", "prediction_2"]])
+        .all()
+        .all()
+    )
+    numbers = [c for c in fa.columns if c.startswith(("confidence", "proba_"))]
+    assert np.abs(fa[numbers].to_numpy() - fb[numbers].to_numpy()).max() <= TOL
+    paths = "\n".join(str(p) for p in sorted(test.glob("*.png"))[:3]) + "\n"
+    a = dl_inproc("predict", model, "-", input=paths)
+    b = dl_inproc("predict", model.with_suffix(".onnx"), "-", input=paths)
+    assert _frame(a.stdout)["prediction"].tolist() == _frame(b.stdout)["prediction"].tolist()
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    line = assert_error(dl_inproc("predict", model.with_suffix(".onnx"), bad), "bad.png")
+    assert line == assert_error(dl_inproc("predict", model, bad), "bad.png")
