@@ -22,6 +22,7 @@ from dlcli.engine.trainer import FitResult
 from dlcli.export import ExportPlan
 from dlcli.families import anomaly
 from dlcli.families.base import EvaluateOptions, Evaluation, Family, PredictOptions
+from dlcli.model import anomaly_scores as scores_mod
 from dlcli.model import autoencoder as ae_mod
 from dlcli.model.builder import BuiltNetwork
 
@@ -31,8 +32,8 @@ DEFAULT_PERCENTILE = 99.0
 class Autoencoder(Family):
     name = "autoencoder"
     unsupervised = True
-    predict_flags = frozenset({"--embed"})
-    evaluate_flags = frozenset({"--anomaly-label"})
+    predict_flags = frozenset({"--embed", "--score"})
+    evaluate_flags = frozenset({"--anomaly-label", "--score"})
 
     def build_networks(
         self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
@@ -84,30 +85,40 @@ class Autoencoder(Family):
         return TrainSetup(step, payload, callbacks, load_seconds=load_s, context=context)
 
     def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
-        """The anomaly threshold: a percentile of the held-out scores."""
-        prep, ae, error, layout, preprocess = setup.context
+        """Fit the anomaly scores (model/anomaly_scores.py) and a threshold per score: a
+        percentile of the held-out scores."""
+        prep, ae, error, _layout, preprocess = setup.context
         ae.cpu().eval()
-        recon = ae_mod.reconstruction_module(prep.preprocessor, layout)
-        scorer = ae_mod.ScoringModel(preprocess, ae, error, recon).eval()
+        parts = ae_mod.ErrorAndLatent(preprocess, ae, error).eval()
         validated = rows(prep.x_val) > 0
-        scores = _scores(scorer, prep.x_val if validated else prep.x_train)
+        keep = scores_mod.bank_rows(rows(prep.x_train), job.cfg.seed)
+        bank_parts = _rows_through(parts, prep.x_train, keep)  # (M, 1 + latent)
+        calib = _rows_through(parts, prep.x_val) if validated else bank_parts
         pct = job.cfg.threshold_percentile or DEFAULT_PERCENTILE  # flag > spec `training:` > 99
-        threshold = float(np.percentile(scores, pct))
+        bank = torch.from_numpy(bank_parts[:, 1:])
+        z_calib = torch.from_numpy(calib[:, 1:])
+        state, values = scores_mod.fit_scores(bank, calib[:, 0], z_calib, pct, not validated)
+        score = scores_mod.DEFAULT_SCORE
+        threshold = state["thresholds"][score]
         metrics = {
-            "score_mean": float(scores.mean()),
-            "score_median": float(np.median(scores)),
+            "score": score,
+            "score_mean": float(values[score].mean()),
+            "score_median": float(np.median(values[score])),
             "threshold": threshold,
             "threshold_percentile": pct,
+            "bank_rows": len(bank),
         }
         payload = {
             "weights": {"network": ae.state_dict()},
+            "score": score,
             "threshold": threshold,
             "threshold_percentile": pct,
+            "anomaly_scores": state,
             "metrics": metrics,
             **run_record(result, job.req, prep),
         }
         note(
-            f"anomaly threshold {threshold:.4g}: the {pct:g}th percentile of the "
+            f"anomaly score '{score}', threshold {threshold:.4g}: the {pct:g}th percentile of the "
             f"{'validation' if validated else 'training'} scores"
         )
         about = {
@@ -115,6 +126,7 @@ class Autoencoder(Family):
             "task": "anomaly",
             "latent": ae.latent,
             "variational": bool(job.spec.variational),
+            "score": score,
         }
         run = run_counts(result, prep, ae)
         curve = {"history": result.history, "metric": None}
@@ -123,14 +135,16 @@ class Autoencoder(Family):
 
     # -- serving (anomaly.py) -------------------------------------------------------------------
     def predict(self, data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
+        score = _checked_score(opts.score, data, model_path)
         with opts.open_text() as out:
-            loaded = ae_mod.load_autoencoder(data, model_path, opts.device)
+            loaded = ae_mod.load_autoencoder(data, model_path, opts.device, score)
             anomaly.predict(loaded, inputs, opts, out)
 
     def evaluate(
         self, data: dict, model_path: str, data_path: str, opts: EvaluateOptions
     ) -> Evaluation:
-        loaded = ae_mod.load_autoencoder(data, model_path, opts.device)
+        score = _checked_score(opts.score, data, model_path)
+        loaded = ae_mod.load_autoencoder(data, model_path, opts.device, score)
         return Evaluation(anomaly.evaluate(loaded, data_path, opts))
 
     def export_graphs(self, data: dict, model_path: str) -> ExportPlan:
@@ -140,14 +154,30 @@ class Autoencoder(Family):
 FAMILY = Autoencoder()
 
 
-def _scores(scorer: ae_mod.ScoringModel, x: Any) -> np.ndarray:
-    """Anomaly scores of every row of a tensor or batch source."""
+def _checked_score(name: str | None, data: dict, model_path: str) -> str:
+    """--score NAME, else the score stored in the model file; one line if it cannot be used."""
+    score = name if name is not None else ae_mod.stored_score(data)
+    scores_mod.check_score(score, data, model_path)
+    return score
+
+
+def _rows_through(model: torch.nn.Module, x: Any, keep: torch.Tensor | None = None) -> np.ndarray:
+    """`model` on every row of a tensor or batch source (or only the rows `keep`, sorted
+    indices), in order."""
     from dlcli.engine.predictor import run_batches
 
-    model = ae_mod.ScoreOnly(scorer)
-    if hasattr(x, "in_order"):
-        return np.concatenate([run_batches(model, xb.cpu()) for xb, _ in x.in_order()])
-    return run_batches(model, x)
+    if not hasattr(x, "in_order"):
+        return run_batches(model, x if keep is None else x[keep])
+    outs, start = [], 0
+    for xb, _ in x.in_order():
+        xb = xb.cpu()
+        if keep is not None:
+            mine = keep[(keep >= start) & (keep < start + len(xb))] - start
+            start += len(xb)
+            xb = xb[mine]
+        if len(xb):
+            outs.append(run_batches(model, xb))
+    return np.concatenate(outs)
 
 
 class ReconstructionGrid(Callback):
