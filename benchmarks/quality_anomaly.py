@@ -31,7 +31,10 @@ GOAL = -0.01
 SEEDS = (0, 1, 2)
 DIGITS = common.SAMPLE_DATA / "digits"
 CANCER = common.SAMPLE_DATA / "breast_cancer"
-SCORES = ("reconstruction", "knn", "density", "knn+reconstruction")
+SCORES = (
+    "reconstruction", "knn", "density", "knn+reconstruction", "input-knn",
+    "input-knn+reconstruction",
+)  # fmt: skip
 
 
 # -- data: (train inputs for dl, test path, arrays for the baselines) -----------------------------

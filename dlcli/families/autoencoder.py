@@ -5,6 +5,7 @@ grid per epoch for images, and serves predict, evaluate and export through anoma
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -89,16 +90,11 @@ class Autoencoder(Family):
         percentile of the held-out scores."""
         prep, ae, error, _layout, preprocess = setup.context
         ae.cpu().eval()
-        parts = ae_mod.ErrorAndLatent(preprocess, ae, error).eval()
-        validated = rows(prep.x_val) > 0
-        keep = scores_mod.bank_rows(rows(prep.x_train), job.cfg.seed)
-        bank_parts = _rows_through(parts, prep.x_train, keep)  # (M, 1 + latent)
-        calib = _rows_through(parts, prep.x_val) if validated else bank_parts
         pct = job.cfg.threshold_percentile or DEFAULT_PERCENTILE  # flag > spec `training:` > 99
-        bank = torch.from_numpy(bank_parts[:, 1:])
-        z_calib = torch.from_numpy(calib[:, 1:])
-        state, values = scores_mod.fit_scores(bank, calib[:, 0], z_calib, pct, not validated)
-        score = scores_mod.DEFAULT_SCORE
+        state, values, validated = _fit_scores(
+            prep, ae_mod.ScoreTerms(preprocess, ae, error), job.cfg.seed, pct
+        )
+        score = scores_mod.default_score(prep.preprocessor.kind)
         threshold = state["thresholds"][score]
         metrics = {
             "score": score,
@@ -106,7 +102,7 @@ class Autoencoder(Family):
             "score_median": float(np.median(values[score])),
             "threshold": threshold,
             "threshold_percentile": pct,
-            "bank_rows": len(bank),
+            "bank_rows": len(state["bank"]),
         }
         payload = {
             "weights": {"network": ae.state_dict()},
@@ -159,6 +155,28 @@ def _checked_score(name: str | None, data: dict, model_path: str) -> str:
     score = name if name is not None else ae_mod.stored_score(data)
     scores_mod.check_score(score, data, model_path)
     return score
+
+
+def _fit_scores(
+    prep: Any, parts: ae_mod.ScoreTerms, seed: int, pct: float
+) -> tuple[dict, dict[str, np.ndarray], bool]:
+    """(the `anomaly_scores` state, each score's values on the calibration rows, whether those
+    are validation rows): banks from the training rows, then every score's threshold on the
+    validation split, else on the bank's own rows, each left out of its own neighbours."""
+    validated = rows(prep.x_val) > 0
+    keep = scores_mod.bank_rows(rows(prep.x_train), seed)
+    keep_in = scores_mod.input_bank_rows(keep, math.prod(prep.preprocessor.input_shape))
+    z_bank = torch.from_numpy(_rows_through(parts, prep.x_train, keep))
+    parts.inputs = True
+    h_bank = torch.from_numpy(_rows_through(parts, prep.x_train, keep_in))
+    parts.inputs = False
+    state = scores_mod.fit_banks(z_bank, h_bank)
+    parts.terms = scores_mod.Terms(state, skip_self=not validated)
+    if validated:
+        calib = _rows_through(parts, prep.x_val)
+    else:
+        calib = _rows_through(parts, prep.x_train, keep)
+    return state, scores_mod.calibrate(state, calib, pct), validated
 
 
 def _rows_through(model: torch.nn.Module, x: Any, keep: torch.Tensor | None = None) -> np.ndarray:

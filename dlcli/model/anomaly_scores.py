@@ -1,20 +1,19 @@
-"""Anomaly scores of an autoencoder, by name (`SCORES`): each turns a row's reconstruction error
-and its latent vector into one number, higher = more unusual. What a score needs beyond the
-network (a bounded bank of training embeddings, a Gaussian fit of the latents, the centre and
-scale of each term) is fitted once after training (`fit_scores`) and kept in the model file as
-plain tensors and numbers (`anomaly_scores`), with one threshold per score.
+"""Anomaly scores of an autoencoder, by name (`SCORES`). Each turns a row's reconstruction error,
+its latent vector z and its network input h (the preprocessed features, flattened) into one
+number, higher = more unusual. What a score needs beyond the network (bounded banks of training
+embeddings and inputs, a Gaussian fit of the latents, the centre and scale of each term) is
+fitted once after training (`fit_banks`, then `calibrate` on held-out rows) and kept in the
+model file as plain tensors and numbers (`anomaly_scores`), with one threshold per score.
 
-- reconstruction: the per-row reconstruction error (model/autoencoder.py ReconstructionError).
-- knn: mean Euclidean distance from the row's latent vector to its `k` nearest training embeddings.
-- density: reconstruction error plus the squared Mahalanobis distance of the latent vector to a
-  Gaussian fitted on the training embeddings, each centred and scaled (median, interquartile
-  range of the calibration rows) before they are summed.
-- knn+reconstruction: the knn distance plus the reconstruction error, centred and scaled the same way.
+Terms: `error` (the reconstruction error, model/autoencoder.py ReconstructionError), `knn` (mean
+Euclidean distance from z to its k nearest training embeddings), `density` (squared Mahalanobis
+distance of z to a Gaussian fitted on the training embeddings), `input_knn` (the same kNN
+distance on the network inputs h). A score is one term, or the reconstruction error plus one
+term, each centred and scaled (median and interquartile range on the calibration rows).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,34 +22,30 @@ import torch
 from torch import nn
 
 BANK_ROWS = 10_000  # at most this many training embeddings are kept for knn
-NEIGHBOURS = 5  # k of the knn score
-
-
-class ReconstructionTerm(nn.Module):
-    """(reconstruction error (N,), latent (N, L)) -> the error itself."""
-
-    def forward(self, error: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return error
+INPUT_BANK_VALUES = 2**22  # the input bank holds at most this many numbers (16 MB of float32)
+NEIGHBOURS = 5  # k of the knn scores
+TERMS = ("error", "knn", "density", "input_knn")  # the columns of `Terms`
 
 
 class KnnDistance(nn.Module):
-    """latent (N, L) -> mean distance to the k nearest rows of `bank` (M, L). Written with a
+    """vectors (N, D) -> mean distance to the k nearest rows of `bank` (M, D). Written with a
     matrix product and TopK, in float64 (|z|^2 - 2 z.b + |b|^2 cancels badly in float32), so the
     ONNX graph holds the bank as a constant and computes exactly this: no approximate search."""
 
-    def __init__(self, bank: torch.Tensor, k: int) -> None:
+    def __init__(self, bank: torch.Tensor, k: int, skip_self: bool = False) -> None:
         super().__init__()
         bank = bank.double()
-        self.register_buffer("bank", bank)  # (M, L)
+        self.register_buffer("bank", bank)  # (M, D)
         self.register_buffer("bank_sq", bank.pow(2).sum(1))  # (M,)
-        self.k = int(min(k, len(bank)))
+        self.k = int(max(1, min(k, len(bank) - int(skip_self))))
+        self.skip_self = skip_self  # calibration on the bank's own rows: leave the row out
 
-    def forward(self, z: torch.Tensor, skip_self: bool = False) -> torch.Tensor:
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = z.double()
         d2 = z.pow(2).sum(1, keepdim=True) - 2.0 * z @ self.bank.T + self.bank_sq  # (N, M)
-        k = self.k + 1 if skip_self else self.k
+        k = self.k + int(self.skip_self)
         nearest = torch.topk(d2, k, dim=1, largest=False).values  # (N, k), ascending
-        if skip_self:  # calibration on the bank's own rows: leave the row itself out
+        if self.skip_self:
             nearest = nearest[:, 1:]
         return nearest.clamp(min=0.0).sqrt().mean(1).float()
 
@@ -68,73 +63,89 @@ class MahalanobisDistance(nn.Module):
         return ((d @ self.precision) * d).sum(1)
 
 
-class KnnTerm(nn.Module):
-    def __init__(self, knn: KnnDistance) -> None:
-        super().__init__()
-        self.knn = knn
+class Term(nn.Module):
+    """(error (N,), z (N, L), h (N, F)) -> one term (N,): the error itself, or a distance module
+    applied to z or h."""
 
-    def forward(self, error: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.knn(z)
+    def __init__(self, name: str, distance: nn.Module | None = None) -> None:
+        super().__init__()
+        self.name, self.distance = name, distance
+
+    def forward(self, error: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        if self.distance is None:
+            return error
+        return self.distance(h if self.name == "input_knn" else z)
 
 
 class SumOfScaled(nn.Module):
-    """(error, z) -> (error - c0) / s0 + (latent term(z) - c1) / s1."""
+    """(error, z, h) -> (error - c0) / s0 + (term - c1) / s1."""
 
-    def __init__(self, latent_term: nn.Module, center: list[float], scale: list[float]) -> None:
+    def __init__(self, term: Term, center: list[float], scale: list[float]) -> None:
         super().__init__()
-        self.latent_term = latent_term
-        self.c0, self.c1 = float(center[0]), float(center[1])
-        self.s0, self.s1 = float(scale[0]), float(scale[1])
+        self.term = term
+        self.center, self.scale = [float(c) for c in center], [float(s) for s in scale]
 
-    def forward(self, error: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return combine(error, self.latent_term(z), (self.c0, self.c1), (self.s0, self.s1))
+    def forward(self, error: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return combine(error, self.term(error, z, h), self.center, self.scale)
 
 
-def combine(error: Any, latent: Any, center: Any, scale: Any) -> Any:
+def combine(error: Any, term: Any, center: Any, scale: Any) -> Any:
     """The combined scores' formula (tensors or arrays): each term centred and scaled, summed."""
-    return (error - center[0]) / scale[0] + (latent - center[1]) / scale[1]
+    return (error - center[0]) / scale[0] + (term - center[1]) / scale[1]
+
+
+def term_module(name: str, state: dict | None, skip_self: bool = False) -> Term:
+    """The module of one term from an `anomaly_scores` state."""
+    if name == "error":
+        return Term(name)
+    assert state is not None
+    if name == "density":
+        return Term(name, MahalanobisDistance(state["mean"], state["precision"]))
+    bank = state["bank" if name == "knn" else "input_bank"]
+    return Term(name, KnnDistance(bank, int(state["k"]), skip_self))
+
+
+class Terms(nn.Module):
+    """(error, z, h) -> (N, 4): every term (`TERMS`), for calibrating the scores."""
+
+    def __init__(self, state: dict, skip_self: bool = False) -> None:
+        super().__init__()
+        self.terms = nn.ModuleList(term_module(t, state, skip_self) for t in TERMS)
+
+    def forward(self, error: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t(error, z, h).float() for t in self.terms], 1)
 
 
 # -- the registry -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScoreKind:
-    """One score: what it is (for docs and errors) and how its module is built from the stored
-    state."""
+    """One score: the term it adds to the centred and scaled reconstruction error (`combined`),
+    or the one term it is, and the state keys it needs."""
 
-    name: str
     about: str
-    build: Callable[[dict], nn.Module]
+    term: str
+    combined: bool = False
 
-
-def _knn(state: dict) -> KnnDistance:
-    return KnnDistance(state["bank"], int(state["k"]))
-
-
-def _density(state: dict) -> MahalanobisDistance:
-    return MahalanobisDistance(state["mean"], state["precision"])
-
-
-def _scaled(name: str, latent: Callable[[dict], nn.Module]) -> Callable[[dict], nn.Module]:
-    return lambda s: SumOfScaled(latent(s), s["center"][name], s["scale"][name])
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return {"knn": ("bank",), "input_knn": ("input_bank",)}.get(self.term, ("mean",))
 
 
 SCORES: dict[str, ScoreKind] = {
-    "reconstruction": ScoreKind(
-        "reconstruction", "the reconstruction error", lambda s: ReconstructionTerm()
-    ),
-    "knn": ScoreKind(
-        "knn", "distance to the nearest training embeddings", lambda s: KnnTerm(_knn(s))
-    ),
-    "density": ScoreKind(
-        "density", "reconstruction error + Mahalanobis distance of the latent vector",
-        _scaled("density", _density),
-    ),
-    "knn+reconstruction": ScoreKind(
-        "knn+reconstruction", "knn distance + reconstruction error",
-        _scaled("knn+reconstruction", _knn),
-    ),
-}  # fmt: skip
-DEFAULT_SCORE = "knn"  # chosen by benchmarks/quality_anomaly.py (docs/autoencoders.md)
+    "reconstruction": ScoreKind("the reconstruction error", "error"),
+    "knn": ScoreKind("distance to the k nearest training embeddings", "knn"),
+    "density": ScoreKind("reconstruction error + latent Mahalanobis distance", "density", True),
+    "knn+reconstruction": ScoreKind("knn + reconstruction error", "knn", True),
+    "input-knn": ScoreKind("distance to the k nearest training inputs (preprocessed)", "input_knn"),
+    "input-knn+reconstruction": ScoreKind("input-knn + reconstruction error", "input_knn", True),
+}
+# the default score per data kind, chosen by benchmarks/quality_anomaly.py (docs/autoencoders.md)
+DEFAULT_SCORES: dict[str, str] = {"image": "knn", "tabular": "input-knn"}
+
+
+def default_score(kind: str) -> str:
+    """The score a model of this data kind uses unless told otherwise."""
+    return DEFAULT_SCORES.get(kind, "input-knn")
 
 
 def check_score(name: str, data: dict, source: str) -> None:
@@ -144,7 +155,10 @@ def check_score(name: str, data: dict, source: str) -> None:
 
     if name not in SCORES:
         raise UsageError(f"--score must be one of {', '.join(SCORES)}, got '{name}'")
-    if name != "reconstruction" and not isinstance(data.get("anomaly_scores"), dict):
+    state = data.get("anomaly_scores")
+    if name != "reconstruction" and not (
+        isinstance(state, dict) and all(k in state for k in SCORES[name].needs)
+    ):
         raise UsageError(
             f"{source}: this model file keeps no training embeddings, so its only score is "
             f"'reconstruction' (it was written by an older dl)",
@@ -153,11 +167,13 @@ def check_score(name: str, data: dict, source: str) -> None:
 
 
 def score_module(name: str, state: dict | None) -> nn.Module:
-    """The (error, z) -> score module of `name` from a model file's `anomaly_scores` state."""
-    if name == "reconstruction":
-        return ReconstructionTerm()
+    """The (error, z, h) -> score module of `name` from a model file's `anomaly_scores` state."""
+    kind = SCORES[name]
+    term = term_module(kind.term, state)
+    if not kind.combined:
+        return term
     assert state is not None
-    return SCORES[name].build(state)
+    return SumOfScaled(term, state["center"][name], state["scale"][name])
 
 
 # -- fitting after training -----------------------------------------------------------------------
@@ -170,6 +186,34 @@ def bank_rows(n: int, seed: int, limit: int = BANK_ROWS) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:limit].sort().values
 
 
+def input_bank_rows(keep: torch.Tensor, width: int) -> torch.Tensor:
+    """The rows of `keep` the input bank holds: all, or evenly spaced ones so that it stays
+    within INPUT_BANK_VALUES numbers (wide images keep fewer rows)."""
+    most = max(NEIGHBOURS + 1, INPUT_BANK_VALUES // max(1, width))
+    if len(keep) <= most:
+        return keep
+    return keep[torch.linspace(0, len(keep) - 1, most).round().long().unique()]
+
+
+def fit_banks(z_bank: torch.Tensor, h_bank: torch.Tensor, k: int = NEIGHBOURS) -> dict[str, Any]:
+    """The fitted part of the `anomaly_scores` state: the banks of training embeddings (M, L)
+    and inputs (M', F), k, and the Gaussian fit (mean, precision matrix) of the embeddings."""
+    z64 = z_bank.double()
+    width = z64.shape[1]
+    cov = torch.cov(z64.T).reshape(width, width) if len(z64) > 1 else None
+    if cov is None or not torch.isfinite(cov).all():
+        cov = torch.eye(width, dtype=torch.float64)
+    ridge = 1e-3 * float(cov.diagonal().mean().clamp(min=1e-12))  # keeps it invertible
+    precision = torch.linalg.inv(cov + ridge * torch.eye(width, dtype=torch.float64))
+    return {
+        "k": int(k),
+        "bank": z_bank.float().contiguous(),
+        "input_bank": h_bank.float().contiguous(),
+        "mean": z64.mean(0).float(),
+        "precision": precision.float(),
+    }
+
+
 def _robust(values: np.ndarray) -> tuple[float, float]:
     """(median, interquartile range) with a floor on the range so a constant term cannot divide
     by zero."""
@@ -177,43 +221,19 @@ def _robust(values: np.ndarray) -> tuple[float, float]:
     return float(med), float(max(q3 - q1, 1e-6 * max(1.0, abs(med)), 1e-12))
 
 
-def fit_scores(
-    bank: torch.Tensor,
-    calib_error: np.ndarray,
-    calib_z: torch.Tensor,
-    percentile: float,
-    calib_is_bank: bool = False,
-    k: int = NEIGHBOURS,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(the `anomaly_scores` state, each score's values on the calibration rows). The state: the bank (M, L) of training embeddings, their Gaussian fit,
-    each combined score's centre and scale, and every score's threshold, the `percentile` of
-    its values on the calibration rows (validation rows; the bank itself, each row left out of
-    its own neighbours, when there is no validation split)."""
-    bank = bank.float()
-    z64 = bank.double()
-    mean = z64.mean(0)
-    cov = torch.cov(z64.T).reshape(len(mean), len(mean)) if len(bank) > 1 else None
-    width = len(mean)
-    if cov is None or not torch.isfinite(cov).all():
-        cov = torch.eye(width, dtype=torch.float64)
-    ridge = 1e-3 * float(cov.diagonal().mean().clamp(min=1e-12))  # keeps it invertible
-    precision = torch.linalg.inv(cov + ridge * torch.eye(width, dtype=torch.float64))
-    state: dict[str, Any] = {
-        "k": int(min(k, max(1, len(bank) - (1 if calib_is_bank else 0)))),
-        "bank": bank.contiguous(),
-        "mean": mean.float(),
-        "precision": precision.float(),
-    }
-    with torch.no_grad():
-        knn = KnnDistance(bank, state["k"])(calib_z, skip_self=calib_is_bank).numpy()
-        maha = _density(state)(calib_z).numpy()
-    error = np.asarray(calib_error, dtype=np.float32)
-    values = {"reconstruction": error, "knn": knn}
-    center, scale = {}, {}
-    for name, latent_values in {"density": maha, "knn+reconstruction": knn}.items():
-        (c0, s0), (c1, s1) = _robust(error), _robust(latent_values)
+def calibrate(state: dict, terms: np.ndarray, percentile: float) -> dict[str, np.ndarray]:
+    """Fill in the combined scores' centre and scale and every score's threshold (the
+    `percentile` of its values) from the calibration rows' `terms` (N, 4: `Terms`); returns each
+    score's values on those rows."""
+    cols = {t: np.asarray(terms[:, i], dtype=np.float32) for i, t in enumerate(TERMS)}
+    center, scale, values = {}, {}, {}
+    for name, kind in SCORES.items():
+        if not kind.combined:
+            values[name] = cols[kind.term]
+            continue
+        (c0, s0), (c1, s1) = _robust(cols["error"]), _robust(cols[kind.term])
         center[name], scale[name] = [c0, c1], [s0, s1]
-        values[name] = combine(error, latent_values, center[name], scale[name])
+        values[name] = combine(cols["error"], cols[kind.term], center[name], scale[name])
     state["center"], state["scale"] = center, scale
     state["thresholds"] = {n: float(np.percentile(v, percentile)) for n, v in values.items()}
-    return state, values
+    return values

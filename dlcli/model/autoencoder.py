@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcli.model.anomaly_scores import ReconstructionTerm, score_module
+from dlcli.model.anomaly_scores import Term, score_module
 from dlcli.model.builder import BuiltNetwork, build_stack
 
 
@@ -149,8 +149,8 @@ def reconstruction_module(preprocessor: Any, layout: Layout) -> nn.Module:
 
 class ScoringModel(nn.Module):
     """raw inputs -> (anomaly score (N,), reconstruction in the input's units). `score` maps
-    (reconstruction error (N,), latent (N, L)) to the score (model/anomaly_scores.py); without
-    it the score is the reconstruction error."""
+    (reconstruction error (N,), latent (N, L), network input (N, F)) to the score
+    (model/anomaly_scores.py); without it the score is the reconstruction error."""
 
     def __init__(
         self,
@@ -162,26 +162,38 @@ class ScoringModel(nn.Module):
     ) -> None:
         super().__init__()
         self.preprocess, self.ae, self.error, self.recon = preprocess, ae, error, recon
-        self.score = score if score is not None else ReconstructionTerm()
+        self.score = score if score is not None else Term("error")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.preprocess(x)
         out, z, _ = self.ae(h)  # z: the latent vector (the mean, for a VAE)
-        return self.score(self.error(out, h), z), self.recon(out)
+        return self.score(self.error(out, h), z, h.flatten(1)), self.recon(out)
 
 
-class ErrorAndLatent(nn.Module):
-    """raw inputs -> (N, 1 + L): each row's reconstruction error, then its latent vector (what
-    the scores are fitted on after training)."""
+class ScoreTerms(nn.Module):
+    """raw inputs -> what the scores are fitted on: the latent vectors (N, L), the network inputs
+    (N, F) with `inputs`, or with `terms` (anomaly_scores.Terms) every score term (N, 4)."""
 
-    def __init__(self, preprocess: nn.Module, ae: AutoEncoder, error: ReconstructionError) -> None:
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        ae: AutoEncoder,
+        error: ReconstructionError,
+        terms: nn.Module | None = None,
+        inputs: bool = False,
+    ) -> None:
         super().__init__()
-        self.preprocess, self.ae, self.error = preprocess, ae, error
+        self.preprocess, self.ae, self.error, self.terms = preprocess, ae, error, terms
+        self.inputs = inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.preprocess(x)
+        if self.inputs:
+            return h.flatten(1).float()
         out, z, _ = self.ae(h)
-        return torch.cat([self.error(out, h)[:, None], z], 1)
+        if self.terms is None:
+            return z.float()
+        return self.terms(self.error(out, h), z, h.flatten(1).float())
 
 
 class EmbeddingModel(nn.Module):

@@ -144,6 +144,11 @@ def test_image_autoencoder_flags_a_held_out_digit(digits_without_0, run_dl, dl_i
     res = dl_inproc("predict", str(out), str(DIGITS / "test" / "0"))
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
+    # images score with the latent knn by default, and its ONNX graph matches PyTorch
+    assert metrics["score"] == modelfile.load(out)["score"] == "knn"
+    res = dl_inproc("export", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["max_abs_diff"] < 1e-4
 
 
 def test_bad_input_is_one_clear_line(table_ae, benign, dl_inproc, penguins_model):
@@ -352,7 +357,10 @@ def test_threshold_percentile_flag_sets_the_stored_threshold(benign, dl_inproc):
 
 
 # -- anomaly scores beyond the reconstruction error (issue 12) ------------------------------------
-SCORE_NAMES = ("reconstruction", "knn", "density", "knn+reconstruction")
+SCORE_NAMES = (
+    "reconstruction", "knn", "density", "knn+reconstruction", "input-knn",
+    "input-knn+reconstruction",
+)  # fmt: skip
 
 
 def test_model_file_keeps_a_bounded_bank_and_a_threshold_per_score(table_ae, benign):
@@ -365,8 +373,10 @@ def test_model_file_keeps_a_bounded_bank_and_a_threshold_per_score(table_ae, ben
     assert isinstance(bank, torch.Tensor) and bank.dtype == torch.float32
     assert bank.shape[1] == data["latent"] == 7
     assert 0.7 * n_rows < len(bank) < n_rows  # the training rows, not the validation ones
+    assert state["input_bank"].shape == (len(bank), 30)  # the 30 standardised columns
     assert set(state["thresholds"]) == set(SCORE_NAMES)
-    assert data["score"] == "knn" and data["threshold"] == state["thresholds"]["knn"]
+    # tables default to input-knn (benchmarks/quality_anomaly.py)
+    assert data["score"] == "input-knn" and data["threshold"] == state["thresholds"]["input-knn"]
     assert state["k"] == 5
 
 
@@ -389,14 +399,17 @@ def test_every_score_predicts_and_evaluates_with_its_own_threshold(table_ae, dl_
         assert metrics["score"] == score and metrics["threshold"] == pytest.approx(threshold)
         assert metrics["roc_auc"] >= 0.8, (score, metrics)
     assert not np.allclose(seen["knn"], seen["reconstruction"])
+    assert not np.allclose(seen["knn"], seen["input-knn"])
     default = dl_inproc("predict", str(table_ae), str(CANCER / "test.csv"))
-    assert np.allclose(pd.read_csv(io.StringIO(default.stdout))["anomaly_score"], seen["knn"])
+    got = pd.read_csv(io.StringIO(default.stdout))["anomaly_score"]
+    assert np.allclose(got, seen["input-knn"])
 
 
 def test_score_flag_errors_are_one_line(table_ae, penguins_model, dl_inproc, tmp_path):
     assert_error(
         dl_inproc("predict", str(table_ae), str(CANCER / "rows.csv"), "--score", "nearest"),
-        "--score must be one of reconstruction, knn, density, knn+reconstruction, got 'nearest'",
+        "--score must be one of reconstruction, knn, density, knn+reconstruction, input-knn, "
+        "input-knn+reconstruction, got 'nearest'",
     )
     assert_error(
         dl_inproc("predict", str(penguins_model), str(CANCER / "rows.csv"), "--score", "knn"),
@@ -429,7 +442,8 @@ def test_score_flag_errors_are_one_line(table_ae, penguins_model, dl_inproc, tmp
 
 
 def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
-    """The kNN bank is a constant of the ONNX graph; distances and TopK run inside it."""
+    """The kNN bank is a constant of the ONNX graph; distances and TopK run inside it (tables:
+    input-knn; images: knn, checked in test_image_autoencoder_flags_a_held_out_digit)."""
     import onnx
     import onnxruntime as ort
     import torch
@@ -442,7 +456,7 @@ def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
     graph = onnx.load(str(out))
     assert "TopK" in {n.op_type for n in graph.graph.node}
     loaded = load(modelfile.load(table_ae), str(table_ae))
-    assert loaded.score == "knn"
+    assert loaded.score == "input-knn"
     frame = pd.read_csv(CANCER / "test.csv").drop(columns=["diagnosis"])
     raw = torch.from_numpy(loaded.preprocessor.raw_matrix(frame, "test.csv"))
     with torch.no_grad():
@@ -451,6 +465,6 @@ def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
     got = sess.run(None, {"features": raw.numpy()})[0]
     assert np.allclose(got, score, rtol=1e-5, atol=1e-5), np.abs(got - score).max()
     meta = sess.get_modelmeta().custom_metadata_map
-    assert meta["dl.score"] == "knn" and float(meta["dl.threshold"]) == pytest.approx(
+    assert meta["dl.score"] == "input-knn" and float(meta["dl.threshold"]) == pytest.approx(
         loaded.threshold
     )
