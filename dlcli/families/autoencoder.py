@@ -20,6 +20,7 @@ from dlcli.engine.fit_data import inputs_and_transforms, rows, run_counts, run_r
 from dlcli.engine.task_step import TaskStep
 from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
 from dlcli.engine.trainer import FitResult
+from dlcli.errors import SpecError
 from dlcli.export import ExportPlan
 from dlcli.families import anomaly
 from dlcli.families.base import EvaluateOptions, Evaluation, Family, PredictOptions
@@ -43,6 +44,16 @@ class Autoencoder(Family):
         return ae_mod.build_autoencoder(spec, input_shape, source)
 
     # -- training -------------------------------------------------------------------------------
+    def check(self, job: TrainJob) -> None:
+        """Also: the spec's `training: anomaly_score` names a known score."""
+        super().check(job)
+        name = job.spec.training.anomaly_score
+        if name is not None and name not in scores_mod.SCORES:
+            raise SpecError(
+                f"{job.spec_source}: training.anomaly_score must be one of "
+                f"{', '.join(scores_mod.SCORES)}, got '{name}'"
+            )
+
     def prepare(self, job: TrainJob) -> TrainSetup:
         """Fit on unlabelled data (labels, if any, are ignored)."""
         req, cfg, resume, spec = job.req, job.cfg, job.resume, job.spec
@@ -94,7 +105,8 @@ class Autoencoder(Family):
         state, values, validated = _fit_scores(
             prep, ae_mod.ScoreTerms(preprocess, ae, error), job.cfg.seed, pct
         )
-        score = scores_mod.default_score(prep.preprocessor.kind)
+        # the spec's `training: anomaly_score`, else the benchmark's choice for this data kind
+        score = job.spec.training.anomaly_score or scores_mod.default_score(prep.preprocessor.kind)
         threshold = state["thresholds"][score]
         metrics = {
             "score": score,

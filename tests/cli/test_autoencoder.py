@@ -468,3 +468,25 @@ def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
     assert meta["dl.score"] == "input-knn" and float(meta["dl.threshold"]) == pytest.approx(
         loaded.threshold
     )
+
+
+def test_spec_training_section_chooses_the_stored_score(benign, dl_inproc):
+    spec = benign / "recon.yaml"
+    spec.write_text(
+        "encoder: [{dense: 16}, relu]\ndecoder: [{dense: 16}, relu]\n"
+        "training: {anomaly_score: reconstruction, epochs: 3}\n"
+    )
+    res = dl_inproc(
+        "train", "normal.csv", "--spec", str(spec), "-o", "r.pt", "--no-plots", "--json",
+        cwd=benign,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = modelfile.load(benign / "r.pt")
+    assert data["score"] == json.loads(res.stdout)["score"] == "reconstruction"
+    assert data["threshold"] == data["anomaly_scores"]["thresholds"]["reconstruction"]
+    spec.write_text(spec.read_text().replace("reconstruction", "nearest"))
+    assert_error(
+        dl_inproc("train", "normal.csv", "--spec", str(spec), "-o", "bad.pt", cwd=benign),
+        "recon.yaml: training.anomaly_score must be one of reconstruction, knn,", "'nearest'",
+    )  # fmt: skip
+    assert not (benign / "bad.pt").exists()
