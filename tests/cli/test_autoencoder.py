@@ -120,7 +120,7 @@ def test_vae_trains_and_scores(benign, dl_inproc):
 @pytest.fixture(scope="module")
 def digits_without_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Training digits 1-9 (0 is the anomaly), as links to the shipped folders. Every held-out
-    class is measured by benchmarks/autoencoder_quality.py."""
+    class is measured by benchmarks/quality_anomaly.py."""
     folder = tmp_path_factory.mktemp("digits") / "normal"
     folder.mkdir()
     for c in range(1, 10):
