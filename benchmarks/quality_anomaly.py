@@ -33,7 +33,7 @@ DIGITS = common.SAMPLE_DATA / "digits"
 CANCER = common.SAMPLE_DATA / "breast_cancer"
 SCORES = (
     "reconstruction", "knn", "density", "knn+reconstruction", "input-knn",
-    "input-knn+reconstruction",
+    "input-knn+reconstruction", "knn+input-knn",
 )  # fmt: skip
 
 

@@ -8,8 +8,8 @@ model file as plain tensors and numbers (`anomaly_scores`), with one threshold p
 Terms: `error` (the reconstruction error, model/autoencoder.py ReconstructionError), `knn` (mean
 Euclidean distance from z to its k nearest training embeddings), `density` (squared Mahalanobis
 distance of z to a Gaussian fitted on the training embeddings), `input_knn` (the same kNN
-distance on the network inputs h). A score is one term, or the reconstruction error plus one
-term, each centred and scaled (median and interquartile range on the calibration rows).
+distance on the network inputs h). A score is one term, or the sum of two, each centred and
+scaled (median and interquartile range on the calibration rows).
 """
 
 from __future__ import annotations
@@ -78,20 +78,20 @@ class Term(nn.Module):
 
 
 class SumOfScaled(nn.Module):
-    """(error, z, h) -> (error - c0) / s0 + (term - c1) / s1."""
+    """(error, z, h) -> (term a - c0) / s0 + (term b - c1) / s1."""
 
-    def __init__(self, term: Term, center: list[float], scale: list[float]) -> None:
+    def __init__(self, a: Term, b: Term, center: list[float], scale: list[float]) -> None:
         super().__init__()
-        self.term = term
+        self.a, self.b = a, b
         self.center, self.scale = [float(c) for c in center], [float(s) for s in scale]
 
     def forward(self, error: torch.Tensor, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        return combine(error, self.term(error, z, h), self.center, self.scale)
+        return combine(self.a(error, z, h), self.b(error, z, h), self.center, self.scale)
 
 
-def combine(error: Any, term: Any, center: Any, scale: Any) -> Any:
+def combine(a: Any, b: Any, center: Any, scale: Any) -> Any:
     """The combined scores' formula (tensors or arrays): each term centred and scaled, summed."""
-    return (error - center[0]) / scale[0] + (term - center[1]) / scale[1]
+    return (a - center[0]) / scale[0] + (b - center[1]) / scale[1]
 
 
 def term_module(name: str, state: dict | None, skip_self: bool = False) -> Term:
@@ -119,25 +119,30 @@ class Terms(nn.Module):
 # -- the registry -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ScoreKind:
-    """One score: the term it adds to the centred and scaled reconstruction error (`combined`),
-    or the one term it is, and the state keys it needs."""
+    """One score: one term (`TERMS`), or two summed after each is centred and scaled."""
 
     about: str
-    term: str
-    combined: bool = False
+    terms: tuple[str, ...]
 
     @property
     def needs(self) -> tuple[str, ...]:
-        return {"knn": ("bank",), "input_knn": ("input_bank",)}.get(self.term, ("mean",))
+        """The `anomaly_scores` keys it reads."""
+        keys = {"knn": "bank", "input_knn": "input_bank", "density": "mean"}
+        return tuple(keys[t] for t in self.terms if t in keys) + (
+            ("center",) if len(self.terms) > 1 else ()
+        )
 
 
 SCORES: dict[str, ScoreKind] = {
-    "reconstruction": ScoreKind("the reconstruction error", "error"),
-    "knn": ScoreKind("distance to the k nearest training embeddings", "knn"),
-    "density": ScoreKind("reconstruction error + latent Mahalanobis distance", "density", True),
-    "knn+reconstruction": ScoreKind("knn + reconstruction error", "knn", True),
-    "input-knn": ScoreKind("distance to the k nearest training inputs (preprocessed)", "input_knn"),
-    "input-knn+reconstruction": ScoreKind("input-knn + reconstruction error", "input_knn", True),
+    "reconstruction": ScoreKind("the reconstruction error", ("error",)),
+    "knn": ScoreKind("distance to the k nearest training embeddings", ("knn",)),
+    "density": ScoreKind(
+        "reconstruction error + latent Mahalanobis distance", ("error", "density")
+    ),
+    "knn+reconstruction": ScoreKind("knn + reconstruction error", ("error", "knn")),
+    "input-knn": ScoreKind("distance to the k nearest training inputs", ("input_knn",)),
+    "input-knn+reconstruction": ScoreKind("input-knn + reconstruction", ("error", "input_knn")),
+    "knn+input-knn": ScoreKind("knn + input-knn", ("knn", "input_knn")),
 }
 # the default score per data kind, chosen by benchmarks/quality_anomaly.py (docs/autoencoders.md)
 DEFAULT_SCORES: dict[str, str] = {"image": "knn", "tabular": "input-knn"}
@@ -168,12 +173,11 @@ def check_score(name: str, data: dict, source: str) -> None:
 
 def score_module(name: str, state: dict | None) -> nn.Module:
     """The (error, z, h) -> score module of `name` from a model file's `anomaly_scores` state."""
-    kind = SCORES[name]
-    term = term_module(kind.term, state)
-    if not kind.combined:
-        return term
+    terms = [term_module(t, state) for t in SCORES[name].terms]
+    if len(terms) == 1:
+        return terms[0]
     assert state is not None
-    return SumOfScaled(term, state["center"][name], state["scale"][name])
+    return SumOfScaled(*terms, state["center"][name], state["scale"][name])
 
 
 # -- fitting after training -----------------------------------------------------------------------
@@ -228,12 +232,13 @@ def calibrate(state: dict, terms: np.ndarray, percentile: float) -> dict[str, np
     cols = {t: np.asarray(terms[:, i], dtype=np.float32) for i, t in enumerate(TERMS)}
     center, scale, values = {}, {}, {}
     for name, kind in SCORES.items():
-        if not kind.combined:
-            values[name] = cols[kind.term]
+        if len(kind.terms) == 1:
+            values[name] = cols[kind.terms[0]]
             continue
-        (c0, s0), (c1, s1) = _robust(cols["error"]), _robust(cols[kind.term])
+        a, b = (cols[t] for t in kind.terms)
+        (c0, s0), (c1, s1) = _robust(a), _robust(b)
         center[name], scale[name] = [c0, c1], [s0, s1]
-        values[name] = combine(cols["error"], cols[kind.term], center[name], scale[name])
+        values[name] = combine(a, b, center[name], scale[name])
     state["center"], state["scale"] = center, scale
     state["thresholds"] = {n: float(np.percentile(v, percentile)) for n, v in values.items()}
     return values

@@ -359,7 +359,7 @@ def test_threshold_percentile_flag_sets_the_stored_threshold(benign, dl_inproc):
 # -- anomaly scores beyond the reconstruction error (issue 12) ------------------------------------
 SCORE_NAMES = (
     "reconstruction", "knn", "density", "knn+reconstruction", "input-knn",
-    "input-knn+reconstruction",
+    "input-knn+reconstruction", "knn+input-knn",
 )  # fmt: skip
 
 
@@ -409,7 +409,7 @@ def test_score_flag_errors_are_one_line(table_ae, penguins_model, dl_inproc, tmp
     assert_error(
         dl_inproc("predict", str(table_ae), str(CANCER / "rows.csv"), "--score", "nearest"),
         "--score must be one of reconstruction, knn, density, knn+reconstruction, input-knn, "
-        "input-knn+reconstruction, got 'nearest'",
+        "input-knn+reconstruction, knn+input-knn, got 'nearest'",
     )
     assert_error(
         dl_inproc("predict", str(penguins_model), str(CANCER / "rows.csv"), "--score", "knn"),

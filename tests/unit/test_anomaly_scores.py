@@ -95,6 +95,10 @@ def test_every_score_gets_its_threshold_and_the_modules_reproduce_the_calibratio
         values["input-knn"], sc.KnnDistance(state["input_bank"], 5)(h).numpy()
     )
     np.testing.assert_allclose(values["knn"], sc.KnnDistance(state["bank"], 5)(z).numpy())
+    a, b = values["knn"], values["input-knn"]  # knn+input-knn: both distances, each scaled
+    ca, cb = (float(np.median(v)) for v in (a, b))
+    sa, sb = (float(np.subtract(*np.percentile(v, [75, 25]))) for v in (a, b))
+    np.testing.assert_allclose(values["knn+input-knn"], (a - ca) / sa + (b - cb) / sb, rtol=1e-4)
 
 
 def test_input_bank_is_bounded_in_values():
