@@ -145,7 +145,7 @@ SCORES: dict[str, ScoreKind] = {
     "knn+input-knn": ScoreKind("knn + input-knn", ("knn", "input_knn")),
 }
 # the default score per data kind, chosen by benchmarks/quality_anomaly.py (docs/autoencoders.md)
-DEFAULT_SCORES: dict[str, str] = {"image": "knn", "tabular": "input-knn"}
+DEFAULT_SCORES: dict[str, str] = {"image": "knn+input-knn", "tabular": "input-knn"}
 
 
 def default_score(kind: str) -> str:

@@ -144,8 +144,8 @@ def test_image_autoencoder_flags_a_held_out_digit(digits_without_0, run_dl, dl_i
     res = dl_inproc("predict", str(out), str(DIGITS / "test" / "0"))
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
-    # images score with the latent knn by default, and its ONNX graph matches PyTorch
-    assert metrics["score"] == modelfile.load(out)["score"] == "knn"
+    # images score with the latent and input distances by default; the ONNX graph matches
+    assert metrics["score"] == modelfile.load(out)["score"] == "knn+input-knn"
     res = dl_inproc("export", str(out), "--json")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["max_abs_diff"] < 1e-4
@@ -443,7 +443,7 @@ def test_score_flag_errors_are_one_line(table_ae, penguins_model, dl_inproc, tmp
 
 def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
     """The kNN bank is a constant of the ONNX graph; distances and TopK run inside it (tables:
-    input-knn; images: knn, checked in test_image_autoencoder_flags_a_held_out_digit)."""
+    input-knn; images: knn+input-knn, checked in test_image_autoencoder_flags_a_held_out_digit)."""
     import onnx
     import onnxruntime as ort
     import torch
