@@ -36,8 +36,9 @@ def evaluate(
     score: str = typer.Option(
         None,
         "--score",
-        help="Autoencoder: the anomaly score: reconstruction, knn, density or knn+reconstruction "
-        "(default: the one stored at training).",
+        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
+        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
+        "training; docs/autoencoders.md).",
     ),
     quiet: bool = QUIET,
     json_out: bool = JSON,

@@ -56,8 +56,9 @@ def predict(
     score: str = typer.Option(
         None,
         "--score",
-        help="Autoencoder: the anomaly score: reconstruction, knn, density or knn+reconstruction "
-        "(default: the one stored at training).",
+        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
+        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
+        "training; docs/autoencoders.md).",
     ),
     quiet: bool = QUIET,
 ) -> None:
