@@ -3,7 +3,7 @@ benchmarks report, they do not fail CI.
 
     .venv/bin/python benchmarks/run_all.py [--only help|train_epoch|csv_load|...]
 
-`gan_quality`, `autoencoder_quality` and `bench_stream` (minutes) run only when named, e.g.
+`gan_quality`, `quality_anomaly` and `bench_stream` (minutes) run only when named, e.g.
 `--only gan_quality`.
 """
 
@@ -35,7 +35,7 @@ BENCHMARKS = [
 
 OPT_IN = [
     "gan_quality",
-    "autoencoder_quality",
+    "quality_anomaly",  # an hour or more on 2 busy cores: 100+ trainings
     "bench_stream",
     "bench_tune",
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)

@@ -33,6 +33,13 @@ def evaluate(
     target: str = typer.Option(
         None, "--target", "-t", help="Autoencoder: the label column (default: the last column)."
     ),
+    score: str = typer.Option(
+        None,
+        "--score",
+        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
+        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
+        "training; docs/autoencoders.md).",
+    ),
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -46,9 +53,13 @@ def evaluate(
     _refuse_overwriting(model, data, report, errors)
     file_data = modelfile.load(model)
     family = families.of_model(file_data)
-    used = {"--errors": bool(errors), "--anomaly-label": anomaly_label is not None}
+    used = {
+        "--errors": bool(errors),
+        "--anomaly-label": anomaly_label is not None,
+        "--score": score is not None,
+    }
     refuse_flags(family, "evaluate", used)
-    opts = EvaluateOptions(anomaly_label, target, device, errors, precision, report)
+    opts = EvaluateOptions(anomaly_label, target, device, errors, precision, report, score)
     result = family.evaluate(file_data, model, data, opts)
     metrics = result.metrics
     if json_out:

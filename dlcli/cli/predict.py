@@ -53,6 +53,13 @@ def predict(
     embed: bool = typer.Option(
         False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
     ),
+    score: str = typer.Option(
+        None,
+        "--score",
+        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
+        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
+        "training; docs/autoencoders.md).",
+    ),
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
@@ -91,11 +98,12 @@ def predict(
         "--steps": steps is not None,
         "--samples": samples is not None,
         "--embed": embed,
+        "--score": score is not None,
     }
     refuse_flags(family, "predict", used)
     opts = PredictOptions(
         lambda: _text_stream(output), output, output_dir, fmt, samples, seed, embed,
-        keep_columns, device, precision, proba, top_k, steps,
+        keep_columns, device, precision, proba, top_k, steps, score,
     )  # fmt: skip
     family.predict(data, model, inputs or [], opts)
 

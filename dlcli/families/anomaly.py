@@ -48,6 +48,7 @@ def evaluate(loaded: LoadedAutoencoder, data_path: str, opts: EvaluateOptions) -
     scores, labels = _scored_labels(loaded, data_path, opts)
     flagged = scores > loaded.threshold
     metrics: dict[str, Any] = {
+        "score": loaded.score,
         "n": len(scores),
         "score_mean": float(scores.mean()) if len(scores) else math.nan,
         "threshold": loaded.threshold,
@@ -150,6 +151,7 @@ def export_plan(loaded: LoadedAutoencoder) -> ExportPlan:
         "dl.task": "anomaly",
         "dl.data_kind": loaded.preprocessor.kind,
         "dl.version": __version__,
+        "dl.score": loaded.score,
         "dl.threshold": repr(loaded.threshold),
         "dl.latent": str(loaded.ae.latent),
         **adapter.metadata(loaded.preprocessor),

@@ -5,6 +5,7 @@ grid per epoch for images, and serves predict, evaluate and export through anoma
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -19,9 +20,11 @@ from dlcli.engine.fit_data import inputs_and_transforms, rows, run_counts, run_r
 from dlcli.engine.task_step import TaskStep
 from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
 from dlcli.engine.trainer import FitResult
+from dlcli.errors import SpecError
 from dlcli.export import ExportPlan
 from dlcli.families import anomaly
 from dlcli.families.base import EvaluateOptions, Evaluation, Family, PredictOptions
+from dlcli.model import anomaly_scores as scores_mod
 from dlcli.model import autoencoder as ae_mod
 from dlcli.model.builder import BuiltNetwork
 
@@ -31,8 +34,8 @@ DEFAULT_PERCENTILE = 99.0
 class Autoencoder(Family):
     name = "autoencoder"
     unsupervised = True
-    predict_flags = frozenset({"--embed"})
-    evaluate_flags = frozenset({"--anomaly-label"})
+    predict_flags = frozenset({"--embed", "--score"})
+    evaluate_flags = frozenset({"--anomaly-label", "--score"})
 
     def build_networks(
         self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
@@ -41,6 +44,16 @@ class Autoencoder(Family):
         return ae_mod.build_autoencoder(spec, input_shape, source)
 
     # -- training -------------------------------------------------------------------------------
+    def check(self, job: TrainJob) -> None:
+        """Also: the spec's `training: anomaly_score` names a known score."""
+        super().check(job)
+        name = job.spec.training.anomaly_score
+        if name is not None and name not in scores_mod.SCORES:
+            raise SpecError(
+                f"{job.spec_source}: training.anomaly_score must be one of "
+                f"{', '.join(scores_mod.SCORES)}, got '{name}'"
+            )
+
     def prepare(self, job: TrainJob) -> TrainSetup:
         """Fit on unlabelled data (labels, if any, are ignored)."""
         req, cfg, resume, spec = job.req, job.cfg, job.resume, job.spec
@@ -84,30 +97,36 @@ class Autoencoder(Family):
         return TrainSetup(step, payload, callbacks, load_seconds=load_s, context=context)
 
     def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
-        """The anomaly threshold: a percentile of the held-out scores."""
-        prep, ae, error, layout, preprocess = setup.context
+        """Fit the anomaly scores (model/anomaly_scores.py) and a threshold per score: a
+        percentile of the held-out scores."""
+        prep, ae, error, _layout, preprocess = setup.context
         ae.cpu().eval()
-        recon = ae_mod.reconstruction_module(prep.preprocessor, layout)
-        scorer = ae_mod.ScoringModel(preprocess, ae, error, recon).eval()
-        validated = rows(prep.x_val) > 0
-        scores = _scores(scorer, prep.x_val if validated else prep.x_train)
         pct = job.cfg.threshold_percentile or DEFAULT_PERCENTILE  # flag > spec `training:` > 99
-        threshold = float(np.percentile(scores, pct))
+        state, values, validated = _fit_scores(
+            prep, ae_mod.ScoreTerms(preprocess, ae, error), job.cfg.seed, pct
+        )
+        # the spec's `training: anomaly_score`, else the benchmark's choice for this data kind
+        score = job.spec.training.anomaly_score or scores_mod.default_score(prep.preprocessor.kind)
+        threshold = state["thresholds"][score]
         metrics = {
-            "score_mean": float(scores.mean()),
-            "score_median": float(np.median(scores)),
+            "score": score,
+            "score_mean": float(values[score].mean()),
+            "score_median": float(np.median(values[score])),
             "threshold": threshold,
             "threshold_percentile": pct,
+            "bank_rows": len(state["bank"]),
         }
         payload = {
             "weights": {"network": ae.state_dict()},
+            "score": score,
             "threshold": threshold,
             "threshold_percentile": pct,
+            "anomaly_scores": state,
             "metrics": metrics,
             **run_record(result, job.req, prep),
         }
         note(
-            f"anomaly threshold {threshold:.4g}: the {pct:g}th percentile of the "
+            f"anomaly score '{score}', threshold {threshold:.4g}: the {pct:g}th percentile of the "
             f"{'validation' if validated else 'training'} scores"
         )
         about = {
@@ -115,6 +134,7 @@ class Autoencoder(Family):
             "task": "anomaly",
             "latent": ae.latent,
             "variational": bool(job.spec.variational),
+            "score": score,
         }
         run = run_counts(result, prep, ae)
         curve = {"history": result.history, "metric": None}
@@ -123,14 +143,16 @@ class Autoencoder(Family):
 
     # -- serving (anomaly.py) -------------------------------------------------------------------
     def predict(self, data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
+        score = _checked_score(opts.score, data, model_path)
         with opts.open_text() as out:
-            loaded = ae_mod.load_autoencoder(data, model_path, opts.device)
+            loaded = ae_mod.load_autoencoder(data, model_path, opts.device, score)
             anomaly.predict(loaded, inputs, opts, out)
 
     def evaluate(
         self, data: dict, model_path: str, data_path: str, opts: EvaluateOptions
     ) -> Evaluation:
-        loaded = ae_mod.load_autoencoder(data, model_path, opts.device)
+        score = _checked_score(opts.score, data, model_path)
+        loaded = ae_mod.load_autoencoder(data, model_path, opts.device, score)
         return Evaluation(anomaly.evaluate(loaded, data_path, opts))
 
     def export_graphs(self, data: dict, model_path: str) -> ExportPlan:
@@ -140,14 +162,52 @@ class Autoencoder(Family):
 FAMILY = Autoencoder()
 
 
-def _scores(scorer: ae_mod.ScoringModel, x: Any) -> np.ndarray:
-    """Anomaly scores of every row of a tensor or batch source."""
+def _checked_score(name: str | None, data: dict, model_path: str) -> str:
+    """--score NAME, else the score stored in the model file; one line if it cannot be used."""
+    score = name if name is not None else ae_mod.stored_score(data)
+    scores_mod.check_score(score, data, model_path)
+    return score
+
+
+def _fit_scores(
+    prep: Any, parts: ae_mod.ScoreTerms, seed: int, pct: float
+) -> tuple[dict, dict[str, np.ndarray], bool]:
+    """(the `anomaly_scores` state, each score's values on the calibration rows, whether those
+    are validation rows): banks from the training rows, then every score's threshold on the
+    validation split, else on the bank's own rows, each left out of its own neighbours."""
+    validated = rows(prep.x_val) > 0
+    keep = scores_mod.bank_rows(rows(prep.x_train), seed)
+    keep_in = scores_mod.input_bank_rows(keep, math.prod(prep.preprocessor.input_shape))
+    z_bank = torch.from_numpy(_rows_through(parts, prep.x_train, keep))
+    parts.inputs = True
+    h_bank = torch.from_numpy(_rows_through(parts, prep.x_train, keep_in))
+    parts.inputs = False
+    state = scores_mod.fit_banks(z_bank, h_bank)
+    parts.terms = scores_mod.Terms(state, skip_self=not validated)
+    if validated:
+        calib = _rows_through(parts, prep.x_val)
+    else:
+        calib = _rows_through(parts, prep.x_train, keep)
+    return state, scores_mod.calibrate(state, calib, pct), validated
+
+
+def _rows_through(model: torch.nn.Module, x: Any, keep: torch.Tensor | None = None) -> np.ndarray:
+    """`model` on every row of a tensor or batch source (or only the rows `keep`, sorted
+    indices), in order."""
     from dlcli.engine.predictor import run_batches
 
-    model = ae_mod.ScoreOnly(scorer)
-    if hasattr(x, "in_order"):
-        return np.concatenate([run_batches(model, xb.cpu()) for xb, _ in x.in_order()])
-    return run_batches(model, x)
+    if not hasattr(x, "in_order"):
+        return run_batches(model, x if keep is None else x[keep])
+    outs, start = [], 0
+    for xb, _ in x.in_order():
+        xb = xb.cpu()
+        if keep is not None:
+            mine = keep[(keep >= start) & (keep < start + len(xb))] - start
+            start += len(xb)
+            xb = xb[mine]
+        if len(xb):
+            outs.append(run_batches(model, xb))
+    return np.concatenate(outs)
 
 
 class ReconstructionGrid(Callback):

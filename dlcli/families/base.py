@@ -41,6 +41,7 @@ class PredictOptions:
     proba: bool = False
     top_k: int = 1
     steps: int | None = None  # --steps N: forecast a series N steps ahead
+    score: str | None = None  # --score NAME: the anomaly score (autoencoders; default: stored)
 
 
 @dataclass
@@ -53,6 +54,7 @@ class EvaluateOptions:
     errors: str | None = None  # --errors DIR: copy misclassified inputs there
     precision: str | None = "auto"
     report: str | None = None  # --report DIR: metrics.json (and the confusion matrix)
+    score: str | None = None  # --score NAME: the anomaly score (autoencoders; default: stored)
 
 
 @dataclass
@@ -79,6 +81,7 @@ REFUSALS: dict[str, tuple[str, str | None]] = {
     ),
     "--errors": ("--errors applies to image classifiers, not {family} models", None),
     "--anomaly-label": ("--anomaly-label applies to autoencoder models", None),
+    "--score": ("--score chooses an autoencoder's anomaly score; this is a {family} model", None),
 }
 
 

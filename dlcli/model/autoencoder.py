@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from dlcli.model.anomaly_scores import Term, score_module
 from dlcli.model.builder import BuiltNetwork, build_stack
 
 
@@ -147,18 +148,52 @@ def reconstruction_module(preprocessor: Any, layout: Layout) -> nn.Module:
 
 
 class ScoringModel(nn.Module):
-    """raw inputs -> (anomaly score (N,), reconstruction in the input's units)."""
+    """raw inputs -> (anomaly score (N,), reconstruction in the input's units). `score` maps
+    (reconstruction error (N,), latent (N, L), network input (N, F)) to the score
+    (model/anomaly_scores.py); without it the score is the reconstruction error."""
 
     def __init__(
-        self, preprocess: nn.Module, ae: AutoEncoder, error: ReconstructionError, recon: nn.Module
+        self,
+        preprocess: nn.Module,
+        ae: AutoEncoder,
+        error: ReconstructionError,
+        recon: nn.Module,
+        score: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.preprocess, self.ae, self.error, self.recon = preprocess, ae, error, recon
+        self.score = score if score is not None else Term("error")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.preprocess(x)
-        out, _, _ = self.ae(h)
-        return self.error(out, h), self.recon(out)
+        out, z, _ = self.ae(h)  # z: the latent vector (the mean, for a VAE)
+        return self.score(self.error(out, h), z, h.flatten(1)), self.recon(out)
+
+
+class ScoreTerms(nn.Module):
+    """raw inputs -> what the scores are fitted on: the latent vectors (N, L), the network inputs
+    (N, F) with `inputs`, or with `terms` (anomaly_scores.Terms) every score term (N, 4)."""
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        ae: AutoEncoder,
+        error: ReconstructionError,
+        terms: nn.Module | None = None,
+        inputs: bool = False,
+    ) -> None:
+        super().__init__()
+        self.preprocess, self.ae, self.error, self.terms = preprocess, ae, error, terms
+        self.inputs = inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.preprocess(x)
+        if self.inputs:
+            return h.flatten(1).float()
+        out, z, _ = self.ae(h)
+        if self.terms is None:
+            return z.float()
+        return self.terms(self.error(out, h), z, h.flatten(1).float())
 
 
 class EmbeddingModel(nn.Module):
@@ -237,36 +272,51 @@ def assemble(
 
 @dataclass
 class LoadedAutoencoder:
-    """A model file of the autoencoder family, ready to score and embed."""
+    """A model file of the autoencoder family, ready to score (with `score`) and embed."""
 
     data: dict
     preprocessor: Any  # the fitted data preprocessing
     ae: AutoEncoder
     scorer: ScoringModel
     embedder: EmbeddingModel
+    score: str = "reconstruction"
 
     @property
     def threshold(self) -> float:
-        return float(self.data["threshold"])
+        """The anomaly threshold of `score` (files from before per-score thresholds: `threshold`)."""
+        state = self.data.get("anomaly_scores")
+        if state is None:
+            return float(self.data["threshold"])
+        return float(state["thresholds"][self.score])
 
 
-def load_autoencoder(data: dict, source: str, device: str = "cpu") -> LoadedAutoencoder:
-    """Rebuild the modules of a loaded model file and load the weights strictly."""
+def stored_score(data: dict) -> str:
+    """The score a model file uses by default (files from before the choice: reconstruction)."""
+    return str(data.get("score") or "reconstruction")
+
+
+def load_autoencoder(
+    data: dict, source: str, device: str = "cpu", score: str | None = None
+) -> LoadedAutoencoder:
+    """Rebuild the modules of a loaded model file and load the weights strictly; the scorer
+    computes `score` (default: the one stored in the file)."""
     from dlcli.data.sources import preprocessor_from_state
     from dlcli.model.assemble import model_file_errors
     from dlcli.spec.schema import parse_spec
 
+    name = score or stored_score(data)
     with model_file_errors(source):
         preprocessor = preprocessor_from_state(data["preprocessor"])
         spec = parse_spec(data["spec"], f"in {source}")
         ae, error, layout = assemble(spec, preprocessor, int(data["latent"]), f"in {source}")
         ae.load_state_dict(data["weights"]["network"])
+        term = score_module(name, data.get("anomaly_scores"))
     pre = preprocessor.preprocess_module()
     recon = reconstruction_module(preprocessor, layout)
-    scorer = ScoringModel(pre, ae, error, recon).eval()
+    scorer = ScoringModel(pre, ae, error, recon, term).eval()
     embedder = EmbeddingModel(pre, ae).eval()
     if device != "cpu":
         from dlcli.accel import pick_device
 
         scorer.to(pick_device(device))
-    return LoadedAutoencoder(data, preprocessor, ae, scorer, embedder)
+    return LoadedAutoencoder(data, preprocessor, ae, scorer, embedder, name)

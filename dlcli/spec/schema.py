@@ -61,6 +61,9 @@ class TrainingDefaults(BaseModel):
     label_smoothing: float | None = Field(None, ge=0, lt=1)
     beta1: float | None = Field(None, ge=0, lt=1)  # Adam's beta1 (GANs: 0.5)
     threshold_percentile: float | None = Field(None, gt=0, lt=100)  # autoencoder anomaly threshold
+    anomaly_score: str | None = (
+        None  # autoencoders: the stored default score (its family checks it)
+    )
 
 
 # model family -> the layer-list sections its spec holds (the first ones are required)

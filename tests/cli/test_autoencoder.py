@@ -120,7 +120,7 @@ def test_vae_trains_and_scores(benign, dl_inproc):
 @pytest.fixture(scope="module")
 def digits_without_0(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Training digits 1-9 (0 is the anomaly), as links to the shipped folders. Every held-out
-    class is measured by benchmarks/autoencoder_quality.py."""
+    class is measured by benchmarks/quality_anomaly.py."""
     folder = tmp_path_factory.mktemp("digits") / "normal"
     folder.mkdir()
     for c in range(1, 10):
@@ -144,6 +144,11 @@ def test_image_autoencoder_flags_a_held_out_digit(digits_without_0, run_dl, dl_i
     res = dl_inproc("predict", str(out), str(DIGITS / "test" / "0"))
     frame = pd.read_csv(io.StringIO(res.stdout))
     assert list(frame.columns) == ["path", "anomaly_score", "is_anomaly"]
+    # images score with the latent and input distances by default; the ONNX graph matches
+    assert metrics["score"] == modelfile.load(out)["score"] == "knn+input-knn"
+    res = dl_inproc("export", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["max_abs_diff"] < 1e-4
 
 
 def test_bad_input_is_one_clear_line(table_ae, benign, dl_inproc, penguins_model):
@@ -349,3 +354,139 @@ def test_threshold_percentile_flag_sets_the_stored_threshold(benign, dl_inproc):
     res = dl_inproc("predict", str(benign / "t90.pt"), "normal.csv", cwd=benign)
     share = pd.read_csv(io.StringIO(res.stdout))["is_anomaly"].mean()
     assert 0.02 < share < 0.25  # about a tenth of normal rows score above the 90th percentile
+
+
+# -- anomaly scores beyond the reconstruction error (issue 12) ------------------------------------
+SCORE_NAMES = (
+    "reconstruction", "knn", "density", "knn+reconstruction", "input-knn",
+    "input-knn+reconstruction", "knn+input-knn",
+)  # fmt: skip
+
+
+def test_model_file_keeps_a_bounded_bank_and_a_threshold_per_score(table_ae, benign):
+    import torch
+
+    data = modelfile.load(table_ae)  # weights_only: plain data and tensors only
+    state = data["anomaly_scores"]
+    n_rows = len(pd.read_csv(benign / "normal.csv"))
+    bank = state["bank"]
+    assert isinstance(bank, torch.Tensor) and bank.dtype == torch.float32
+    assert bank.shape[1] == data["latent"] == 7
+    assert 0.7 * n_rows < len(bank) < n_rows  # the training rows, not the validation ones
+    assert state["input_bank"].shape == (len(bank), 30)  # the 30 standardised columns
+    assert set(state["thresholds"]) == set(SCORE_NAMES)
+    # tables default to input-knn (benchmarks/quality_anomaly.py)
+    assert data["score"] == "input-knn" and data["threshold"] == state["thresholds"]["input-knn"]
+    assert state["k"] == 5
+
+
+def test_every_score_predicts_and_evaluates_with_its_own_threshold(table_ae, dl_inproc):
+    data = modelfile.load(table_ae)
+    seen = {}
+    for score in SCORE_NAMES:
+        res = dl_inproc("predict", str(table_ae), str(CANCER / "test.csv"), "--score", score)
+        assert res.returncode == 0, res.stderr
+        out = pd.read_csv(io.StringIO(res.stdout))
+        threshold = data["anomaly_scores"]["thresholds"][score]
+        assert (out["is_anomaly"] == (out["anomaly_score"] > threshold)).all()
+        seen[score] = out["anomaly_score"].to_numpy()
+        res = dl_inproc(
+            "evaluate", str(table_ae), str(CANCER / "test.csv"), "--anomaly-label", "malignant",
+            "--score", score, "--json",
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        metrics = json.loads(res.stdout)
+        assert metrics["score"] == score and metrics["threshold"] == pytest.approx(threshold)
+        assert metrics["roc_auc"] >= 0.8, (score, metrics)
+    assert not np.allclose(seen["knn"], seen["reconstruction"])
+    assert not np.allclose(seen["knn"], seen["input-knn"])
+    default = dl_inproc("predict", str(table_ae), str(CANCER / "test.csv"))
+    got = pd.read_csv(io.StringIO(default.stdout))["anomaly_score"]
+    assert np.allclose(got, seen["input-knn"])
+
+
+def test_score_flag_errors_are_one_line(table_ae, penguins_model, dl_inproc, tmp_path):
+    assert_error(
+        dl_inproc("predict", str(table_ae), str(CANCER / "rows.csv"), "--score", "nearest"),
+        "--score must be one of reconstruction, knn, density, knn+reconstruction, input-knn, "
+        "input-knn+reconstruction, knn+input-knn, got 'nearest'",
+    )
+    assert_error(
+        dl_inproc("predict", str(penguins_model), str(CANCER / "rows.csv"), "--score", "knn"),
+        "--score chooses an autoencoder's anomaly score; this is a supervised model",
+    )
+    assert_error(
+        dl_inproc(
+            "evaluate", str(penguins_model), str(SAMPLES / "penguins" / "test.csv"), "--score",
+            "knn",
+        ),
+        "--score chooses an autoencoder's anomaly score",
+    )  # fmt: skip
+    # a model file written before the stored scores: reconstruction still works, knn says why not
+    import torch
+
+    old = modelfile.load(table_ae)
+    for key in ("anomaly_scores", "score"):
+        old.pop(key)
+    old["threshold"] = 0.5
+    old_path = tmp_path / "old.pt"
+    torch.save(old, old_path)
+    res = dl_inproc("predict", str(old_path), str(CANCER / "rows.csv"))
+    assert res.returncode == 0, res.stderr
+    out = pd.read_csv(io.StringIO(res.stdout))
+    assert (out["is_anomaly"] == (out["anomaly_score"] > 0.5)).all()
+    assert_error(
+        dl_inproc("evaluate", str(old_path), str(CANCER / "test.csv"), "--score", "knn"),
+        "old.pt: this model file keeps no training embeddings",
+    )
+
+
+def test_default_knn_scorer_exports_exactly(table_ae, dl_inproc, tmp_path):
+    """The kNN bank is a constant of the ONNX graph; distances and TopK run inside it (tables:
+    input-knn; images: knn+input-knn, checked in test_image_autoencoder_flags_a_held_out_digit)."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    from dlcli.model.autoencoder import load_autoencoder as load
+
+    out = tmp_path / "knn.onnx"
+    res = dl_inproc("export", str(table_ae), "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    graph = onnx.load(str(out))
+    assert "TopK" in {n.op_type for n in graph.graph.node}
+    loaded = load(modelfile.load(table_ae), str(table_ae))
+    assert loaded.score == "input-knn"
+    frame = pd.read_csv(CANCER / "test.csv").drop(columns=["diagnosis"])
+    raw = torch.from_numpy(loaded.preprocessor.raw_matrix(frame, "test.csv"))
+    with torch.no_grad():
+        score = loaded.scorer(raw)[0].numpy()
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"features": raw.numpy()})[0]
+    assert np.allclose(got, score, rtol=1e-5, atol=1e-5), np.abs(got - score).max()
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert meta["dl.score"] == "input-knn" and float(meta["dl.threshold"]) == pytest.approx(
+        loaded.threshold
+    )
+
+
+def test_spec_training_section_chooses_the_stored_score(benign, dl_inproc):
+    spec = benign / "recon.yaml"
+    spec.write_text(
+        "encoder: [{dense: 16}, relu]\ndecoder: [{dense: 16}, relu]\n"
+        "training: {anomaly_score: reconstruction, epochs: 3}\n"
+    )
+    res = dl_inproc(
+        "train", "normal.csv", "--spec", str(spec), "-o", "r.pt", "--no-plots", "--json",
+        cwd=benign,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    data = modelfile.load(benign / "r.pt")
+    assert data["score"] == json.loads(res.stdout)["score"] == "reconstruction"
+    assert data["threshold"] == data["anomaly_scores"]["thresholds"]["reconstruction"]
+    spec.write_text(spec.read_text().replace("reconstruction", "nearest"))
+    assert_error(
+        dl_inproc("train", "normal.csv", "--spec", str(spec), "-o", "bad.pt", cwd=benign),
+        "recon.yaml: training.anomaly_score must be one of reconstruction, knn,", "'nearest'",
+    )  # fmt: skip
+    assert not (benign / "bad.pt").exists()
