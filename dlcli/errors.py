@@ -74,6 +74,8 @@ class DLError(Exception):
 
     def __str__(self) -> str:
         line = f"{self.message} ({self.hint})" if self.hint else self.message
+        if "\n" in line:  # one line, whatever a library's message held
+            line = " ".join(part.strip() for part in line.splitlines() if part.strip())
         if len(line) <= MAX_LINE:
             return line
         cut = len(line) - MAX_LINE + 40

@@ -61,7 +61,7 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
     if not isinstance(data, dict) or data.get("format") != expect:
         raise ModelFileError(f"{path}: not a dl model file (no '{expect}' header)")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
+    if type(version) is not int or version > VERSION or version < 1:  # True is no version
         raise ModelFileError(
             f"{path}: model file format version {excerpt(version)} is not supported by this dl (reads version {VERSION})",
             "upgrade dl",

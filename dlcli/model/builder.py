@@ -283,6 +283,11 @@ def _build_network(
     b = _Builder(outputs, init, dtype)
     b.data_info = data_info
     seq, shape, rows = b.build_list(entries, body_shape, section)
+    if not b.dtype.is_floating_point and (outputs or expect_shape is not None):
+        raise SpecError(
+            f"{section}: the layers pass token ids (whole numbers) through to the output",
+            "start with an embedding layer, which turns them into vectors",
+        )
     if head_mode == "auto" and outputs and not b.used_outputs:
         if len(shape) != 1:
             raise SpecError(

@@ -254,8 +254,16 @@ def _decode(text: str, source: str, suffix: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         raise SpecError(f"spec {source}: invalid YAML at line {line}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec {source}: invalid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader names its position
+        where = f" at character {exc.position}" if isinstance(exc, yaml.reader.ReaderError) else ""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, yaml.reader.ReaderError):
+            reason = (
+                f"unacceptable character #x{exc.character:04x}"
+                if isinstance(exc.character, int)
+                else reason
+            )
+        raise SpecError(f"spec {source}: invalid YAML{where}: {_cut(reason, 200)}") from None
 
 
 def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
