@@ -88,7 +88,8 @@ def human_bytes(n: float) -> str:
 
 def numel(shape: Any) -> int:
     """Values in one sample of `shape` (a None axis counts VARIABLE_LENGTH steps)."""
-    return math.prod(VARIABLE_LENGTH if d is None else int(d) for d in shape)
+    dims = (d if isinstance(d, int) and not isinstance(d, bool) else VARIABLE_LENGTH for d in shape)
+    return math.prod(max(0, d) for d in dims)  # a nonsense dimension is the real pass's to name
 
 
 class Tally:
