@@ -96,9 +96,16 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
                 spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(preprocessor)
             )
         built.module.load_state_dict(weights)
-    model = InferenceModel(
-        preprocessor.preprocess_module(), built.module, task.postprocess()
-    ).eval()
+        if tuple(preprocessor.input_shape) != tuple(data["input_shape"]):  # a forged file
+            raise ModelFileError(
+                f"{source}: its preprocessing gives inputs of shape "
+                f"{excerpt(tuple(preprocessor.input_shape))}, its network takes "
+                f"{excerpt(tuple(data['input_shape']))}"
+            )
+        # the preprocessing module is built from the stored state: a malformed one fails here
+        model = InferenceModel(
+            preprocessor.preprocess_module(), built.module, task.postprocess()
+        ).eval()
     return LoadedModel(data, preprocessor, task, built, model)
 
 
