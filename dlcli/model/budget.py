@@ -72,6 +72,8 @@ def model_budget(
 
 def human_count(n: float) -> str:
     """1234 -> '1,234'; 12_300_000 -> '12.3 million'; 1e9 -> '1.0 billion'."""
+    if n >= 1e18:  # (a whole number past a float's range, too)
+        return f"about 10^{int(math.log10(n))}"
     for size, word in ((1e12, "trillion"), (1e9, "billion"), (1e6, "million")):
         if n >= size:
             return f"{n / size:,.1f} {word}"
@@ -80,6 +82,8 @@ def human_count(n: float) -> str:
 
 def human_bytes(n: float) -> str:
     """Decimal units: '4.0 GB', '250.0 MB', '12.0 kB'."""
+    if n >= 1e18:
+        return f"about 10^{int(math.log10(n))} bytes"
     for size, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
         if n >= size:
             return f"{n / size:,.1f} {unit}"

@@ -145,6 +145,8 @@ def test_human_units():
     assert human_count(1e9) == "1.0 billion"
     assert human_bytes(4e9) == "4.0 GB"
     assert human_bytes(250e6) == "250.0 MB"
+    assert human_count(10**400) == "about 10^400"  # past a float's range (found by the fuzzer)
+    assert human_bytes(4 * 10**30) == "about 10^30 bytes"
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
