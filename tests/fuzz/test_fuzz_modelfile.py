@@ -291,3 +291,14 @@ def test_hand_made_pickles_naming_globals(
 def test_the_real_model_itself_loads(real_model: tuple[bytes, dict], tmp_path: Path) -> None:
     assert check_file(real_model[0], tmp_path) == "model"
     assert pickle.HIGHEST_PROTOCOL >= 5
+
+
+def test_a_forged_preprocessing_state_is_one_line(
+    real_model: tuple[bytes, dict], tmp_path: Path
+) -> None:
+    """Found by the long soak: categories None made building the preprocessing a TypeError."""
+    data = copy.deepcopy(real_model[1])
+    data["preprocessor"]["columns"][0]["categories"] = None
+    assert check_file(saved(data), tmp_path) == "error"
+    with pytest.raises(ModelFileError, match="model file is malformed"):
+        load_model(str(tmp_path / "case.pt"))

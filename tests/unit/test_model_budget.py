@@ -220,3 +220,25 @@ def test_excerpt_and_the_line_cap():
     assert len(excerpt(nested)) < 100  # deep nesting neither recurses nor grows
     line = str(DLError("m" * 10**6, "h" * 10**6))
     assert len(line) <= MAX_LINE and line.endswith("characters left out)")
+
+
+# -- what the fuzzers found (tests/fuzz/), kept as plain examples --------------------------------
+def test_a_yaml_control_character_is_one_line():
+    from dlcli.spec.schema import read_spec_text
+
+    with pytest.raises(SpecError) as err:
+        read_spec_text("layers: [relu]\n\x1f", "f.yaml")
+    assert str(err.value) == (
+        "spec f.yaml: invalid YAML at character 15: unacceptable character #x001f"
+    )
+
+
+def test_token_ids_passed_through_to_the_output_are_a_spec_error():
+    """[relu] on token ids used to build, then crash at the first batch (Long into the head)."""
+    spec = parse_spec({"layers": ["relu"]}, "t.yaml")
+    with pytest.raises(SpecError, match=r"pass token ids .* to the output.*embedding"):
+        build_network(spec, (12,), 3, "t.yaml", torch.long, {"vocab_size": 40})
+    ok = parse_spec({"layers": [{"embedding": 8}, "global_avgpool1d"]}, "t.yaml")
+    assert build_network(ok, (12,), 3, "t.yaml", torch.long, {"vocab_size": 40}).output_shape == (
+        3,
+    )
