@@ -85,7 +85,7 @@ def _is_shape(v: object) -> bool:
     return (
         isinstance(v, (list, tuple))
         and 0 < len(v) <= 8
-        and all(isinstance(d, int) and not isinstance(d, bool) and 0 < d < 2**31 for d in v)
+        and all(d is None or (type(d) is int and 0 < d < 2**31) for d in v)  # None: any length
     )
 
 
@@ -112,8 +112,8 @@ LAYOUT = {  # key -> (check, what it should be)
     "spec": (lambda v: isinstance(v, dict), "a mapping (the spec document)"),
     "preprocessor": (lambda v: isinstance(v, dict), "a mapping (the preprocessing state)"),
     "weights": (_is_weights, "a mapping of networks to their tensors"),
-    "input_shape": (_is_shape, "a list of positive whole numbers"),
-    "image_shape": (_is_shape, "a list of positive whole numbers"),
+    "input_shape": (_is_shape, "a list of positive whole numbers (null: any length)"),
+    "image_shape": (_is_shape, "a list of positive whole numbers (null: any length)"),
     "outputs": (_is_count, "a positive whole number"),
     "latent": (_is_count, "a positive whole number"),
     "family": (lambda v: isinstance(v, str), "a family name"),
