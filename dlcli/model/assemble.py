@@ -92,8 +92,12 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
         task = make_task(preprocessor.target, data.get("loss"))
         weights = data["weights"]["network"]
         with loading_budget(weights):
-            built = build_network(
-                spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(preprocessor)
+            built = build_network(  # errors name the model file: "spec in model.pt: ..."
+                spec,
+                tuple(data["input_shape"]),
+                int(data["outputs"]),
+                f"in {source}",
+                **network_args(preprocessor),
             )
         built.module.load_state_dict(weights)
         if tuple(preprocessor.input_shape) != tuple(data["input_shape"]):  # a forged file
