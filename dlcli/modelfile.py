@@ -11,7 +11,7 @@ import pickle
 import warnings
 from pathlib import Path
 
-from dlcli.errors import ModelFileError
+from dlcli.errors import ModelFileError, excerpt
 from dlcli.fileio import atomic_path
 
 FORMAT = "dlcli-model"  # a trained model
@@ -61,12 +61,67 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
     if not isinstance(data, dict) or data.get("format") != expect:
         raise ModelFileError(f"{path}: not a dl model file (no '{expect}' header)")
     version = data.get("version")
-    if not isinstance(version, int) or version > VERSION or version < 1:
+    if type(version) is not int or version > VERSION or version < 1:  # True is no version
         raise ModelFileError(
-            f"{path}: model file format version {version!r} is not supported by this dl (reads version {VERSION})",
+            f"{path}: model file format version {excerpt(version)} is not supported by this dl (reads version {VERSION})",
             "upgrade dl",
         )
+    _check_layout(data, path)
     return _upgrade(data)
+
+
+def _check_layout(data: dict, path: str | Path) -> None:
+    """The keys every family reads have the type they need (a file of ours always does: this is
+    for edited or forged files); the first that does not is one ModelFileError line naming it."""
+    for key, (check, expected) in LAYOUT.items():
+        if key in data and not check(data[key]):
+            raise ModelFileError(
+                f"{path}: model file field '{key}' is malformed: expected {expected}, "
+                f"got {excerpt(data[key])}"
+            )
+
+
+def _is_shape(v: object) -> bool:
+    return (
+        isinstance(v, (list, tuple))
+        and 0 < len(v) <= 8
+        and all(d is None or (type(d) is int and 0 < d < 2**31) for d in v)  # None: any length
+    )
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 < v < 2**31
+
+
+def _is_weights(v: object) -> bool:
+    import torch
+
+    return isinstance(v, dict) and all(
+        isinstance(k, str)
+        and isinstance(sd, dict)
+        and all(isinstance(n, str) and isinstance(t, torch.Tensor) for n, t in sd.items())
+        for k, sd in v.items()
+    )
+
+
+def _is_text(v: object) -> bool:
+    return v is None or isinstance(v, str)
+
+
+LAYOUT = {  # key -> (check, what it should be)
+    "spec": (lambda v: isinstance(v, dict), "a mapping (the spec document)"),
+    "preprocessor": (lambda v: isinstance(v, dict), "a mapping (the preprocessing state)"),
+    "weights": (_is_weights, "a mapping of networks to their tensors"),
+    "input_shape": (_is_shape, "a list of positive whole numbers (null: any length)"),
+    "image_shape": (_is_shape, "a list of positive whole numbers (null: any length)"),
+    "outputs": (_is_count, "a positive whole number"),
+    "latent": (_is_count, "a positive whole number"),
+    "family": (lambda v: isinstance(v, str), "a family name"),
+    "task": (_is_text, "a task name"),
+    "loss": (_is_text, "a loss name"),
+    "train": (lambda v: isinstance(v, dict), "a mapping of training settings"),
+    "history": (lambda v: isinstance(v, list), "a list of epochs"),
+}
 
 
 def _upgrade(data: dict) -> dict:

@@ -49,6 +49,13 @@ def parse_bytes(text: str) -> int:
     return value
 
 
+def parse_gigabytes(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise ValueError(text)
+    return value
+
+
 def parse_folder(text: str) -> Path:
     path = Path(text).expanduser()
     if "\0" in text or (path.exists() and not path.is_dir()):
@@ -137,6 +144,16 @@ TABLE: tuple[Setting, ...] = (
         "bytes of decoded images held in memory; past it, images are decoded each epoch",
     ),
     Setting(
+        "DL_MAX_MODEL_GB",
+        "max_model_gb",
+        parse_gigabytes,
+        "a positive number of gigabytes",
+        4.0,
+        "4 (GB)",
+        "memory a network may need to train (parameters, gradients, optimizer state, activations)"
+        "; larger specs are refused, as --max-model-gb does",
+    ),
+    Setting(
         "DL_CACHE_DIR",
         "cache_dir",
         parse_folder,
@@ -161,6 +178,7 @@ class Settings:
     stream_bytes: int | None
     shuffle_rows: int | None
     max_image_memory: int
+    max_model_gb: float
     cache_dir: Path
 
 

@@ -39,6 +39,11 @@ def build(
     list_layers: bool = typer.Option(
         False, "--layers", help="List the layer types a spec can use, with their options."
     ),
+    max_model_gb: float = typer.Option(
+        None,
+        "--max-model-gb",
+        help="Refuse networks that need more memory to train (default 4, or DL_MAX_MODEL_GB).",
+    ),
     json_out: bool = JSON,
 ) -> None:
     """Build a network from a preset or spec file and show each layer's output shape and parameters."""
@@ -80,10 +85,12 @@ def build(
     shape = _parse_shape(input_shape)
     from dlcli import families
     from dlcli.console import console
+    from dlcli.model.budget import model_budget
     from dlcli.model.summary import render_summary, summary_dict
 
     source = spec or f"preset {arch or 'mlp'}"
-    nets = families.get(parsed.family).build_networks(parsed, shape, outputs, source)
+    with model_budget(max_model_gb):
+        nets = families.get(parsed.family).build_networks(parsed, shape, outputs, source)
     title = parsed.name or spec or "network"
     if len(nets) == 1:  # one network: its table; else one per network (encoder, decoder...)
         (net,) = nets.values()

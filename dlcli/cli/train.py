@@ -166,6 +166,11 @@ def train(
     plots: bool = typer.Option(
         True, "--plots/--no-plots", help="Write the learning-curve and confusion-matrix PNGs."
     ),
+    max_model_gb: float = typer.Option(
+        None,
+        "--max-model-gb",
+        help="Refuse networks that need more memory to train (default 4, or DL_MAX_MODEL_GB).",
+    ),
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -186,7 +191,10 @@ def train(
     from dlcli.families import run_training
 
     req = train_request(locals())
-    summary = run_training(req)
+    from dlcli.model.budget import model_budget
+
+    with model_budget(max_model_gb, batch_size):
+        summary = run_training(req)
     if not distributed.is_main():
         return
     if json_out:

@@ -98,7 +98,10 @@ def tune(**params: Any) -> None:
         pruner=params["pruner"],
         plots=params["plots"],
     )
-    summary = run_tune(req, families)
+    from dlcli.model.budget import model_budget
+
+    with model_budget(params.get("max_model_gb"), params.get("batch_size")):
+        summary = run_tune(req, families)
     if params["json_out"]:
         print_json(summary)
     if not params["quiet"]:

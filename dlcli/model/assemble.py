@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from dlcli.data.sources import preprocessor_from_state
-from dlcli.errors import ModelFileError
+from dlcli.errors import ModelFileError, excerpt
+from dlcli.model.budget import FLOAT_BYTES, GB, current, model_budget
 from dlcli.model.builder import BuiltNetwork, build_network
 from dlcli.model.tasks import SupervisedTask, make_task
 from dlcli.spec.schema import parse_spec
@@ -55,11 +56,32 @@ def model_file_errors(source: str) -> Iterator[None]:
     try:
         yield
     except KeyError as exc:
-        raise ModelFileError(f"{source}: model file lacks '{exc.args[0]}'") from None
+        raise ModelFileError(f"{source}: model file lacks {excerpt(exc.args[0])}") from None
     except RuntimeError as exc:
         raise ModelFileError(
-            f"{source}: weights do not fit the stored spec: {str(exc).splitlines()[0]}"
+            f"{source}: weights do not fit the stored spec: {_first_line(exc)}"
         ) from None
+    except (TypeError, ValueError, AttributeError, IndexError) as exc:  # modelfile.load checks
+        # the layout it knows; what a data kind keeps in 'preprocessor' is checked by using it
+        raise ModelFileError(
+            f"{source}: model file is malformed ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def loading_budget(weights: Any) -> Any:
+    """The memory budget a stored network is rebuilt under (model/budget.py): to run, not to
+    train (4 bytes a parameter, one sample), and at least the weights the file holds, so a model
+    trained with a raised --max-model-gb loads, and a spec the weights do not back is refused."""
+    tensors = weights.values() if isinstance(weights, dict) else ()
+    stored = sum(t.numel() for t in tensors if isinstance(t, torch.Tensor)) * FLOAT_BYTES
+    return model_budget(
+        (current().max_bytes + stored) / GB, batch_size=1, bytes_per_param=FLOAT_BYTES
+    )
 
 
 def from_file_data(data: dict, source: str) -> LoadedModel:
@@ -68,13 +90,26 @@ def from_file_data(data: dict, source: str) -> LoadedModel:
         preprocessor = preprocessor_from_state(data["preprocessor"])
         spec = parse_spec(data["spec"], f"in {source}")
         task = make_task(preprocessor.target, data.get("loss"))
-        built = build_network(
-            spec, tuple(data["input_shape"]), int(data["outputs"]), **network_args(preprocessor)
-        )
-        built.module.load_state_dict(data["weights"]["network"])
-    model = InferenceModel(
-        preprocessor.preprocess_module(), built.module, task.postprocess()
-    ).eval()
+        weights = data["weights"]["network"]
+        with loading_budget(weights):
+            built = build_network(  # errors name the model file: "spec in model.pt: ..."
+                spec,
+                tuple(data["input_shape"]),
+                int(data["outputs"]),
+                f"in {source}",
+                **network_args(preprocessor),
+            )
+        built.module.load_state_dict(weights)
+        if tuple(preprocessor.input_shape) != tuple(data["input_shape"]):  # a forged file
+            raise ModelFileError(
+                f"{source}: its preprocessing gives inputs of shape "
+                f"{excerpt(tuple(preprocessor.input_shape))}, its network takes "
+                f"{excerpt(tuple(data['input_shape']))}"
+            )
+        # the preprocessing module is built from the stored state: a malformed one fails here
+        model = InferenceModel(
+            preprocessor.preprocess_module(), built.module, task.postprocess()
+        ).eval()
     return LoadedModel(data, preprocessor, task, built, model)
 
 
@@ -88,7 +123,7 @@ def load_model(path: str, device: str = "cpu", data: dict | None = None) -> Load
     family = data.get("family")  # absent: a network with a task head (dlcli/families/)
     if family:
         raise ModelFileError(
-            f"{path}: is a {family} model; this command needs a classifier or regressor"
+            f"{path}: is a {str(family)[:60]} model; this command needs a classifier or regressor"
         )
     loaded = from_file_data(data, path)
     if device != "cpu":

@@ -1,18 +1,23 @@
 """Spec + per-sample input shape + output size -> torch module, inferring each layer's input size.
 
-Every layer is also run once on a dummy batch, so an impossible shape is a SpecError naming the
-layer before any data is touched.
+The whole spec is first built on the `meta` device (shapes and parameter counts, no storage), so a
+network too large for its memory budget (model/budget.py) is a SpecError naming the layer before
+any tensor is allocated. Then every layer is built for real and run once on a dummy batch, so an
+impossible shape is a SpecError naming the layer before any data is touched.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-from dlcli.errors import SpecError
+from dlcli.errors import ModelSizeError, SpecError, excerpt
+from dlcli.model.budget import Tally, current
 from dlcli.spec.init import apply_init, check_init
 from dlcli.spec.registry import BuildContext, Shape
 from dlcli.spec.schema import Spec, parse_layer
@@ -83,8 +88,13 @@ def _dummy(shape: Shape, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 
 class _Builder:
     def __init__(
-        self, outputs: int | None, default_init: str | None, dtype: torch.dtype = torch.float32
+        self,
+        outputs: int | None,
+        default_init: str | None,
+        dtype: torch.dtype = torch.float32,
+        tally: Tally | None = None,
     ) -> None:
+        self.tally = tally  # set: the size check's pass on the meta device
         self.dtype = dtype
         self.data_info: dict = {}
         self.initialised: set[int] = set()  # modules whose weights a layer's init already set
@@ -105,7 +115,9 @@ class _Builder:
             check_init(entry.opts.init, loc)
             name = entry.opts.name or str(i)
             if "." in name or name in seq._modules:
-                raise SpecError(f"{loc}: field 'name': '{name}' must be unique and contain no '.'")
+                raise SpecError(
+                    f"{loc}: field 'name': {excerpt(name)} must be unique and contain no '.'"
+                )
             ctx = BuildContext(self.outputs, self._nested, f"{loc} ({entry.type_name})")
             ctx.dtype = self.dtype  # integer for token ids, float otherwise
             ctx.data = self.data_info
@@ -113,9 +125,13 @@ class _Builder:
                 self.used_outputs = True
             row = SummaryRow(name, entry.layerdef.names[0], (), 0, self.depth)
             self.rows.append(row)
-            module, out_shape = entry.layerdef.build(entry.opts, shape, ctx)
-            apply_init(module, entry.opts.init or self.default_init, self.initialised)
-            self.dtype = _check_runs(module, shape, out_shape, ctx.where, self.dtype)
+            module, out_shape = _build_layer(entry, shape, ctx)
+            if self.tally is not None:  # meta tensors: nothing to initialise
+                self.dtype = _meta_dtype(module, self.dtype)
+                self.tally.add_layer(module, out_shape, _path(loc, entry.layerdef.names[0]))
+            else:
+                apply_init(module, entry.opts.init or self.default_init, self.initialised)
+                self.dtype = _check_runs(module, shape, out_shape, ctx.where, self.dtype)
             row.out_shape, row.params = out_shape, sum(p.numel() for p in module.parameters())
             seq.add_module(name, module)
             shape = out_shape
@@ -127,6 +143,33 @@ class _Builder:
             return self.build_list(entries, in_shape, where)
         finally:
             self.depth -= 1
+
+
+def _path(loc: str, type_name: str) -> str:
+    """`layers[0] (block).layers[2]` + dense -> `layers[0].layers[2].dense`: a spec path."""
+    return re.sub(r" \([^)]*\)", "", loc) + "." + type_name
+
+
+def _build_layer(entry: Any, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+    """The layer's own builder; any failure of it is a SpecError naming the layer (a builder that
+    cannot take these options should say so itself: this is the last resort)."""
+    try:
+        return entry.layerdef.build(entry.opts, shape, ctx)
+    except SpecError:
+        raise
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise SpecError(f"{ctx.where}: cannot be built with these options: {msg}") from exc
+
+
+def _meta_dtype(module: nn.Module, dtype: torch.dtype) -> torch.dtype:
+    """The output dtype of a layer built on the meta device, without running it (a first forward
+    on meta tensors costs seconds of torch start-up): token ids become floats in a layer that
+    holds an embedding and pass through any other; floats stay floats. The real pass checks."""
+    if dtype.is_floating_point:
+        return dtype
+    embeds = any(isinstance(m, nn.Embedding) for m in module.modules())
+    return torch.float32 if embeds else dtype
 
 
 def _check_runs(
@@ -179,6 +222,7 @@ def build_network(
         source,
         input_dtype,
         data_info,
+        batch_size=spec.training.batch_size,
     )
 
 
@@ -193,10 +237,13 @@ def build_stack(
     input_dtype: torch.dtype = torch.float32,
     data_info: dict | None = None,
     expect_shape: Shape | None = None,
+    batch_size: int | None = None,
 ) -> BuiltNetwork:
     """Build one layer list of a spec (`layers`, or a section such as `encoder:`); errors name the
     section and layer index. The result must have shape `expect_shape` (default: `(outputs,)`);
-    `units: outputs` (and `filters: outputs`) take the value `outputs`."""
+    `units: outputs` (and `filters: outputs`) take the value `outputs`. A network over the memory
+    budget in force (model/budget.py; activations at `batch_size` unless the budget sets one) is
+    refused before anything is allocated."""
     try:
         return _build_network(
             entries,
@@ -208,11 +255,12 @@ def build_stack(
             input_dtype,
             data_info or {},
             expect_shape,
+            batch_size,
         )
     except SpecError as exc:
         if source is None:
             raise
-        raise SpecError(f"spec {source}: {exc.message}", exc.hint) from None
+        raise type(exc)(f"spec {source}: {exc.message}", exc.hint) from None
 
 
 def _build_network(
@@ -225,13 +273,21 @@ def _build_network(
     dtype: torch.dtype,
     data_info: dict,
     expect_shape: Shape | None = None,
+    batch_size: int | None = None,
 ) -> BuiltNetwork:
     check_init(init, "spec field 'init'")
-    b = _Builder(outputs, init, dtype)
-    b.data_info = data_info
     anchor = data_info.get("anchor_channel")  # the body sees the channels before it
     body_shape = tuple(input_shape) if anchor is None else (*input_shape[:-1], anchor)
+    head = head_mode == "auto" and bool(outputs)
+    estimate_size(entries, section, body_shape, outputs, init, head, dtype, data_info, batch_size)
+    b = _Builder(outputs, init, dtype)
+    b.data_info = data_info
     seq, shape, rows = b.build_list(entries, body_shape, section)
+    if not b.dtype.is_floating_point and (outputs or expect_shape is not None):
+        raise SpecError(
+            f"{section}: the layers pass token ids (whole numbers) through to the output",
+            "start with an embedding layer, which turns them into vectors",
+        )
     if head_mode == "auto" and outputs and not b.used_outputs:
         if len(shape) != 1:
             raise SpecError(
@@ -259,3 +315,52 @@ def _build_network(
         )
     module = seq if anchor is None else AnchoredNetwork(seq, anchor)
     return BuiltNetwork(module, rows, tuple(input_shape), shape)
+
+
+class _SkipRandomFills(TorchFunctionMode):
+    """On the meta device a random fill has nothing to fill, and the first one costs seconds
+    (torch imports its compiler for it): skip `normal_`, `uniform_` and the like there. Nothing
+    random is drawn, so the real pass's weights are the same as without the size check."""
+
+    NAMES = frozenset({"normal_", "uniform_", "trunc_normal_", "bernoulli_", "random_"})
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        t = args[0] if args else kwargs.get("tensor")
+        if (
+            getattr(func, "__name__", "") in self.NAMES
+            and isinstance(t, torch.Tensor)
+            and t.is_meta
+        ):
+            return t
+        return func(*args, **kwargs)
+
+
+def estimate_size(
+    entries: list[Any],
+    section: str,
+    shape: Shape,
+    outputs: int | None,
+    init: str | None = None,
+    head: bool = True,
+    dtype: torch.dtype = torch.float32,
+    data_info: dict | None = None,
+    batch_size: int | None = None,
+) -> Tally:
+    """The whole list built on the meta device (no storage): parameters and activations added up
+    layer by layer against the budget in force; the first layer past it is a ModelSizeError.
+    Returns the totals (a list with another mistake is left to the real build to name)."""
+    tally = Tally(current(), batch_size)
+    tally.add_input(shape)
+    b = _Builder(outputs, init, dtype, tally)
+    b.data_info = data_info or {}
+    try:
+        with torch.device("meta"), _SkipRandomFills():
+            _, out, _ = b.build_list(entries, shape, section)
+    except ModelSizeError:
+        raise
+    except SpecError:  # any other mistake: the real pass names it, at the same layer
+        return tally
+    if head and outputs and not b.used_outputs and len(out) == 1 and out[0] is not None:
+        tally.add_head(int(out[0]), int(outputs))
+    return tally

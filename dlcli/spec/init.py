@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcli.errors import SpecError
+from dlcli.errors import SpecError, excerpt
 from dlcli.spec.registry import INIT_NAMES
 
 
@@ -46,7 +46,8 @@ def check_init(name: str | None, where: str) -> None:
     """Raise a SpecError naming `where` if `name` is not a known initialisation."""
     if name is not None and name.lower() not in INITS:
         raise SpecError(
-            f"{where}: field 'init': unknown initialisation '{name}'", f"known: {', '.join(INITS)}"
+            f"{where}: field 'init': unknown initialisation {excerpt(name)}",
+            f"known: {', '.join(INITS)}",
         )
 
 

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, field_validator
 
-from dlcli.errors import SpecError
+from dlcli.errors import SpecError, excerpt
 
 Shape = tuple[int | None, ...]  # per-sample shape, batch dimension excluded; None = any length
 
@@ -27,7 +27,9 @@ class Options(BaseModel):
     @classmethod
     def _known_init(cls, v: str | None) -> str | None:
         if v is not None and v.lower() not in INIT_NAMES:
-            raise ValueError(f"unknown initialisation '{v}', known: {', '.join(INIT_NAMES)}")
+            raise ValueError(
+                f"unknown initialisation {excerpt(v, 30)}, known: {', '.join(INIT_NAMES)}"
+            )
         return v
 
 
@@ -98,18 +100,19 @@ def lookup(name: Any, where: str) -> LayerDef:
     """The LayerDef for `name`, or a SpecError naming the place and the closest known names."""
     _load_builtin_layers()
     if not isinstance(name, str):
-        raise SpecError(f"{where}: layer type must be a string, got {name!r}")
+        raise SpecError(f"{where}: layer type must be a string, got {excerpt(name)}")
     found = LAYERS.get(normalise(name))
     if found is None:
         canon = sorted({d.names[0] for d in LAYERS.values()})
-        close = difflib.get_close_matches(normalise(name), list(LAYERS), n=3, cutoff=0.6)
+        key = normalise(name)[:100]  # a 1 MB name is no typo of a layer's
+        close = difflib.get_close_matches(key, list(LAYERS), n=3, cutoff=0.6)
         close_names = sorted({LAYERS[c].names[0] for c in close})
         hint = (
             f"did you mean {', '.join(close_names)}?"
             if close_names
             else f"known: {', '.join(canon)}"
         )
-        raise SpecError(f"{where}: unknown layer type '{name}'", hint)
+        raise SpecError(f"{where}: unknown layer type {excerpt(name)}", hint)
     return found
 
 

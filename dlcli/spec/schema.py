@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from dlcli.errors import SpecError
+from dlcli.errors import SpecError, excerpt
 from dlcli.spec.registry import LayerDef, lookup
 
 _UNION_TAG = re.compile(
@@ -153,17 +153,20 @@ def parse_layer(entry: Any, where: str) -> LayerEntry:
         elif layerdef.primary:
             raw = {layerdef.primary: value, **rest}
         else:
-            raise SpecError(f"{where} ({type_name}): takes no shorthand value, got {value!r}")
+            raise SpecError(
+                f"{where} ({_cut(str(type_name))}): takes no shorthand value, got {excerpt(value)}"
+            )
     else:
         raise SpecError(
-            f"{where}: a layer must be a name or a mapping with 'type', e.g. {{type: dense, units: 64}}; got {entry!r}"
+            f"{where}: a layer must be a name or a mapping with 'type', e.g. {{type: dense, units: 64}}; "
+            f"got {excerpt(entry)}"
         )
     layerdef = lookup(type_name, where)
     try:
         opts = layerdef.Options.model_validate(raw)
     except ValidationError as exc:
-        raise SpecError(f"{where} ({type_name}): {_first_error(exc)}") from None
-    return LayerEntry(layerdef, opts, str(type_name))
+        raise SpecError(f"{where} ({_cut(str(type_name))}): {_first_error(exc)}") from None
+    return LayerEntry(layerdef, opts, _cut(str(type_name)))
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -171,14 +174,20 @@ def _first_error(exc: ValidationError) -> str:
     err = errors[0]
     # pydantic adds union branch names ('int', "literal['outputs']") to the location: drop them
     parts = [str(p) for p in err["loc"] if isinstance(p, int) or not _UNION_TAG.match(str(p))]
-    field = ".".join(parts) or "value"
+    field = _cut(".".join(parts) or "value")  # a key is user text too
+    msg = _cut(str(err["msg"]).removeprefix("Value error, "), 200)  # it may quote the value
     if err["type"] == "extra_forbidden":
         return f"unknown field '{field}'"
     if err["type"] == "missing":
         return f"field '{field}' is required"
     if err["type"] == "value_error" and not parts:  # a check across fields (model validator)
-        return str(err["msg"]).removeprefix("Value error, ")
-    return f"field '{field}': {err['msg']} (got {err.get('input')!r})"
+        return msg
+    return f"field '{field}': {msg} (got {excerpt(err.get('input'))})"
+
+
+def _cut(text: str, limit: int = 60) -> str:
+    """User text quoted inside quotes of a message: at most `limit` characters."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def parse_spec(data: Any, source: str) -> Spec:
@@ -249,8 +258,16 @@ def _decode(text: str, source: str, suffix: str) -> Any:
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
         raise SpecError(f"spec {source}: invalid YAML at line {line}: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"spec {source}: invalid YAML: {exc}") from None
+    except yaml.YAMLError as exc:  # e.g. a control character: the reader names its position
+        where = f" at character {exc.position}" if isinstance(exc, yaml.reader.ReaderError) else ""
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, yaml.reader.ReaderError):
+            reason = (
+                f"unacceptable character #x{exc.character:04x}"
+                if isinstance(exc.character, int)
+                else reason
+            )
+        raise SpecError(f"spec {source}: invalid YAML{where}: {_cut(reason, 200)}") from None
 
 
 def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
@@ -285,7 +302,7 @@ def preset_text(name: str) -> str:
 
         close = difflib.get_close_matches(key, names, n=1)
         hint = f"did you mean {close[0]}?" if close else f"available: {', '.join(names)}"
-        raise SpecError(f"unknown --arch '{name}'", hint)
+        raise SpecError(f"unknown --arch {excerpt(name)}", hint)
     return resources.files("dlcli.spec.presets").joinpath(f"{key}.yaml").read_text(encoding="utf-8")
 
 

@@ -18,6 +18,7 @@ from dlcli.data.split import active_fold, cross_validation
 from dlcli.engine.callbacks import Callback, StopTraining
 from dlcli.engine.train_job import TrainRequest
 from dlcli.errors import DLError, SpecError
+from dlcli.model import budget
 from dlcli.tune import space
 from dlcli.tune.study import INTERRUPTED
 
@@ -80,6 +81,7 @@ class Context:
     trials_dir: Path
     train: Callable[[TrainRequest], dict]  # families.run_training
     prune: bool = True
+    budget: Any = field(default_factory=lambda: budget.current())  # the network size limit
     results: dict = field(default_factory=dict)  # trial number -> its record (for trials.csv)
 
     @property
@@ -132,8 +134,8 @@ class Context:
         )
         fold_ctx = cross_validation(fold, self.folds) if fold is not None else _nothing()
         t0 = time.perf_counter()
-        try:
-            with fold_ctx:
+        try:  # --jobs runs trials on threads, which do not inherit the caller's size limit
+            with fold_ctx, budget.model_budget(self.budget.max_bytes / budget.GB):
                 summary = self.train(req)
         except SpecError as exc:  # a drawn value the spec refuses: the space's mistake
             drawn = ", ".join(f"{k}={v}" for k, v in trial.params.items())

@@ -49,6 +49,12 @@ BAD = {
         "error: DL_MAX_IMAGE_MEMORY='-1': expected a whole number of bytes, 0 or more (bytes of"
         " decoded images held in memory; past it, images are decoded each epoch)",
     ),
+    "DL_MAX_MODEL_GB": (
+        "0",
+        "error: DL_MAX_MODEL_GB='0': expected a positive number of gigabytes (memory a network may"
+        " need to train (parameters, gradients, optimizer state, activations); larger specs are"
+        " refused, as --max-model-gb does)",
+    ),
     "DL_CACHE_DIR": (
         str(REPO / "README.md"),
         f"error: DL_CACHE_DIR={str(REPO / 'README.md')!r}: expected a folder (folder of the image"
