@@ -195,3 +195,18 @@ def test_helper_skips_stdin_missing_and_new_paths(tmp_path: Path) -> None:
     dangling = tmp_path / "dangling.csv"
     dangling.symlink_to(tmp_path / "nowhere.csv")
     refuse_overwriting_inputs("-o", dangling, [data])  # names no input: nothing to clobber
+
+
+@pytest.mark.parametrize("how", LINKS)
+def test_tune_refuses_output_onto_data_or_space(dl_inproc, rows: Path, tmp_path: Path, how: str):
+    space = tmp_path / "space.yaml"
+    space.write_text("layers:\n  - dense: {choice: [4, 8]}\n")
+    for victim in (rows, space):
+        before = victim.read_bytes()
+        out = alias(victim, how)
+        res = dl_inproc("tune", rows, "--space", space, "-o", out, "--trials", "1")
+        assert_error(res, "-o", "is the input", "overwrite")
+        assert victim.read_bytes() == before
+        assert not out.with_name(out.stem + ".tune").exists()
+        if out != victim:
+            out.unlink()
