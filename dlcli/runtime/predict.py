@@ -20,7 +20,7 @@ from dlcli.runtime.session import OnnxModel
 
 # flags of `dl predict` an exported graph honours, per family (others: one line, as for .pt)
 HONOURED: dict[str, frozenset[str]] = {
-    "supervised": frozenset({"--proba", "--top-k"}),
+    "supervised": frozenset({"--proba", "--top-k", "--steps"}),
     "autoencoder": frozenset({"--embed"}),
 }
 DEVICES = ("auto", "cpu")  # onnxruntime runs here on the CPU
@@ -97,6 +97,17 @@ class Predictor:
             self.encoder_graph = load(path)
         return self.encoder_graph
 
+    def forecast(self, path: str, steps: int) -> pd.DataFrame:
+        """`--steps`: the series in `path` rolled forward by the graph, as engine/forecast.py
+        rolls the torch model (the same checks, columns and notes)."""
+        from dlcli.engine.forecast import roll_forward
+
+        if self.model.kind != "series":
+            raise UsageError(
+                f"--steps applies to series models (trained with --window), not {self.model.kind} models"
+            )
+        return roll_forward(self.preprocessor, path, steps, self.preprocessor.one_step(self.model))
+
 
 def supervised_table(
     p: Predictor, passthrough: pd.DataFrame, x: np.ndarray, opts: FrameOptions
@@ -160,9 +171,14 @@ def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
             raise UsageError(f"{flag} does not apply to exported {family} models")
     if not inputs:
         raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
+    if opts.steps is not None and predictor.model.kind == "series" and len(inputs) != 1:
+        raise UsageError("--steps forecasts from one history file; give one input")
     with opts.open_text() as fh:
         writer = WRITERS[opts.fmt](fh)
-        table = FrameOptions(opts.proba, opts.top_k, opts.embed)
-        for frame in predictor.frames(inputs, opts.keep_columns, table):
-            writer.write(frame)
+        if opts.steps is not None:
+            writer.write(predictor.forecast(inputs[0], opts.steps))
+        else:
+            table = FrameOptions(opts.proba, opts.top_k, opts.embed)
+            for frame in predictor.frames(inputs, opts.keep_columns, table):
+                writer.write(frame)
         fh.flush()
