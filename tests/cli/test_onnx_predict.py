@@ -420,3 +420,87 @@ def test_dl_serve_refuses_a_series_graph_before_it_listens(series_model: Path, r
     """dl predict runs it now, but no request body carries a whole history: one line, exit 2."""
     onnx_file = series_model.with_suffix(".onnx")
     assert_error(run_dl("serve", onnx_file, "--port", "0"), "does not serve series models")
+
+
+TINY_GAN = """
+name: tiny-gan
+data: [image]
+latent: 8
+generator:
+  - project: [16, h/4, w/4]
+  - batchnorm
+  - relu
+  - {conv_transpose2d: 8}
+  - relu
+  - {conv_transpose2d: outputs, activation: tanh}
+  - resize: image
+discriminator:
+  - {conv2d: 8, kernel: 4, stride: 2}
+  - leaky: 0.2
+  - {conv2d: 16, kernel: 4, stride: 2}
+  - leaky
+  - flatten
+"""
+
+
+def test_gan_samples_from_the_exported_generator(tmp_path, run_dl, dl_inproc) -> None:
+    """--samples N from numpy noise: N valid PNGs of the training images' size (and a grid), the
+    same images for the same --seed, torch never imported, and the .pt path's lines for misuse.
+    (numpy's noise is not torch's: the images differ from the .pt path's for the same seed.)"""
+    import shutil
+
+    from PIL import Image
+
+    for c in "0123":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:10]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    (tmp_path / "gan.yaml").write_text(TINY_GAN)
+    model = tmp_path / "gan.pt"
+    res = run_dl("train", tmp_path / "digits", "--spec", tmp_path / "gan.yaml", "--epochs", "1",
+                 "-o", model, "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    onnx_file = model.with_suffix(".onnx")
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = run_without_torch(
+        "predict", onnx_file, "--samples", "5", "--seed", "3", "-o", tmp_path / "grid.png",
+        "--output-dir", a,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "no torch"
+    assert "wrote 5 samples" in res.stderr and "seed 3" in res.stderr
+    files = sorted(a.glob("*.png"))
+    assert [f.name for f in files] == [f"sample_{i:04d}.png" for i in range(5)]
+    with Image.open(SAMPLES / "digits" / "train" / "0" / "0000.png") as real:
+        size = real.size
+    pixels = []
+    for f in files:
+        with Image.open(f) as img:
+            assert img.size == size and img.mode == "L"  # grey digits: one channel
+            pixels.append(np.asarray(img))
+    assert len({p.tobytes() for p in pixels}) == 5  # different noise, different images
+    pt_grid = dl_grid(dl_inproc, model, tmp_path)
+    with Image.open(tmp_path / "grid.png") as grid, Image.open(pt_grid) as expected:
+        assert grid.size == expected.size and grid.mode == expected.mode  # 5 samples: 3 x 2 tiles
+    res = dl_inproc("predict", onnx_file, "--samples", "5", "--seed", "3", "--output-dir", b)
+    assert res.returncode == 0, res.stderr
+    assert [f.read_bytes() for f in files] == [f.read_bytes() for f in sorted(b.glob("*.png"))]
+    for args in [
+        ["--samples", "2"],
+        ["--samples", "2", "-o", tmp_path / "x.csv"],
+        [SAMPLES / "penguins" / "rows.csv", "--samples", "2", "-o", tmp_path / "x.png"],
+        ["--samples", "2000", "-o", tmp_path / "x.png"],
+    ]:
+        line = assert_error(dl_inproc("predict", onnx_file, *args))
+        assert line == assert_error(dl_inproc("predict", model, *args)).replace(
+            str(model), str(onnx_file)
+        )
+    assert_error(dl_inproc("predict", onnx_file, "--samples", "2", "--top-k", "2"), "--top-k")
+
+
+def dl_grid(dl_inproc, model: Path, folder: Path) -> Path:
+    """The .pt path's grid of 5 samples (its size and mode are the contract)."""
+    res = dl_inproc("predict", model, "--samples", "5", "--seed", "3", "-o", folder / "pt.png")
+    assert res.returncode == 0, res.stderr
+    return folder / "pt.png"
