@@ -1,14 +1,15 @@
 """Image tensors -> PNG files with Pillow: a grid of many images (GAN samples, autoencoder
-reconstructions) or one file per image. Every file is written atomically."""
+reconstructions) or one file per image. Every file is written atomically. Torch-free: it takes
+torch tensors or numpy arrays, so the ONNX runtime writes GAN samples with it too."""
 
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
 from dlcli.fileio import atomic_path
 
@@ -17,14 +18,18 @@ MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}  # channels -> Pillow mode
 MIN_TILE = 48  # grid tiles smaller than this are enlarged (nearest), so 8x8 digits stay visible
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(N, C, H, W) float in [0, 1] -> (N, H, W, C) uint8 (values outside [0, 1] are clipped)."""
-    if images.dim() != 4 or images.shape[1] not in MODES:
+def to_uint8(images: Any) -> np.ndarray:
+    """(N, C, H, W) float in [0, 1], a torch tensor or a numpy array -> (N, H, W, C) uint8 (values
+    outside [0, 1] are clipped; halves round to even, as torch.round)."""
+    if hasattr(images, "detach"):  # a torch tensor, on any device
+        images = images.detach().float().cpu().numpy()
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 4 or images.shape[1] not in MODES:
         raise ValueError(
             f"expected (N, C, H, W) images with 1-4 channels, got {tuple(images.shape)}"
         )
-    pixels = (images.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).numpy()
+    pixels = np.round(np.clip(images, 0, 1) * np.float32(255)).astype(np.uint8)
+    return pixels.transpose(0, 2, 3, 1)
 
 
 def _pil(pixels: np.ndarray):  # (H, W, C) uint8 -> PIL image
@@ -35,7 +40,7 @@ def _pil(pixels: np.ndarray):  # (H, W, C) uint8 -> PIL image
     )
 
 
-def write_grid(path: PathLike, images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Path:
+def write_grid(path: PathLike, images: Any, nrow: int | None = None, pad: int = 2) -> Path:
     """Images (N, C, H, W) float in [0, 1] -> one PNG, `nrow` images per row (default: a square),
     `pad` pixels of black between tiles; small tiles are enlarged to at least MIN_TILE pixels."""
     pixels = to_uint8(images)  # (N, H, W, C)
@@ -57,7 +62,7 @@ def write_grid(path: PathLike, images: torch.Tensor, nrow: int | None = None, pa
 
 
 def write_images(
-    folder: PathLike, images: torch.Tensor, prefix: str = "sample", start: int = 0, total: int = 0
+    folder: PathLike, images: Any, prefix: str = "sample", start: int = 0, total: int = 0
 ) -> list[Path]:
     """Images (N, C, H, W) float in [0, 1] -> folder/<prefix>_0000.png, ... at their own size,
     numbered from `start` (written in batches: `total` images in all sets the number width)."""

@@ -26,13 +26,12 @@ from dlcli.data.series_read import (
     change_spread,
     default_window,
     find_date_column,
-    format_dates,
-    future_dates,
-    load_series,
     plan_features,
     read_frame,
+    read_history,
     relative_spread,
     series_from_frame,
+    step_labels,
     windows_of,
 )
 from dlcli.data.split import chronological_split, validation_stop
@@ -40,7 +39,6 @@ from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
 
 CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
-ROW = "row"  # the pass-through column without a date column: 1-based step in time order
 
 
 @dataclass
@@ -150,28 +148,10 @@ class SeriesPreprocessor(Preprocessor):
 
     def read(self, path: str, need: int | None = None) -> Series:
         """A CSV as this model's series; `need` rows at least (one window by default)."""
-        ser = load_series(path, self.date_column, self.features)
-        need = need or self.window
-        if len(ser.values) < need:
-            name = "<stdin>" if path == "-" else path
-            scored = f", plus {need - self.window} to score" if need > self.window else ""
-            raise InputError(
-                f"{name}: {len(ser.values)} rows; the model needs at least {need} "
-                f"({self.window} steps of history{scored})"
-            )
-        return ser
+        return read_history(path, self.date_column, self.features, self.window, need)
 
     def _step_labels(self, ser: Series, steps: np.ndarray) -> tuple[str, list]:
-        """The pass-through column for 0-based steps (they may run past the end of the file)."""
-        n = len(ser.values)
-        if ser.dates is None:
-            return ROW, (steps + 1).tolist()
-        known = format_dates(ser.dates)
-        beyond = int(steps.max()) - n + 1 if len(steps) else 0
-        extra = future_dates(ser.dates, beyond) if beyond > 0 else None
-        extra = format_dates(extra) if extra is not None else [""] * max(beyond, 0)
-        labels = known + extra
-        return self.date_column, [labels[s] for s in steps]
+        return step_labels(ser, steps, self.date_column)
 
     def iter_inputs(
         self, paths: list[str] | str, keep: bool = False

@@ -1,6 +1,8 @@
 """Reading a series: the rows of a table file (readers/; '-' = stdin) in time order, checked (date
 detection and sorting, one row per date, numbers only) with gaps forward-filled; its dates, its
-season and default window, and sliding windows over it.
+season and default window, and sliding windows over it. Torch-free (pandas and numpy only), so the
+ONNX runtime (dlcli/runtime/series.py) reads a history exactly as `dl predict MODEL.pt` does;
+`windows_of` imports torch only when called.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dlcli.console import note
 from dlcli.data import readers
@@ -22,6 +23,7 @@ SHARE = 0.9  # a text column is a date (or a number with typos) when this share 
 MIN_WINDOWS = 8  # labelled windows a training series must make at least (train + validation)
 NO_SEASON_WINDOW = 16  # the default window of a series without a season (else: one season)
 MAX_WINDOW = 256  # the longest default window
+ROW = "row"  # the pass-through column without a date column: 1-based step in time order
 
 
 @dataclass
@@ -196,9 +198,47 @@ def future_dates(dates: pd.Series, k: int) -> pd.DatetimeIndex | None:
     return pd.date_range(recent[-1], periods=k + 1, freq=freq)[1:]
 
 
-def windows_of(values: np.ndarray, window: int) -> torch.Tensor:
-    """(n, F) -> (n - window + 1, window, F): window i holds rows i .. i+window-1; a view, no copy."""
+def windows_of(values: np.ndarray, window: int) -> Any:
+    """(n, F) -> torch (n - window + 1, window, F): window i holds rows i .. i+window-1; a view."""
+    import torch
+
     return torch.from_numpy(values).unfold(0, window, 1).transpose(1, 2)
+
+
+def window_view(values: np.ndarray, window: int) -> np.ndarray:
+    """numpy twin of `windows_of`: (n, F) -> (n - window + 1, window, F), a read-only view."""
+    return np.lib.stride_tricks.sliding_window_view(values, window, axis=0).transpose(0, 2, 1)
+
+
+def read_history(
+    path: str, date_col: str | None, features: list[str], window: int, need: int | None = None
+) -> Series:
+    """A CSV as a model's series; `need` rows at least (one window by default)."""
+    ser = load_series(path, date_col, features)
+    need = need or window
+    if len(ser.values) < need:
+        name = "<stdin>" if path == "-" else path
+        scored = f", plus {need - window} to score" if need > window else ""
+        raise InputError(
+            f"{name}: {len(ser.values)} rows; the model needs at least {need} "
+            f"({window} steps of history{scored})"
+        )
+    return ser
+
+
+def step_labels(ser: Series, steps: np.ndarray, date_col: str | None) -> tuple[str, list]:
+    """The pass-through column for 0-based steps (they may run past the end of the file): the
+    date column with the steps' dates (future ones when the spacing is regular, else ''), or
+    `row` with 1-based step numbers."""
+    n = len(ser.values)
+    if ser.dates is None or date_col is None:
+        return ROW, (steps + 1).tolist()
+    known = format_dates(ser.dates)
+    beyond = int(steps.max()) - n + 1 if len(steps) else 0
+    extra = future_dates(ser.dates, beyond) if beyond > 0 else None
+    extra = format_dates(extra) if extra is not None else [""] * max(beyond, 0)
+    labels = known + extra
+    return date_col, [labels[s] for s in steps]
 
 
 def relative_spread(v: np.ndarray, window: int) -> np.ndarray:

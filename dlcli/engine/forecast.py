@@ -1,24 +1,40 @@
 """`dl predict MODEL HISTORY --steps N`: forecast N steps past the end of a series by rolling
-one-step predictions forward (each prediction becomes the newest step of the next window)."""
+one-step predictions forward (each prediction becomes the newest step of the next window).
+`roll_forward` is torch-free: the ONNX runtime (dlcli/runtime/series.py) rolls its graph with it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from dlcli.console import note
-from dlcli.engine.predictor import run_batches
+from dlcli.data.series_read import format_dates, future_dates
 from dlcli.errors import UsageError
 
 
 def forecast(loaded: Any, path: str, steps: int) -> pd.DataFrame:
+    """`roll_forward` with the loaded torch model."""
+    import torch
+
+    from dlcli.engine.predictor import run_batches
+
+    def one(history: np.ndarray) -> float:  # (window, F) -> the next value
+        x = torch.from_numpy(history).unsqueeze(0)  # (1, window, F)
+        return float(run_batches(loaded.inference, x, batch=1).reshape(-1)[0])
+
+    return roll_forward(loaded.preprocessor, path, steps, one)
+
+
+def roll_forward(
+    enc: Any, path: str, steps: int, predict_one: Callable[[np.ndarray], float]
+) -> pd.DataFrame:
     """Columns `step` (1..steps), the date column when the history's dates are evenly spaced, and
     `prediction`. Features other than the target are held at their last value (their future is
-    unknown); so a model that leans on them forecasts as if they stayed put."""
-    enc = loaded.preprocessor
+    unknown); so a model that leans on them forecasts as if they stayed put. `enc` is the series
+    preprocessor (or the runtime's series inputs): kind, window, horizon, target_index, read."""
     if enc.kind != "series":
         raise UsageError(
             f"--steps applies to series models (trained with --window), not {enc.kind} models"
@@ -32,18 +48,16 @@ def forecast(loaded: Any, path: str, steps: int) -> pd.DataFrame:
         )
     ser = enc.read(path)
     ti = enc.target_index
-    history = torch.from_numpy(ser.values[-enc.window :].copy())  # (window, F)
+    history = ser.values[-enc.window :].astype(np.float32)  # (window, F), a copy
     preds = np.empty(steps, dtype=np.float64)
     for s in range(steps):
-        value = float(run_batches(loaded.inference, history.unsqueeze(0), batch=1).reshape(-1)[0])
+        value = predict_one(history)
         preds[s] = value
-        nxt = history[-1:].clone()  # (1, F): other features held at their last value
+        nxt = history[-1:].copy()  # (1, F): other features held at their last value
         nxt[0, ti] = value
-        history = torch.cat([history[1:], nxt])
+        history = np.concatenate([history[1:], nxt])
     frame = pd.DataFrame({"step": np.arange(1, steps + 1)})
     if ser.dates is not None:
-        from dlcli.data.series import format_dates, future_dates
-
         dates = future_dates(ser.dates, steps)
         if dates is not None:
             frame[enc.date_column] = format_dates(dates)

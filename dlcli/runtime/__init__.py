@@ -15,6 +15,7 @@ ENCODERS: dict[str, str] = {
     "tabular": "dlcli.runtime.tables",
     "text": "dlcli.runtime.text",
     "image": "dlcli.runtime.images",
+    "series": "dlcli.runtime.series",
 }
 
 __all__ = ["ENCODERS", "OnnxModel", "encoder_for", "load"]

@@ -15,13 +15,14 @@ import pandas as pd
 
 from dlcli.engine.outputs import WRITERS, output_frame
 from dlcli.errors import UsageError
-from dlcli.runtime import encoder_for, load
+from dlcli.runtime import encoder_for, load, samples
 from dlcli.runtime.session import OnnxModel
 
 # flags of `dl predict` an exported graph honours, per family (others: one line, as for .pt)
 HONOURED: dict[str, frozenset[str]] = {
-    "supervised": frozenset({"--proba", "--top-k"}),
+    "supervised": frozenset({"--proba", "--top-k", "--steps"}),
     "autoencoder": frozenset({"--embed"}),
+    "gan": frozenset({"--samples"}),
 }
 DEVICES = ("auto", "cpu")  # onnxruntime runs here on the CPU
 
@@ -97,6 +98,17 @@ class Predictor:
             self.encoder_graph = load(path)
         return self.encoder_graph
 
+    def forecast(self, path: str, steps: int) -> pd.DataFrame:
+        """`--steps`: the series in `path` rolled forward by the graph, as engine/forecast.py
+        rolls the torch model (the same checks, columns and notes)."""
+        from dlcli.engine.forecast import roll_forward
+
+        if self.model.kind != "series":
+            raise UsageError(
+                f"--steps applies to series models (trained with --window), not {self.model.kind} models"
+            )
+        return roll_forward(self.preprocessor, path, steps, self.preprocessor.one_step(self.model))
+
 
 def supervised_table(
     p: Predictor, passthrough: pd.DataFrame, x: np.ndarray, opts: FrameOptions
@@ -125,11 +137,21 @@ def anomaly_table(
 
 Table = Callable[[Predictor, pd.DataFrame, np.ndarray, FrameOptions], pd.DataFrame]
 TABLES: dict[str, Table] = {"supervised": supervised_table, "autoencoder": anomaly_table}
+# families whose graph makes data from noise instead of tables from inputs: family -> its writer
+GENERATORS: dict[str, Callable[[OnnxModel, list[str], RuntimeOptions], None]] = {
+    "gan": samples.generate
+}
 
 
-def open_predictor(path: str) -> Predictor:
-    """The graph at `path` and its encoder; one line when dl cannot run it."""
-    model = load(path)
+def open_predictor(path: str, model: OnnxModel | None = None) -> Predictor:
+    """The graph at `path` (or `model`, already opened) and its encoder; one line when dl cannot
+    run it on input rows."""
+    model = model or load(path)
+    if model.family in GENERATORS:
+        raise UsageError(
+            f"{path}: a {model.family} model generates data and takes no input rows",
+            f"dl predict {path} --samples 64 -o samples.png",
+        )
     if model.family not in TABLES:
         raise UsageError(
             f"{path}: running exported {model.family} models without torch is not supported yet",
@@ -153,16 +175,25 @@ def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
             f"--device {opts.device}: an ONNX model runs on the CPU here",
             "use the model file for another device: dl predict MODEL.pt",
         )
-    predictor = open_predictor(path)
-    family = predictor.model.family
+    model = load(path)
+    family = model.family
     for flag, given in opts.used().items():
-        if given and flag not in HONOURED[family]:
+        if given and flag not in HONOURED.get(family, ()):
             raise UsageError(f"{flag} does not apply to exported {family} models")
+    if family in GENERATORS:
+        GENERATORS[family](model, inputs, opts)
+        return
+    predictor = open_predictor(path, model)
     if not inputs:
         raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
+    if opts.steps is not None and predictor.model.kind == "series" and len(inputs) != 1:
+        raise UsageError("--steps forecasts from one history file; give one input")
     with opts.open_text() as fh:
         writer = WRITERS[opts.fmt](fh)
-        table = FrameOptions(opts.proba, opts.top_k, opts.embed)
-        for frame in predictor.frames(inputs, opts.keep_columns, table):
-            writer.write(frame)
+        if opts.steps is not None:
+            writer.write(predictor.forecast(inputs[0], opts.steps))
+        else:
+            table = FrameOptions(opts.proba, opts.top_k, opts.embed)
+            for frame in predictor.frames(inputs, opts.keep_columns, table):
+                writer.write(frame)
         fh.flush()

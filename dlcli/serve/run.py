@@ -47,8 +47,23 @@ def serve(model: str, listen: Listen, max_batch: int, max_wait_ms: float, max_bo
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dl-serve-")))
             path = exported(model, folder)
         predictor = open_predictor(path)  # the model's problems stop us here, before listening
+        refuse_unservable(model, predictor)
         config = ServeConfig(path, model, max_batch, max_wait_ms, max_body)
         _run(config, predictor, listen)
+
+
+def refuse_unservable(model: str, predictor: Predictor) -> None:
+    """One line for a kind `dl predict MODEL.onnx` runs but no request body carries (a series:
+    each forecast needs a whole history, not a row)."""
+    from dlcli.errors import UsageError
+    from dlcli.serve.bodies import READERS
+
+    kind = predictor.model.kind
+    if kind not in READERS:
+        raise UsageError(
+            f"{model}: dl serve does not serve {kind} models yet",
+            f"predict from a file: dl predict {model} HISTORY.csv",
+        )
 
 
 def _run(config: ServeConfig, predictor: Predictor, listen: Listen) -> None:

@@ -112,20 +112,24 @@ def test_a_foreign_or_broken_onnx_file_is_one_line(tmp_path, dl_inproc) -> None:
     assert_error(dl_inproc("predict", tmp_path / "none.onnx", rows), "none.onnx", "not found")
 
 
-def test_onnx_predict_never_imports_torch(table_models, tmp_path) -> None:
-    """A real process: `dl predict model.onnx` runs with torch never in sys.modules."""
-    onnx_file = table_models["penguins"].with_suffix(".onnx")
+def run_without_torch(*args: object) -> subprocess.CompletedProcess:
+    """`dl ARGS` in a real process; its last stderr line says whether torch was ever imported."""
     code = (
         "import sys\nfrom dlcli.cli import main\ncode = 0\n"
         "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
         "print('torch loaded' if 'torch' in sys.modules else 'no torch', file=sys.stderr)\n"
         "sys.exit(code)\n"
     )
-    out = tmp_path / "out.csv"
-    args = ["predict", str(onnx_file), str(SAMPLES / "penguins" / "rows.csv"), "-o", str(out)]
-    res = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=dl_env()
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=dl_env()
     )
+
+
+def test_onnx_predict_never_imports_torch(table_models, tmp_path) -> None:
+    """A real process: `dl predict model.onnx` runs with torch never in sys.modules."""
+    onnx_file = table_models["penguins"].with_suffix(".onnx")
+    out = tmp_path / "out.csv"
+    res = run_without_torch("predict", onnx_file, SAMPLES / "penguins" / "rows.csv", "-o", out)
     assert res.returncode == 0, res.stderr
     assert res.stderr.strip().splitlines()[-1] == "no torch"
     assert len(pd.read_csv(out)) == len(pd.read_csv(SAMPLES / "penguins" / "rows.csv"))
@@ -241,3 +245,262 @@ def test_image_models_give_the_same_predictions(tmp_path, run_dl, dl_inproc) -> 
     bad.write_bytes(b"not a png")
     line = assert_error(dl_inproc("predict", model.with_suffix(".onnx"), bad), "bad.png")
     assert line == assert_error(dl_inproc("predict", model, bad), "bad.png")
+
+
+CO2 = SAMPLES / "co2"
+
+
+@pytest.fixture(scope="module")
+def series_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
+    """A small dense forecaster on the sample CO2 series (8-week window, 3 epochs), exported."""
+    folder = tmp_path_factory.mktemp("co2")
+    (folder / "spec.yaml").write_text("layers: [flatten, {dense: 32}, relu]\n")
+    model = folder / "co2.pt"
+    res = run_dl_session(
+        "train", CO2 / "train.csv", "--spec", folder / "spec.yaml", "--target", "co2",
+        "--window", "8", "--epochs", "3", "-o", model, "-q", "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = run_dl_session("export", model, "--onnx", "-q")
+    assert res.returncode == 0, res.stderr
+    return model
+
+
+def _same_values(a: subprocess.CompletedProcess, b: subprocess.CompletedProcess) -> pd.DataFrame:
+    """Both runs succeeded with the same columns, rows and non-numeric cells, and numbers within
+    TOL relative to the largest (forecasts are in the target's units, ~370 ppm here)."""
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    fa, fb = _frame(a.stdout), _frame(b.stdout)
+    assert list(fa.columns) == list(fb.columns) and len(fa) == len(fb) > 0
+    numbers = [c for c in fa.columns if pd.api.types.is_float_dtype(fa[c])]
+    others = [c for c in fa.columns if c not in numbers]
+    assert fa[others].astype(str).equals(fb[others].astype(str))
+    x, y = fa[numbers].to_numpy(dtype=float), fb[numbers].to_numpy(dtype=float)
+    assert np.array_equal(np.isnan(x), np.isnan(y))
+    scale = max(1.0, float(np.nanmax(np.abs(x))))
+    assert np.nanmax(np.abs(x - y)) <= TOL * scale
+    return fa
+
+
+def test_series_models_give_the_same_forecasts(series_model: Path, dl_inproc) -> None:
+    """Windows over history and test files, stdin, --keep-columns, jsonl and --steps."""
+    onnx_file = series_model.with_suffix(".onnx")
+    for data, rows in [(CO2 / "history.csv", 52), (CO2 / "test.csv", 395)]:
+        fa = _same_values(
+            dl_inproc("predict", series_model, data), dl_inproc("predict", onnx_file, data)
+        )
+        assert list(fa.columns) == ["date", "prediction"] and len(fa) == rows - 8 + 1
+    text = (CO2 / "history.csv").read_text()
+    args = ["-", "--keep-columns", "--format", "jsonl"]
+    a = dl_inproc("predict", series_model, *args, input=text)
+    b = dl_inproc("predict", onnx_file, *args, input=text)
+    assert a.returncode == 0 and b.returncode == 0, a.stderr + b.stderr
+    ra = [json.loads(x) for x in a.stdout.splitlines()]
+    rb = [json.loads(x) for x in b.stdout.splitlines()]
+    assert [list(r) for r in ra] == [list(r) for r in rb] and rb[-1]["date"] == "2002-01-05"
+    assert [r["co2"] for r in ra] == [r["co2"] for r in rb] and rb[-1]["co2"] is None
+    assert (
+        max(abs(x["prediction"] - y["prediction"]) for x, y in zip(ra, rb, strict=True))
+        <= TOL * 400
+    )
+    fa = _same_values(
+        dl_inproc("predict", series_model, CO2 / "history.csv", "--steps", "12"),
+        dl_inproc("predict", onnx_file, CO2 / "history.csv", "--steps", "12"),
+    )
+    assert list(fa.columns) == ["step", "date", "prediction"] and len(fa) == 12
+    assert fa["date"].iloc[-1] == "2002-03-23"
+
+
+def test_series_inputs_get_the_pt_paths_notes_and_error_lines(
+    series_model: Path, dl_inproc, tmp_path
+) -> None:
+    onnx_file = series_model.with_suffix(".onnx")
+    head, *rows = (CO2 / "history.csv").read_text().splitlines()
+    unsorted = tmp_path / "unsorted.csv"
+    unsorted.write_text("\n".join([head, *reversed(rows)]) + "\n")
+    a = dl_inproc("predict", series_model, unsorted)
+    b = dl_inproc("predict", onnx_file, unsorted)
+    assert "rows were not in date order; sorted by 'date'" in b.stderr
+    assert a.stderr == b.stderr and a.stdout == b.stdout
+    cases = {
+        "dup.csv": ([head, *rows, rows[-1]], "appears more than once (rows 52, 53)"),
+        "text.csv": ([head, *rows[:3], rows[3].split(",")[0] + ",abc", *rows[4:]], "row 4: 'abc'"),
+        "short.csv": ([head, *rows[:5]], "5 rows; the model needs at least 8"),
+        "no_date.csv": (["co2", *(r.split(",")[1] for r in rows)], "missing column(s) 'date'"),
+    }
+    for name, (lines, words) in cases.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        line = assert_error(dl_inproc("predict", onnx_file, tmp_path / name), words)
+        assert line == assert_error(dl_inproc("predict", series_model, tmp_path / name))
+    history = CO2 / "history.csv"
+    for flags, words in [
+        (["--steps", "0"], "--steps 0"),
+        ([history, "--steps", "2"], "one history"),
+    ]:
+        line = assert_error(dl_inproc("predict", onnx_file, history, *flags), words)
+        assert line == assert_error(dl_inproc("predict", series_model, history, *flags))
+
+
+def test_series_and_image_autoencoder_graphs_never_import_torch(
+    series_model: Path, image_ae: Path, tmp_path
+) -> None:
+    history = CO2 / "history.csv"
+    for args in [
+        (series_model.with_suffix(".onnx"), history),
+        (series_model.with_suffix(".onnx"), history, "--steps", "3"),
+        (image_ae.with_suffix(".onnx"), SAMPLES / "digits" / "test" / "1"),
+        (image_ae.with_suffix(".onnx"), SAMPLES / "digits" / "test" / "1", "--embed"),
+    ]:
+        res = run_without_torch("predict", *args, "-o", tmp_path / "out.csv")
+        assert res.returncode == 0, res.stderr
+        assert res.stderr.strip().splitlines()[-1] == "no torch"
+        assert len(pd.read_csv(tmp_path / "out.csv")) >= 3
+
+
+@pytest.fixture(scope="module")
+def image_ae(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
+    """A convolutional autoencoder on 45 digits of 3 classes (1 epoch), exported (both graphs)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("image_ae")
+    for c in "012":
+        (folder / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:15]:
+            shutil.copy(f, folder / "digits" / c / f.name)
+    model = folder / "iae.pt"
+    res = run_dl_session(
+        "train", folder / "digits", "--arch", "autoencoder", "--epochs", "1", "-o", model, "-q",
+        "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl_session("export", model, "--onnx", "-q").returncode == 0
+    assert model.with_suffix(".encoder.onnx").exists()
+    return model
+
+
+def test_image_autoencoder_scores_and_embeddings_match(image_ae: Path, dl_inproc, tmp_path) -> None:
+    """anomaly_score,is_anomaly and --embed on a folder of held-out digits and on paths from
+    stdin; the bad-image and missing-encoder lines."""
+    onnx_file = image_ae.with_suffix(".onnx")
+    test = SAMPLES / "digits" / "test"
+    latent = int(_meta(onnx_file)["dl.latent"])
+    for flags, columns in [
+        ([], ["anomaly_score", "is_anomaly"]),
+        (["--embed"], [f"z{j}" for j in range(latent)]),
+    ]:
+        a = dl_inproc("predict", image_ae, test, *flags)
+        fa = _same_values(a, dl_inproc("predict", onnx_file, test, *flags))  # is_anomaly: exact
+        assert list(fa.columns) == ["path", *columns]
+        assert len(fa) == len(list(test.rglob("*.png")))
+        if not flags:
+            assert 0 < fa["is_anomaly"].sum() < len(fa)
+    paths = "\n".join(str(p) for p in sorted((test / "7").glob("*.png"))[:3]) + "\n"
+    fa = _same_values(
+        dl_inproc("predict", image_ae, "-", input=paths),
+        dl_inproc("predict", onnx_file, "-", input=paths),
+    )
+    assert len(fa) == 3
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    line = assert_error(dl_inproc("predict", onnx_file, bad), "bad.png")
+    assert line == assert_error(dl_inproc("predict", image_ae, bad), "bad.png")
+    assert_error(dl_inproc("predict", onnx_file, test, "--top-k", "2"), "--top-k")
+    alone = tmp_path / "alone.onnx"  # no alone.encoder.onnx beside it
+    alone.write_bytes(onnx_file.read_bytes())
+    assert_error(dl_inproc("predict", alone, test, "--embed"), "alone.encoder.onnx", "not found")
+
+
+def _meta(onnx_file: Path) -> dict[str, str]:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(onnx_file).metadata_props}
+
+
+def test_dl_serve_refuses_a_series_graph_before_it_listens(series_model: Path, run_dl) -> None:
+    """dl predict runs it now, but no request body carries a whole history: one line, exit 2."""
+    onnx_file = series_model.with_suffix(".onnx")
+    assert_error(run_dl("serve", onnx_file, "--port", "0"), "does not serve series models")
+
+
+TINY_GAN = """
+name: tiny-gan
+data: [image]
+latent: 8
+generator:
+  - project: [16, h/4, w/4]
+  - batchnorm
+  - relu
+  - {conv_transpose2d: 8}
+  - relu
+  - {conv_transpose2d: outputs, activation: tanh}
+  - resize: image
+discriminator:
+  - {conv2d: 8, kernel: 4, stride: 2}
+  - leaky: 0.2
+  - {conv2d: 16, kernel: 4, stride: 2}
+  - leaky
+  - flatten
+"""
+
+
+def test_gan_samples_from_the_exported_generator(tmp_path, run_dl, dl_inproc) -> None:
+    """--samples N from numpy noise: N valid PNGs of the training images' size (and a grid), the
+    same images for the same --seed, torch never imported, and the .pt path's lines for misuse.
+    (numpy's noise is not torch's: the images differ from the .pt path's for the same seed.)"""
+    import shutil
+
+    from PIL import Image
+
+    for c in "0123":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:10]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    (tmp_path / "gan.yaml").write_text(TINY_GAN)
+    model = tmp_path / "gan.pt"
+    res = run_dl("train", tmp_path / "digits", "--spec", tmp_path / "gan.yaml", "--epochs", "1",
+                 "-o", model, "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    onnx_file = model.with_suffix(".onnx")
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = run_without_torch(
+        "predict", onnx_file, "--samples", "5", "--seed", "3", "-o", tmp_path / "grid.png",
+        "--output-dir", a,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "no torch"
+    assert "wrote 5 samples" in res.stderr and "seed 3" in res.stderr
+    files = sorted(a.glob("*.png"))
+    assert [f.name for f in files] == [f"sample_{i:04d}.png" for i in range(5)]
+    with Image.open(SAMPLES / "digits" / "train" / "0" / "0000.png") as real:
+        size = real.size
+    pixels = []
+    for f in files:
+        with Image.open(f) as img:
+            assert img.size == size and img.mode == "L"  # grey digits: one channel
+            pixels.append(np.asarray(img))
+    assert len({p.tobytes() for p in pixels}) == 5  # different noise, different images
+    pt_grid = dl_grid(dl_inproc, model, tmp_path)
+    with Image.open(tmp_path / "grid.png") as grid, Image.open(pt_grid) as expected:
+        assert grid.size == expected.size and grid.mode == expected.mode  # 5 samples: 3 x 2 tiles
+    res = dl_inproc("predict", onnx_file, "--samples", "5", "--seed", "3", "--output-dir", b)
+    assert res.returncode == 0, res.stderr
+    assert [f.read_bytes() for f in files] == [f.read_bytes() for f in sorted(b.glob("*.png"))]
+    for args in [
+        ["--samples", "2"],
+        ["--samples", "2", "-o", tmp_path / "x.csv"],
+        [SAMPLES / "penguins" / "rows.csv", "--samples", "2", "-o", tmp_path / "x.png"],
+        ["--samples", "2000", "-o", tmp_path / "x.png"],
+    ]:
+        line = assert_error(dl_inproc("predict", onnx_file, *args))
+        assert line == assert_error(dl_inproc("predict", model, *args)).replace(
+            str(model), str(onnx_file)
+        )
+    assert_error(dl_inproc("predict", onnx_file, "--samples", "2", "--top-k", "2"), "--top-k")
+
+
+def dl_grid(dl_inproc, model: Path, folder: Path) -> Path:
+    """The .pt path's grid of 5 samples (its size and mode are the contract)."""
+    res = dl_inproc("predict", model, "--samples", "5", "--seed", "3", "-o", folder / "pt.png")
+    assert res.returncode == 0, res.stderr
+    return folder / "pt.png"

@@ -1,0 +1,81 @@
+"""Series for an exported graph: a history CSV ('-' = stdin) -> the `series` windows of
+docs/onnx.md ((N, window, F) float32 raw values), read, date-sorted and checked by
+data/series_read.py exactly as `dl predict MODEL.pt` reads it, with the same pass-through column
+(the predicted step's date, or `row`) and the same error lines; `--steps` rolls the graph forward
+with engine/forecast.py's `roll_forward`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from dlcli.data.series_read import Series, read_history, step_labels, window_view
+from dlcli.errors import ModelFileError
+from dlcli.runtime.session import OnnxModel
+from dlcli.runtime.tables import Labels
+
+CHUNK_WINDOWS = 16384  # windows per chunk, as data/series.py yields them
+
+
+@dataclass
+class SeriesInputs:
+    """The features, window, horizon and date column of `dl.series.*`."""
+
+    features: list[str]
+    window: int
+    horizon: int
+    date_column: str | None
+    target_name: str
+    target: Labels
+    kind: str = "series"
+    prediction_columns: tuple[str, ...] = ()
+
+    @property
+    def target_index(self) -> int:
+        return self.features.index(self.target_name)
+
+    def read(self, path: str, need: int | None = None) -> Series:
+        return read_history(path, self.date_column, self.features, self.window, need)
+
+    def iter_inputs(
+        self, paths: list[str], keep: bool = False
+    ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        """Per CSV, the windows ending at every row t (chunked): each predicts step t + horizon,
+        named by its date (or `row`); with `keep`, that step's row as read."""
+        for path in paths:
+            ser = self.read(path)
+            wins = window_view(ser.values, self.window)
+            for i in range(0, len(wins), CHUNK_WINDOWS):
+                chunk = np.ascontiguousarray(wins[i : i + CHUNK_WINDOWS], dtype=np.float32)
+                steps = np.arange(i, i + len(chunk)) + self.window - 1 + self.horizon
+                name, labels = step_labels(ser, steps, self.date_column)
+                if keep:
+                    frame = ser.frame.reindex(steps).reset_index(drop=True)
+                    frame[name] = labels
+                else:
+                    frame = pd.DataFrame({name: labels})
+                yield frame, chunk
+
+    def one_step(self, model: OnnxModel) -> Callable[[np.ndarray], float]:
+        """(window, F) history -> the graph's next value (engine/forecast.py's `predict_one`)."""
+        return lambda history: float(model.run(history[None])[0].reshape(-1)[0])
+
+
+def encoder(model: OnnxModel) -> SeriesInputs:
+    features = [str(c) for c in model.json("dl.series.features", [])]
+    target = model.meta.get("dl.target")
+    window = model.meta.get("dl.series.window", "")
+    if not features or target not in features or not window.isdigit():
+        raise ModelFileError(f"{model.path}: dl.series.* metadata this dl cannot use")
+    date_column = model.json("dl.series.date_column")
+    return SeriesInputs(
+        features,
+        int(window),
+        int(model.meta.get("dl.series.horizon", "1")),
+        None if date_column is None else str(date_column),
+        str(target),
+        Labels([]),
+    )
