@@ -161,7 +161,7 @@ class TabularPreprocessor(Preprocessor):
     ) -> TabularPreprocessor:
         """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
         tname = target.name if target else ""
-        numeric, categorical = plan_columns(frame, tname, source)
+        numeric, categorical = map(set, plan_columns(frame, tname, source))
         cols: list[Column] = []
         for name in frame.columns:
             if name in numeric:
@@ -206,7 +206,8 @@ class TabularPreprocessor(Preprocessor):
         return [c.name for c in self.columns]
 
     def check_columns(self, frame_columns: list[str], source: str) -> None:
-        missing = [c for c in self.feature_names if c not in frame_columns]
+        present = set(frame_columns)
+        missing = [c for c in self.feature_names if c not in present]
         if missing:
             raise InputError(
                 f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} that the model was trained on"
