@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,51 @@ class Column:
     std: float = 1.0
     indicator: bool = False  # add a was-missing feature
     categories: list[str] = field(default_factory=list)  # code i+1 <-> categories[i]
+
+
+LARGEST = float(np.finfo(np.float32).max) / 2  # |x| beyond: x - mean may overflow float32
+
+
+def row_numbers(positions: np.ndarray, labels: Any, row_offset: int = 0) -> list[int]:
+    """1-based data row numbers, as in the file, of `positions` in a frame whose index `labels`
+    holds each row's place in its file or chunk (None: positions are places)."""
+    out = []
+    for i in positions.tolist():
+        label = labels[i] if labels is not None else i
+        out.append(row_offset + (int(label) if isinstance(label, (int, np.integer)) else i) + 1)
+    return out
+
+
+def check_range(
+    cols: np.ndarray, names: list[str], source: str, labels: Any = None, row_offset: int = 0
+) -> None:
+    """`cols`, raw columns (F, N) (a view is fine): an InputError naming the first column holding
+    a value beyond +-LARGEST (inf included) and its first rows. Missing values (NaN) pass."""
+    if cols.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.fmin.reduce(cols, axis=1), np.fmax.reduce(cols, axis=1)
+    bad = np.flatnonzero((lo < -LARGEST) | (hi > LARGEST))
+    if not len(bad):
+        return
+    j = int(bad[0])
+    where = np.flatnonzero(np.abs(cols[j]) > LARGEST)
+    raise InputError(
+        too_large(source, names[j], row_numbers(where[:3], labels, row_offset), len(where))
+    )
+
+
+def too_large(source: str, name: str, rows: list[int], count: int) -> str:
+    """The one line for infinite or huge values: the column, the first rows, what to do."""
+    shown = ", ".join(map(str, rows)) + (
+        f" and {count - len(rows)} more" if count > len(rows) else ""
+    )
+    these = "these rows" if count > 1 else "this row"
+    return (
+        f"{source}: column '{name}', row{'s' if count > 1 else ''} {shown}: infinite or too large a "
+        f"value (beyond +-{LARGEST:.1e}) to standardise; fix or remove {these} (an empty cell is "
+        "a missing value)"
+    )
 
 
 def numeric_column(name: str, mean: float, std: float, missing: bool) -> Column:

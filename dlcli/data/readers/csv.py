@@ -8,6 +8,7 @@ text columns included, for training and prediction alike.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import sys
@@ -25,6 +26,7 @@ from dlcli.errors import InputError
 
 CHUNK_BYTES = 8 << 20  # pyarrow block size for streaming reads: bounded memory per chunk
 MAX_BLOCK_BYTES = 1 << 30  # the largest block a row longer than CHUNK_BYTES is read in
+TAIL_BYTES = 4 * CHUNK_BYTES  # of stdin, kept to name the line of a parse error
 SAMPLE_BYTES, SAMPLE_ROWS = 1 << 20, 1000  # `sample`: the head of a file a guess is made on
 
 
@@ -73,8 +75,27 @@ def _column_index(msg: str) -> int | None:
         return None
 
 
+def _tail_ragged_line(tail: tuple[int, bytes] | None, expected: int) -> int | None:
+    """`_ragged_line` over the kept tail of stdin: the line of the first row after a line break
+    whose field count differs from the header's (None when nothing was kept)."""
+    if tail is None:
+        return None
+    before, data = tail
+    start = 0 if before == 0 else data.find(b"\n") + 1  # a kept tail may begin mid-line
+    before += data[:start].count(b"\n")
+    text = data[start:].decode("utf-8", errors="replace")
+    for i, row in enumerate(csv.reader(io.StringIO(text, newline=""))):
+        if row and len(row) != expected and before + i > 0:
+            return before + i + 1
+    return None
+
+
 def _translate(
-    exc: Exception, name: str, path: str | None, columns: list[str] | None
+    exc: Exception,
+    name: str,
+    path: str | None,
+    columns: list[str] | None,
+    tail: tuple[int, bytes] | None = None,
 ) -> InputError:
     """A pyarrow parse error as one InputError line naming the file, and the column or line."""
     msg = str(exc)
@@ -85,7 +106,7 @@ def _translate(
     if "Expected" in msg and "columns, got" in msg:
         expected = int(msg.split("Expected ")[1].split(" ")[0])
         got = msg.split("got ")[1].split(":")[0]
-        line = _ragged_line(path, expected) if path else None
+        line = _ragged_line(path, expected) if path else _tail_ragged_line(tail, expected)
         where = f"line {line}" if line else "a row"
         return InputError(
             f"{name}: {where} has {got} fields but the header has {expected}",
@@ -149,11 +170,16 @@ def _read_header(fh: BinaryIO, name: str) -> tuple[bytes, list[str]]:
 
 
 class _Prefixed(io.RawIOBase):
-    """A read-only stream: `prefix` (bytes already consumed from `rest`), then the rest of `rest`."""
+    """A read-only stream: `prefix` (bytes already consumed from `rest`), then the rest of `rest`.
 
-    def __init__(self, prefix: bytes, rest: BinaryIO) -> None:
+    With `keep` (stdin, which cannot be read twice), the last TAIL_BYTES read stay in `tail`
+    with the number of lines before them, so a parse error can still name its line."""
+
+    def __init__(self, prefix: bytes, rest: BinaryIO, keep: bool = False) -> None:
         super().__init__()
         self._prefix, self._rest = prefix, rest
+        self._kept: collections.deque[bytes] | None = collections.deque() if keep else None
+        self._kept_bytes = self._lines_before = 0
 
     def readable(self) -> bool:
         return True
@@ -161,12 +187,25 @@ class _Prefixed(io.RawIOBase):
     def readinto(self, buf: Any) -> int:
         if self._prefix:
             n = min(len(buf), len(self._prefix))
-            buf[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        data = self._rest.read(len(buf))
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+        else:
+            data = self._rest.read(len(buf))
         buf[: len(data)] = data
+        if self._kept is not None and data:
+            self._kept.append(bytes(data))
+            self._kept_bytes += len(data)
+            while self._kept_bytes - len(self._kept[0]) >= TAIL_BYTES:
+                old = self._kept.popleft()
+                self._kept_bytes -= len(old)
+                self._lines_before += old.count(b"\n")
         return len(data)
+
+    @property
+    def tail(self) -> tuple[int, bytes] | None:
+        """(lines before the kept bytes, the kept bytes), or None when nothing is kept."""
+        if self._kept is None:
+            return None
+        return self._lines_before, b"".join(self._kept)
 
 
 def _convert_options(
@@ -304,15 +343,22 @@ def iter_batches(
         if plan is not None:
             column_types = plan(header)
             include = [c for c in header if c in column_types]
-        stream = io.BufferedReader(_Prefixed(prefix, fh), buffer_size=1 << 20)
+        stream = _Prefixed(prefix, fh, keep=real_path is None)  # stdin: keeps its tail
+        buffered = io.BufferedReader(stream, buffer_size=1 << 20)
+        # Errors are raised outside the `except` blocks: an exception raised inside one keeps the
+        # pyarrow error, its traceback and the half-open reader alive until exit, where
+        # destroying the reader's read-ahead thread aborts the process (exit 134, not 2).
+        error = None
         try:
             reader = pc.open_csv(
-                stream,
+                buffered if real_path is None else real_path,  # a file: pyarrow's own reads
                 read_options=pc.ReadOptions(block_size=block_bytes or CHUNK_BYTES),
                 convert_options=_convert_options(column_types, include, verbatim),
             )
         except pa.ArrowInvalid as exc:
-            raise _translate(exc, name, real_path, header) from None
+            error = _translate(exc, name, real_path, header, stream.tail)
+        if error is not None:
+            raise error
         rows = 0
         while True:
             try:
@@ -320,7 +366,9 @@ def iter_batches(
             except StopIteration:
                 break
             except pa.ArrowInvalid as exc:
-                raise _translate(exc, name, real_path, header) from None
+                error = _translate(exc, name, real_path, header, stream.tail)
+            if error is not None:
+                raise error
             _check_utf8(batch.schema.names, name, batch.schema.types)
             rows += batch.num_rows
             if batch.num_rows:
