@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from dlcli.console import note
+from dlcli.data.readers import excerpt
 from dlcli.errors import InputError
 
 MAX_CATEGORIES = 50  # most frequent levels kept per column; the rest share code 0 with missing
@@ -71,7 +72,7 @@ def too_large(source: str, name: str, rows: list[int], count: int) -> str:
     )
     these = "these rows" if count > 1 else "this row"
     return (
-        f"{source}: column '{name}', row{'s' if count > 1 else ''} {shown}: infinite or too large a "
+        f"{source}: column '{excerpt(name)}', row{'s' if count > 1 else ''} {shown}: infinite or too large a "
         f"value (beyond +-{LARGEST:.1e}) to standardise; fix or remove {these} (an empty cell is "
         "a missing value)"
     )
@@ -93,7 +94,7 @@ IGNORED = {  # why a column is left out, as the note says it
 
 
 def ignore_note(source: str, name: str, why: str) -> None:
-    note(f"{source}: column '{name}' {IGNORED[why]}; ignored")
+    note(f"{source}: column '{excerpt(name)}' {IGNORED[why]}; ignored")
 
 
 NOTES_PER_REASON = 5  # beyond: one note for all the columns left out for that reason
@@ -116,13 +117,15 @@ def report_ignored(source: str, ignored: list[tuple[str, str]]) -> None:
             ignore_note(source, name, why)
     for why, names in by_reason.items():
         if len(names) > NOTES_PER_REASON:
-            shown = ", ".join(f"'{c}'" for c in names[:3])
+            shown = ", ".join(f"'{excerpt(c)}'" for c in names[:3])
             note(f"{source}: {len(names):,} columns ({shown}, ...) {IGNORED_MANY[why]}; ignored")
 
 
 def check_usable(numeric: list[str], categorical: list[str], target: str, source: str) -> None:
     if not numeric and not categorical:
-        raise InputError(f"{source}: no usable feature columns besides the target '{target}'")
+        raise InputError(
+            f"{source}: no usable feature columns besides the target '{excerpt(target)}'"
+        )
 
 
 def plan_columns(frame: pd.DataFrame, target: str, source: str) -> tuple[list[str], list[str]]:

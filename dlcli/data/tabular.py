@@ -25,7 +25,7 @@ from dlcli.data.columns import (
     row_numbers,
 )
 from dlcli.data.contracts import Preprocessor
-from dlcli.data.readers import NULL_TEXT, iter_chunks
+from dlcli.data.readers import NULL_TEXT, excerpt, iter_chunks, names_list
 from dlcli.data.target import Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
@@ -217,7 +217,7 @@ class TabularPreprocessor(Preprocessor):
         missing = [c for c in self.feature_names if c not in present]
         if missing:
             raise InputError(
-                f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} that the model was trained on"
+                f"{source}: missing column{'s' if len(missing) > 1 else ''} {names_list([repr(m) for m in missing])} that the model was trained on"
             )
 
     def raw_matrix(self, frame: pd.DataFrame, source: str, row_offset: int = 0) -> np.ndarray:
@@ -305,7 +305,7 @@ class TabularPreprocessor(Preprocessor):
             col, i = self.columns[j], int(np.argmax(mask.to_numpy()))
             row = row_numbers(np.array([i]), frame.index, row_offset)[0]
             raise InputError(
-                f"{source}: column '{col.name}', row {row}: '{frame[col.name].iloc[i]}' is not a number (the model expects numbers in this column)"
+                f"{source}: column '{excerpt(col.name)}', row {row}: '{excerpt(frame[col.name].iloc[i])}' is not a number (the model expects numbers in this column)"
             )
 
     def preprocess_module(self) -> TabularTransform:
@@ -345,7 +345,7 @@ class TabularPreprocessor(Preprocessor):
             self.check_columns(header, source)
             if target is not None and target not in header:
                 raise InputError(
-                    f"{source}: no target column '{target}'; evaluation needs the labels"
+                    f"{source}: no target column '{excerpt(target)}'; evaluation needs the labels"
                 )
             if keep:
                 return {c: pa.string() for c in header}

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dlcli.data.columns import LARGEST, row_numbers, too_large
+from dlcli.data.readers import excerpt
 from dlcli.errors import InputError, UsageError
 
 MAX_CLASSES_FOR_INTEGERS = 20  # an integer label with at most this many values is a class label
@@ -98,7 +99,7 @@ def regression_values(series: pd.Series, source: str) -> np.ndarray:
     if bad.any():
         first = series[bad].iloc[0]
         raise InputError(
-            f"{source}: target column '{series.name}' holds non-numeric value '{first}' but the task is regression"
+            f"{source}: target column '{excerpt(series.name)}' holds non-numeric value '{excerpt(first)}' but the task is regression"
         )
     return checked_range(vals.to_numpy(dtype="float64"), series, source)
 
@@ -149,13 +150,13 @@ class Target:
         """A classification target over these distinct class names (sorted here), checked."""
         classes = sorted(classes, key=_sort_key)
         if len(classes) < 2:
-            found = f"'{classes[0]}'" if classes else "nothing"
+            found = f"'{excerpt(classes[0])}'" if classes else "nothing"
             raise InputError(
-                f"{source}: target column '{name}' has one class ({found}); classification needs at least two"
+                f"{source}: target column '{excerpt(name)}' has one class ({found}); classification needs at least two"
             )
         if len(classes) > MAX_CLASSES:
             raise UsageError(
-                f"{source}: target column '{name}' has {len(classes)} classes",
+                f"{source}: target column '{excerpt(name)}' has {len(classes)} classes",
                 "is it a regression target? pass --task regression",
             )
         return cls(name, "classification", classes)
@@ -168,7 +169,7 @@ class Target:
             if unknown.any():
                 value = str(series.iloc[int(np.argmax(unknown))]).strip()
                 raise InputError(
-                    f"{source}: target column '{self.name}' has class '{value}' that the model was not trained on"
+                    f"{source}: target column '{excerpt(self.name)}' has class '{excerpt(value)}' that the model was not trained on"
                 )
             return codes
         vals = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from dlcli.data.readers import NULL_TEXT, ReadPlan
+from dlcli.data.readers import NULL_TEXT, ReadPlan, excerpt, names_list
 from dlcli.data.readers.wide import WIDE_COLUMNS, read_wide
 from dlcli.errors import InputError
 
@@ -102,7 +102,7 @@ def _translate(
     idx = _column_index(msg)
     col = None
     if idx is not None:
-        col = columns[idx] if columns and idx < len(columns) else f"#{idx + 1}"
+        col = excerpt(columns[idx]) if columns and idx < len(columns) else f"#{idx + 1}"
     if "Expected" in msg and "columns, got" in msg:
         expected = int(msg.split("Expected ")[1].split(" ")[0])
         got = msg.split("got ")[1].split(":")[0]
@@ -122,11 +122,11 @@ def _translate(
         row = _value_row(path, idx, value) if path and idx is not None else None
         at = f", row {row}" if row else ""
         return InputError(
-            f"{name}: column '{col}'{at}: '{value}' is not a number (the model expects numbers in this column)"
+            f"{name}: column '{col}'{at}: '{excerpt(value)}' is not a number (the model expects numbers in this column)"
         )
     if "Empty CSV file" in msg or "no columns" in msg.lower():
         return InputError(f"{name}: no header row found")
-    return InputError(f"{name}: cannot parse as CSV: {msg.splitlines()[0]}")
+    return InputError(f"{name}: cannot parse as CSV: {excerpt(msg.strip(), 200)}")
 
 
 def _check_utf8(frame_cols: Any, name: str, types: Any) -> None:
@@ -135,7 +135,7 @@ def _check_utf8(frame_cols: Any, name: str, types: Any) -> None:
     for col, typ in zip(frame_cols, types, strict=False):
         if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
             raise InputError(
-                f"{name}: column '{col}' holds bytes that are not UTF-8 text",
+                f"{name}: column '{excerpt(col)}' holds bytes that are not UTF-8 text",
                 "re-save the file as UTF-8",
             )
 
@@ -162,10 +162,13 @@ def _read_header(fh: BinaryIO, name: str) -> tuple[bytes, list[str]]:
             f"{name}: the header row holds bytes that are not UTF-8 text",
             "re-save the file as UTF-8",
         ) from None
-    names = next(csv.reader(io.StringIO(text.lstrip("\r\n"))), [])
+    try:  # a bare \r ends a record, as in pyarrow's reader
+        names = next(csv.reader(io.StringIO(text.lstrip("\r\n"), newline="")), [])
+    except csv.Error as exc:
+        raise InputError(f"{name}: cannot parse the header row as CSV: {exc}") from None
     dup = sorted(c for c, k in Counter(names).items() if k > 1)  # one pass: names may be 100,000
     if dup:
-        raise InputError(f"{name}: duplicate column names: {', '.join(dup)}")
+        raise InputError(f"{name}: duplicate column names: {names_list(dup)}")
     return raw, names
 
 
