@@ -202,23 +202,14 @@ def _booleans(block: pd.DataFrame, n: int) -> list[str]:
 
 
 def _texts(block: pd.DataFrame, n: int) -> list[str]:
-    """Text (and mixed) columns, distinct values counted over every cell at once: the codes of
-    one factorize of all cells, paired with their column."""
-    k = block.shape[1]
-    codes = pd.factorize(block.to_numpy(dtype=object).T.ravel(), use_na_sentinel=True)[0]
-    codes = codes.reshape(k, n)  # (k, N): -1 for a missing cell
-    present = (codes >= 0).sum(axis=1)
-    width = int(codes.max()) + 2  # distinct (column, code) pairs, missing included as code -1
-    pairs = np.unique((np.arange(k)[:, None] * width + codes + 1).ravel())
-    column, code = np.divmod(pairs, width)
-    distinct = np.bincount(column[code > 0], minlength=k)  # non-missing distinct values
-    with_missing = distinct + (present < n)  # nunique(dropna=False)
+    """Text (and mixed) columns, judged on their distinct values."""
+    present, distinct = _distinct_counts(block, n)
     out = []
     for j, name in enumerate(block.columns):
         if present[j] == 0:
             out.append("empty")
-        elif n >= 20 and ID_NAME.match(str(name)) and with_missing[j] == n:
-            out.append("id")
+        elif n >= 20 and ID_NAME.match(str(name)) and distinct[j] + (present[j] < n) == n:
+            out.append("id")  # all unique, a missing value counting as one value
         elif distinct[j] == 1:
             out.append("single")
         elif n >= 50 and distinct[j] > 0.5 * present[j]:
@@ -226,6 +217,25 @@ def _texts(block: pd.DataFrame, n: int) -> list[str]:
         else:
             out.append("categorical")
     return out
+
+
+PER_COLUMN = 64  # up to this many text columns, pandas' own counting (arrow-native) is fastest
+
+
+def _distinct_counts(block: pd.DataFrame, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(non-missing cells, distinct non-missing values) per column. Many columns: one factorize
+    of every cell, then the distinct (column, code) pairs, hashed once."""
+    k = block.shape[1]
+    if k <= PER_COLUMN:
+        present = block.notna().sum().to_numpy()
+        return present, np.array([block.iloc[:, j].nunique() for j in range(k)])
+    codes = pd.factorize(block.to_numpy(dtype=object).T.ravel(), use_na_sentinel=True)[0]
+    codes = codes.reshape(k, n)  # (k, N): -1 for a missing cell
+    present = (codes >= 0).sum(axis=1)
+    width = int(codes.max()) + 1 if codes.size else 1
+    pairs = (np.arange(k)[:, None] * width + codes)[codes >= 0]
+    distinct = np.bincount(pd.unique(pairs) // width, minlength=k)
+    return present, distinct
 
 
 def _others(block: pd.DataFrame, n: int) -> list[str]:

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dlcli.data import readers
@@ -97,9 +97,13 @@ COLUMN_KINDS = {  # what one generated column draws its cells from
 
 
 @st.composite
-def tables(draw: st.DrawFn, max_rows: int = 60, max_columns: int = 8) -> tuple[list[str], list]:
+def tables(
+    draw: st.DrawFn, max_rows: int = 60, max_columns: int = 8, min_columns: int = 1
+) -> tuple[list[str], list]:
     rows = draw(st.integers(1, max_rows))
-    kinds = draw(st.lists(st.sampled_from(sorted(COLUMN_KINDS)), min_size=1, max_size=max_columns))
+    kinds = draw(
+        st.lists(st.sampled_from(sorted(COLUMN_KINDS)), min_size=min_columns, max_size=max_columns)
+    )
     names = [f"{k}_{j}" if k != "ids" else f"row_id{j}" for j, k in enumerate(kinds)] + ["y"]
     columns = []
     for kind in kinds:
@@ -134,12 +138,24 @@ def test_wide_reader_types_cells_as_pyarrow_does(tmp_path_factory, table):
 @given(tables())
 def test_vectorised_typing_matches_the_column_by_column_reference(tmp_path_factory, table):
     frame = readers.read_table(write(tmp_path_factory.mktemp("plan") / "t.csv", *table))
+    assert_same_plan(frame)
+
+
+def assert_same_plan(frame: pd.DataFrame) -> None:
     numeric, categorical, _ = reference_plan(frame, "y")
     if not numeric and not categorical:
         with pytest.raises(InputError, match="no usable feature columns"):
             plan_columns(frame, "y", "t.csv")
     else:
         assert plan_columns(frame, "y", "t.csv") == (numeric, categorical)
+
+
+@settings(max_examples=15)
+@given(tables(min_columns=150, max_columns=200))
+def test_many_columns_typed_as_the_reference(tmp_path_factory, table):
+    """Past PER_COLUMN text columns, distinct values are counted over all cells at once."""
+    frame = readers.read_table(write(tmp_path_factory.mktemp("many") / "t.csv", *table))
+    assert_same_plan(frame)
 
 
 @given(tables(max_rows=30))
