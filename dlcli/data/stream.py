@@ -20,7 +20,7 @@ import torch
 from dlcli import settings
 from dlcli.console import note
 from dlcli.data.contracts import DataOptions, Prepared
-from dlcli.data.readers import check_file, header_of, iter_batches
+from dlcli.data.readers import check_file, excerpt, header_of, iter_batches, names_list
 from dlcli.data.split import check_split_sizes, check_val_split, held_out
 from dlcli.data.stream_scan import BLOCK_BYTES, scan
 from dlcli.errors import InputError
@@ -253,7 +253,7 @@ class StreamedTableSource:
         )
         if tname not in header:
             raise InputError(
-                f"{path}: no column '{tname}' (columns: {', '.join(header)})",
+                f"{path}: no column '{excerpt(tname)}' (columns: {names_list(header)})",
                 "pass --target COLUMN",
             )
         if len(header) < 2:

@@ -19,6 +19,7 @@ from dlcli.data.columns import (
     ID_NAME,
     MAX_CATEGORIES,
     Column,
+    check_range,
     check_usable,
     ignore_note,
     numeric_column,
@@ -193,8 +194,9 @@ class TargetScan:
     counts: Counts = field(default_factory=Counts)  # all labelled rows count as "seen"
     moments: Moments = field(default_factory=Moments)
 
-    def add(self, arr: Any, labelled: np.ndarray, train: np.ndarray) -> None:
-        values = arr.to_pandas()[labelled].reset_index(drop=True)
+    def add(self, arr: Any, labelled: np.ndarray, train: np.ndarray, offset: int = 0) -> None:
+        values = arr.to_pandas()[labelled]
+        values.index = np.flatnonzero(labelled) + offset  # places in the file, for messages
         if self.numeric or self.task == "regression":  # text that is not a number: an error
             v = regression_values(values.rename(self.name), self.source)
             self.integral = self.integral and bool(np.all(v == np.round(v)))
@@ -277,11 +279,15 @@ def scan(
         labelled = batch.column(tname).is_valid().to_numpy(zero_copy_only=False)
         held = held_out(offset, n, *split) if split else np.zeros(n, dtype=bool)
         train = ~held[labelled]  # over the labelled rows
+        tscan.add(batch.column(tname), labelled, train, offset)
+        for c in cols if preprocessor is None else []:  # inf, 1e308: one line, rows named
+            if c.numeric:
+                v = batch.column(c.name).to_numpy(zero_copy_only=False)
+                check_range(v[None, :], [c.name], path, row_offset=offset)
         offset += n
         unlabelled += n - int(labelled.sum())
         train_n += int(train.sum())
         val_n += len(train) - int(train.sum())
-        tscan.add(batch.column(tname), labelled, train)
         if preprocessor is None:
             for c in cols:
                 c.add(batch.column(c.name), labelled, train)

@@ -16,9 +16,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from dlcli.data.columns import MAX_CATEGORIES, Column, numeric_column, plan_columns
+from dlcli.data.columns import (
+    MAX_CATEGORIES,
+    Column,
+    check_range,
+    numeric_column,
+    plan_columns,
+    row_numbers,
+)
 from dlcli.data.contracts import Preprocessor
-from dlcli.data.readers import NULL_TEXT, iter_chunks
+from dlcli.data.readers import NULL_TEXT, excerpt, iter_chunks, names_list
 from dlcli.data.target import Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
@@ -161,7 +168,7 @@ class TabularPreprocessor(Preprocessor):
     ) -> TabularPreprocessor:
         """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
         tname = target.name if target else ""
-        numeric, categorical = plan_columns(frame, tname, source)
+        numeric, categorical = map(set, plan_columns(frame, tname, source))
         cols: list[Column] = []
         for name in frame.columns:
             if name in numeric:
@@ -206,10 +213,11 @@ class TabularPreprocessor(Preprocessor):
         return [c.name for c in self.columns]
 
     def check_columns(self, frame_columns: list[str], source: str) -> None:
-        missing = [c for c in self.feature_names if c not in frame_columns]
+        present = set(frame_columns)
+        missing = [c for c in self.feature_names if c not in present]
         if missing:
             raise InputError(
-                f"{source}: missing column{'s' if len(missing) > 1 else ''} {', '.join(repr(m) for m in missing)} that the model was trained on"
+                f"{source}: missing column{'s' if len(missing) > 1 else ''} {names_list([repr(m) for m in missing])} that the model was trained on"
             )
 
     def raw_matrix(self, frame: pd.DataFrame, source: str, row_offset: int = 0) -> np.ndarray:
@@ -223,12 +231,15 @@ class TabularPreprocessor(Preprocessor):
             and pd.api.types.is_numeric_dtype(frame[c.name])
             and not pd.api.types.is_bool_dtype(frame[c.name])
         ]
-        if typed:
-            names = [self.columns[j].name for j in typed]
-            out[:, typed] = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
-        done = set(typed)
-        bad = self._fill_columns(out, frame, [j for j in range(len(self.columns)) if j not in done])
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by check_range
+            if typed:
+                names = [self.columns[j].name for j in typed]
+                out[:, typed] = frame[names].to_numpy(dtype=np.float32, na_value=np.nan)
+            done = set(typed)
+            rest = [j for j in range(len(self.columns)) if j not in done]
+            bad = self._fill_columns(out, frame, rest)
         self._check_numbers(bad, frame, source, row_offset)
+        check_range(out.T, self.feature_names, source, frame.index, row_offset)
         return out
 
     def raw_from_arrow(self, table: Any, source: str, row_offset: int = 0) -> np.ndarray:
@@ -247,19 +258,22 @@ class TabularPreprocessor(Preprocessor):
         self.check_columns(list(table.schema.names), source)
         out_t = np.empty((len(self.columns), table.num_rows), dtype=np.float32)
         rest = []
-        for j, col in enumerate(self.columns):
-            arr = table.column(col.name)
-            if col.kind == "numeric" and (
-                pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
-            ):
-                _fill_row(out_t[j], arr)
-            else:
-                rest.append(j)
-        if rest:
-            if frame is None:
-                frame = table.select([self.columns[j].name for j in rest]).to_pandas()
-            bad = self._fill_columns(out_t.T, frame, rest)
-            self._check_numbers(bad, frame, source, row_offset)
+        labels = None if frame is None else frame.index  # rows' places in the file
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by check_range
+            for j, col in enumerate(self.columns):
+                arr = table.column(col.name)
+                if col.kind == "numeric" and (
+                    pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
+                ):
+                    _fill_row(out_t[j], arr)
+                else:
+                    rest.append(j)
+            if rest:
+                if frame is None:
+                    frame = table.select([self.columns[j].name for j in rest]).to_pandas()
+                bad = self._fill_columns(out_t.T, frame, rest)
+                self._check_numbers(bad, frame, source, row_offset)
+        check_range(out_t, self.feature_names, source, labels, row_offset)
         return out_t
 
     def _fill_columns(
@@ -289,10 +303,9 @@ class TabularPreprocessor(Preprocessor):
             if not mask.any():
                 continue
             col, i = self.columns[j], int(np.argmax(mask.to_numpy()))
-            label = frame.index[i]  # the row's place in its file or chunk
-            row = row_offset + (int(label) if isinstance(label, (int, np.integer)) else i) + 1
+            row = row_numbers(np.array([i]), frame.index, row_offset)[0]
             raise InputError(
-                f"{source}: column '{col.name}', row {row}: '{frame[col.name].iloc[i]}' is not a number (the model expects numbers in this column)"
+                f"{source}: column '{excerpt(col.name)}', row {row}: '{excerpt(frame[col.name].iloc[i])}' is not a number (the model expects numbers in this column)"
             )
 
     def preprocess_module(self) -> TabularTransform:
@@ -332,7 +345,7 @@ class TabularPreprocessor(Preprocessor):
             self.check_columns(header, source)
             if target is not None and target not in header:
                 raise InputError(
-                    f"{source}: no target column '{target}'; evaluation needs the labels"
+                    f"{source}: no target column '{excerpt(target)}'; evaluation needs the labels"
                 )
             if keep:
                 return {c: pa.string() for c in header}
@@ -365,7 +378,8 @@ class TabularPreprocessor(Preprocessor):
         name, offset, tname = ("<stdin>" if path == "-" else path), 0, self.target.name
         for chunk in iter_chunks(path, plan=self.read_plan(name, False, tname)):
             labelled = chunk[chunk[tname].notna()]
-            yield labelled, torch.from_numpy(self.raw_matrix(labelled, name, offset))
+            labelled.index = labelled.index + offset  # places in the file, for messages
+            yield labelled, torch.from_numpy(self.raw_matrix(labelled, name))
             offset += len(chunk)
 
     # -- state ---------------------------------------------------------------

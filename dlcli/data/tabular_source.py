@@ -16,6 +16,7 @@ import torch
 from dlcli.console import note
 from dlcli.data import readers
 from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared
+from dlcli.data.readers import excerpt, names_list
 from dlcli.data.split import split_rows
 from dlcli.data.stream import StreamedTableSource
 from dlcli.data.tabular import TabularPreprocessor
@@ -48,12 +49,12 @@ class TabularSource:
         tname = opts.target or str(frame.columns[-1])
         if tname not in frame.columns:
             raise InputError(
-                f"{path}: no column '{tname}' (columns: {', '.join(map(str, frame.columns))})",
+                f"{path}: no column '{excerpt(tname)}' (columns: {names_list(list(frame.columns))})",
                 "pass --target COLUMN",
             )
         if len(frame.columns) < 2:
             raise InputError(
-                f"{path}: needs at least one feature column besides the target '{tname}'"
+                f"{path}: needs at least one feature column besides the target '{excerpt(tname)}'"
             )
         frame = drop_missing_targets(frame, tname, path)
         if len(frame) != table.num_rows:  # the same rows in both
@@ -106,7 +107,7 @@ def prepare_unsupervised(
             return df
         if opts.target not in df.columns:
             raise InputError(
-                f"{source}: no column '{opts.target}' (columns: {', '.join(map(str, df.columns))})"
+                f"{source}: no column '{excerpt(opts.target)}' (columns: {names_list(list(df.columns))})"
             )
         return df.drop(columns=[opts.target])
 
@@ -136,9 +137,10 @@ def drop_missing_targets(frame: pd.DataFrame, tname: str, source: str) -> pd.Dat
         return frame
     missing = frame[tname].isna()
     if missing.all():
-        raise InputError(f"{source}: target column '{tname}' has no values")
+        raise InputError(f"{source}: target column '{excerpt(tname)}' has no values")
     if missing.any():
-        note(f"{source}: dropped {int(missing.sum())} rows with no value in target '{tname}'")
+        count = int(missing.sum())
+        note(f"{source}: dropped {count} rows with no value in target '{excerpt(tname)}'")
         frame = frame[~missing]
     return frame
 

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dlcli.data.columns import LARGEST, row_numbers, too_large
+from dlcli.data.readers import excerpt
 from dlcli.errors import InputError, UsageError
 
 MAX_CLASSES_FOR_INTEGERS = 20  # an integer label with at most this many values is a class label
@@ -90,15 +92,26 @@ def infer_task(series: pd.Series, uniques: Any = None) -> str:
 
 
 def regression_values(series: pd.Series, source: str) -> np.ndarray:
-    """float64 label values (NaN where missing); an InputError for text that is not a number."""
+    """float64 label values (NaN where missing); an InputError for text that is not a number
+    or for a value too large to standardise (its rows named by the series' index + 1)."""
     vals = pd.to_numeric(series, errors="coerce")
     bad = series.notna() & vals.isna()
     if bad.any():
         first = series[bad].iloc[0]
         raise InputError(
-            f"{source}: target column '{series.name}' holds non-numeric value '{first}' but the task is regression"
+            f"{source}: target column '{excerpt(series.name)}' holds non-numeric value '{excerpt(first)}' but the task is regression"
         )
-    return vals.to_numpy(dtype="float64")
+    return checked_range(vals.to_numpy(dtype="float64"), series, source)
+
+
+def checked_range(vals: np.ndarray, series: pd.Series, source: str) -> np.ndarray:
+    """`vals`, or an InputError naming the rows whose value is infinite or beyond +-LARGEST."""
+    with np.errstate(invalid="ignore"):
+        where = np.flatnonzero(np.abs(vals) > LARGEST)
+    if len(where):
+        rows = row_numbers(where[:3], series.index)
+        raise InputError(too_large(source, str(series.name), rows, len(where)))
+    return vals
 
 
 def _sort_key(v: str) -> tuple:
@@ -137,13 +150,13 @@ class Target:
         """A classification target over these distinct class names (sorted here), checked."""
         classes = sorted(classes, key=_sort_key)
         if len(classes) < 2:
-            found = f"'{classes[0]}'" if classes else "nothing"
+            found = f"'{excerpt(classes[0])}'" if classes else "nothing"
             raise InputError(
-                f"{source}: target column '{name}' has one class ({found}); classification needs at least two"
+                f"{source}: target column '{excerpt(name)}' has one class ({found}); classification needs at least two"
             )
         if len(classes) > MAX_CLASSES:
             raise UsageError(
-                f"{source}: target column '{name}' has {len(classes)} classes",
+                f"{source}: target column '{excerpt(name)}' has {len(classes)} classes",
                 "is it a regression target? pass --task regression",
             )
         return cls(name, "classification", classes)
@@ -156,11 +169,11 @@ class Target:
             if unknown.any():
                 value = str(series.iloc[int(np.argmax(unknown))]).strip()
                 raise InputError(
-                    f"{source}: target column '{self.name}' has class '{value}' that the model was not trained on"
+                    f"{source}: target column '{excerpt(self.name)}' has class '{excerpt(value)}' that the model was not trained on"
                 )
             return codes
         vals = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64")
-        return ((vals - self.mean) / self.std).astype("float32")
+        return ((checked_range(vals, series, source) - self.mean) / self.std).astype("float32")
 
     def to_state(self) -> dict:
         return asdict(self)

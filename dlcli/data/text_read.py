@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from dlcli.console import note
@@ -61,17 +62,30 @@ def detect_text_column(frame: pd.DataFrame | None, target: str | None) -> str | 
     if frame is None or frame.empty:
         return None
     target = target if target is not None else str(frame.columns[-1])
-    best, best_words = None, 0.0
-    for name in frame.columns:
-        s = frame[name].dropna().astype(str)
-        s = s[s.str.strip() != ""]
-        if name == target or s.empty or pd.to_numeric(s, errors="coerce").notna().mean() > 0.5:
-            continue
-        words = float(s.str.split().str.len().mean())
-        if words >= MIN_WORDS and s.nunique() > 0.5 * len(s) and words > best_words:
-            best, best_words = str(name), words
+    # every cell at once (a pandas call per column took minutes on 100,000 columns)
+    k, n = frame.shape[1], len(frame)
+    cells = pd.Series(frame.to_numpy(dtype=object).T.ravel(), dtype=object)  # column by column
+    column = np.repeat(np.arange(k), n)
+    present = cells.notna().to_numpy()
+    text = cells[present].astype(str)
+    filled = (text.str.strip() != "").to_numpy()
+    text, column = text[filled], column[present][filled]
+    count = np.bincount(column, minlength=k)
+    numbers = np.bincount(
+        column, weights=pd.to_numeric(text, errors="coerce").notna().to_numpy(), minlength=k
+    )
+    words = np.bincount(column, weights=text.str.split().str.len().to_numpy(), minlength=k)
+    codes = pd.factorize(text)[0]
+    span = int(codes.max()) + 1 if len(codes) else 1
+    distinct = np.bincount(np.unique(column * span + codes) // span, minlength=k)
+    mean_words = words / np.maximum(count, 1)
+    usable = (count > 0) & (numbers <= 0.5 * count) & (frame.columns.to_numpy() != target)
+    wordy = usable & (mean_words >= MIN_WORDS) & (distinct > 0.5 * count)
+    if not wordy.any():
+        return None
+    best = int(np.argmax(np.where(wordy, mean_words, -1.0)))  # the first of the wordiest
     crowded = len(frame.columns) - 2 > MAX_OTHER_COLUMNS
-    return None if best is None or (crowded and best_words < LONG_WORDS) else best
+    return None if crowded and mean_words[best] < LONG_WORDS else str(frame.columns[best])
 
 
 def read_columns(

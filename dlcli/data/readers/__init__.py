@@ -8,6 +8,7 @@ JSON Lines, Arrow) is one module beside csv.py plus one line in READERS.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
@@ -43,6 +44,24 @@ NULL_TEXT = frozenset(
         "null",
     ]
 )
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def excerpt(value: object, limit: int = 40) -> str:
+    """A value from the user's file as one short line for a message: control characters (line
+    breaks, NUL) escaped, text beyond `limit` characters cut with '...'."""
+    text = str(value)
+    cut = len(text) > limit
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text[:limit])
+    return text + "..." if cut else text
+
+
+def names_list(names: list, limit: int = 10) -> str:
+    """Column names for a message: the first `limit`, each an excerpt, and how many more."""
+    shown = ", ".join(excerpt(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit:,} more)" if len(names) > limit else "")
+
 
 # Given the header, the pyarrow types of the columns to read; only those columns are read.
 ReadPlan = Callable[[list[str]], dict[str, Any]]
