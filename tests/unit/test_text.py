@@ -372,3 +372,10 @@ def test_bag_with_ngrams_exports_to_onnx_for_any_batch_and_length() -> None:
             want = net(x).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         assert np.abs(got - want).max() < 1e-6
+
+
+def test_text_defaults_to_the_bow_preset() -> None:
+    from dlcli.spec.schema import load_preset
+
+    assert TextSource.default_arch == "bow"
+    assert load_preset(TextSource.default_arch)[0].data == ["text"]
