@@ -40,6 +40,7 @@ OPT_IN = [
     "bench_tune",
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
     "bench_serve",  # two 30 s load tests
+    "quality_text",  # issue 12, text: 5 data sets x 3 seeds x defaults + 5 presets
 ]  # slow (minutes): run only when named with --only
 
 

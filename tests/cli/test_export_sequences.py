@@ -20,8 +20,9 @@ def _meta(path: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
 
+@pytest.mark.parametrize("arch", ["lstm", "bow"])
 def test_text_model_exports_with_dynamic_length_and_a_vocab_side_file(
-    tmp_path: Path, dl_inproc
+    tmp_path: Path, dl_inproc, arch: str
 ) -> None:
     with open(SAMPLES / "reviews" / "train.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))[:400]
@@ -33,7 +34,7 @@ def test_text_model_exports_with_dynamic_length_and_a_vocab_side_file(
         "train",
         "reviews.csv",
         "--arch",
-        "lstm",
+        arch,
         "--epochs",
         "2",
         "--quiet",

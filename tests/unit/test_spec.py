@@ -181,7 +181,11 @@ def test_every_preset_validates_and_builds(name):
         nets = families.get(spec.family).build_networks(spec, shape, None, f"preset {name}")
         assert len(nets) == 2 and all(n.rows for n in nets.values())
         return
-    net = build_network(spec, shape, 2)
+    if spec.data == ["text"]:  # text only (bow): token ids in
+        text = {"input_dtype": torch.long, "data_info": {"vocab_size": 50}}
+        net = build_network(spec, (None,), 2, **text)
+    else:
+        net = build_network(spec, shape, 2)
     assert net.output_shape == (2,)
 
 

@@ -263,3 +263,119 @@ def test_an_enormous_line_costs_little(monkeypatch: pytest.MonkeyPatch, tmp_path
     path = write_csv(tmp_path / "big.csv", [("word " * 1_000_000, "a"), ("good", "b")])
     assert [x.shape for _, x in enc.iter_inputs([path])] == [(2, 16)]
     assert enc.tokens("x" * 10_000_000, 4) == ["x" * (4 * text.CHARS_PER_WORD)]
+
+
+# -- the bag of n-grams (fastText style) ---------------------------------------------------------
+def bag_network(
+    dim: int = 4, ngrams: int = 2, buckets: int = 13, vocab: int = 20
+) -> torch.nn.Module:
+    from dlcli.model.builder import build_network
+    from dlcli.spec.schema import parse_spec
+
+    layer = {"bag": {"dim": dim, "ngrams": ngrams, "buckets": buckets}}
+    spec = parse_spec({"layers": [layer], "head": "none"}, "t.yaml")
+    info = {"vocab_size": vocab}
+    return build_network(spec, (None,), None, input_dtype=torch.long, data_info=info).module.eval()
+
+
+def test_ngram_rows_follow_the_documented_hash() -> None:
+    from dlcli.spec.layers.bag import MULTIPLIER, PRIME, ngram_rows
+
+    ids = torch.tensor([[5, 7, 9]])
+    assert PRIME == 2**31 - 1 and MULTIPLIER == 1_000_003
+    want = [(5 * 1_000_003 + 7) % PRIME % 1000, (7 * 1_000_003 + 9) % PRIME % 1000]
+    assert ngram_rows(ids, 2, 1000)[0, :2].tolist() == want == [22, 30]
+    h = ((5 * 1_000_003 + 7) % PRIME * 1_000_003 + 9) % PRIME
+    assert ngram_rows(ids, 3, 1000)[0, 0].item() == h % 1000
+    big = torch.tensor([[2**31 - 2, 2**31 - 3]])  # the largest ids: no int64 overflow
+    assert ngram_rows(big, 2, 7)[0, 0].item() == ((2**31 - 2) * 1_000_003 + 2**31 - 3) % PRIME % 7
+
+
+def test_bag_is_the_mean_of_word_and_bigram_vectors() -> None:
+    from dlcli.spec.layers.bag import ngram_rows
+
+    torch.manual_seed(0)
+    net = bag_network()
+    bag = net[0]
+    row = torch.tensor([[3, 4, 5]])
+    grams = ngram_rows(row, 2, 13)[0, :2]
+    vectors = torch.cat(
+        [bag.words.weight[[3, 4, 5]], bag.grams.weight[grams]]
+    )  # 3 words, 2 bigrams
+    with torch.no_grad():
+        assert torch.allclose(net(row)[0], vectors.mean(0), atol=1e-6)
+        unigram = bag_network(ngrams=1)
+        assert unigram[0].grams is None
+        assert torch.allclose(
+            unigram(row)[0], unigram[0].words.weight[[3, 4, 5]].mean(0), atol=1e-6
+        )
+
+
+def test_bag_gives_a_padded_row_what_the_row_alone_gives() -> None:
+    torch.manual_seed(0)
+    net = bag_network(ngrams=3)
+    batch = torch.tensor([[3, 4, 5, 6, 7], [8, 9, 0, 0, 0], [1, 0, 0, 0, 0]])
+    with torch.no_grad():
+        out = net(batch)
+        for i, n in enumerate([5, 2, 1]):
+            assert torch.allclose(out[i], net(batch[i : i + 1, :n])[0], atol=1e-6)
+
+
+def test_bag_needs_token_ids() -> None:
+    from dlcli.errors import SpecError
+    from dlcli.model.builder import build_network
+    from dlcli.spec.schema import parse_spec
+
+    spec = parse_spec({"layers": [{"bag": 8}], "head": "none"}, "t.yaml")
+    with pytest.raises(SpecError, match="bag needs token ids"):
+        build_network(spec, (10, 3), None)
+    with pytest.raises(SpecError, match="embedding needs token ids"):
+        build_network(spec, (10,), None)
+
+
+def test_bow_preset_is_for_text() -> None:
+    from dlcli.model.builder import build_network
+    from dlcli.spec.schema import load_preset
+
+    spec, _ = load_preset("bow")
+    assert spec.data == ["text"]
+    net = build_network(spec, (None,), 3, input_dtype=torch.long, data_info={"vocab_size": 50})
+    assert net.output_shape == (3,)
+
+
+@pytest.mark.slow
+def test_bag_with_ngrams_exports_to_onnx_for_any_batch_and_length() -> None:
+    """The n-gram hash runs inside the graph: onnxruntime gives PyTorch's output."""
+    import contextlib
+    import warnings
+
+    ort = pytest.importorskip("onnxruntime")
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    net = bag_network(dim=8, ngrams=3, buckets=101, vocab=50)
+    example = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 0, 0, 0, 0]])
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net, (example,), dynamo=True, opset_version=18,
+            dynamic_shapes=({0: Dim("batch"), 1: Dim("seq")},),
+        )  # fmt: skip
+    session = ort.InferenceSession(
+        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randint(1, 50, (4, 11), generator=g), torch.tensor([[7]])]
+    batches[0][1, 3:] = 0
+    for x in batches:
+        with torch.no_grad():
+            want = net(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(got - want).max() < 1e-6
+
+
+def test_text_defaults_to_the_bow_preset() -> None:
+    from dlcli.spec.schema import load_preset
+
+    assert TextSource.default_arch == "bow"
+    assert load_preset(TextSource.default_arch)[0].data == ["text"]

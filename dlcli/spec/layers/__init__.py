@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core", "conv", "sequence", "recurrent", "attention", "generative", "ensemble")
+FAMILIES = ("core", "conv", "sequence", "recurrent", "attention", "generative", "ensemble", "bag")
 
 
 def load_all() -> None:

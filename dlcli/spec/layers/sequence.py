@@ -92,7 +92,8 @@ def take_steps(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 # ---- embeddings --------------------------------------------------------------------------------
 
 
-def _vocab(opts: Any, ctx: BuildContext) -> int:
+def vocab_size(opts: Any, ctx: BuildContext) -> int:
+    """The vocabulary an embedding of token ids needs: `opts.vocab`, else the text data's."""
     if _floating(ctx):
         raise SpecError(
             f"{ctx.where}: embedding needs token ids (a text column); this input is numeric",
@@ -120,7 +121,7 @@ class Embedding(LayerDef):
     Options = _EmbeddingOptions
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
-        vocab = _vocab(opts, ctx)
+        vocab = vocab_size(opts, ctx)
         return nn.Embedding(vocab, opts.dim, padding_idx=opts.padding_idx), (*in_shape, opts.dim)
 
 
@@ -145,7 +146,7 @@ class InputEmbedding(LayerDef):
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
         if not _floating(ctx):
-            return nn.Embedding(_vocab(opts, ctx), opts.dim, padding_idx=opts.padding_idx), (
+            return nn.Embedding(vocab_size(opts, ctx), opts.dim, padding_idx=opts.padding_idx), (
                 *in_shape,
                 opts.dim,
             )

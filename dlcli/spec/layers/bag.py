@@ -1,0 +1,101 @@
+"""The bag of n-grams (fastText style; Joulin et al. 2016, "Bag of Tricks for Efficient Text
+Classification"): token ids (N, T) -> the mean of word and hashed n-gram embeddings (N, dim).
+
+Words are the text encoder's vocabulary ids (0 = padding, 1 = unknown). Each run of n consecutive
+real ids (2 <= n <= `ngrams`) is hashed to one of `buckets` rows of a second embedding table with
+integer arithmetic that is part of the network, so the exported ONNX graph computes it too and a
+client only supplies the word ids:
+
+    h = id[t];  for each next id j of the n-gram: h = (h * MULTIPLIER + j) mod PRIME
+    row = h mod buckets
+
+With ids and h below PRIME = 2^31 - 1 every product stays below 2^62: exact in int64 everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from dlcli.errors import SpecError
+from dlcli.spec.layers.sequence import Mask, vocab_size
+from dlcli.spec.registry import BuildContext, LayerDef, Options, Shape, register
+
+PRIME = 2_147_483_647  # 2^31 - 1
+MULTIPLIER = 1_000_003  # odd, prime, far from any power of two
+
+
+def ngram_rows(ids: torch.Tensor, n: int, buckets: int) -> torch.Tensor:
+    """(N, T) ids -> (N, T) bucket rows of the n-grams that start at each step; ids past the end
+    count as padding (0), so the last n - 1 steps' rows are never used (see `NgramBag`)."""
+    steps = ids.shape[1]
+    ids = torch.cat([ids, ids.new_zeros(ids.shape[0], n - 1)], 1)  # (N, T + n - 1)
+    h = ids[:, :steps]
+    for k in range(1, n):
+        h = torch.remainder(h * MULTIPLIER + ids[:, k : k + steps], PRIME)
+    return torch.remainder(h, buckets)
+
+
+class NgramBag(nn.Module):
+    """Mean of the embeddings of every real token and every n-gram of real tokens:
+    (N, T) int64 -> (N, dim). A row's output does not depend on the padding after it."""
+
+    accepts_mask = True
+    updates_mask = True  # ends the time axis
+
+    def __init__(self, vocab: int, dim: int, ngrams: int, buckets: int) -> None:
+        super().__init__()
+        self.ngrams, self.buckets = int(ngrams), int(buckets)
+        self.words = nn.Embedding(vocab, dim, padding_idx=0)
+        self.grams = nn.Embedding(buckets, dim) if ngrams > 1 else None
+        bound = 1.0 / dim  # fastText's initialisation: small, so no feature dominates at first
+        nn.init.uniform_(self.words.weight, -bound, bound)
+        with torch.no_grad():
+            self.words.weight[0].zero_()
+        if self.grams is not None:
+            nn.init.uniform_(self.grams.weight, -bound, bound)
+
+    def forward(self, ids: torch.Tensor, mask: Mask = None):
+        real = (ids != 0) if mask is None else mask  # (N, T)
+        weight = real.unsqueeze(-1).to(self.words.weight.dtype)  # (N, T, 1)
+        total = (self.words(ids) * weight).sum(1)  # (N, dim)
+        count = weight.sum(1)  # (N, 1)
+        steps = ids.shape[1]
+        beyond = real.new_zeros(real.shape[0], self.ngrams - 1)
+        real_after = torch.cat([real, beyond], 1)  # (N, T + ngrams - 1)
+        for n in range(2, self.ngrams + 1):
+            rows = ngram_rows(ids, n, self.buckets)  # (N, T)
+            # right padding: an n-gram is whole when its last step is real
+            w = real_after[:, n - 1 : n - 1 + steps].unsqueeze(-1).to(weight.dtype)  # (N, T, 1)
+            total = total + (self.grams(rows) * w).sum(1)
+            count = count + w.sum(1)
+        return total / count.clamp(min=1.0), None
+
+    def extra_repr(self) -> str:
+        return f"ngrams={self.ngrams}, buckets={self.buckets}"
+
+
+@register("bag", "embedding_bag", "ngram_bag")
+class Bag(LayerDef):
+    """Token ids (T,) -> (dim,): mean of word embeddings and hashed n-gram embeddings (fastText)."""
+
+    primary = "dim"
+
+    class Options(Options):
+        dim: int = Field(..., gt=0)
+        ngrams: int = Field(2, ge=1, le=5)  # words, plus n-grams up to this length
+        buckets: int = Field(100_000, ge=1, le=10_000_000)  # hashed n-gram embedding rows
+        vocab: int | None = Field(None, gt=1)  # default: the text data's vocabulary size
+
+    def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
+        if len(in_shape) != 1:
+            raise SpecError(
+                f"{ctx.where}: bag needs token ids (a text column), got input of shape "
+                f"({', '.join(str(d) for d in in_shape)})",
+                "put bag first in the layers of a text model",
+            )
+        vocab = vocab_size(opts, ctx)
+        return NgramBag(vocab, opts.dim, opts.ngrams, opts.buckets), (opts.dim,)
