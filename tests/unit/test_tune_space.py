@@ -73,7 +73,10 @@ def test_every_preset_has_a_space_that_builds_at_both_ends() -> None:
     """Every preset a search can use carries a `search:` section whose paths point at its values,
     and the network builds at each end of every range: a preset edit that moves a layer breaks
     this test, not a user's search. GAN presets have none (dl tune refuses GANs)."""
+    import torch
+
     from dlcli import families
+    from dlcli.model.builder import build_network
 
     for name in preset_names():
         spec, doc = load_preset(name)
@@ -84,10 +87,14 @@ def test_every_preset_has_a_space_that_builds_at_both_ends() -> None:
         laid = space.lay_on(doc, doc["search"], f"preset {name}")
         dists = space.find(laid, name)
         assert {"lr", "weight_decay"} <= {d.name for d in dists}, name
-        kind = next(k for k in spec.data or ["tabular"] if k in SHAPES)
         outputs = None if spec.family == "autoencoder" else 3
         for values in space.representatives(dists):
             drawn = parse_spec(space.apply(laid, values), f"preset {name}")
+            if spec.data == ["text"]:  # text only (bow): token ids in
+                text = {"input_dtype": torch.long, "data_info": {"vocab_size": 50}}
+                build_network(drawn, (None,), outputs, name, **text)
+                continue
+            kind = next(k for k in spec.data or ["tabular"] if k in SHAPES)
             families.get(drawn.family).build_networks(drawn, SHAPES[kind], outputs, name)
 
 
