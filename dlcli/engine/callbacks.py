@@ -55,7 +55,8 @@ def _fmt_row(row: dict) -> str:
     return "  ".join(parts)
 
 
-def _eta(seconds: float) -> str:
+def eta_text(seconds: float) -> str:
+    """h:mm:ss"""
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}"
@@ -109,7 +110,7 @@ class ProgressCallback(Callback):
             self.progress.update(self.task, completed=row["epoch"], stats=self.fmt(row))
         else:
             console().print(
-                f"epoch {row['epoch']}/{self.epochs}  {self.fmt(row)}  eta {_eta(eta)}",
+                f"epoch {row['epoch']}/{self.epochs}  {self.fmt(row)}  eta {eta_text(eta)}",
                 soft_wrap=True,
             )
 

@@ -270,8 +270,9 @@ def _decode(text: str, source: str, suffix: str) -> Any:
         raise SpecError(f"spec {source}: invalid YAML{where}: {_cut(reason, 200)}") from None
 
 
-def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
-    """Read, decode and validate a spec file. Returns the Spec and the raw document."""
+def read_spec_document(path: str | Path) -> Any:
+    """Read and decode a spec file (YAML or JSON by suffix), not yet validated: syntax errors
+    name the line; size and depth are checked by the bounded decoder and `parse_spec`."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(f"spec {path}: file not found")
@@ -279,7 +280,12 @@ def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise SpecError(f"spec {path}: not UTF-8 text") from None
-    data = read_spec_text(text, str(path), path.suffix)
+    return read_spec_text(text, str(path), path.suffix)
+
+
+def load_spec_file(path: str | Path) -> tuple[Spec, dict]:
+    """Read, decode and validate a spec file. Returns the Spec and the raw document."""
+    data = read_spec_document(path)
     return parse_spec(data, str(path)), data
 
 

@@ -4,13 +4,12 @@ history.png (the optimisation history) and importance.png (Optuna's parameter im
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path
 from typing import Any
 
-from dlcli.fileio import atomic_path, write_text
+from dlcli.fileio import write_text
 from dlcli.tune import space
 
 STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
@@ -48,13 +47,10 @@ def _last_report(trial: Any) -> float | None:
 
 
 def write_trials(path: Path, rows: list[dict]) -> None:
-    columns: dict[str, None] = {}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(columns), restval="")
-        writer.writeheader()
-        writer.writerows(rows)
+    """trials.csv: one row per trial, the columns in first-seen order (atomic)."""
+    from dlcli.report import write_history_csv
+
+    write_history_csv(path, rows)
 
 
 def best_spec(doc: dict, dists: list[space.Dist], params: dict, fixed: dict) -> dict:

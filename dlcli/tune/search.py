@@ -15,9 +15,10 @@ from typing import Any
 from dlcli.console import console, note, quiet, set_quiet
 from dlcli.data.sources import choose_source
 from dlcli.data.split import cross_validation
+from dlcli.engine.callbacks import eta_text
 from dlcli.engine.train_job import TrainRequest, choose_spec
-from dlcli.errors import DLError, InputError, UsageError
-from dlcli.spec.schema import check_size, parse_spec, read_spec_text
+from dlcli.errors import DLError, UsageError
+from dlcli.spec.schema import check_size, parse_spec, read_spec_document
 from dlcli.tune import outputs, space, tune_dir
 from dlcli.tune import study as studies
 from dlcli.tune.trial import CachedSource, Context, TrialFailed
@@ -227,14 +228,7 @@ def _space(req: TuneRequest, families: Any) -> tuple[dict, list[space.Dist], Any
     at both ends of every range before any data is read."""
     base = req.train
     if req.space:
-        path = Path(req.space)
-        if not path.is_file():
-            raise UsageError(f"--space {req.space}: file not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"--space {req.space}: not UTF-8 text") from None
-        raw = read_spec_text(text, req.space, path.suffix)
+        raw = read_spec_document(req.space)
         if not isinstance(raw, dict):
             raise UsageError(f"--space {req.space}: must be a spec mapping with a 'layers' list")
         check_size(raw, req.space)
@@ -335,7 +329,7 @@ class Progress:
             except ValueError:  # no complete trial yet
                 best = "no best yet"
             per = (time.perf_counter() - self.t0) / self.ran
-            eta = _clock(per * max(0, self.total - n))
+            eta = eta_text(per * max(0, self.total - n))
             console().print(
                 f"trial {trial.number} [{n}/{self.total}]  {params}  {result}  {best}  ETA {eta}",
                 markup=False,
@@ -353,9 +347,3 @@ def quiet_user() -> bool:
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f"{h}:{m:02d}:{s:02d}"
