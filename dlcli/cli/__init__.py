@@ -90,6 +90,16 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if settings.debug(strict=False):
             raise
+        from dlcli.model.builder import out_of_memory
+
+        if out_of_memory(exc):  # the machine's limit, not a bug: say so, and what to change
+            command, inputs = command_inputs(args)
+            where = f"`dl {command}` on {', '.join(inputs)}" if inputs else f"`dl {command}`"
+            error_line(
+                f"{where}: out of memory ({' '.join(str(exc).split())[:160]}); use a smaller "
+                "network or --batch-size, or a machine with more memory"
+            )
+            sys.exit(1)
         error_line(internal_error_line(exc, args))
         sys.exit(1)
 

@@ -150,6 +150,16 @@ def _path(loc: str, type_name: str) -> str:
     return re.sub(r" \([^)]*\)", "", loc) + "." + type_name
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation (MemoryError, or torch's CPU/CUDA allocator running out): the machine's
+    limit, which no spec field explains."""
+    text = str(exc)
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError)
+        and ("can't allocate memory" in text or "out of memory" in text.lower())
+    )
+
+
 def _build_layer(entry: Any, shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
     """The layer's own builder; any failure of it is a SpecError naming the layer (a builder that
     cannot take these options should say so itself: this is the last resort)."""
@@ -158,6 +168,8 @@ def _build_layer(entry: Any, shape: Shape, ctx: BuildContext) -> tuple[nn.Module
     except SpecError:
         raise
     except Exception as exc:
+        if out_of_memory(exc):
+            raise  # the machine's limit, not the options: the command line says so (cli main)
         msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"{ctx.where}: cannot be built with these options: {msg}") from exc
 
@@ -185,6 +197,8 @@ def _check_runs(
             if isinstance(y, tuple):  # layers that update the padding mask return (x, mask)
                 y = y[0]
     except Exception as exc:  # a torch error here means the shapes cannot work
+        if out_of_memory(exc):
+            raise
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SpecError(f"{where}: cannot take input of shape {tuple(in_shape)}: {msg}") from None
     finally:

@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -193,7 +192,7 @@ def test_regression_metric_and_jobs(dl_inproc, tmp_path: Path) -> None:
     assert summary["complete"] + summary["pruned"] + summary["failed"] >= 4
 
 
-def _tune_cmd(tmp_path: Path, db: Path, out: str, trials: int) -> list[str]:
+def _tune_cmd(tmp_path: Path, db: Path, out: str, trials: int, epochs: int = 6) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -203,7 +202,7 @@ def _tune_cmd(tmp_path: Path, db: Path, out: str, trials: int) -> list[str]:
         "--trials",
         str(trials),
         "--epochs",
-        "6",
+        str(epochs),
         "--storage",
         f"sqlite:///{db}",
         "--study",
@@ -243,7 +242,7 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
 
 def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
     db = tmp_path / "tune.db"
-    cmd = _tune_cmd(tmp_path, db, "r.pt", 6)
+    cmd = _tune_cmd(tmp_path, db, "r.pt", 8, epochs=40)  # slow enough to be interrupted
     proc = subprocess.Popen(
         cmd, env=dl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -252,7 +251,6 @@ def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
     for line in proc.stderr:  # wait for two finished trials, then Ctrl-C
         lines.append(line)
         if sum(ln.startswith("trial ") for ln in lines) == 2:
-            time.sleep(0.3)
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.communicate(timeout=120)[1]
@@ -266,7 +264,7 @@ def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
     assert f"{len(kept)} trials already finished" in again.stderr
     rows = read_trials(tmp_path / "r.tune")
     done = [r for r in rows if r["state"] == "complete"]
-    assert len(done) >= 6
+    assert len(done) >= 8
     assert [r["trial"] for r in done[: len(kept)]] == [
         r["trial"] for r in kept
     ]  # kept as they were
