@@ -11,6 +11,7 @@ ask `is_main()` before anything heavy is loaded."""
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,8 @@ class Group:
         import torch.distributed as dist
 
         if self.owned and dist.is_initialized():
+            if sys.exc_info()[0] is None:  # a normal end, reached by every rank: wait for all,
+                dist.barrier()  # so no rank's exit closes a connection another still tears down
             dist.destroy_process_group()
 
 

@@ -243,8 +243,13 @@ def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
 def test_ctrl_c_then_the_same_command_resumes(tmp_path: Path) -> None:
     db = tmp_path / "tune.db"
     cmd = _tune_cmd(tmp_path, db, "r.pt", 8, epochs=40)  # slow enough to be interrupted
-    proc = subprocess.Popen(
-        cmd, env=dl_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    proc = subprocess.Popen(  # pytest-xdist workers ignore SIGINT; a child would inherit that
+        cmd,
+        env=dl_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     assert proc.stderr is not None
