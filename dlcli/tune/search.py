@@ -80,7 +80,9 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
     train = replace(base, source=source)
     ctx = Context(train, doc, dists, req.metric, req.folds, trials_dir, families.run_training)
     ctx.prune = req.pruner != "none"
-    if not study.get_trials(deepcopy=False):  # a new study: the preset's own values go first
+    # a new study in this process alone starts from the preset's own values; not with a shared
+    # storage, where two processes could both pop that queued trial (SQLite has no row locks)
+    if storage is None and not study.get_trials(deepcopy=False):
         defaults = space.defaults(raw_doc, dists)
         if defaults:
             study.enqueue_trial(defaults, skip_if_exists=True)
