@@ -195,8 +195,8 @@ def train(
 
     with model_budget(max_model_gb, batch_size):
         summary = run_training(req)
-    if not distributed.is_main():
-        return
+    if not distributed.is_main():  # rank 0 wrote the files; this rank's work is done
+        distributed.exit_worker()
     if json_out:
         print_json(summary)
     if not quiet:

@@ -83,6 +83,16 @@ class Group:
             dist.destroy_process_group()
 
 
+def exit_worker() -> None:
+    """End a rank other than 0 after a clean run: flush, then leave without the interpreter's
+    teardown, where the native thread pools of torch, gloo and pyarrow were seen to abort the
+    process now and then (exit -6 on a busy machine), failing a run whose model rank 0 had
+    already written."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def join(device: torch.device) -> Group | None:
     """Join the process group torchrun set up the environment for; None for a single process."""
     if world_size() <= 1:

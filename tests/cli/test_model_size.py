@@ -71,6 +71,6 @@ def test_a_model_trained_under_a_raised_limit_predicts_without_it(
     res = run_dl_bounded(*train, "--max-model-gb", "1", "--quiet", "--no-plots", memory_gb=4)
     assert res.returncode == 0, res.stderr
     monkeypatch.setenv("DL_MAX_MODEL_GB", "0.01")
-    res = run_dl_bounded("predict", model, PENGUINS / "test.csv")
+    res = run_dl_bounded("predict", model, PENGUINS / "test.csv", memory_gb=3)
     assert res.returncode == 0, res.stderr
     assert res.stdout.count("\n") > 10
