@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,11 @@ def _pil(pixels: np.ndarray):  # (H, W, C) uint8 -> PIL image
 def write_grid(path: PathLike, images: Any, nrow: int | None = None, pad: int = 2) -> Path:
     """Images (N, C, H, W) float in [0, 1] -> one PNG, `nrow` images per row (default: a square),
     `pad` pixels of black between tiles; small tiles are enlarged to at least MIN_TILE pixels."""
-    pixels = to_uint8(images)  # (N, H, W, C)
+    return _save_grid(path, to_uint8(images), nrow, pad)
+
+
+def _save_grid(path: PathLike, pixels: np.ndarray, nrow: int | None, pad: int) -> Path:
+    """(N, H, W, C) uint8 tiles -> one PNG (see `write_grid`)."""
     n, h, w, c = pixels.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / nrow))
@@ -77,3 +82,22 @@ def write_images(
             _pil(img).save(tmp, format="PNG")
         paths.append(target)
     return paths
+
+
+def write_samples(
+    batches: Iterable[tuple[int, Any]],
+    total: int,
+    output: PathLike | None,
+    output_dir: PathLike | None,
+) -> None:
+    """Generated images as they come, (first index, (N, C, H, W) batch): each batch to
+    `output_dir` at once (nothing kept), and, for `output`, one grid of all `total` (callers bound
+    `total`; the tiles are kept as uint8)."""
+    grid = []
+    for start, images in batches:
+        if output_dir:
+            write_images(output_dir, images, "sample", start, total)
+        if output:
+            grid.append(to_uint8(images))
+    if output:
+        _save_grid(output, np.concatenate(grid), None, 2)

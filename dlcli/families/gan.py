@@ -280,7 +280,7 @@ def generate(sampler: Sampler, latent: int, n: int, seed: int, device: torch.dev
 def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:
     """`dl predict GAN.pt --samples N` -> -o FILE.png (a grid) and/or --output-dir DIR."""
     from dlcli.accel import pick_device
-    from dlcli.imagegrid import write_grid, write_images
+    from dlcli.imagegrid import write_samples
 
     if inputs:
         raise UsageError(
@@ -310,13 +310,7 @@ def predict(data: dict, model_path: str, inputs: list[str], opts: PredictOptions
     sampler, latent = load_sampler(data, model_path)
     seed = opts.seed if opts.seed is not None else secrets.randbits(31)
     device = pick_device(opts.device)
-    grid = []  # at most MAX_GRID samples; --output-dir gets each batch and keeps none
-    for start, images in generate(sampler, latent, opts.samples, seed, device):
-        if opts.output_dir:
-            write_images(opts.output_dir, images, "sample", start, opts.samples)
-        if opts.output:
-            grid.append(images)
-    if opts.output:
-        write_grid(opts.output, torch.cat(grid))
+    batches = generate(sampler, latent, opts.samples, seed, device)
+    write_samples(batches, opts.samples, opts.output, opts.output_dir)  # at most MAX_GRID in -o
     where = " and ".join(f for f in (opts.output, opts.output_dir and f"{opts.output_dir}/") if f)
     info(f"wrote {opts.samples} samples to {where} (seed {seed})")

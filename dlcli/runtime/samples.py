@@ -60,21 +60,17 @@ def check(path: str, inputs: list[str], samples: int | None, output: Any, output
 
 def generate(model: OnnxModel, inputs: list[str], opts: Any) -> None:
     """--samples N images from the generator graph to -o FILE.png and/or --output-dir DIR."""
-    from dlcli.imagegrid import write_grid, write_images
+    from dlcli.imagegrid import write_samples
 
     check(model.path, inputs, opts.samples, opts.output, opts.output_dir)
     latent = model.meta.get("dl.latent", "")
     if not latent.isdigit() or "image" not in model.output_names:
         raise ModelFileError(f"{model.path}: a GAN graph without dl.latent or an `image` output")
     seed = opts.seed if opts.seed is not None else secrets.randbits(31)
-    grid = []  # at most MAX_GRID samples; --output-dir gets each batch and keeps none
-    for start, z in noise(int(latent), opts.samples, seed):
-        images = dict(zip(model.output_names, model.run(z), strict=True))["image"]
-        if opts.output_dir:
-            write_images(opts.output_dir, images, "sample", start, opts.samples)
-        if opts.output:
-            grid.append(images)
-    if opts.output:
-        write_grid(opts.output, np.concatenate(grid))
+    batches = (
+        (start, dict(zip(model.output_names, model.run(z), strict=True))["image"])
+        for start, z in noise(int(latent), opts.samples, seed)
+    )
+    write_samples(batches, opts.samples, opts.output, opts.output_dir)  # at most MAX_GRID in -o
     where = " and ".join(f for f in (opts.output, opts.output_dir and f"{opts.output_dir}/") if f)
     info(f"wrote {opts.samples} samples to {where} (seed {seed}, numpy noise)")
