@@ -21,11 +21,13 @@ from torch import nn
 
 from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared, Preprocessor
 from dlcli.data.series_read import (
+    CHUNK_WINDOWS,
     MIN_WINDOWS,
     Series,
     change_spread,
     default_window,
     find_date_column,
+    input_chunks,
     plan_features,
     read_frame,
     read_history,
@@ -37,8 +39,6 @@ from dlcli.data.series_read import (
 from dlcli.data.split import chronological_split, validation_stop
 from dlcli.data.target import Target
 from dlcli.errors import InputError, UsageError
-
-CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
 
 
 @dataclass
@@ -160,17 +160,10 @@ class SeriesPreprocessor(Preprocessor):
         which the pass-through frame names by its date (or `row`); with `keep`, that step's row."""
         for path in [paths] if isinstance(paths, str) else paths:
             ser = self.read(path)
-            wins = windows_of(ser.values, self.window)
-            for i in range(0, len(wins), CHUNK_WINDOWS):
-                chunk = wins[i : i + CHUNK_WINDOWS]
-                steps = np.arange(i, i + len(chunk)) + self.window - 1 + self.horizon
-                name, labels = self._step_labels(ser, steps)
-                if keep:
-                    frame = ser.frame.reindex(steps).reset_index(drop=True)
-                    frame[name] = labels
-                else:
-                    frame = pd.DataFrame({name: labels})
-                yield frame, chunk
+            for frame, chunk in input_chunks(
+                ser, self.window, self.horizon, self.date_column, keep
+            ):
+                yield frame, torch.from_numpy(chunk)
 
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """Windows whose target step lies in the file: the frame's target column holds the value

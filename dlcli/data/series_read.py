@@ -8,6 +8,7 @@ ONNX runtime (dlcli/runtime/series.py) reads a history exactly as `dl predict MO
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,3 +324,25 @@ def change_spread(target: np.ndarray, horizon: int) -> float:
     if len(v) <= horizon:
         return 0.0
     return float(np.sqrt(np.mean((v[horizon:] - v[:-horizon]) ** 2)))
+
+
+CHUNK_WINDOWS = 16384  # windows per yielded chunk in prediction and evaluation
+
+
+def input_chunks(
+    ser: Series, window: int, horizon: int, date_col: str | None, keep: bool = False
+) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+    """The windows ending at every row t of `ser`, in chunks of (k, window, F) float32: each
+    predicts step t + horizon, which the pass-through frame names by its date (or `row`); with
+    `keep`, that step's row as read. The torch (`.pt`) and onnxruntime paths both read this."""
+    wins = window_view(ser.values, window)
+    for i in range(0, len(wins), CHUNK_WINDOWS):
+        chunk = np.ascontiguousarray(wins[i : i + CHUNK_WINDOWS], dtype=np.float32)
+        steps = np.arange(i, i + len(chunk)) + window - 1 + horizon
+        name, labels = step_labels(ser, steps, date_col)
+        if keep:
+            frame = ser.frame.reindex(steps).reset_index(drop=True)
+            frame[name] = labels
+        else:
+            frame = pd.DataFrame({name: labels})
+        yield frame, chunk

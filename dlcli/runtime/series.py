@@ -12,12 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dlcli.data.series_read import Series, read_history, step_labels, window_view
+from dlcli.data.series_read import Series, input_chunks, read_history
 from dlcli.errors import ModelFileError
 from dlcli.runtime.session import OnnxModel
 from dlcli.runtime.tables import Labels
-
-CHUNK_WINDOWS = 16384  # windows per chunk, as data/series.py yields them
 
 
 @dataclass
@@ -46,18 +44,9 @@ class SeriesInputs:
         """Per CSV, the windows ending at every row t (chunked): each predicts step t + horizon,
         named by its date (or `row`); with `keep`, that step's row as read."""
         for path in paths:
-            ser = self.read(path)
-            wins = window_view(ser.values, self.window)
-            for i in range(0, len(wins), CHUNK_WINDOWS):
-                chunk = np.ascontiguousarray(wins[i : i + CHUNK_WINDOWS], dtype=np.float32)
-                steps = np.arange(i, i + len(chunk)) + self.window - 1 + self.horizon
-                name, labels = step_labels(ser, steps, self.date_column)
-                if keep:
-                    frame = ser.frame.reindex(steps).reset_index(drop=True)
-                    frame[name] = labels
-                else:
-                    frame = pd.DataFrame({name: labels})
-                yield frame, chunk
+            yield from input_chunks(
+                self.read(path), self.window, self.horizon, self.date_column, keep
+            )
 
     def one_step(self, model: OnnxModel) -> Callable[[np.ndarray], float]:
         """(window, F) history -> the graph's next value (engine/forecast.py's `predict_one`)."""
