@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dlcli.cli.output import DEVICE, JSON, PRECISION, QUIET, print_json
+from dlcli.cli.output import DEVICE, JSON, PRECISION, QUIET, SCORE, print_json
 
 
 def evaluate(
@@ -33,13 +33,7 @@ def evaluate(
     target: str = typer.Option(
         None, "--target", "-t", help="Autoencoder: the label column (default: the last column)."
     ),
-    score: str = typer.Option(
-        None,
-        "--score",
-        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
-        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
-        "training; docs/autoencoders.md).",
-    ),
+    score: str = SCORE,
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:

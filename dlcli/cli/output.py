@@ -20,6 +20,14 @@ PRECISION = typer.Option(
     help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
 )
 
+SCORE = typer.Option(
+    None,
+    "--score",
+    help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
+    "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
+    "training; docs/autoencoders.md).",
+)
+
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (data channel)."""

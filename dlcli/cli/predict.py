@@ -8,7 +8,7 @@ from typing import IO
 
 import typer
 
-from dlcli.cli.output import DEVICE, PRECISION, QUIET
+from dlcli.cli.output import DEVICE, PRECISION, QUIET, SCORE
 
 
 def predict(
@@ -53,13 +53,7 @@ def predict(
     embed: bool = typer.Option(
         False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
     ),
-    score: str = typer.Option(
-        None,
-        "--score",
-        help="Autoencoder: the anomaly score: reconstruction, knn, density, knn+reconstruction, "
-        "input-knn, input-knn+reconstruction or knn+input-knn (default: the one stored at "
-        "training; docs/autoencoders.md).",
-    ),
+    score: str = SCORE,
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
