@@ -165,8 +165,7 @@ def train(
         "--fine-tune-epochs",
         min=0,
         help="With --init-from: first train only the new layers for N epochs, the loaded ones "
-        "frozen, then all with the loaded ones at lr/10 (default: a tenth of --epochs, 1 to 3; "
-        "0: train everything from the start).",
+        "frozen, then all with the loaded ones at lr/10 (default 0: everything from the start).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."

@@ -232,7 +232,7 @@ def _transfer(
             )
         frozen, plan = transfer.freeze(network, req.freeze, loaded), None
     else:
-        frozen, plan = [], finetune.plan(network, loaded, job.cfg)
+        frozen, plan = [], finetune.plan(network, loaded, job.cfg, by_default=False)
         if plan is not None:
             info(plan.describe())
     state = {"freeze": req.freeze, "fine_tune": plan.to_state() if plan else None}

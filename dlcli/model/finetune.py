@@ -95,14 +95,20 @@ def default_head_epochs(epochs: int) -> int:
     return 0 if epochs < 2 else max(1, min(3, math.floor(epochs / 10)))
 
 
-def plan(network: nn.Module, loaded: set[str], cfg: Any) -> FineTunePlan | None:
+def plan(
+    network: nn.Module, loaded: set[str], cfg: Any, by_default: bool = True
+) -> FineTunePlan | None:
     """The schedule for `network` after `loaded` (tensor names) came from a pretrained source.
 
-    `cfg` is the resolved TrainConfig (`epochs`, `fine_tune_epochs`: None = default, 0 = off).
+    `cfg` is the resolved TrainConfig (`epochs`, `fine_tune_epochs`: None = default, 0 = off);
+    `by_default`: whether the schedule runs when `fine_tune_epochs` is not given (pretrained
+    backbones, `--weights`: yes; another dl model, `--init-from`: no, see docs/transfer.md).
     None when there is nothing to schedule: the schedule is off, no top-level layer was loaded
     whole, or none was left fresh (the same classes: nothing new to train first)."""
     epochs = int(cfg.epochs)
     given = getattr(cfg, "fine_tune_epochs", None)
+    if given is None and not by_default:
+        return None
     head_epochs = default_head_epochs(epochs) if given is None else int(given)
     if head_epochs <= 0:
         return None

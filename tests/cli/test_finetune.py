@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SAMPLES, assert_error, flat
+from conftest import PENGUINS, SAMPLES, assert_error, dl_env, flat
 
 from dlcli import modelfile
 from dlcli.data.sources import DataOptions
@@ -104,8 +106,8 @@ class StopAt(Callback):
 
 
 def test_the_schedule_trains_the_new_head_first_then_everything(source, new, tmp_path, dl_inproc):
-    res = ok(dl_inproc("train", new, "--init-from", source, "--epochs", "3", "--no-plots",
-                       "--batch-size", "8", "-o", tmp_path / "m.pt"))  # fmt: skip
+    args = ["--init-from", source, "--epochs", "3", "--fine-tune-epochs", "1", "--no-plots"]
+    res = ok(dl_inproc("train", new, *args, "--batch-size", "8", "-o", tmp_path / "m.pt"))
     log = flat(res.stderr)
     # digits 5-9 are other classes than 0-4: the head is fresh although its shape fits
     assert f"--init-from {source}: loaded 30 of 32 tensors; freshly initialised: head" in log
@@ -123,7 +125,9 @@ def test_the_schedule_trains_the_new_head_first_then_everything(source, new, tmp
     assert not torch.equal(after["features.0.weight"], before["features.0.weight"])
 
     seen = Weights()
-    run_training(request(new, tmp_path / "w.pt", source, epochs=3, callbacks=[seen]))
+    run_training(
+        request(new, tmp_path / "w.pt", source, epochs=3, fine_tune_epochs=1, callbacks=[seen])
+    )
     first, last = seen.rows[0], seen.rows[-1]
     for k in (k for k in before if k.startswith("features.")):  # phase 1: as loaded, BN too
         assert torch.equal(first[k], before[k]), k
@@ -134,10 +138,11 @@ def test_the_schedule_trains_the_new_head_first_then_everything(source, new, tmp
 def test_a_checkpoint_in_the_schedule_resumes_in_its_phase(source, new, tmp_path, dl_inproc):
     """Ctrl-C after the head-only epoch: --resume unfreezes at epoch 2 with the body's lower
     learning rate, and ends with the uninterrupted run's weights."""
-    run_training(request(new, tmp_path / "full.pt", source, epochs=3, patience=0))
+    opts = {"epochs": 3, "patience": 0, "fine_tune_epochs": 1}
+    run_training(request(new, tmp_path / "full.pt", source, **opts))
     out = tmp_path / "m.pt"
     with pytest.raises(TrainingInterrupted, match="interrupted after 1 complete epoch"):
-        run_training(request(new, out, source, epochs=3, patience=0, callbacks=[StopAt(1)]))
+        run_training(request(new, out, source, **opts, callbacks=[StopAt(1)]))
     assert modelfile.checkpoint_path(out).exists()
     res = ok(dl_inproc("train", new, "-o", out, "--resume", "--no-plots"))
     assert "epoch 2: fine-tuning everything (features at lr x0.1)" in flat(res.stderr)
@@ -146,6 +151,16 @@ def test_a_checkpoint_in_the_schedule_resumes_in_its_phase(source, new, tmp_path
         torch.testing.assert_close(resumed[k], v, rtol=1e-5, atol=1e-6, msg=k)
     lrs = [r["lr"] for r in modelfile.load(out)["history"]]
     assert lrs == [r["lr"] for r in modelfile.load(tmp_path / "full.pt")["history"]]
+
+
+def test_init_from_alone_trains_everything_from_the_start(source, new, tmp_path, dl_inproc):
+    """The schedule is opt-in for --init-from (measured: docs/transfer.md): without
+    --fine-tune-epochs every layer trains from epoch 1, as before."""
+    seen = Weights()
+    run_training(request(new, tmp_path / "m.pt", source, epochs=2, callbacks=[seen]))
+    before = network(source)
+    assert not torch.equal(seen.rows[0]["features.0.weight"], before["features.0.weight"])
+    assert modelfile.load(tmp_path / "m.pt")["transfer"] == {"freeze": None, "fine_tune": None}
 
 
 def test_freeze_keeps_the_layers_frozen_for_the_whole_run(source, new, tmp_path, dl_inproc):
@@ -202,3 +217,30 @@ def test_augmentation_trains_through_the_frozen_layers(source, new, tmp_path, dl
     args = ["--init-from", source, "--freeze", "features", "--epochs", "1", "--augment", "flip"]
     res = ok(dl_inproc("train", new, *args, "--no-plots", "-o", tmp_path / "m.pt"))
     assert "frozen features" not in res.stderr
+
+
+def test_two_processes_fine_tune_exactly_like_one(dl_inproc, tmp_path) -> None:
+    """Under torchrun the network is wrapped in DDP again when phase 2 unfreezes the body, so the
+    body's gradients are averaged too and 2 processes follow 1 to float rounding (a body left out
+    of DDP would drift apart on each rank's half of the batches)."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text("name: tiny\nlayers:\n  - dense: 16\n  - relu\ntraining:\n  lr: 0.01\n")
+    common = ["--device", "cpu", "--no-plots", "--json"]
+    ok(dl_inproc("train", PENGUINS / "train.csv", "--spec", spec, "--epochs", "2", *common,
+                 "-o", tmp_path / "src.pt"))  # fmt: skip
+    frame = pd.read_csv(PENGUINS / "train.csv")  # other class names: the head is fresh
+    frame["species"] = "kind_" + frame["species"].astype(str)
+    frame.to_csv(tmp_path / "new.csv", index=False)
+    args = ["train", tmp_path / "new.csv", "--init-from", tmp_path / "src.pt", "--epochs", "3"]
+    args += ["--fine-tune-epochs", "1", *common]
+    one = ok(dl_inproc(*args, "-o", tmp_path / "one.pt"))
+    assert "epoch 2: fine-tuning everything (0 at lr x0.1)" in flat(one.stderr)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "dlcli", *(str(a) for a in args), "-o", str(tmp_path / "two.pt")]
+    res = subprocess.run(cmd, env=dl_env(), capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    h1 = modelfile.load(tmp_path / "one.pt")["history"]
+    h2 = modelfile.load(tmp_path / "two.pt")["history"]
+    for a, b in zip(h1, h2, strict=True):
+        assert a["val_loss"] == pytest.approx(b["val_loss"], abs=1e-5)
+        assert a["train_loss"] == pytest.approx(b["train_loss"], abs=1e-5)

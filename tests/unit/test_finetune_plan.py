@@ -69,6 +69,14 @@ def test_no_plan_when_turned_off_nothing_loaded_or_nothing_fresh() -> None:
     assert finetune.plan(net, body_loaded(net), cfg(10, fine_tune_epochs=4)).head_epochs == 4
 
 
+def test_an_opt_in_schedule_runs_only_when_asked() -> None:
+    """--init-from (another dl model) asks for the schedule with --fine-tune-epochs only."""
+    net = resnet()
+    assert finetune.plan(net, body_loaded(net), cfg(10), by_default=False) is None
+    asked = finetune.plan(net, body_loaded(net), cfg(10, fine_tune_epochs=2), by_default=False)
+    assert asked == finetune.FineTunePlan(("features",), 2, 0.1)
+
+
 def test_a_first_phase_as_long_as_the_run_is_one_line() -> None:
     net = resnet()
     with pytest.raises(UsageError, match=r"--fine-tune-epochs 5: must be below --epochs 5"):
