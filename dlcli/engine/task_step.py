@@ -287,9 +287,8 @@ class TaskStep:
         return getattr(self.task, "metric", None) or default
 
     def end_epoch(self, row: dict) -> None:
-        row["lr"] = self.opt.param_groups[-1][
-            "lr"
-        ]  # the new layers' (fine-tuning: the body's is lower)
+        # the last group's: the new layers' when fine-tuning (the body's is lower)
+        row["lr"] = self.opt.param_groups[-1]["lr"]
         row["seconds"] = time.perf_counter() - self.t0
         row["samples_per_s"] = len(self.train) * self.train.batch_size / max(row["seconds"], 1e-9)
         if self.device.type == "cuda":

@@ -235,6 +235,10 @@ def _transfer(
         frozen, plan = [], finetune.plan(network, loaded, job.cfg, by_default=False)
         if plan is not None:
             info(plan.describe())
+        elif job.cfg.fine_tune_epochs:
+            _, fresh = finetune.loaded_layers(network, loaded)
+            why = "no top-level layer was loaded whole" if fresh else "every layer was loaded"
+            info(f"--fine-tune-epochs: no schedule ({why}); every layer trains from the start")
     state = {"freeze": req.freeze, "fine_tune": plan.to_state() if plan else None}
     return frozen, plan, {"transfer": state}
 

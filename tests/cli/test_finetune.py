@@ -174,6 +174,15 @@ def test_freeze_keeps_the_layers_frozen_for_the_whole_run(source, new, tmp_path,
     assert_error(res, "--fine-tune-epochs with --freeze features", "drop --freeze")
 
 
+def test_the_same_classes_load_the_head_and_need_no_schedule(source, tmp_path, dl_inproc):
+    same = copy_digits(tmp_path / "same", "01234", 6)
+    args = ["--init-from", source, "--epochs", "2", "--fine-tune-epochs", "1", "--no-plots"]
+    res = ok(dl_inproc("train", same, *args, "-o", tmp_path / "m.pt"))
+    log = flat(res.stderr)
+    assert f"--init-from {source}: loaded 32 of 32 tensors" in log
+    assert "--fine-tune-epochs: no schedule (every layer was loaded); every layer trains" in log
+
+
 def test_a_first_phase_as_long_as_the_run_is_refused(source, new, tmp_path, dl_inproc):
     args = ["--init-from", source, "--epochs", "2", "--fine-tune-epochs", "2"]
     res = dl_inproc("train", new, *args, "--no-plots", "-o", tmp_path / "m.pt")
