@@ -256,3 +256,26 @@ def test_token_ids_are_not_cached() -> None:
     step = TaskStep(net, task, cfg(1), (x, y, x[:8], y[:8]), frozen=[emb])
     Trainer(step, 1).fit()
     assert step.forward_net is net
+
+
+def test_a_damaged_cache_file_is_computed_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object, capsys: pytest.CaptureFixture
+) -> None:
+    import contextlib
+
+    from dlcli import settings
+
+    monkeypatch.setenv("DL_CACHE_DIR", str(tmp_path))
+    settings.reload()
+    prefix = resnet()[:1].eval()
+    x = torch.randn(6, 1, 8, 8)
+    args = (prefix, lambda t: t, (x, None), torch.device("cpu"), contextlib.nullcontext, ["fp32"])
+    first, _ = feature_cache.features(*args)
+    (file,) = (tmp_path / "features").glob("*.pt")  # type: ignore[operator]
+    file.write_bytes(b"not a torch file")
+    again, val = feature_cache.features(*args)
+    assert torch.equal(again, first) and val is None and first.shape == (6, 128)
+    assert "could not be read; computing the features again" in capsys.readouterr().err
+    reread, _ = feature_cache.features(*args)  # rewritten: read back
+    assert torch.equal(reread, first)
+    settings.reload()
