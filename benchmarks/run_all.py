@@ -28,6 +28,7 @@ BENCHMARKS = [
     "bench_onnx_predict",
     "bench_images",
     "bench_sequence",
+    "bench_feature_cache",  # ~2 min: a resnet trained through its frozen features and on cached ones
     "quality_tables",  # ~3-5 min: 15 dl trainings + the baselines
     "bench_gpu",  # prints a skip line and adds nothing without CUDA
 ]

@@ -162,6 +162,16 @@ TABLE: tuple[Setting, ...] = (
         "~/.cache/dl/images",
         "folder of the image decode cache",
     ),
+    Setting(
+        "DL_FEATURE_CACHE",
+        "feature_cache",
+        parse_bool,
+        BOOL,
+        True,
+        "on",
+        "train the layers after a --freeze prefix on its outputs computed once (kept in "
+        "DL_CACHE_DIR/features); off: through the frozen layers every epoch",
+    ),
 )
 
 
@@ -180,6 +190,7 @@ class Settings:
     max_image_memory: int
     max_model_gb: float
     cache_dir: Path
+    feature_cache: bool
 
 
 def parse(setting: Setting, raw: str | None) -> Any:

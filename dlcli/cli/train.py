@@ -160,6 +160,13 @@ def train(
         "--freeze",
         help="With --init-from: keep these layers fixed, by name or index range (e.g. features, 0:6).",
     ),
+    fine_tune_epochs: int = typer.Option(
+        None,
+        "--fine-tune-epochs",
+        min=0,
+        help="With --init-from: first train only the new layers for N epochs, the loaded ones "
+        "frozen, then all with the loaded ones at lr/10 (default 0: everything from the start).",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
     ),
@@ -243,6 +250,7 @@ OVERRIDES = (
     "precision",
     "augment",
     "threshold_percentile",
+    "fine_tune_epochs",
 )
 
 

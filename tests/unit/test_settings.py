@@ -60,6 +60,12 @@ BAD = {
         f"error: DL_CACHE_DIR={str(REPO / 'README.md')!r}: expected a folder (folder of the image"
         " decode cache)",
     ),
+    "DL_FEATURE_CACHE": (
+        "sometimes",
+        "error: DL_FEATURE_CACHE='sometimes': expected 1/0, true/false, yes/no or on/off (train the"
+        " layers after a --freeze prefix on its outputs computed once (kept in"
+        " DL_CACHE_DIR/features); off: through the frozen layers every epoch)",
+    ),
 }
 
 
