@@ -36,6 +36,7 @@ from dlcli.model.tasks import make_task
 class Supervised(Family):
     name = "supervised"
     distributed = True
+    takes_weights = True  # --weights: pretrained backbones (dlcli/model/weights.py)
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
 
@@ -64,7 +65,7 @@ class Supervised(Family):
             job.spec_source,
             **network_args(preprocessor),
         )
-        frozen = _transfer(built.module, req, job.base)
+        frozen = _transfer(built.module, job)
         preprocess = preprocessor.preprocess_module()
         x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
         _describe(req.data, prep, task, preprocessor, built.module)
@@ -193,17 +194,23 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
     )
 
 
-def _transfer(network: torch.nn.Module, req: Any, base: dict | None) -> list[torch.nn.Module]:
-    """--init-from (`base`: its loaded model file) and --freeze; returns the frozen layers."""
+def _transfer(network: torch.nn.Module, job: TrainJob) -> list[torch.nn.Module]:
+    """--init-from (`job.base`: its loaded model file) or --weights (pretrained backbone), then
+    --freeze; sets `job.loaded` (the tensors loaded) and returns the frozen layers."""
     from dlcli.model import transfer
 
-    loaded = None
-    if base is not None:
-        loaded = transfer.init_from(network, base["weights"]["network"], req.init_from)
+    req, loaded = job.req, None
+    if job.base is not None:
+        loaded = transfer.init_from(network, job.base["weights"]["network"], req.init_from)
+    elif req.weights and job.resume is None:  # a resumed run has its own weights
+        from dlcli.model.weights import load_weights
+
+        loaded = load_weights(network, req.weights)
     elif req.freeze:
         raise UsageError(
-            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+            "--freeze needs --init-from MODEL or --weights (freezing fresh random layers does not help)"
         )
+    job.loaded = set(loaded or ())
     return transfer.freeze(network, req.freeze, loaded) if req.freeze else []
 
 

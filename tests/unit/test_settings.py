@@ -60,6 +60,12 @@ BAD = {
         f"error: DL_CACHE_DIR={str(REPO / 'README.md')!r}: expected a folder (folder of the image"
         " decode cache)",
     ),
+    "DL_WEIGHTS_MIRROR": (
+        "ftp://x/",
+        "error: DL_WEIGHTS_MIRROR='ftp://x/': expected an http://, https:// or file:// URL (where"
+        " --weights imagenet fetches the published files (same file names; a mirror, or a local"
+        " folder as file:///path/))",
+    ),
 }
 
 
