@@ -162,13 +162,21 @@ def imagenet_file(arch: str) -> Path:
             _download(url, tmp)
             verify(tmp, path, f"--weights imagenet: {url}", remove=True)
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
         raise UsageError(
-            f"--weights imagenet: cannot download {url} ({str(reason)[:120]}); "
-            f"put that file at {path}",
+            f"--weights imagenet: cannot download {url} ({_why(exc)}); put that file at {path}",
             "on a machine with internet it downloads by itself; offline, copy the file there",
         ) from None
     return path
+
+
+def _why(exc: BaseException) -> str:
+    """The short reason of a failed download: `Name or service not known`, `HTTP Error 404: ...`."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP Error {exc.code}: {exc.reason}"
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return (str(reason) or type(reason).__name__)[:120]
 
 
 def _download(url: str, target: Path) -> None:
