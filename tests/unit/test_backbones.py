@@ -194,3 +194,30 @@ def test_input_section_is_validated() -> None:
     assert json.dumps(parse_spec({**base, "input": {"image_size": 64}}, "t").input.by_kind()) == (
         '{"image": {"image_size": 64}}'
     )
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_the_memory_budget_counts_the_activations_inside(arch: str) -> None:
+    """per_pixel matches the conv / batch-norm / activation outputs counted with forward hooks,
+    and the budget counts them: resnet50 at 224 px and batch 32 needs gigabytes, not 400 MB."""
+    from dlcli.model.budget import model_budget
+    from dlcli.model.builder import estimate_size
+
+    net, total = backbone(arch).eval(), [0]
+    kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Hardswish, nn.ReLU, nn.Linear)
+    hooks = [
+        m.register_forward_hook(lambda m, i, o: total.__setitem__(0, total[0] + o.numel()))
+        for m in net.modules()
+        if isinstance(m, kinds)
+    ]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 96, 96))
+    for h in hooks:
+        h.remove()
+    assert total[0] / 96**2 == pytest.approx(net.per_pixel, rel=0.02)
+    if arch == "resnet50":
+        spec, _ = load_preset(arch)
+        tally = estimate_size(spec.layers, "layers", (3, 224, 224), 10, batch_size=32)
+        assert 2.5e9 < tally.bytes < 4e9
+        with model_budget(2.0), pytest.raises(SpecError, match="backbone"):
+            build_network(spec, (3, 224, 224), 10)

@@ -32,6 +32,11 @@ class Backbone(nn.Module):
     arch: str = ""
     head_keys: ClassVar[tuple[str, ...]] = ()
     out_features: int = 0  # width of the pooled output
+    # floats of the convolution, batch-norm and activation outputs inside, per input pixel (counted
+    # with forward hooks; tests/unit/test_backbones.py checks them): the memory budget
+    # (model/budget.py) counts `inner_activations` = this x H x W per sample, not just the output
+    per_pixel: float = 0.0
+    inner_activations: int = 0
 
 
 def init_like_torchvision(module: nn.Module) -> None:
@@ -106,10 +111,10 @@ def _downsample(c_in: int, c_out: int, stride: int) -> nn.Sequential | None:
     return nn.Sequential(_conv(c_in, c_out, 1, stride), nn.BatchNorm2d(c_out))
 
 
-RESNETS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
-    18: (BasicBlock, (2, 2, 2, 2)),
-    34: (BasicBlock, (3, 4, 6, 3)),
-    50: (Bottleneck, (3, 4, 6, 3)),
+RESNETS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int], float]] = {
+    18: (BasicBlock, (2, 2, 2, 2), 99.0),
+    34: (BasicBlock, (3, 4, 6, 3), 149.0),
+    50: (Bottleneck, (3, 4, 6, 3), 443.0),
 }
 
 
@@ -120,7 +125,7 @@ class ResNetBackbone(Backbone):
 
     def __init__(self, depth: int, channels: int = 3) -> None:
         super().__init__()
-        block, counts = RESNETS[depth]
+        block, counts, self.per_pixel = RESNETS[depth]
         self.arch = f"resnet{depth}"
         self.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -218,6 +223,7 @@ class MobileNetV3SmallBackbone(Backbone):
 
     arch = "mobilenet_v3_small"
     head_keys = ("classifier.3.weight", "classifier.3.bias")
+    per_pixel = 83.0
 
     def __init__(self, channels: int = 3) -> None:
         super().__init__()
@@ -246,8 +252,9 @@ class ResNetLayer(LayerDef):
         depth: Literal[18, 34, 50] = 18
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
-        c, _, _ = image_shape(in_shape, ctx)
+        c, h, w = image_shape(in_shape, ctx)
         module = ResNetBackbone(opts.depth, c)
+        module.inner_activations = int(module.per_pixel * h * w)
         return module, (module.out_features,)
 
 
@@ -259,5 +266,7 @@ class MobileNetV3SmallLayer(LayerDef):
         pass
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
-        c, _, _ = image_shape(in_shape, ctx)
-        return MobileNetV3SmallBackbone(c), (1024,)
+        c, h, w = image_shape(in_shape, ctx)
+        module = MobileNetV3SmallBackbone(c)
+        module.inner_activations = int(module.per_pixel * h * w)
+        return module, (1024,)
