@@ -224,7 +224,7 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     if base is not None and resume is None:
         _inherit_data_options(req, source.kind, base)
     if resume is None:
-        _spec_input_options(req, source.kind, spec)
+        spec_input_options(req, source.kind, spec)
     return job, family
 
 
@@ -364,7 +364,7 @@ def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> No
         req.data_opts.extra[kind] = inherited
 
 
-def _spec_input_options(req: TrainRequest, kind: str | None, spec: Any) -> None:
+def spec_input_options(req: TrainRequest, kind: str | None, spec: Any) -> None:
     """The spec's `input:` defaults (e.g. a pretrained backbone's 224 px and ImageNet mean/std)
     for its data kind, under what the flags (and an --init-from model) already set."""
     if kind is None or spec.input is None:

@@ -221,3 +221,32 @@ def test_the_memory_budget_counts_the_activations_inside(arch: str) -> None:
         assert 2.5e9 < tally.bytes < 4e9
         with model_budget(2.0), pytest.raises(SpecError, match="backbone"):
             build_network(spec, (3, 224, 224), 10)
+
+
+@pytest.mark.parametrize(
+    ("arch", "params"), [("resnet18", "11,689,512"), ("mobilenet_v3_small", "2,542,856")]
+)
+def test_build_uses_the_spec_input_and_counts_torchvision_parameters(arch, params, dl_inproc):
+    """`dl build --arch resnet18` needs no --input-shape (the preset's 3x224x224); with the
+    ImageNet head's 1000 outputs the parameter count is torchvision's."""
+    res = dl_inproc("build", "--arch", arch, "--outputs", "1000")
+    assert res.returncode == 0, res.stderr
+    assert f"{params} parameters" in res.stdout + res.stderr
+
+
+def test_spec_input_is_a_default_under_the_flags() -> None:
+    from dlcli.data.sources import DataOptions
+    from dlcli.engine.train_job import TrainRequest, spec_input_options
+
+    spec, _ = load_preset("resnet18")
+    req = TrainRequest("photos/", data_opts=DataOptions(extra={"image": {"image_size": 32}}))
+    spec_input_options(req, "image", spec)
+    assert req.data_opts.extra["image"] == {
+        "image_size": 32,  # --image-size wins
+        "channels": 3,
+        "mean": IMAGENET_MEAN,
+        "std": IMAGENET_STD,
+    }
+    table = TrainRequest("t.csv")
+    spec_input_options(table, "table", spec)  # other data kinds: nothing
+    assert table.data_opts.extra == {}
