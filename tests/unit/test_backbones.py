@@ -250,3 +250,17 @@ def test_spec_input_is_a_default_under_the_flags() -> None:
     table = TrainRequest("t.csv")
     spec_input_options(table, "table", spec)  # other data kinds: nothing
     assert table.data_opts.extra == {}
+
+
+def test_safetensors_without_the_package_is_one_line(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"{}")
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)  # as if not installed
+    with pytest.raises(UsageError) as err:
+        weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(path))
+    assert (
+        err.value.message == f"--weights {path}: reading .safetensors needs the safetensors package"
+    )
+    assert err.value.hint == "pip install 'dl[transfer]' (or pip install safetensors)"
