@@ -42,6 +42,7 @@ OPT_IN = [
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
     "bench_serve",  # two 30 s load tests
     "quality_text",  # issue 12, text: 5 data sets x 3 seeds x defaults + 5 presets
+    "bench_transfer",  # issue 14: resnet18 pre-trained on digits 0-4, fine-tuned on 5-9 (~5 min)
 ]  # slow (minutes): run only when named with --only
 
 

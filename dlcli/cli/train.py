@@ -158,14 +158,21 @@ def train(
     freeze: str = typer.Option(
         None,
         "--freeze",
-        help="With --init-from: keep these layers fixed, by name or index range (e.g. features, 0:6).",
+        help="With --init-from or --weights: keep these layers fixed, by name or index range (e.g. features, backbone, 0:6).",
+    ),
+    weights: str = typer.Option(
+        None,
+        "--weights",
+        help="Pretrained backbone (--arch resnet18/34/50, mobilenet_v3_small): imagenet (downloaded "
+        "once into the torch hub cache, checksum verified) or a torchvision .pth/.safetensors file.",
     ),
     fine_tune_epochs: int = typer.Option(
         None,
         "--fine-tune-epochs",
         min=0,
-        help="With --init-from: first train only the new layers for N epochs, the loaded ones "
-        "frozen, then all with the loaded ones at lr/10 (default 0: everything from the start).",
+        help="After --weights or --init-from: first train only the new layers for N epochs, the "
+        "loaded ones frozen, then all with the loaded ones at lr/10 (default: a tenth of the "
+        "epochs, 1-3, with --weights; 0 = off, the default with --init-from).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
@@ -191,7 +198,7 @@ def train(
     # --init-from is no input here: it is read whole before the model file is replaced, and
     # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
     check_choices(locals())
-    refuse_overwriting(output, [data, val, spec])
+    refuse_overwriting(output, [data, val, spec, weights])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
@@ -281,6 +288,7 @@ def train_request(given: dict) -> TrainRequest:
         bool(given.get("plots", True)),
         init_from=given.get("init_from"),
         freeze=given.get("freeze"),
+        weights=given.get("weights"),
     )
 
 

@@ -55,6 +55,10 @@ class ImageOptions:
     image_size: int | None = None  # square side; default: from the data
     grayscale: bool = False  # force one channel
     channels: int | None = None  # force 1 or 3 (transfer learning keeps the source model's)
+    mean: list[float] | None = (
+        None  # fixed per-channel mean/std (a spec's `input:`, e.g. ImageNet's)
+    )
+    std: list[float] | None = None
 
 
 class ImageTransform(nn.Module):
@@ -207,6 +211,13 @@ def image_options(opts: DataOptions) -> ImageOptions:
     return got
 
 
+def fixed_stats(opts: ImageOptions, channels: int) -> tuple[list[float], list[float]] | None:
+    """The spec's mean/std when they fit the channel count (--grayscale drops ImageNet's three)."""
+    if opts.mean is None or opts.std is None or len(opts.mean) != channels:
+        return None
+    return list(opts.mean), list(opts.std)
+
+
 def choose_shape(listing: Listing, opts: ImageOptions) -> tuple[int, int]:
     """(size, channels): given, or from a sample of the training images."""
     forced = 1 if opts.grayscale else opts.channels
@@ -247,6 +258,7 @@ class ImageFolderSource:
         train = scan_classes(train_dir, root, str(train_dir), opts.unsupervised)
         val = val_listing(root, splits, opts)
         fit = preprocessor is None
+        fixed = None
         if fit:
             classes = sorted(set(train.labels))
             if len(classes) < 2 and not opts.unsupervised:
@@ -254,8 +266,12 @@ class ImageFolderSource:
                     f"{train_dir}: found one class folder ('{classes[0]}'); classification needs at least two"
                 )
             size, channels = choose_shape(train, img)
+            fixed = fixed_stats(img, channels)
             preprocessor = ImagePreprocessor(
-                Target(opts.target or TARGET_NAME, "classification", classes), channels, size
+                Target(opts.target or TARGET_NAME, "classification", classes),
+                channels,
+                size,
+                *(fixed or (None, None)),
             )
         preprocessor.check_classes(train, str(train_dir))
         if val is not None:
@@ -264,7 +280,7 @@ class ImageFolderSource:
         if image_stream.over_limit(
             n, preprocessor.channels, preprocessor.size
         ):  # decode per epoch instead
-            return prepare_streaming(train, val, preprocessor, opts, fit, str(root))
+            return prepare_streaming(train, val, preprocessor, opts, fit and not fixed, str(root))
         x, y, is_val, stats = load_listings(
             train,
             val,
@@ -278,7 +294,7 @@ class ImageFolderSource:
         else:
             tr, va = (~is_val).nonzero().squeeze(1), is_val.nonzero().squeeze(1)
             x_tr, y_tr, x_va, y_va = x.index_select(0, tr), y[tr], x.index_select(0, va), y[va]
-        if fit:
+        if fit and not fixed:
             preprocessor.mean, preprocessor.std = channel_stats(x_tr)
         return Prepared(preprocessor, x_tr, y_tr, x_va, y_va, {"rows": len(x), **stats})
 

@@ -36,6 +36,7 @@ from dlcli.model.tasks import make_task
 class Supervised(Family):
     name = "supervised"
     distributed = True
+    takes_weights = True  # --weights: pretrained backbones (dlcli/model/weights.py)
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
 
@@ -197,9 +198,10 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
 def _transfer(
     network: torch.nn.Module, job: TrainJob, preprocessor: Any
 ) -> tuple[list[torch.nn.Module], Any, dict]:
-    """--init-from (`job.base`: its loaded model file), --freeze and the fine-tuning schedule;
-    returns (the layers frozen for the whole run, the FineTunePlan or None, the model-file key
-    `transfer` that lets --resume set both up again)."""
+    """--init-from (`job.base`: its loaded model file) or --weights (a pretrained backbone),
+    --freeze and the fine-tuning schedule; sets `job.loaded` (the tensors loaded) and returns (the
+    layers frozen for the whole run, the FineTunePlan or None, the model-file key `transfer` that
+    lets --resume set both up again)."""
     from dlcli.model import finetune, transfer
 
     req = job.req
@@ -217,10 +219,15 @@ def _transfer(
         if _classes(job.base.get("preprocessor") or {}) != (None if new is None else list(new)):
             source = {k: v for k, v in source.items() if not k.startswith("head.")}
         loaded = transfer.init_from(network, source, req.init_from)
+    elif req.weights:
+        from dlcli.model.weights import load_weights
+
+        loaded = load_weights(network, req.weights)
     elif req.freeze:
         raise UsageError(
-            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+            "--freeze needs --init-from MODEL or --weights (freezing fresh random layers does not help)"
         )
+    job.loaded = set(loaded or ())
     if loaded is None:
         return [], None, {}
     if req.freeze:
@@ -232,7 +239,10 @@ def _transfer(
             )
         frozen, plan = transfer.freeze(network, req.freeze, loaded), None
     else:
-        frozen, plan = [], finetune.plan(network, loaded, job.cfg, by_default=False)
+        # published backbones get the schedule by default (fastai's fine_tune); --init-from on
+        # request only (measured in docs/transfer.md)
+        frozen = []
+        plan = finetune.plan(network, loaded, job.cfg, by_default=bool(req.weights))
         if plan is not None:
             info(plan.describe())
         elif job.cfg.fine_tune_epochs:

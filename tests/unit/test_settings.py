@@ -66,6 +66,12 @@ BAD = {
         " layers after a --freeze prefix on its outputs computed once (kept in"
         " DL_CACHE_DIR/features); off: through the frozen layers every epoch)",
     ),
+    "DL_WEIGHTS_MIRROR": (
+        "ftp://x/",
+        "error: DL_WEIGHTS_MIRROR='ftp://x/': expected an http://, https:// or file:// URL (where"
+        " --weights imagenet fetches the published files (same file names; a mirror, or a local"
+        " folder as file:///path/))",
+    ),
 }
 
 
