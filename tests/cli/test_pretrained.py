@@ -238,3 +238,32 @@ def test_onnx_export_parity_for_each_backbone(arch, photos, tmp_path, dl_inproc)
     result = json.loads(res.stdout)
     assert result["max_abs_diff"] < 1e-4, result
     shutil.rmtree(tmp_path / "image-cache", ignore_errors=True)
+
+
+def test_weights_fine_tune_the_head_first_by_default(photos, tmp_path, dl_inproc):
+    """--weights runs the fastai-style schedule unless told otherwise: the head alone for a tenth
+    of the epochs (at least 1), then everything with the backbone at lr x0.1; the plan is saved so
+    --resume continues it. --fine-tune-epochs 0 trains everything from the first epoch."""
+    torch.save(published("resnet18"), tmp_path / "r18.pth")
+    three = ("--image-size", "32", "--epochs", "3", "--batch-size", "8", "--no-plots")
+    model = tmp_path / "m.pt"
+    res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
+                       *three, "-o", model))  # fmt: skip
+    assert (
+        "fine-tuning: epochs 1-1 train the new layers with backbone frozen, then everything "
+        "(backbone at lr x0.1)" in flat(res.stderr)
+    )
+    saved = modelfile.load(model)
+    assert saved["transfer"]["fine_tune"] == {
+        "body": ["backbone"],
+        "head_epochs": 1,
+        "body_lr": 0.1,
+    }
+    conv = saved["weights"]["network"]["backbone.0.conv1.weight"]
+    assert not torch.equal(conv, published("resnet18")["conv1.weight"])  # phase 2 trained it
+
+    off = tmp_path / "off.pt"
+    res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
+                       *three, "--fine-tune-epochs", "0", "-o", off))  # fmt: skip
+    assert "fine-tuning:" not in flat(res.stderr)
+    assert modelfile.load(off)["transfer"]["fine_tune"] is None
