@@ -136,6 +136,13 @@ def _flatten(im: Image.Image, channels: int) -> Image.Image:
     return im.convert("L" if channels == 1 else "RGB")
 
 
+def fit_pixels(gray: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """One (H, W) uint8 grayscale image already in memory (an IDX file's) -> (channels, size,
+    size) uint8 by the same resize, crop and conversion as a decoded file."""
+    arr = np.asarray(_flatten(_fit(Image.fromarray(gray, mode="L"), size), channels))
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
 def _check_pixels(im: Image.Image) -> None:
     w, h = im.size
     if w * h > MAX_PIXELS:
