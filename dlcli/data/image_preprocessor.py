@@ -186,7 +186,7 @@ class ImagePreprocessor(Preprocessor):
             listing = part.listing
             if known_only and labelled:
                 self.check_classes(listing, path, "label")
-            files = [os.path.join(listing.root, f) for f in listing.files]
+            files = [os.path.normpath(os.path.join(listing.root, f)) for f in listing.files]
             gone = next((i for i, f in enumerate(files) if not os.path.isfile(f)), None)
             if gone is not None:
                 raise InputError(f"{path}: row {part.rows[gone]}: no image file {files[gone]}")

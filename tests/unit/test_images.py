@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcli.data import image_cache, image_preprocessor, images
+from dlcli.data import image_cache, image_preprocessor
 from dlcli.data.image_cache import decode_files, decode_image, default_size
 from dlcli.data.images import (
     ImageFolderSource,
