@@ -2,8 +2,8 @@
 uint8 tensor.
 
 Data: 10,000 generated 28x28 MNIST-like digits (Pillow's default font at 22 px, white on black, a
-random offset, brightness and a slight blur), written once as the four MNIST IDX files (train: all 10,000; t10k: 1,000) and once as PNGs in 10
-class folders.
+random offset, brightness and a slight blur), written once as the four MNIST IDX files (train: all
+10,000; t10k: 1,000) and once as PNGs in 10 class folders.
 
 Figures (best of 3, the two sides interleaved, all in this run):
 - `idx_load_vs_png_decode`: dl `IdxSource.prepare(mnist/)` (read, split, channel statistics) /
