@@ -26,6 +26,9 @@ BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time 
 REDUCING_GAP = 3  # as Pillow's resize(reducing_gap=3.0): shrink by whole factors down to 3x S
 STRIP_PIXELS = 1 << 22  # a 16-bit image is widened to 32 bits this many pixels at a time
 HIGH_DEPTH = ("I", "F")  # with every "I;16*": no 8-bit mode holds their values
+IMAGE_EXTENSIONS = frozenset(  # the files read as images (case-insensitive)
+    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
+)
 
 
 class BadImage(Exception):

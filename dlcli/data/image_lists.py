@@ -1,6 +1,7 @@
 """Image lists: a table (any format the readers read) with a column of image paths and a label
-column, read as the same `Listing` an image folder gives (image_folders.py), so decoding, the
-cache, augmentation and the ONNX contract are those of folders.
+column, read as the same listing an image folder gives (image_folders.Listing), so decoding, the
+cache, augmentation and the ONNX contract are those of folders. Torch-free: the ONNX runtime
+(runtime/images.py) reads image lists through it too.
 
 Paths are relative to the table's folder (absolute ones are allowed). The path column is
 `--image-column`, else detected: the first column (not the target) whose values in the table's
@@ -21,17 +22,27 @@ import pandas as pd
 
 from dlcli.console import note
 from dlcli.data import readers
-from dlcli.data.image_cache import IMAGE_EXTENSIONS
-from dlcli.data.image_folders import BAD_SHARE, Listing
+from dlcli.data.image_decode import IMAGE_EXTENSIONS
 from dlcli.errors import InputError
 
 CHUNK_ROWS = 4096  # paths per chunk when predicting or evaluating
+BAD_SHARE = 0.10  # more missing files than this share is an error (image_folders.BAD_SHARE)
+
+
+@dataclass
+class Listing:
+    """Image files (posix paths relative to `root`) and their labels: image_folders.Listing's
+    fields, without importing torch (the ONNX runtime reads image lists too)."""
+
+    root: Path
+    files: list[str]
+    labels: list[str]
 
 
 @dataclass
 class ImageList:
-    """A table's images as a Listing (files relative to the table's folder) with the data row
-    number (from 1) of each file, and the columns used."""
+    """A table's images (files relative to the table's folder) with the data row number (from 1)
+    of each file, and the columns used."""
 
     listing: Listing
     rows: list[int]

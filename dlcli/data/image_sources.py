@@ -109,18 +109,20 @@ class ImageListSource:
         column = image_options(opts).image_column
         column = column or (preprocessor.image_column if preprocessor is not None else None)
         target = preprocessor.target.name if preprocessor is not None else opts.target
-        train = image_lists.read_whole(path, column, target)
-        val = image_lists.read_whole(opts.val, train.column, train.target) if opts.val else None
+        got = image_lists.read_whole(path, column, target)
+        train = Listing(got.listing.root, got.listing.files, got.listing.labels)
+        val = None
+        if opts.val:
+            v = image_lists.read_whole(opts.val, got.column, got.target).listing
+            val = Listing(v.root, v.files, v.labels)
         fit = preprocessor is None
         if fit:
-            preprocessor = fit_to(train.listing, opts, path, "label", train.column, train.target)
+            preprocessor = fit_to(train, opts, path, "label", got.column, got.target)
         assert isinstance(preprocessor, ImagePreprocessor)
-        preprocessor.check_classes(train.listing, path, "label")
+        preprocessor.check_classes(train, path, "label")
         if val is not None:
-            preprocessor.check_classes(val.listing, str(opts.val), "label")
-        return prepare_listings(
-            train.listing, val.listing if val else None, preprocessor, opts, fit, path
-        )
+            preprocessor.check_classes(val, str(opts.val), "label")
+        return prepare_listings(train, val, preprocessor, opts, fit, path)
 
 
 class IdxSource:

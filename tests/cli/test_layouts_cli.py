@@ -15,6 +15,11 @@ from layouts_data import digit_arrays, idx_bytes, write_image_list, write_imdb, 
 TINY = ("--epochs", "1", "--no-plots", "--quiet")
 
 
+def predictions(csv: str) -> list[tuple[str, str]]:
+    """(path, predicted class) of each row of `dl predict` output."""
+    return [tuple(line.split(",")[:2]) for line in csv.splitlines()[1:]]
+
+
 @pytest.fixture(autouse=True)
 def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DL_CACHE_DIR", str(tmp_path / "cache"))
@@ -62,6 +67,9 @@ def test_image_list_train_evaluate_predict(tmp_path: Path, run_dl, dl_inproc) ->
     assert lines[1].startswith("img/0.png,")  # as the table says, from where dl runs
     res = dl_inproc("export", "model.pt", "--onnx", "-o", "model.onnx", cwd=tmp_path)
     assert res.returncode == 0, res.stderr  # the ONNX contract of image models, unchanged
+    res = dl_inproc("predict", "model.onnx", "images.csv", cwd=tmp_path)  # onnxruntime reads lists
+    assert res.returncode == 0, res.stderr
+    assert predictions(res.stdout) == predictions("\n".join(lines))
     table.write_text(table.read_text() + "img/gone.png,3\n")
     res = dl_inproc("evaluate", "model.pt", "images.csv", cwd=tmp_path)
     assert_error(res, "images.csv: row 31: no image file img/gone.png")
@@ -80,8 +88,13 @@ def test_mnist_idx_train_evaluate(tmp_path: Path, run_dl, dl_inproc, gz: bool) -
     res = dl_inproc("predict", "model.pt", "mnist", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
-    assert len(lines) == 31 and lines[1].split(",")[0].endswith("t10k-images-idx3-ubyte#0".replace(
-        "idx3-ubyte", "idx3-ubyte.gz" if gz else "idx3-ubyte"))  # fmt: skip
+    first = f"mnist/t10k-images-idx3-ubyte{'.gz' if gz else ''}#0"
+    assert len(lines) == 31 and lines[1].split(",")[0] == first
+    res = dl_inproc("export", "model.pt", "--onnx", "-o", "model.onnx", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    res = dl_inproc("predict", "model.onnx", "mnist", cwd=tmp_path)  # onnxruntime reads IDX too
+    assert res.returncode == 0, res.stderr
+    assert predictions(res.stdout) == predictions("\n".join(lines))
 
 
 def test_bad_idx_files_are_refused(tmp_path: Path, run_dl_bounded) -> None:

@@ -195,3 +195,9 @@ def test_image_column_is_refused_for_other_kinds() -> None:
         with_input_options({"preprocessor": {"kind": "tabular"}}, {"image_column": "file"})
     got = with_input_options({"preprocessor": {"kind": "image"}}, {"image_column": "file"})
     assert got["preprocessor"]["image_column"] == "file"
+
+
+def test_image_lists_share_the_folders_bad_share() -> None:
+    from dlcli.data import image_folders
+
+    assert image_lists.BAD_SHARE == image_folders.BAD_SHARE  # torch-free copy of the same rule
