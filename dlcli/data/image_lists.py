@@ -97,9 +97,9 @@ def read_list(
         if labelled:
             tname = target or next((c for c in reversed(header) if c != col), None)
             if tname is None or tname not in header or tname == col:
-                raise InputError(
+                raise InputError(  # `target` given: the label column a model was trained on
                     f"{path}: no label column '{tname}' (columns: {readers.names_list(header)})",
-                    "pass --target COLUMN",
+                    "pass --target COLUMN" if target is None else "the model's label column",
                 )
         chosen.update(column=col, target=tname)
         return {c: pa.string() for c in (col, tname) if c}

@@ -135,6 +135,11 @@ def read_folder(path: str) -> pd.DataFrame:
     """A training (or --val) folder -> frame with TEXT_COLUMN and TARGET_NAME; `path/train/` is
     used when there is one."""
     root = Path(path)
+    if not root.is_dir():
+        what = "not a folder" if root.exists() else "no such folder"
+        raise InputError(
+            f"{path}: {what}", "give a folder of class folders: <folder>/<class>/*.txt"
+        )
     folder = find_splits(root).get("train", root)
     listing = scan_text_classes(folder)
     return pd.DataFrame({TEXT_COLUMN: read_texts(listing.files), TARGET_NAME: listing.labels})

@@ -201,3 +201,12 @@ def test_image_lists_share_the_folders_bad_share() -> None:
     from dlcli.data import image_folders
 
     assert image_lists.BAD_SHARE == image_folders.BAD_SHARE  # torch-free copy of the same rule
+
+
+def test_text_folder_val_must_be_a_folder(tmp_path: Path) -> None:
+    write_imdb(tmp_path / "aclImdb")
+    (tmp_path / "val.csv").write_text("text,label\na b c d,pos\n")
+    source = choose_source(str(tmp_path / "aclImdb"), DataOptions())
+    for val, what in (("val.csv", "not a folder"), ("nothere", "no such folder")):
+        with pytest.raises(InputError, match=f"^{tmp_path / val}: {what}"):
+            source.prepare(str(tmp_path / "aclImdb"), DataOptions(val=str(tmp_path / val)))
