@@ -12,7 +12,7 @@ Reading is bounded by the header: never more than the declared body plus one byt
 from __future__ import annotations
 
 import gzip
-import re
+import itertools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -24,7 +24,6 @@ import numpy as np
 from dlcli.errors import InputError
 
 MAGIC = {"images": 2051, "labels": 2049}  # 0x0803, 0x0801: uint8 values, 3 or 1 dimensions
-NAME = re.compile(r"^(train|t10k)-(images|labels)[-.]idx([13])-ubyte(\.gz)?$", re.IGNORECASE)
 PIECE = 64 << 20  # bytes read at once
 MAX_VALUES = 1 << 34  # 16 GiB of uint8: a header claiming more is refused before any reading
 
@@ -39,14 +38,15 @@ class IdxPair:
 
 
 def find_pairs(folder: Path) -> dict[str, IdxPair]:
-    """{"train", "t10k"} -> IdxPair for each split whose two files are in `folder`."""
+    """{"train", "t10k"} -> IdxPair for each split whose two files are in `folder`: a few stat
+    calls for the known spellings, never a listing of the folder (it may hold a million images)."""
     found: dict[tuple[str, str], Path] = {}
-    if not folder.is_dir():
-        return {}
-    for entry in sorted(folder.iterdir()):
-        m = NAME.match(entry.name)
-        if m and entry.is_file():
-            found.setdefault((m[1].lower(), m[2].lower()), entry)
+    for split in ("train", "t10k"):
+        for kind, dim in (("images", 3), ("labels", 1)):
+            for sep, gz in itertools.product("-.", ("", ".gz")):
+                path = folder / f"{split}-{kind}{sep}idx{dim}-ubyte{gz}"
+                if (split, kind) not in found and path.is_file():
+                    found[(split, kind)] = path
     return {
         split: IdxPair(split, found[(split, "images")], found[(split, "labels")])
         for split in ("train", "t10k")

@@ -53,13 +53,26 @@ def is_text_folder(path: str) -> bool:
     texts = images = 0
     for entry in _entries(root):
         if entry.is_dir() and not is_hidden(entry.name):
-            for i, inner in enumerate(_entries(Path(entry.path))):
-                if i >= PEEK:
-                    break
-                suffix = os.path.splitext(inner.name)[1].lower()
+            for name in _first_names(entry.path, PEEK):
+                suffix = os.path.splitext(name)[1].lower()
                 texts += suffix == TEXT_SUFFIX
                 images += suffix in IMAGE_EXTENSIONS
     return texts > 0 and texts >= images
+
+
+def _first_names(folder: str, n: int) -> list[str]:
+    """The names of the first `n` entries of `folder` in directory order (a huge folder is not
+    listed whole); an unreadable folder has none."""
+    names: list[str] = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                names.append(entry.name)
+                if len(names) >= n:
+                    break
+    except OSError:
+        return []
+    return names
 
 
 def labelled_root(path: str) -> Path:
