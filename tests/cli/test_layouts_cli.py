@@ -108,3 +108,14 @@ def test_bad_idx_files_are_refused(tmp_path: Path, run_dl_bounded) -> None:
     assert_error(
         res, f"{images}: truncated: 40 x 28 x 28 needs 31,360 bytes of values, found 31,260"
     )
+
+
+def test_huge_text_file_costs_bounded_memory(tmp_path: Path, run_dl_bounded) -> None:
+    root = write_imdb(tmp_path / "aclImdb")
+    with open(root / "train" / "pos" / "huge_10.txt", "wb") as fh:
+        fh.write(b"a long review " * 100)
+        fh.truncate(3 << 30)  # 3 GiB (sparse): more than the process may map
+    res = run_dl_bounded("train", root / "train", "--arch", "bow", "--epochs", "1", "--no-plots",
+                         cwd=tmp_path, memory_gb=2.0)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "read only the first 1 MB of 1 long text file(s)" in " ".join(res.stderr.split())
