@@ -153,6 +153,15 @@ class IdxSource:
         assert isinstance(preprocessor, ImagePreprocessor)
         known = {c: i for i, c in enumerate(preprocessor.target.classes)}
         preprocessor.check_classes(Listing(Path(path), [], classes), path, "label")
+        size, channels = preprocessor.size, preprocessor.channels
+        if size != x.shape[2] and image_stream.over_limit(len(x), channels, size):
+            need = len(x) * channels * size**2
+            shown = f"{need / 2**30:.1f} GiB" if need >= 2**30 else f"{need / 2**20:.1f} MiB"
+            raise InputError(  # IDX pixels are held in memory: resized, they must fit there
+                f"{path}: {len(x):,} images at {size}x{size}x{channels} need {shown}, "
+                "more than DL_MAX_IMAGE_MEMORY",
+                "pass a smaller --image-size",
+            )
         pixels = torch.from_numpy(idx.to_pixels(x, preprocessor.size, preprocessor.channels))
         labels = torch.tensor([known[c] for c in classes], dtype=torch.int64)[y]
         if opts.val:

@@ -210,3 +210,16 @@ def test_text_folder_val_must_be_a_folder(tmp_path: Path) -> None:
     for val, what in (("val.csv", "not a folder"), ("nothere", "no such folder")):
         with pytest.raises(InputError, match=f"^{tmp_path / val}: {what}"):
             source.prepare(str(tmp_path / "aclImdb"), DataOptions(val=str(tmp_path / val)))
+
+
+def test_idx_resized_past_the_memory_limit_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = write_mnist(tmp_path / "mnist", n=40)
+    monkeypatch.setenv("DL_MAX_IMAGE_MEMORY", "100000")
+    opts = DataOptions(extra={"image": ImageOptions(image_size=64)})
+    with pytest.raises(InputError, match=r"40 images at 64x64x1 need 0\.2 MiB, more than DL_MAX"):
+        choose_source(str(folder), opts).prepare(str(folder), opts)
+    assert choose_source(str(folder), DataOptions()).prepare(
+        str(folder), DataOptions()
+    )  # 28: as is
