@@ -27,6 +27,7 @@ BENCHMARKS = [
     "bench_predict_memory",
     "bench_onnx_predict",
     "bench_images",
+    "bench_idx",  # ~30 s: 10,000 generated digits as IDX files and as PNG folders
     "bench_sequence",
     "bench_feature_cache",  # ~2 min: a resnet trained through its frozen features and on cached ones
     "quality_tables",  # ~3-5 min: 15 dl trainings + the baselines

@@ -9,13 +9,15 @@ import typer
 if TYPE_CHECKING:
     from dlcli.engine.train_job import TrainRequest
 
-from dlcli.cli.output import JSON, QUIET, print_json
+from dlcli.cli.output import IMAGE_COLUMN, JSON, QUIET, print_json
 
 
 def train(
     ctx: typer.Context,
     data: str = typer.Argument(
-        ..., help="Training data: a CSV file, or a folder of images in one sub-folder per class."
+        ...,
+        help="Training data: a CSV file; a folder of images (or of .txt files) in one sub-folder "
+        "per class; a table of image paths and labels; or a folder of MNIST IDX files.",
     ),
     arch: str = typer.Option(
         None,
@@ -110,6 +112,7 @@ def train(
         help="Images: side of the square the images are resized to (default: from the data, at most 128).",
     ),
     grayscale: bool = typer.Option(False, "--grayscale", help="Images: train on one channel."),
+    image_column: str = IMAGE_COLUMN,
     text_column: str = typer.Option(
         None, "--text-column", help="Text: the column holding the text (default: detected)."
     ),
