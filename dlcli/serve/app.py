@@ -4,7 +4,6 @@ schema built from the model's input columns, and one log line per request on std
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 import time
@@ -15,10 +14,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from dlcli import __version__
-from dlcli.engine.outputs import CsvWriter
 from dlcli.runtime.predict import Predictor, open_predictor
 from dlcli.serve import ServeConfig
-from dlcli.serve.batcher import MicroBatcher
+from dlcli.serve.batcher import Ask, MicroBatcher
 from dlcli.serve.bodies import SOURCE, BadRequest, read_body
 
 
@@ -58,19 +56,16 @@ def create_app(config: ServeConfig, predictor: Predictor) -> FastAPI:
     @app.post("/predict", openapi_extra=request_schema(predictor), responses=RESPONSES)
     async def predict(request: Request) -> Response:
         try:
-            proba, top_k, keep = _options(request)
+            ask = _ask(request)
             body = await _read_limited(request, config.max_body)
             ctype = request.headers.get("content-type", "")
             rows = read_body(predictor.model.kind, ctype, body, predictor.preprocessor)
             request.scope["state"]["rows"] = len(rows)
-            answer = await batcher.predict(rows, proba, top_k, keep)
+            answer = await batcher.predict(rows, ask)
         except BadRequest as bad:
             return JSONResponse({"detail": bad.message}, status_code=bad.status)
-        if "text/csv" in request.headers.get("accept", ""):
-            buf = io.StringIO()
-            CsvWriter(buf).write(answer.table)
-            return Response(buf.getvalue(), media_type="text/csv")
-        return JSONResponse(answer.records)
+        # the bytes the batch thread built: no per-request encoding of Python objects here
+        return Response(answer, media_type="text/csv" if ask.csv else "application/json")
 
     return app
 
@@ -115,8 +110,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _options(request: Request) -> tuple[bool, int, bool]:
-    """?proba=true, ?top_k=N, ?keep_columns=true: the flags of `dl predict`."""
+def _ask(request: Request) -> Ask:
+    """?proba=true, ?top_k=N, ?keep_columns=true (the flags of `dl predict`), and CSV when the
+    Accept header asks for it."""
+    csv = "text/csv" in request.headers.get("accept", "")
+    if not request.scope.get("query_string"):
+        return Ask(csv=csv)
     q = request.query_params
     flags = {}
     for name in ("proba", "keep_columns"):
@@ -127,7 +126,7 @@ def _options(request: Request) -> tuple[bool, int, bool]:
     text = q.get("top_k", "1")
     if not text.isdigit() or int(text) < 1:
         raise BadRequest(422, f"{SOURCE}: top_k must be a whole number >= 1, got '{text}'")
-    return flags["proba"], int(text), flags["keep_columns"]
+    return Ask(flags["proba"], int(text), flags["keep_columns"], csv)
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
