@@ -7,15 +7,16 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from dlcli import __version__
+from dlcli.runtime import OnnxModel, load
 from dlcli.runtime.predict import Predictor, open_predictor
-from dlcli.serve import ServeConfig
+from dlcli.serve import ServeConfig, generate
 from dlcli.serve.batcher import Ask, MicroBatcher
 from dlcli.serve.bodies import SOURCE, BadRequest, read_body
 
@@ -23,22 +24,32 @@ from dlcli.serve.bodies import SOURCE, BadRequest, read_body
 def app_from_env() -> FastAPI:
     """The uvicorn factory of each worker process: the config the command left in the environment."""
     config = ServeConfig.from_env()
-    return create_app(config, open_predictor(config.model))
+    return create_app(config, open_served(config.model))
 
 
-def create_app(config: ServeConfig, predictor: Predictor) -> FastAPI:
-    batcher = MicroBatcher(predictor, config.max_batch, config.max_wait_ms)
+def open_served(path: str) -> Any:
+    """What answers /predict for the graph at `path`: a generator for a GAN, else a predictor of
+    input rows (one line, before anything listens, when it cannot be run)."""
+    model = load(path)
+    if model.family in GRAPHS:
+        return GRAPHS[model.family][0](model)
+    return open_predictor(path, model)
+
+
+def create_app(config: ServeConfig, served: Any) -> FastAPI:
+    """The app of one worker over `served` (a runtime Predictor, or a serve.generate.Generator)."""
+    add_predict = GRAPHS.get(served.model.family, (None, add_batched_predict))[1]
+    running: list[contextlib.AbstractAsyncContextManager] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        batcher.start()
-        yield
-        await batcher.stop()
+        async with running[0]:
+            yield
 
     app = FastAPI(
         title=f"dl serve {config.shown_as}",
         version=__version__,
-        description=f"Predictions of the {predictor.model.kind} {predictor.task.name} model "
+        description=f"Predictions of the {served.model.kind} {served.task.name} model "
         f"{config.shown_as}, as `dl predict` gives them.",
         lifespan=lifespan,
     )
@@ -51,7 +62,21 @@ def create_app(config: ServeConfig, predictor: Predictor) -> FastAPI:
 
     @app.get("/metadata")
     async def metadata() -> dict[str, Any]:
-        return describe(config, predictor)
+        return describe(config, served)
+
+    running.append(add_predict(app, config, served))
+    return app
+
+
+AddPredict = Callable[[FastAPI, ServeConfig, Any], contextlib.AbstractAsyncContextManager]
+
+
+def add_batched_predict(
+    app: FastAPI, config: ServeConfig, predictor: Predictor
+) -> contextlib.AbstractAsyncContextManager:
+    """POST /predict of input rows, micro-batched; the returned context runs the batcher for the
+    app's lifespan."""
+    batcher = MicroBatcher(predictor, config.max_batch, config.max_wait_ms)
 
     @app.post("/predict", openapi_extra=request_schema(predictor), responses=RESPONSES)
     async def predict(request: Request) -> Response:
@@ -67,7 +92,22 @@ def create_app(config: ServeConfig, predictor: Predictor) -> FastAPI:
         # the bytes the batch thread built: no per-request encoding of Python objects here
         return Response(answer, media_type="text/csv" if ask.csv else "application/json")
 
-    return app
+    @contextlib.asynccontextmanager
+    async def running() -> AsyncIterator[None]:
+        batcher.start()
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    return running()
+
+
+# family -> (its graph opened for serving, its /predict); other families: a runtime Predictor of
+# input rows, micro-batched (add_batched_predict)
+GRAPHS: dict[str, tuple[Callable[[OnnxModel], Any], AddPredict]] = {
+    "gan": (generate.Generator, generate.add_predict)
+}
 
 
 class RequestLog:

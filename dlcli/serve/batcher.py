@@ -133,10 +133,37 @@ class MicroBatcher:
 
     def _run(self, jobs: list[Job]) -> list[bytes | BaseException]:
         """Encode, run and format the whole batch at once (per-request costs are what limit a
-        server of small models); if any rows are bad, each request is encoded alone so that only
-        the bad one fails, with row numbers of its own."""
-        encoder = self.predictor.preprocessor
+        server of small models): one table per set of jobs that ask the same, cut into each
+        job's answer."""
         answers: list[bytes | BaseException | None] = [None] * len(jobs)
+        encoded = self._encode(jobs, answers)
+        groups: dict[Any, list[int]] = {}  # jobs that share one table: same flags, no kept columns
+        for i in encoded:
+            ask = jobs[i].ask
+            groups.setdefault((ask.proba, ask.top_k) if not ask.keep else (i,), []).append(i)
+        for idx in groups.values():
+            xs = [encoded[i][1] for i in idx]
+            first = jobs[idx[0]].ask
+            table = self.predictor.frame(
+                self._passthrough([jobs[i] for i in idx], [encoded[i][0] for i in idx]),
+                xs[0] if len(xs) == 1 else np.concatenate(xs),
+                FrameOptions(first.proba, first.top_k),
+            )
+            bodies, at = _Bodies(table), 0
+            for i, x in zip(idx, xs, strict=True):
+                answers[i] = bodies.cut(at, at + len(x), jobs[i].ask.csv)
+                at += len(x)
+        return answers
+
+    def _encode(
+        self, jobs: list[Job], answers: list
+    ) -> dict[int, tuple[pd.DataFrame | None, np.ndarray]]:
+        """Job index -> (its pass-through, or None for the default one; its model input), for the
+        jobs whose rows encode; the others' answers become their 422. Rows of tables, texts and
+        images are independent: all jobs' rows are encoded as one frame, and only when some
+        are bad is each job encoded alone (so that only the bad one fails, with row numbers of
+        its own). A series request is one history: each is windowed on its own."""
+        encoder = self.predictor.preprocessor
         good = []
         for i, job in enumerate(jobs):
             try:
@@ -144,49 +171,37 @@ class MicroBatcher:
                 good.append(i)
             except DLError as exc:
                 answers[i] = BadRequest(422, str(exc))
-        try:
-            features = [encoder.matrix(_frame([jobs[i] for i in good]), SOURCE)] if good else []
-        except DLError:
-            features = []
-            for i in list(good):
-                try:
-                    features.append(encoder.matrix(jobs[i].frame(), SOURCE))
-                except DLError as exc:
-                    answers[i] = BadRequest(422, str(exc))
-                    good.remove(i)
-        if not good:
-            return answers
-        x = np.concatenate(features)
-        starts = np.cumsum([0] + [len(jobs[i].rows) for i in good])
-        groups: dict[Any, list[int]] = {}  # jobs that share one table: same flags, no kept columns
-        for k, i in enumerate(good):
-            ask = jobs[i].ask
-            groups.setdefault((ask.proba, ask.top_k) if not ask.keep else (k,), []).append(k)
-        for ks in groups.values():
-            first = jobs[good[ks[0]]].ask
-            rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
-            passthrough = self._passthrough([jobs[good[k]] for k in ks], len(rows))
-            table = self.predictor.frame(
-                passthrough, x[rows], FrameOptions(first.proba, first.top_k)
-            )
-            bodies = _Bodies(table)
-            at = 0
-            for k in ks:
-                n = int(starts[k + 1] - starts[k])
-                answers[good[k]] = bodies.cut(at, at + n, jobs[good[k]].ask.csv)
-                at += n
-        return answers
+        windows = getattr(encoder, "windows", None)  # series: history -> (pass-through, windows)
+        if windows is None and good:
+            with contextlib.suppress(DLError):
+                x = encoder.matrix(_frame([jobs[i] for i in good]), SOURCE)
+                ends = np.cumsum([len(jobs[i].rows) for i in good])[:-1]
+                return {i: (None, part) for i, part in zip(good, np.split(x, ends), strict=True)}
+        out = {}
+        for i in good:
+            try:
+                frame = jobs[i].frame()
+                if windows is not None:
+                    out[i] = windows(frame, SOURCE, jobs[i].ask.keep)
+                else:
+                    out[i] = (None, encoder.matrix(frame, SOURCE))
+            except DLError as exc:
+                answers[i] = BadRequest(422, str(exc))
+        return out
 
-    def _passthrough(self, jobs: list[Job], n: int) -> pd.DataFrame:
-        """The input columns a table starts with: all with keep_columns (one job then), else those
-        the model's kind always shows (an image's path), else none."""
+    def _passthrough(self, jobs: list[Job], given: list[pd.DataFrame | None]) -> pd.DataFrame:
+        """The input columns a table starts with: those the encoder gave (a series step's date),
+        else all with keep_columns (one job then), else those the model's kind always shows (an
+        image's path), else none."""
+        if given[0] is not None:
+            return given[0] if len(given) == 1 else pd.concat(given, ignore_index=True)
         shown = list(getattr(self.predictor.preprocessor, "shown_columns", ()))
         if jobs[0].ask.keep:
             frame = jobs[0].frame()
             return frame[[c for c in frame.columns if c != FILE_BYTES]]
         if shown:
             return pd.concat([j.frame()[shown] for j in jobs], ignore_index=True)
-        return pd.DataFrame(index=range(n))
+        return pd.DataFrame(index=range(sum(len(j.rows) for j in jobs)))
 
 
 class _Bodies:

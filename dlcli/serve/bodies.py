@@ -95,6 +95,7 @@ READERS: dict[str, dict[str, Reader]] = {
     "tabular": {"application/json": json_records, "text/csv": csv_rows},
     "text": {"text/plain": text_lines, "application/json": json_records, "text/csv": csv_rows},
     "image": {"multipart/form-data": image_files},
+    "series": {"application/json": json_records, "text/csv": csv_rows},  # one history a request
 }
 
 
