@@ -97,7 +97,7 @@ class MicroBatcher:
         while not self.waiting:
             self.arrived.clear()
             await self.arrived.wait()
-        jobs, rows = [self.waiting.popleft()], 0
+        jobs = [self.waiting.popleft()]
         rows, deadline = len(jobs[0].rows), jobs[0].since + self.max_wait
         while rows < self.max_batch:
             if self.waiting:
