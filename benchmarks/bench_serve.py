@@ -1,8 +1,9 @@
 """`dl serve` under load, on loopback: 8 client processes post one-row JSON requests over
 keep-alive connections for 30 s (`BENCH_SERVE_SECONDS`) to a server of the penguins sample model
-(trained 3 epochs, exported). Twice, in one run: micro-batching on (the defaults) and off
-(`--max-batch 1`). Figures: errors (goal 0), p50/p99 latency and requests/s; requests/s on / off
-(goal >= 3); the server's RSS over the last 10,000 requests (goal: within 10%).
+(trained 3 epochs, exported). Two servers in one run, micro-batching on (the defaults) and off
+(`--max-batch 1`), loaded in turn in 6 interleaved slices. Figures: errors (goal 0), p50/p99
+latency, requests/s and the server's CPU per request; requests/s on / off (goal >= 3); the
+server's RSS over the last 10,000 requests (goal: within 10%).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import time
 import common
 
 CLIENTS = 8
-SECONDS = float(os.environ.get("BENCH_SERVE_SECONDS", "30"))
+SECONDS = float(os.environ.get("BENCH_SERVE_SECONDS", "30"))  # per mode, all slices together
+SLICES = 6  # on and off take turns, SECONDS / SLICES at a time
 ROW = {
     "island": "Torgersen",
     "bill_length_mm": 39.1,
@@ -67,50 +69,92 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def load_test(onnx, *flags: str) -> dict:
-    port = _port()
-    server = subprocess.Popen(
-        [common.DL, "serve", str(onnx), "--port", str(port), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,  # one log line per request: not what is measured here
-    )
-    try:
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """One `dl serve` process on a free port, and what its load slices measured."""
+
+    def __init__(self, onnx, *flags: str) -> None:
+        self.port = _port()
+        self.proc = subprocess.Popen(
+            [common.DL, "serve", str(onnx), "--port", str(self.port), *flags],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # one log line per request: not what is measured here
+        )
+        self.lat: list[float] = []
+        self.errors, self.cpu = 0, 0.0
+        self.samples: list[tuple[int, float]] = []  # (requests so far, server RSS MB)
+
+    def wait_ready(self) -> None:
         for _ in range(600):
             try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return
             except OSError:
                 time.sleep(0.1)
+
+    def load(self, seconds: float) -> None:
+        """CLIENTS client processes for `seconds`; latencies, errors, CPU and RSS added up."""
+        done = len(self.lat)
         count, out = mp.Value("l", 0), mp.Queue()
-        until = time.monotonic() + SECONDS
-        procs = [mp.Process(target=_client, args=(port, until, count, out)) for _ in range(CLIENTS)]
+        cpu0, until = _cpu_s(self.proc.pid), time.monotonic() + seconds
+        procs = [
+            mp.Process(target=_client, args=(self.port, until, count, out)) for _ in range(CLIENTS)
+        ]
         for p in procs:
             p.start()
-        samples = []  # (requests so far, server RSS MB)
         while any(p.is_alive() for p in procs) and time.monotonic() < until + 30:
-            samples.append((count.value, _rss_mb(server.pid)))
+            self.samples.append((done + count.value, _rss_mb(self.proc.pid)))
             if out.qsize() == CLIENTS:
                 break
             time.sleep(0.25)
         results = [out.get(timeout=60) for _ in procs]
         for p in procs:
             p.join(10)
-        samples.append((count.value, _rss_mb(server.pid)))
+        self.cpu += _cpu_s(self.proc.pid) - cpu0
+        self.samples.append((done + count.value, _rss_mb(self.proc.pid)))
+        self.lat += [x for r in results for x in r[0]]
+        self.errors += sum(r[1] for r in results)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+    def figures(self) -> dict:
+        lat, total = sorted(self.lat), len(self.lat)
+        start = next((rss for n, rss in self.samples if n >= total - 10_000), self.samples[0][1])
+        return {
+            "requests": total,
+            "errors": self.errors,
+            "rps": total / SECONDS,
+            "p50": lat[total // 2] if lat else float("nan"),
+            "p99": lat[min(total - 1, int(total * 0.99))] if lat else float("nan"),
+            "cpu_ms": self.cpu / max(total, 1) * 1000,
+            "rss_start": start,
+            "rss_end": self.samples[-1][1],
+        }
+
+
+def load_tests(onnx) -> tuple[dict, dict]:
+    """Micro-batching on (the defaults) and off (`--max-batch 1`): two servers started together,
+    loaded in turn in SLICES slices of SECONDS / SLICES each (on, off, on, off, ...), so that the
+    other work on a shared machine weighs on both alike."""
+    on, off = Server(onnx), Server(onnx, "--max-batch", "1")
+    try:
+        on.wait_ready()
+        off.wait_ready()
+        for _ in range(SLICES):
+            on.load(SECONDS / SLICES)
+            off.load(SECONDS / SLICES)
     finally:
-        server.terminate()
-        server.wait(60)
-    lat = sorted(x for r in results for x in r[0])
-    total = len(lat)
-    start = next((rss for n, rss in samples if n >= total - 10_000), samples[0][1])
-    return {
-        "requests": total,
-        "errors": sum(r[1] for r in results),
-        "rps": total / SECONDS,
-        "p50": lat[total // 2] if lat else float("nan"),
-        "p99": lat[min(total - 1, int(total * 0.99))] if lat else float("nan"),
-        "rss_start": start,
-        "rss_end": samples[-1][1],
-    }
+        on.stop()
+        off.stop()
+    return on.figures(), off.figures()
 
 
 def run() -> list[dict]:
@@ -123,12 +167,14 @@ def run() -> list[dict]:
         common.run_measured([common.DL, "export", model, "--onnx", "--quiet"]).check()
         onnx = model.with_suffix(".onnx")
         load = common.load_note()
-        on = load_test(onnx)
-        off = load_test(onnx, "--max-batch", "1")
+        on, off = load_tests(onnx)
+        load = f"{load} before, {common.load_note()} after"
     note = (
-        f"{CLIENTS} clients, {SECONDS:g} s, 1 worker; on: {on['requests']:,} requests, p50 "
-        f"{on['p50']:.1f} ms, p99 {on['p99']:.1f} ms; off: {off['requests']:,} requests, p50 "
-        f"{off['p50']:.1f} ms, p99 {off['p99']:.1f} ms; {load}"
+        f"{CLIENTS} clients, {SECONDS:g} s each in {SLICES} interleaved slices, 1 worker; "
+        f"on: {on['requests']:,} requests, p50 {on['p50']:.1f} ms, p99 {on['p99']:.1f} ms, "
+        f"server CPU {on['cpu_ms']:.2f} ms/request; off: {off['requests']:,} requests, p50 "
+        f"{off['p50']:.1f} ms, p99 {off['p99']:.1f} ms, server CPU {off['cpu_ms']:.2f} "
+        f"ms/request; {load}"
     )
     growth = abs(on["rss_end"] - on["rss_start"]) / max(on["rss_start"], 1e-9)
     return [

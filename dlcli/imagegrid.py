@@ -49,6 +49,24 @@ def write_grid(path: PathLike, images: Any, nrow: int | None = None, pad: int = 
 
 def _save_grid(path: PathLike, pixels: np.ndarray, nrow: int | None, pad: int) -> Path:
     """(N, H, W, C) uint8 tiles -> one PNG (see `write_grid`)."""
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        _pil(_tiled(pixels, nrow, pad)).save(tmp, format="PNG")
+    return target
+
+
+def grid_png(tiles: np.ndarray) -> bytes:
+    """(N, H, W, C) uint8 tiles -> the bytes of the PNG `write_samples` writes for them (`dl
+    serve` answers a GAN's samples with it)."""
+    import io
+
+    buf = io.BytesIO()
+    _pil(_tiled(tiles, None, 2)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _tiled(pixels: np.ndarray, nrow: int | None, pad: int) -> np.ndarray:
+    """(N, H, W, C) uint8 tiles -> one (rows, cols, C) uint8 picture (see `write_grid`)."""
     n, h, w, c = pixels.shape
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / nrow))
@@ -60,10 +78,7 @@ def _save_grid(path: PathLike, pixels: np.ndarray, nrow: int | None, pad: int) -
         tile = pixels[i].repeat(scale, axis=0).repeat(scale, axis=1)  # (th, tw, C)
         y, x = pad + r * (th + pad), pad + col * (tw + pad)
         grid[y : y + th, x : x + tw] = tile
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        _pil(grid).save(tmp, format="PNG")
-    return target
+    return grid
 
 
 def write_images(

@@ -216,12 +216,16 @@ def read_history(
 ) -> Series:
     """A CSV as a model's series; `need` rows at least (one window by default)."""
     ser = load_series(path, date_col, features)
+    return long_enough(ser, "<stdin>" if path == "-" else path, window, need)
+
+
+def long_enough(ser: Series, source: str, window: int, need: int | None = None) -> Series:
+    """`ser`, if it has `need` rows (one window by default); else the line saying how many."""
     need = need or window
     if len(ser.values) < need:
-        name = "<stdin>" if path == "-" else path
         scored = f", plus {need - window} to score" if need > window else ""
         raise InputError(
-            f"{name}: {len(ser.values)} rows; the model needs at least {need} "
+            f"{source}: {len(ser.values)} rows; the model needs at least {need} "
             f"({window} steps of history{scored})"
         )
     return ser

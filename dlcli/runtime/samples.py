@@ -58,19 +58,28 @@ def check(path: str, inputs: list[str], samples: int | None, output: Any, output
         raise UsageError(f"--output-dir {output_dir}: exists and is not a folder")
 
 
+def images(model: OnnxModel, n: int, seed: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start index, (b, C, H, W) images in [0, 1]) for `n` samples of the generator graph from
+    numpy noise seeded by `seed` (the same images for the same seed, whoever asks)."""
+    for start, z in noise(latent_size(model), n, seed):
+        yield start, dict(zip(model.output_names, model.run(z), strict=True))["image"]
+
+
+def latent_size(model: OnnxModel) -> int:
+    """The generator's noise size (`dl.latent`), checked with its `image` output."""
+    latent = model.meta.get("dl.latent", "")
+    if not latent.isdigit() or "image" not in model.output_names:
+        raise ModelFileError(f"{model.path}: a GAN graph without dl.latent or an `image` output")
+    return int(latent)
+
+
 def generate(model: OnnxModel, inputs: list[str], opts: Any) -> None:
     """--samples N images from the generator graph to -o FILE.png and/or --output-dir DIR."""
     from dlcli.imagegrid import write_samples
 
     check(model.path, inputs, opts.samples, opts.output, opts.output_dir)
-    latent = model.meta.get("dl.latent", "")
-    if not latent.isdigit() or "image" not in model.output_names:
-        raise ModelFileError(f"{model.path}: a GAN graph without dl.latent or an `image` output")
     seed = opts.seed if opts.seed is not None else secrets.randbits(31)
-    batches = (
-        (start, dict(zip(model.output_names, model.run(z), strict=True))["image"])
-        for start, z in noise(int(latent), opts.samples, seed)
-    )
-    write_samples(batches, opts.samples, opts.output, opts.output_dir)  # at most MAX_GRID in -o
+    # lazy: a graph without dl.latent fails on the first batch, before anything is written
+    write_samples(images(model, opts.samples, seed), opts.samples, opts.output, opts.output_dir)
     where = " and ".join(f for f in (opts.output, opts.output_dir and f"{opts.output_dir}/") if f)
     info(f"wrote {opts.samples} samples to {where} (seed {seed}, numpy noise)")

@@ -12,8 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from dlcli.data.series_read import Series, input_chunks, read_history
-from dlcli.errors import ModelFileError
+from dlcli.data.series_read import (
+    Series,
+    input_chunks,
+    long_enough,
+    read_history,
+    series_from_frame,
+)
+from dlcli.errors import InputError, ModelFileError
 from dlcli.runtime.session import OnnxModel
 from dlcli.runtime.tables import Labels
 
@@ -47,6 +53,31 @@ class SeriesInputs:
             yield from input_chunks(
                 self.read(path), self.window, self.horizon, self.date_column, keep
             )
+
+    def check_columns(self, header: list[str], source: str) -> None:
+        """The line data/series_read.py gives for a history without the model's columns."""
+        wanted = ([self.date_column] if self.date_column else []) + self.features
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
+
+    def windows(
+        self, frame: pd.DataFrame, source: str, keep: bool = False
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """One history table (a `dl serve` request) -> (pass-through, (k, window, F) windows):
+        what `iter_inputs` gives for the same rows in a file, in one piece."""
+        ser = long_enough(
+            series_from_frame(frame, source, self.date_column, self.features), source, self.window
+        )
+        parts = list(input_chunks(ser, self.window, self.horizon, self.date_column, keep))
+        return pd.concat([p for p, _ in parts], ignore_index=True), np.concatenate(
+            [x for _, x in parts]
+        )
+
+    def input_schema(self) -> dict[str, str]:
+        """Column -> 'number' or 'string' (the serve OpenAPI schema): the date, then the features."""
+        dates = {self.date_column: "string"} if self.date_column else {}
+        return {**dates, **dict.fromkeys(self.features, "number")}
 
     def one_step(self, model: OnnxModel) -> Callable[[np.ndarray], float]:
         """(window, F) history -> the graph's next value (engine/forecast.py's `predict_one`)."""

@@ -33,15 +33,18 @@ class ServeConfig:
 
 
 def check_installed() -> None:
-    """One line saying what to install when FastAPI or uvicorn is missing."""
+    """One line saying what to install when FastAPI, uvicorn or orjson is missing."""
     missing = []
-    for module in ("fastapi", "uvicorn"):
+    for module in ("fastapi", "uvicorn", "orjson"):
         try:
             __import__(module)
         except ImportError:
             missing.append(module)
     if missing:
+        names = " and ".join(
+            [", ".join(missing[:-1]), missing[-1]] if len(missing) > 1 else missing
+        )
         raise UsageError(
-            f"dl serve needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed",
+            f"dl serve needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed",
             "pip install 'dlcli[serve]'",
         )

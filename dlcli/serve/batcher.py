@@ -1,36 +1,48 @@
 """Micro-batching: concurrent requests queue their rows; one loop gathers up to `max_batch` rows
-(waiting at most `max_wait_ms` for more), encodes and runs them as one batch on a worker thread,
-and hands each request its own slice of the prediction table."""
+(a request waits at most `max_wait_ms` from its arrival for others to join it), and a worker
+thread runs the whole pipeline once per batch: one frame of every request's rows, one encode,
+one model run, one prediction table, and each request's answer body (JSON or CSV bytes) cut from
+it. What is left per request is parsing its body and sending its bytes (docs/serve.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
+import io
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from dlcli.engine.outputs import records
+from dlcli.engine.outputs import CsvWriter, records
 from dlcli.errors import DLError
 from dlcli.runtime.predict import FrameOptions
 from dlcli.serve.bodies import FILE_BYTES, SOURCE, BadRequest, Rows
 
 
+@dataclass(frozen=True)
+class Ask:
+    """What a request wants back: the `dl predict` flags, and CSV instead of JSON."""
+
+    proba: bool = False
+    top_k: int = 1
+    keep: bool = False
+    csv: bool = False
+
+
 @dataclass
 class Job:
-    """One request: its input rows, its output options, and where its answer goes."""
+    """One request: its input rows, what it wants back, and where its answer goes."""
 
     rows: Rows
-    proba: bool
-    top_k: int
-    keep: bool
+    ask: Ask
     done: asyncio.Future = field(repr=False)
-
-    @property
-    def options(self) -> tuple[bool, int, bool]:
-        return self.proba, self.top_k, self.keep
+    since: float = 0.0  # the loop's clock when it was queued
 
     def frame(self) -> pd.DataFrame:
         return (
@@ -42,28 +54,24 @@ class Job:
     def columns(self) -> list[str]:
         if isinstance(self.rows, pd.DataFrame):
             return list(self.rows.columns)
+        if len(self.rows) == 1:
+            return list(self.rows[0])
         return list(dict.fromkeys(k for r in self.rows for k in r))
-
-
-@dataclass
-class Answer:
-    """A request's slice of the prediction table, and the same rows as JSON-ready records."""
-
-    table: pd.DataFrame
-    records: list[dict[str, Any]]
 
 
 class MicroBatcher:
     """Runs the jobs of concurrent requests together (`predictor`: runtime.predict.Predictor)."""
 
-    def __init__(self, predictor: object, max_batch: int, max_wait_ms: float) -> None:
+    def __init__(self, predictor: Any, max_batch: int, max_wait_ms: float) -> None:
         self.predictor = predictor
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
-        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.waiting: collections.deque[Job] = collections.deque()
+        self.arrived: asyncio.Event | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="dl-serve-model")
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
+        self.arrived = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -71,28 +79,40 @@ class MicroBatcher:
             self.task.cancel()
         self.pool.shutdown(wait=False)
 
-    async def predict(self, rows: Rows, proba: bool, top_k: int, keep: bool) -> Answer:
-        job = Job(rows, proba, top_k, keep, asyncio.get_running_loop().create_future())
-        await self.queue.put(job)
+    async def predict(self, rows: Rows, ask: Ask) -> bytes:
+        """The answer body for `rows`; a BadRequest (422) when they cannot be encoded."""
+        loop = asyncio.get_running_loop()
+        job = Job(rows, ask, loop.create_future(), loop.time())
+        self.waiting.append(job)
+        assert self.arrived is not None, "MicroBatcher.start() runs in the app's lifespan"
+        self.arrived.set()
         return await job.done
 
     async def _gather(self) -> list[Job]:
-        """The next batch: the first waiting job, then more until max_batch rows or max_wait."""
+        """The next batch: the oldest waiting job, then later ones while they fit in max_batch
+        rows, waiting for more until the oldest has waited max_wait (jobs that queued while the
+        model ran the previous batch have usually waited that long already: they go at once)."""
+        assert self.arrived is not None
         loop = asyncio.get_running_loop()
-        jobs = [await self.queue.get()]
-        rows, deadline = len(jobs[0].rows), loop.time() + self.max_wait
+        while not self.waiting:
+            self.arrived.clear()
+            await self.arrived.wait()
+        jobs = [self.waiting.popleft()]
+        rows, deadline = len(jobs[0].rows), jobs[0].since + self.max_wait
         while rows < self.max_batch:
-            try:
-                left = deadline - loop.time()
-                job = (
-                    self.queue.get_nowait()
-                    if left <= 0
-                    else await asyncio.wait_for(self.queue.get(), left)
-                )
-            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+            if self.waiting:
+                if rows + len(self.waiting[0].rows) > self.max_batch:
+                    break  # it starts the next batch
+                job = self.waiting.popleft()
+                jobs.append(job)
+                rows += len(job.rows)
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
                 break
-            jobs.append(job)
-            rows += len(job.rows)
+            self.arrived.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.arrived.wait(), left)
         return jobs
 
     async def _loop(self) -> None:
@@ -111,12 +131,39 @@ class MicroBatcher:
                 else:
                     job.done.set_result(answer)
 
-    def _run(self, jobs: list[Job]) -> list[Answer | BaseException]:
+    def _run(self, jobs: list[Job]) -> list[bytes | BaseException]:
         """Encode, run and format the whole batch at once (per-request costs are what limit a
-        server of small models); if any rows are bad, each request is encoded alone so that only
-        the bad one fails, with row numbers of its own."""
+        server of small models): one table per set of jobs that ask the same, cut into each
+        job's answer."""
+        answers: list[bytes | BaseException | None] = [None] * len(jobs)
+        encoded = self._encode(jobs, answers)
+        groups: dict[Any, list[int]] = {}  # jobs that share one table: same flags, no kept columns
+        for i in encoded:
+            ask = jobs[i].ask
+            groups.setdefault((ask.proba, ask.top_k) if not ask.keep else (i,), []).append(i)
+        for idx in groups.values():
+            xs = [encoded[i][1] for i in idx]
+            first = jobs[idx[0]].ask
+            table = self.predictor.frame(
+                self._passthrough([jobs[i] for i in idx], [encoded[i][0] for i in idx]),
+                xs[0] if len(xs) == 1 else np.concatenate(xs),
+                FrameOptions(first.proba, first.top_k),
+            )
+            bodies, at = _Bodies(table), 0
+            for i, x in zip(idx, xs, strict=True):
+                answers[i] = bodies.cut(at, at + len(x), jobs[i].ask.csv)
+                at += len(x)
+        return answers
+
+    def _encode(
+        self, jobs: list[Job], answers: list
+    ) -> dict[int, tuple[pd.DataFrame | None, np.ndarray]]:
+        """Job index -> (its pass-through, or None for the default one; its model input), for the
+        jobs whose rows encode; the others' answers become their 422. Rows of tables, texts and
+        images are independent: all jobs' rows are encoded as one frame, and only when some
+        are bad is each job encoded alone (so that only the bad one fails, with row numbers of
+        its own). A series request is one history: each is windowed on its own."""
         encoder = self.predictor.preprocessor
-        answers: list[Answer | BaseException | None] = [None] * len(jobs)
         good = []
         for i, job in enumerate(jobs):
             try:
@@ -124,47 +171,61 @@ class MicroBatcher:
                 good.append(i)
             except DLError as exc:
                 answers[i] = BadRequest(422, str(exc))
-        try:
-            features = [encoder.matrix(_frame([jobs[i] for i in good]), SOURCE)] if good else []
-        except DLError:
-            features = []
-            for i in list(good):
-                try:
-                    features.append(encoder.matrix(jobs[i].frame(), SOURCE))
-                except DLError as exc:
-                    answers[i] = BadRequest(422, str(exc))
-                    good.remove(i)
-        if not good:
-            return answers
-        x = np.concatenate(features)
-        starts = np.cumsum([0] + [len(jobs[i].rows) for i in good])
-        groups: dict[tuple[bool, int, bool], list[int]] = {}
-        for k, i in enumerate(good):
-            groups.setdefault(jobs[i].options if not jobs[i].keep else (k,), []).append(k)
-        for ks in groups.values():
-            first = jobs[good[ks[0]]]
-            rows = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
-            passthrough = self._passthrough([jobs[good[k]] for k in ks], len(rows))
-            options = FrameOptions(first.proba, first.top_k)
-            table = self.predictor.frame(passthrough, x[rows], options)
-            recs = records(table)
-            at = 0
-            for k in ks:
-                n = int(starts[k + 1] - starts[k])
-                answers[good[k]] = Answer(table.iloc[at : at + n], recs[at : at + n])
-                at += n
-        return answers
+        windows = getattr(encoder, "windows", None)  # series: history -> (pass-through, windows)
+        if windows is None and good:
+            with contextlib.suppress(DLError):
+                x = encoder.matrix(_frame([jobs[i] for i in good]), SOURCE)
+                ends = np.cumsum([len(jobs[i].rows) for i in good])[:-1]
+                return {i: (None, part) for i, part in zip(good, np.split(x, ends), strict=True)}
+        out = {}
+        for i in good:
+            try:
+                frame = jobs[i].frame()
+                if windows is not None:
+                    out[i] = windows(frame, SOURCE, jobs[i].ask.keep)
+                else:
+                    out[i] = (None, encoder.matrix(frame, SOURCE))
+            except DLError as exc:
+                answers[i] = BadRequest(422, str(exc))
+        return out
 
-    def _passthrough(self, jobs: list[Job], n: int) -> pd.DataFrame:
-        """The input columns a table starts with: all with keep_columns (one job then), else those
-        the model's kind always shows (an image's path), else none."""
+    def _passthrough(self, jobs: list[Job], given: list[pd.DataFrame | None]) -> pd.DataFrame:
+        """The input columns a table starts with: those the encoder gave (a series step's date),
+        else all with keep_columns (one job then), else those the model's kind always shows (an
+        image's path), else none."""
+        if given[0] is not None:
+            return given[0] if len(given) == 1 else pd.concat(given, ignore_index=True)
         shown = list(getattr(self.predictor.preprocessor, "shown_columns", ()))
-        if jobs[0].keep:
+        if jobs[0].ask.keep:
             frame = jobs[0].frame()
             return frame[[c for c in frame.columns if c != FILE_BYTES]]
         if shown:
             return pd.concat([j.frame()[shown] for j in jobs], ignore_index=True)
-        return pd.DataFrame(index=range(n))
+        return pd.DataFrame(index=range(sum(len(j.rows) for j in jobs)))
+
+
+class _Bodies:
+    """Answer bodies cut from one prediction table: JSON records (the values of
+    engine.outputs.records: Python numbers and text, NaN and infinities as null) or CSV (as
+    `dl predict` writes it). The columns are turned into Python values once, not per request."""
+
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self.names = [str(c) for c in table.columns]
+        self.values: list[list[Any]] | None = None
+
+    def cut(self, start: int, stop: int, csv: bool) -> bytes:
+        if csv:
+            buf = io.StringIO()
+            CsvWriter(buf).write(self.table.iloc[start:stop])
+            return buf.getvalue().encode()
+        if self.values is None:
+            self.values = [self.table.iloc[:, j].tolist() for j in range(len(self.names))]
+        cols, names = [v[start:stop] for v in self.values], self.names
+        try:
+            return orjson.dumps([dict(zip(names, r, strict=True)) for r in zip(*cols, strict=True)])
+        except orjson.JSONEncodeError:  # a kept value orjson refuses (an integer over 64 bits)
+            return json.dumps(records(self.table.iloc[start:stop])).encode()
 
 
 def _frame(jobs: list[Job]) -> pd.DataFrame:

@@ -8,6 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pandas as pd
 
 SOURCE = "request"  # how error lines name the body, as the CLI names a file
@@ -24,9 +25,14 @@ class BadRequest(Exception):
 def json_records(body: bytes, encoder: Any = None) -> list[dict]:
     """A JSON list of records (column -> value), or one record."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(422, f"{SOURCE}: not valid JSON ({exc})") from None
+        doc = orjson.loads(
+            body
+        )  # several times faster than json for the one-row bodies of a service
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and Python's json takes: NaN and Infinity (json.dumps writes them)
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(422, f"{SOURCE}: not valid JSON ({exc})") from None
     if isinstance(doc, dict):
         doc = [doc]
     if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
@@ -89,6 +95,7 @@ READERS: dict[str, dict[str, Reader]] = {
     "tabular": {"application/json": json_records, "text/csv": csv_rows},
     "text": {"text/plain": text_lines, "application/json": json_records, "text/csv": csv_rows},
     "image": {"multipart/form-data": image_files},
+    "series": {"application/json": json_records, "text/csv": csv_rows},  # one history a request
 }
 
 

@@ -9,8 +9,8 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dlcli.runtime.predict import Predictor, open_predictor
 from dlcli.serve import ServeConfig, check_installed
 
 GRACE_S = 30  # SIGTERM: seconds in-flight requests get to finish
@@ -46,27 +46,14 @@ def serve(model: str, listen: Listen, max_batch: int, max_wait_ms: float, max_bo
         if not model.lower().endswith(".onnx"):
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dl-serve-")))
             path = exported(model, folder)
-        predictor = open_predictor(path)  # the model's problems stop us here, before listening
-        refuse_unservable(model, predictor)
+        from dlcli.serve.app import open_served
+
+        served = open_served(path)  # the model's problems stop us here, before listening
         config = ServeConfig(path, model, max_batch, max_wait_ms, max_body)
-        _run(config, predictor, listen)
+        _run(config, served, listen)
 
 
-def refuse_unservable(model: str, predictor: Predictor) -> None:
-    """One line for a kind `dl predict MODEL.onnx` runs but no request body carries (a series:
-    each forecast needs a whole history, not a row)."""
-    from dlcli.errors import UsageError
-    from dlcli.serve.bodies import READERS
-
-    kind = predictor.model.kind
-    if kind not in READERS:
-        raise UsageError(
-            f"{model}: dl serve does not serve {kind} models yet",
-            f"predict from a file: dl predict {model} HISTORY.csv",
-        )
-
-
-def _run(config: ServeConfig, predictor: Predictor, listen: Listen) -> None:
+def _run(config: ServeConfig, served: Any, listen: Listen) -> None:
     import uvicorn
 
     from dlcli.console import info
@@ -89,7 +76,7 @@ def _run(config: ServeConfig, predictor: Predictor, listen: Listen) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
     if listen.workers == 1:
-        uvicorn.Server(uvicorn.Config(create_app(config, predictor), **common)).run()
+        uvicorn.Server(uvicorn.Config(create_app(config, served), **common)).run()
         return
     config.to_env()  # each worker process builds its own app from it
     uvicorn.run("dlcli.serve.app:app_from_env", factory=True, workers=listen.workers, **common)

@@ -416,12 +416,6 @@ def _meta(onnx_file: Path) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load(onnx_file).metadata_props}
 
 
-def test_dl_serve_refuses_a_series_graph_before_it_listens(series_model: Path, run_dl) -> None:
-    """dl predict runs it now, but no request body carries a whole history: one line, exit 2."""
-    onnx_file = series_model.with_suffix(".onnx")
-    assert_error(run_dl("serve", onnx_file, "--port", "0"), "does not serve series models")
-
-
 TINY_GAN = """
 name: tiny-gan
 data: [image]

@@ -363,3 +363,97 @@ def test_an_image_model_takes_multipart_files(tmp_path, run_dl, dl_inproc) -> No
 
 def _frame_of(text: str) -> pd.DataFrame:
     return pd.read_csv(io.StringIO(text))
+
+
+def test_a_series_model_answers_a_history_with_its_forecasts(tmp_path, run_dl, dl_inproc) -> None:
+    """A request is one history table (CSV or JSON records): the answer is `dl predict`'s rows
+    for it (the windows ending at every row); a history too short or without the model's
+    columns is a 422 with the CLI's line; each request of a micro-batch is its own history."""
+    co2 = SAMPLES / "co2"
+    (tmp_path / "spec.yaml").write_text("layers: [flatten, {dense: 16}, relu]\n")
+    model = tmp_path / "co2.pt"
+    res = run_dl("train", co2 / "train.csv", "--spec", tmp_path / "spec.yaml", "--target", "co2",
+                 "--window", "8", "--epochs", "1", "-o", model, "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    onnx_file = model.with_suffix(".onnx")
+    history = pd.read_csv(co2 / "history.csv").head(30)
+    history.to_csv(tmp_path / "h.csv", index=False)
+    cli = dl_inproc("predict", onnx_file, tmp_path / "h.csv")
+    assert cli.returncode == 0, cli.stderr
+    short = tmp_path / "short.csv"
+    history.head(5).to_csv(short, index=False)
+    with serving(onnx_file, tmp_path, "--max-wait-ms", "300") as s:
+        status, _, text = s.request(
+            "/predict", (tmp_path / "h.csv").read_bytes(),
+            {"content-type": "text/csv", "accept": "text/csv"},
+        )  # fmt: skip
+        assert (status, text) == (200, cli.stdout)  # byte for byte
+        answers: dict[int, tuple[int, str, str]] = {}
+        bodies = [history.head(12 + i).to_dict("records") for i in range(3)]
+        bodies.append(history.head(5).to_dict("records"))  # shorter than the window
+
+        def post(i: int) -> None:
+            answers[i] = s.post_json("/predict", bodies[i])
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        want = _frame_of(cli.stdout)
+        for i in range(3):
+            status, _, text = answers[i]
+            assert status == 200, text
+            got = pd.DataFrame(json.loads(text))
+            assert list(got["date"]) == list(want["date"][: 12 + i - 8 + 1])
+            assert (got["prediction"] - want["prediction"][: len(got)]).abs().max() <= 1e-3
+        status, _, text = answers[3]
+        assert status == 422
+        line = assert_error(dl_inproc("predict", onnx_file, short), "short.csv")
+        assert "error: " + json.loads(text)["detail"] == line.replace(str(short), "request")
+        status, _, text = s.post_json("/predict", [{"date": "2001-01-06"}] * 9)
+        assert (status, json.loads(text)["detail"]) == (422, "request: missing column(s) 'co2'")
+        meta = json.loads(s.request("/metadata")[2])
+        assert meta["input_columns"] == {"date": {"type": "string"}, "co2": {"type": "number"}}
+
+
+def test_a_gan_answers_a_png_grid_of_its_samples(tmp_path, run_dl, dl_inproc) -> None:
+    """POST /predict?samples=N&seed=S: the PNG `dl predict GAN.onnx --samples N --seed S -o
+    grid.png` writes, byte for byte; the seed is in a header; bad query values are a 422."""
+    import shutil
+
+    from test_onnx_predict import TINY_GAN
+
+    for c in "0123":
+        (tmp_path / "digits" / c).mkdir(parents=True)
+        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:10]:
+            shutil.copy(f, tmp_path / "digits" / c / f.name)
+    (tmp_path / "gan.yaml").write_text(TINY_GAN)
+    model = tmp_path / "gan.pt"
+    res = run_dl("train", tmp_path / "digits", "--spec", tmp_path / "gan.yaml", "--epochs", "1",
+                 "-o", model, "-q", "--no-plots")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    onnx_file = model.with_suffix(".onnx")
+    grid = tmp_path / "grid.png"
+    res = dl_inproc("predict", onnx_file, "--samples", "5", "--seed", "3", "-o", grid)
+    assert res.returncode == 0, res.stderr
+    with serving(onnx_file, tmp_path) as s:
+        req = urllib.request.Request(s.url + "/predict?samples=5&seed=3", data=b"")
+        with urllib.request.urlopen(req, timeout=60) as answer:
+            assert answer.headers["content-type"] == "image/png"
+            assert answer.headers["x-dl-seed"] == "3"
+            assert answer.read() == grid.read_bytes()
+        for query, line in [
+            ("", "request: give the number of images to generate, e.g. /predict?samples=16"),
+            ("?samples=0", "request: samples must be a whole number from 1 to 1,024, got '0'"),
+            ("?samples=2&seed=x", "request: seed must be a whole number >= 0, got 'x'"),
+        ]:
+            status, _, text = s.request("/predict" + query, b"")
+            assert (status, json.loads(text)["detail"]) == (422, line)
+        meta = json.loads(s.request("/metadata")[2])
+        assert (meta["family"], meta["task"]) == ("gan", "generation")
+        schema = json.loads(s.request("/openapi.json")[2])
+        params = schema["paths"]["/predict"]["post"]["parameters"]
+        assert [p["name"] for p in params] == ["samples", "seed"]

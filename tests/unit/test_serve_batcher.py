@@ -1,0 +1,193 @@
+"""`dl serve`'s micro-batcher in process, on a small real ONNX graph built here (features ->
+softmax(x W + b), with the `dl.*` metadata of a table classifier): every request gets its own rows
+back, in order, equal to running it alone; a bad request fails alone; `--max-batch` bounds a run's
+rows and `--max-wait-ms` how long a request waits for others."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("orjson")
+onnx = pytest.importorskip("onnx")
+
+from dlcli.engine.outputs import CsvWriter, records  # noqa: E402
+from dlcli.runtime.predict import FrameOptions, open_predictor  # noqa: E402
+from dlcli.serve.batcher import Ask, MicroBatcher  # noqa: E402
+from dlcli.serve.bodies import BadRequest  # noqa: E402
+
+COLUMNS = ["size", "colour"]
+CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory):
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(size=(2, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(size=(3,)).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["features", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+        ],
+        "t",
+        [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", 2])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])],
+        [w, b],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    meta = {
+        "dl.format_version": "1",
+        "dl.task": "classification",
+        "dl.input_columns": json.dumps(COLUMNS),
+        "dl.column_kinds": json.dumps({"size": "numeric", "colour": "categorical"}),
+        "dl.categories": json.dumps({"colour": ["red", "green"]}),
+        "dl.classes": json.dumps(CLASSES),
+    }
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    path = Path(tmp_path_factory.mktemp("graph")) / "t.onnx"
+    onnx.save(model, path)
+    return open_predictor(str(path))
+
+
+def rows(n: int, start: int = 0) -> list[dict]:
+    return [
+        {"size": (start + i) * 0.5, "colour": ["red", "green", "blue"][i % 3]} for i in range(n)
+    ]
+
+
+def alone(predictor, recs: list[dict], ask: Ask) -> pd.DataFrame:
+    """The prediction table of `recs` run on their own, without the batcher."""
+    frame = pd.DataFrame.from_records(recs)
+    x = predictor.preprocessor.matrix(frame, "request")
+    keep = frame if ask.keep else pd.DataFrame(index=range(len(recs)))
+    return predictor.frame(keep, x, FrameOptions(ask.proba, ask.top_k))
+
+
+class Recording(MicroBatcher):
+    """The batcher, noting the rows of each model run."""
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.runs: list[list[int]] = []
+
+    def _run(self, jobs):
+        self.runs.append([len(j.rows) for j in jobs])
+        return super()._run(jobs)
+
+
+async def answer_all(batcher: MicroBatcher, bodies: list, asks: list[Ask]) -> list:
+    """Queue every request at once (before the loop takes any) and collect the answers."""
+    tasks = [
+        asyncio.ensure_future(batcher.predict(b, a)) for b, a in zip(bodies, asks, strict=True)
+    ]
+    batcher.start()
+    try:
+        return await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await batcher.stop()
+
+
+def test_each_request_gets_its_own_rows_in_order_as_if_run_alone(predictor) -> None:
+    bodies = [rows(1 + i % 3, 10 * i) for i in range(8)]
+    asks = [Ask(proba=i % 2 == 0, top_k=1 + i % 3, keep=i == 5, csv=i == 6) for i in range(8)]
+    batcher = Recording(predictor, 256, 5.0)
+    got = asyncio.run(answer_all(batcher, bodies, asks))
+    assert batcher.runs == [[len(b) for b in bodies]]  # one model run for all eight
+    for body, ask, answer in zip(bodies, asks, got, strict=True):
+        want = alone(predictor, body, ask)
+        if ask.csv:
+            buf = io.StringIO()
+            CsvWriter(buf).write(want)
+            assert answer.decode() == buf.getvalue()  # byte for byte, as dl predict writes it
+        else:
+            assert json.loads(answer) == records(want)  # the values of dl predict's jsonl
+
+
+def test_a_bad_request_fails_alone(predictor) -> None:
+    bodies = [rows(2), [{"size": "huge", "colour": "red"}], rows(1, 5), [{"colour": "red"}]]
+    asks = [Ask()] * 4
+    got = asyncio.run(answer_all(Recording(predictor, 256, 5.0), bodies, asks))
+    assert isinstance(got[1], BadRequest) and got[1].status == 422
+    assert got[1].message == (
+        "request: column 'size', row 1: 'huge' is not a number "
+        "(the model expects numbers in this column)"
+    )
+    assert isinstance(got[3], BadRequest)
+    assert got[3].message == "request: missing column 'size' that the model was trained on"
+    for i in (0, 2):
+        assert json.loads(got[i]) == records(alone(predictor, bodies[i], Ask()))
+
+
+def test_json_answers_write_missing_and_infinite_values_as_null(predictor) -> None:
+    """Kept input values: NaN and infinity are null, as engine.outputs.records gives them; an
+    integer over 64 bits (json reads one in a body with NaN, which orjson refuses) is kept."""
+    big = 2**70
+    body = [
+        {"size": 1.0, "colour": "red", "note": float("nan")},
+        {**rows(1)[0], "note": float("inf")},
+    ]
+    with_big = [{**rows(1)[0], "note": big}]
+    got = asyncio.run(
+        answer_all(MicroBatcher(predictor, 256, 1.0), [body, with_big], [Ask(keep=True)] * 2)
+    )
+    assert [r["note"] for r in json.loads(got[0])] == [None, None]
+    assert json.loads(got[1])[0]["note"] == big
+    assert json.loads(got[1]) == records(alone(predictor, with_big, Ask(keep=True)))
+
+
+def test_max_batch_bounds_the_rows_of_a_run(predictor) -> None:
+    """Requests join a run while its rows stay within --max-batch; the next one starts the next
+    run (one request over the bound runs alone); --max-batch 1 runs every request alone."""
+    sizes = [3, 1, 2, 5, 1, 1]
+    batcher = Recording(predictor, 4, 50.0)
+    got = asyncio.run(answer_all(batcher, [rows(n) for n in sizes], [Ask()] * len(sizes)))
+    assert all(isinstance(g, bytes) for g in got)
+    assert batcher.runs == [[3, 1], [2], [5], [1, 1]]
+    off = Recording(predictor, 1, 50.0)
+    asyncio.run(answer_all(off, [rows(n) for n in sizes], [Ask()] * len(sizes)))
+    assert off.runs == [[n] for n in sizes]
+
+
+def test_max_wait_counts_from_a_requests_arrival(predictor) -> None:
+    """A request waits at most --max-wait-ms for others, counted from when it arrived: one that
+    queued while the model ran the previous batch (a slow model here: 0.8 s a run) and has waited
+    that long already runs as soon as the model is free, not max-wait later."""
+
+    class Slow(Recording):
+        def _run(self, jobs):
+            time.sleep(0.8)
+            return super()._run(jobs)
+
+    async def scenario() -> tuple[float, float, list[list[int]]]:
+        batcher = Slow(predictor, 256, 600.0)
+        batcher.start()
+        try:
+            t0 = time.monotonic()
+            first = asyncio.ensure_future(batcher.predict(rows(1), Ask()))
+            await asyncio.sleep(0.65)  # the first run: from 0.6 s to 1.4 s
+            second = asyncio.ensure_future(batcher.predict(rows(1, 1), Ask()))
+            await first
+            t1 = time.monotonic() - t0
+            await second  # its 0.6 s were over at 1.25 s, while the model was busy
+            return t1, time.monotonic() - t0, batcher.runs
+        finally:
+            await batcher.stop()
+
+    first, second, runs = asyncio.run(scenario())
+    assert runs == [[1], [1]]
+    assert first >= 0.6 + 0.8  # it waited for company, then ran
+    # the second ran right after the first (done 0.8 s later), not after another 0.6 s wait
+    assert second - first < 0.8 + 0.3, (first, second)
