@@ -158,7 +158,14 @@ def train(
     freeze: str = typer.Option(
         None,
         "--freeze",
-        help="With --init-from: keep these layers fixed, by name or index range (e.g. features, 0:6).",
+        help="With --init-from or --embeddings: keep these layers fixed, by name or index range "
+        "(e.g. features, embeddings, 0:6).",
+    ),
+    embeddings: str = typer.Option(
+        None,
+        "--embeddings",
+        help="Text: start the embedding layer from pretrained word vectors (GloVe, word2vec text "
+        "or fastText .vec; .gz too); its width becomes theirs.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
@@ -184,7 +191,7 @@ def train(
     # --init-from is no input here: it is read whole before the model file is replaced, and
     # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
     check_choices(locals())
-    refuse_overwriting(output, [data, val, spec])
+    refuse_overwriting(output, [data, val, spec, embeddings])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
@@ -273,6 +280,7 @@ def train_request(given: dict) -> TrainRequest:
         bool(given.get("plots", True)),
         init_from=given.get("init_from"),
         freeze=given.get("freeze"),
+        embeddings=given.get("embeddings"),
     )
 
 

@@ -44,6 +44,7 @@ class TrainRequest:
     callbacks: list = field(default_factory=list)  # extra trainer callbacks (library use, tests)
     init_from: str | None = None  # transfer learning: start from this model's weights
     freeze: str | None = None  # layers to keep fixed (names or index ranges)
+    embeddings: str | None = None  # pretrained word vectors for the embedding layer (text)
     spec_doc: dict | None = None  # a spec document (e.g. a tuner's trial); wins over spec/arch
     source: Any = None  # a data source chosen by the caller (e.g. one that caches `prepare`)
 

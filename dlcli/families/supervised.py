@@ -38,6 +38,12 @@ class Supervised(Family):
     distributed = True
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
+    word_vectors = True
+
+    def check(self, job: TrainJob) -> None:
+        super().check(job)
+        if job.req.embeddings:
+            _check_embeddings(job)
 
     def build_networks(
         self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
@@ -64,7 +70,7 @@ class Supervised(Family):
             job.spec_source,
             **network_args(preprocessor),
         )
-        frozen = _transfer(built.module, req, job.base)
+        frozen, transferred = _transfer(built.module, job, prep)
         preprocess = preprocessor.preprocess_module()
         x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
         _describe(req.data, prep, task, preprocessor, built.module)
@@ -75,6 +81,7 @@ class Supervised(Family):
             "input_shape": list(preprocessor.input_shape),
             "outputs": task.n_outputs,
             "preprocessor": preprocessor.to_state(),
+            **transferred,  # --freeze (kept on --resume), word vectors' coverage (not their path)
         }
         data = (x_tr, prep.y_train, x_va, prep.y_val)
         step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen)
@@ -193,18 +200,59 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
     )
 
 
-def _transfer(network: torch.nn.Module, req: Any, base: dict | None) -> list[torch.nn.Module]:
-    """--init-from (`base`: its loaded model file) and --freeze; returns the frozen layers."""
-    from dlcli.model import transfer
+def _transfer(network: torch.nn.Module, job: TrainJob, prep: Any) -> tuple[list[Any], dict]:
+    """--init-from (`job.base`: its loaded model file), --embeddings and --freeze; returns the
+    frozen layers and what the model file records about them (`freeze`, `word_vectors`)."""
+    from dlcli.model import embeddings, transfer
 
-    loaded = None
-    if base is not None:
-        loaded = transfer.init_from(network, base["weights"]["network"], req.init_from)
-    elif req.freeze:
-        raise UsageError(
-            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+    req, resume = job.req, job.resume
+    if resume is not None:  # the snapshot holds the weights; the run's --freeze still holds
+        record = {k: resume[k] for k in ("word_vectors", "freeze") if resume.get(k)}
+        if req.freeze and record.get("freeze", req.freeze) != req.freeze:
+            raise UsageError(
+                f"--resume: the run froze {record['freeze']}; --freeze cannot change on resume"
+            )
+        selector = req.freeze or record.get("freeze")
+        record.update({"freeze": selector} if selector else {})
+        return (transfer.freeze(network, selector) if selector else []), record
+    loaded, record = None, {}
+    if job.base is not None:
+        loaded = transfer.init_from(network, job.base["weights"]["network"], req.init_from)
+    if req.embeddings:
+        ids = getattr(prep.x_train, "ids", prep.x_train)  # (N, T) training token ids
+        names, record["word_vectors"] = embeddings.load_vectors(
+            network, job.spec_doc, req.embeddings, prep.preprocessor.vocab, ids, job.cfg.seed
         )
-    return transfer.freeze(network, req.freeze, loaded) if req.freeze else []
+        loaded = (loaded or set()) | names
+    if not req.freeze:
+        return [], record
+    if loaded is None:
+        raise UsageError(
+            "--freeze needs --init-from MODEL or --embeddings FILE "
+            "(freezing fresh random layers does not help)"
+        )
+    record["freeze"] = req.freeze
+    source = f"--embeddings {req.embeddings}" if req.embeddings else "the source model"
+    return transfer.freeze(network, req.freeze, loaded, source), record
+
+
+def _check_embeddings(job: TrainJob) -> None:
+    """--embeddings: text data, not with --init-from; the spec's embedding layer takes the
+    vectors' width (before any data is read; on --resume the checkpoint's spec has it)."""
+    from dlcli.data.word_vectors import KINDS
+    from dlcli.model.embeddings import fit_spec
+
+    req = job.req
+    if job.source.kind not in KINDS:
+        raise UsageError(f"--embeddings applies to text data; {req.data} is {job.source.kind} data")
+    if req.init_from:
+        raise UsageError(
+            "--embeddings and --init-from both set the embedding layer's weights; give one"
+        )
+    if job.resume is None:
+        job.spec, job.spec_doc = fit_spec(
+            job.spec_doc, req.embeddings, job.spec_source, fixed=bool(req.spec)
+        )
 
 
 def _metadata(loaded: Any, adapter: Any) -> dict[str, str]:
