@@ -149,7 +149,7 @@ def _open(path: Path) -> Iterator[IO[bytes]]:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    """(line number, text without the newline) of every non-blank line, decoded as UTF-8 (a BOM
+    """(line number, text without trailing whitespace) of every non-blank line, UTF-8 (a BOM
     skipped), never holding more than one line of at most MAX_LINE_BYTES."""
     p = check_vectors_file(path)
     n = 0
@@ -174,8 +174,8 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
                 text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise InputError(f"{path}: line {n} is not UTF-8 text", NOT_TEXT_HINT) from None
-            text = text.rstrip("\r\n")
-            if text.strip():
+            text = text.rstrip()  # the newline, a CR, trailing spaces
+            if text:
                 yield n, text
 
 
