@@ -113,7 +113,9 @@ class Family(ABC):
         """Refuse what it cannot do before any data is read (default: device and precision)."""
         check_settings(job.cfg)
         if job.req.embeddings and not self.word_vectors:
-            raise UsageError(f"--embeddings applies to text classifiers, not {self.name} models")
+            raise UsageError(
+                f"--embeddings applies to text classifiers and regressors, not {self.name} models"
+            )
 
     @abstractmethod
     def prepare(self, job: TrainJob) -> TrainSetup:

@@ -249,7 +249,9 @@ def _check_embeddings(job: TrainJob) -> None:
         raise UsageError(
             "--embeddings and --init-from both set the embedding layer's weights; give one"
         )
-    if job.resume is None:
+    if job.resume is not None:
+        info(f"--embeddings {req.embeddings}: not read again; the checkpoint holds the vectors")
+    else:
         job.spec, job.spec_doc = fit_spec(
             job.spec_doc, req.embeddings, job.spec_source, fixed=bool(req.spec)
         )
