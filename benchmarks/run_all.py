@@ -41,6 +41,7 @@ OPT_IN = [
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
     "bench_serve",  # two 30 s load tests
     "quality_text",  # issue 12, text: 5 data sets x 3 seeds x defaults + 5 presets
+    "bench_word_vectors",  # issue 14, --embeddings: 18 small trainings (~5 min idle)
 ]  # slow (minutes): run only when named with --only
 
 
