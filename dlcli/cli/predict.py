@@ -8,7 +8,7 @@ from typing import IO
 
 import typer
 
-from dlcli.cli.output import DEVICE, PRECISION, QUIET, SCORE
+from dlcli.cli.output import DEVICE, IMAGE_COLUMN, PRECISION, QUIET, SCORE
 
 
 def predict(
@@ -54,6 +54,7 @@ def predict(
         False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
     ),
     score: str = SCORE,
+    image_column: str = IMAGE_COLUMN,
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
@@ -85,6 +86,9 @@ def predict(
     check_writable("-o", output)
     check_writable("--output-dir", output_dir, folder=True)
     data = modelfile.load(model)
+    from dlcli.data.sources import with_input_options
+
+    data = with_input_options(data, {"image_column": image_column})
     family = families.of_model(data)
     used = {
         "--proba": proba,

@@ -36,6 +36,7 @@ from dlcli.model.tasks import make_task
 class Supervised(Family):
     name = "supervised"
     distributed = True
+    takes_weights = True  # --weights: pretrained backbones (dlcli/model/weights.py)
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
     word_vectors = True
@@ -70,7 +71,7 @@ class Supervised(Family):
             job.spec_source,
             **network_args(preprocessor),
         )
-        frozen, transferred = _transfer(built.module, job, prep)
+        frozen, plan, transfer_state = _transfer(built.module, job, prep)
         preprocess = preprocessor.preprocess_module()
         x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
         _describe(req.data, prep, task, preprocessor, built.module)
@@ -81,10 +82,10 @@ class Supervised(Family):
             "input_shape": list(preprocessor.input_shape),
             "outputs": task.n_outputs,
             "preprocessor": preprocessor.to_state(),
-            **transferred,  # --freeze (kept on --resume), word vectors' coverage (not their path)
+            **transfer_state,  # --freeze and the schedule for --resume; word vectors' coverage
         }
         data = (x_tr, prep.y_train, x_va, prep.y_val)
-        step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen)
+        step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen, plan)
         context = (prep, task, preprocess, built.module)
         return TrainSetup(step, payload, load_seconds=load_s, context=context)
 
@@ -200,40 +201,81 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
     )
 
 
-def _transfer(network: torch.nn.Module, job: TrainJob, prep: Any) -> tuple[list[Any], dict]:
-    """--init-from (`job.base`: its loaded model file), --embeddings and --freeze; returns the
-    frozen layers and what the model file records about them (`freeze`, `word_vectors`)."""
-    from dlcli.model import embeddings, transfer
+def _transfer(
+    network: torch.nn.Module, job: TrainJob, prep: Any
+) -> tuple[list[torch.nn.Module], Any, dict]:
+    """--init-from (`job.base`: its loaded model file), --weights (a pretrained backbone) or
+    --embeddings (word vectors), --freeze and the fine-tuning schedule; sets `job.loaded` (the
+    tensors loaded) and returns (the layers frozen for the whole run, the FineTunePlan or None,
+    the model-file keys: `transfer`, which lets --resume set both up again, and `word_vectors`)."""
+    from dlcli.model import embeddings, finetune, transfer
 
-    req, resume = job.req, job.resume
-    if resume is not None:  # the snapshot holds the weights; the run's --freeze still holds
-        record = {k: resume[k] for k in ("word_vectors", "freeze") if resume.get(k)}
-        if req.freeze and record.get("freeze", req.freeze) != req.freeze:
-            raise UsageError(
-                f"--resume: the run froze {record['freeze']}; --freeze cannot change on resume"
-            )
-        selector = req.freeze or record.get("freeze")
-        record.update({"freeze": selector} if selector else {})
-        return (transfer.freeze(network, selector) if selector else []), record
+    req, preprocessor = job.req, prep.preprocessor
+    if job.resume is not None:  # the weights come from the checkpoint; the choices from its keys
+        state = job.resume.get("transfer") or {}
+        selector, plan_state = state.get("freeze"), state.get("fine_tune")
+        frozen = transfer.freeze(network, selector) if selector else []
+        plan = finetune.FineTunePlan.from_state(plan_state) if plan_state else None
+        record = {"transfer": state} if state else {}
+        if job.resume.get("word_vectors"):
+            record["word_vectors"] = job.resume["word_vectors"]
+        return frozen, plan, record
     loaded, record = None, {}
     if job.base is not None:
-        loaded = transfer.init_from(network, job.base["weights"]["network"], req.init_from)
+        source = job.base["weights"]["network"]
+        target = preprocessor.target
+        new = getattr(target, "classes", None)
+        if _classes(job.base.get("preprocessor") or {}) != (None if new is None else list(new)):
+            source = {k: v for k, v in source.items() if not k.startswith("head.")}
+        loaded = transfer.init_from(network, source, req.init_from)
+    elif req.weights:
+        from dlcli.model.weights import load_weights
+
+        loaded = load_weights(network, req.weights)
     if req.embeddings:
         ids = getattr(prep.x_train, "ids", prep.x_train)  # (N, T) training token ids
         names, record["word_vectors"] = embeddings.load_vectors(
-            network, job.spec_doc, req.embeddings, prep.preprocessor.vocab, ids, job.cfg.seed
+            network, job.spec_doc, req.embeddings, preprocessor.vocab, ids, job.cfg.seed
         )
         loaded = (loaded or set()) | names
-    if not req.freeze:
-        return [], record
-    if loaded is None:
+    elif req.freeze and loaded is None:
         raise UsageError(
-            "--freeze needs --init-from MODEL or --embeddings FILE "
+            "--freeze needs --init-from MODEL, --weights or --embeddings FILE "
             "(freezing fresh random layers does not help)"
         )
-    record["freeze"] = req.freeze
-    source = f"--embeddings {req.embeddings}" if req.embeddings else "the source model"
-    return transfer.freeze(network, req.freeze, loaded, source), record
+    job.loaded = set(loaded or ())
+    if loaded is None:
+        return [], None, record
+    if req.freeze:
+        if req.overrides.get("fine_tune_epochs"):
+            raise UsageError(
+                f"--fine-tune-epochs with --freeze {req.freeze}: frozen layers stay frozen for the "
+                "whole run, so there is no phase to unfreeze them",
+                "drop --freeze to fine-tune everything after the first epochs",
+            )
+        only_vectors = req.embeddings and job.base is None and not req.weights
+        source = f"--embeddings {req.embeddings}" if only_vectors else "the source model"
+        frozen, plan = transfer.freeze(network, req.freeze, loaded, source), None
+    else:
+        # published backbones get the schedule by default (fastai's fine_tune); --init-from and
+        # --embeddings on request only (measured in docs/transfer.md)
+        frozen = []
+        plan = finetune.plan(network, loaded, job.cfg, by_default=bool(req.weights))
+        if plan is not None:
+            info(plan.describe())
+        elif job.cfg.fine_tune_epochs:
+            _, fresh = finetune.loaded_layers(network, loaded)
+            why = "no top-level layer was loaded whole" if fresh else "every layer was loaded"
+            info(f"--fine-tune-epochs: no schedule ({why}); every layer trains from the start")
+    state = {"freeze": req.freeze, "fine_tune": plan.to_state() if plan else None}
+    return frozen, plan, {"transfer": state, **record}
+
+
+def _classes(state: dict) -> list | None:
+    """The class names of a preprocessor state (None: no classification target). A head
+    trained on other classes is not loaded, even where its shape fits (digits 0-4 -> 5-9)."""
+    target = state.get("target") or {}
+    return list(target["classes"]) if target.get("classes") is not None else None
 
 
 def _check_embeddings(job: TrainJob) -> None:

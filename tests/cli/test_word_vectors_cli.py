@@ -194,7 +194,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_weights(data, tmp_path, ag
     for k, v in b["weights"]["network"].items():
         assert torch.equal(a["weights"]["network"][k], v), k
     assert a["word_vectors"] == b["word_vectors"] and b["spec"] == a["spec"]
-    assert a["freeze"] == b["freeze"] == "embeddings"
+    assert a["transfer"] == b["transfer"] == {"freeze": "embeddings", "fine_tune": None}
 
 
 def test_a_huge_gzip_vectors_file_streams_in_bounded_memory(data, tmp_path, run_dl_bounded):
@@ -239,7 +239,7 @@ def test_user_mistakes_are_one_line(data, tmp_path, dl_inproc):
     )
     assert_error(res, f"--embeddings {tmp_path / 'no.txt'}: no such file")
     res = dl_inproc("train", data["train"], "--arch", "lstm", "--freeze", "embeddings", *out)
-    assert_error(res, "--freeze needs --init-from MODEL or --embeddings FILE")
+    assert_error(res, "--freeze needs --init-from MODEL, --weights or --embeddings FILE")
     res = dl_inproc("train", data["train"], *glove, "-o", data["glove"], "--epochs", "1")
     assert res.returncode == 2 and "error:" in res.stderr  # never overwrites the vectors
     assert data["glove"].read_text(encoding="utf-8").count("\n") > 50
