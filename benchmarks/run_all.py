@@ -44,6 +44,7 @@ OPT_IN = [
     "bench_serve",  # two 30 s load tests
     "quality_text",  # issue 12, text: 5 data sets x 3 seeds x defaults + 5 presets
     "bench_transfer",  # issue 14: resnet18 pre-trained on digits 0-4, fine-tuned on 5-9 (~5 min)
+    "bench_word_vectors",  # issue 14, --embeddings: 18 small trainings (~5 min idle)
 ]  # slow (minutes): run only when named with --only
 
 

@@ -161,7 +161,8 @@ def train(
     freeze: str = typer.Option(
         None,
         "--freeze",
-        help="With --init-from or --weights: keep these layers fixed, by name or index range (e.g. features, backbone, 0:6).",
+        help="With --init-from, --weights or --embeddings: keep these layers fixed, by name or "
+        "index range (e.g. features, backbone, embeddings, 0:6).",
     ),
     weights: str = typer.Option(
         None,
@@ -176,6 +177,12 @@ def train(
         help="After --weights or --init-from: first train only the new layers for N epochs, the "
         "loaded ones frozen, then all with the loaded ones at lr/10 (default: a tenth of the "
         "epochs, 1-3, with --weights; 0 = off, the default with --init-from).",
+    ),
+    embeddings: str = typer.Option(
+        None,
+        "--embeddings",
+        help="Text: start the embedding layer from pretrained word vectors (GloVe, word2vec text "
+        "or fastText .vec; .gz too); its width becomes theirs.",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
@@ -201,7 +208,7 @@ def train(
     # --init-from is no input here: it is read whole before the model file is replaced, and
     # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
     check_choices(locals())
-    refuse_overwriting(output, [data, val, spec, weights])
+    refuse_overwriting(output, [data, val, spec, weights, embeddings])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
@@ -292,6 +299,7 @@ def train_request(given: dict) -> TrainRequest:
         init_from=given.get("init_from"),
         freeze=given.get("freeze"),
         weights=given.get("weights"),
+        embeddings=given.get("embeddings"),
     )
 
 

@@ -47,6 +47,7 @@ class TrainRequest:
     weights: str | None = (
         None  # pretrained backbone weights: `imagenet` or a .pth/.safetensors file
     )
+    embeddings: str | None = None  # pretrained word vectors for the embedding layer (text)
     spec_doc: dict | None = None  # a spec document (e.g. a tuner's trial); wins over spec/arch
     source: Any = None  # a data source chosen by the caller (e.g. one that caches `prepare`)
 

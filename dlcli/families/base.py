@@ -94,6 +94,7 @@ class Family(ABC):
     evaluates: ClassVar[bool] = True  # `dl evaluate` applies
     predict_flags: ClassVar[frozenset[str]] = frozenset()  # of REFUSALS, those it honours
     evaluate_flags: ClassVar[frozenset[str]] = frozenset()
+    word_vectors: ClassVar[bool] = False  # honours `dl train --embeddings FILE`
 
     @property
     def sections(self) -> tuple[str, ...]:
@@ -111,6 +112,10 @@ class Family(ABC):
     def check(self, job: TrainJob) -> None:
         """Refuse what it cannot do before any data is read (default: device and precision)."""
         check_settings(job.cfg)
+        if job.req.embeddings and not self.word_vectors:
+            raise UsageError(
+                f"--embeddings applies to text classifiers and regressors, not {self.name} models"
+            )
 
     @abstractmethod
     def prepare(self, job: TrainJob) -> TrainSetup:

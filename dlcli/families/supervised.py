@@ -39,6 +39,12 @@ class Supervised(Family):
     takes_weights = True  # --weights: pretrained backbones (dlcli/model/weights.py)
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
+    word_vectors = True
+
+    def check(self, job: TrainJob) -> None:
+        super().check(job)
+        if job.req.embeddings:
+            _check_embeddings(job)
 
     def build_networks(
         self, spec: Any, input_shape: tuple[int, ...], outputs: int | None, source: str | None
@@ -65,7 +71,7 @@ class Supervised(Family):
             job.spec_source,
             **network_args(preprocessor),
         )
-        frozen, plan, transfer_state = _transfer(built.module, job, preprocessor)
+        frozen, plan, transfer_state = _transfer(built.module, job, prep)
         preprocess = preprocessor.preprocess_module()
         x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
         _describe(req.data, prep, task, preprocessor, built.module)
@@ -76,7 +82,7 @@ class Supervised(Family):
             "input_shape": list(preprocessor.input_shape),
             "outputs": task.n_outputs,
             "preprocessor": preprocessor.to_state(),
-            **transfer_state,
+            **transfer_state,  # --freeze and the schedule for --resume; word vectors' coverage
         }
         data = (x_tr, prep.y_train, x_va, prep.y_val)
         step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen, plan)
@@ -196,22 +202,25 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
 
 
 def _transfer(
-    network: torch.nn.Module, job: TrainJob, preprocessor: Any
+    network: torch.nn.Module, job: TrainJob, prep: Any
 ) -> tuple[list[torch.nn.Module], Any, dict]:
-    """--init-from (`job.base`: its loaded model file) or --weights (a pretrained backbone),
-    --freeze and the fine-tuning schedule; sets `job.loaded` (the tensors loaded) and returns (the
-    layers frozen for the whole run, the FineTunePlan or None, the model-file key `transfer` that
-    lets --resume set both up again)."""
-    from dlcli.model import finetune, transfer
+    """--init-from (`job.base`: its loaded model file), --weights (a pretrained backbone) or
+    --embeddings (word vectors), --freeze and the fine-tuning schedule; sets `job.loaded` (the
+    tensors loaded) and returns (the layers frozen for the whole run, the FineTunePlan or None,
+    the model-file keys: `transfer`, which lets --resume set both up again, and `word_vectors`)."""
+    from dlcli.model import embeddings, finetune, transfer
 
-    req = job.req
+    req, preprocessor = job.req, prep.preprocessor
     if job.resume is not None:  # the weights come from the checkpoint; the choices from its keys
         state = job.resume.get("transfer") or {}
         selector, plan_state = state.get("freeze"), state.get("fine_tune")
         frozen = transfer.freeze(network, selector) if selector else []
         plan = finetune.FineTunePlan.from_state(plan_state) if plan_state else None
-        return frozen, plan, ({"transfer": state} if state else {})
-    loaded = None
+        record = {"transfer": state} if state else {}
+        if job.resume.get("word_vectors"):
+            record["word_vectors"] = job.resume["word_vectors"]
+        return frozen, plan, record
+    loaded, record = None, {}
     if job.base is not None:
         source = job.base["weights"]["network"]
         target = preprocessor.target
@@ -223,13 +232,20 @@ def _transfer(
         from dlcli.model.weights import load_weights
 
         loaded = load_weights(network, req.weights)
-    elif req.freeze:
+    if req.embeddings:
+        ids = getattr(prep.x_train, "ids", prep.x_train)  # (N, T) training token ids
+        names, record["word_vectors"] = embeddings.load_vectors(
+            network, job.spec_doc, req.embeddings, preprocessor.vocab, ids, job.cfg.seed
+        )
+        loaded = (loaded or set()) | names
+    elif req.freeze and loaded is None:
         raise UsageError(
-            "--freeze needs --init-from MODEL or --weights (freezing fresh random layers does not help)"
+            "--freeze needs --init-from MODEL, --weights or --embeddings FILE "
+            "(freezing fresh random layers does not help)"
         )
     job.loaded = set(loaded or ())
     if loaded is None:
-        return [], None, {}
+        return [], None, record
     if req.freeze:
         if req.overrides.get("fine_tune_epochs"):
             raise UsageError(
@@ -237,10 +253,12 @@ def _transfer(
                 "whole run, so there is no phase to unfreeze them",
                 "drop --freeze to fine-tune everything after the first epochs",
             )
-        frozen, plan = transfer.freeze(network, req.freeze, loaded), None
+        only_vectors = req.embeddings and job.base is None and not req.weights
+        source = f"--embeddings {req.embeddings}" if only_vectors else "the source model"
+        frozen, plan = transfer.freeze(network, req.freeze, loaded, source), None
     else:
-        # published backbones get the schedule by default (fastai's fine_tune); --init-from on
-        # request only (measured in docs/transfer.md)
+        # published backbones get the schedule by default (fastai's fine_tune); --init-from and
+        # --embeddings on request only (measured in docs/transfer.md)
         frozen = []
         plan = finetune.plan(network, loaded, job.cfg, by_default=bool(req.weights))
         if plan is not None:
@@ -250,7 +268,7 @@ def _transfer(
             why = "no top-level layer was loaded whole" if fresh else "every layer was loaded"
             info(f"--fine-tune-epochs: no schedule ({why}); every layer trains from the start")
     state = {"freeze": req.freeze, "fine_tune": plan.to_state() if plan else None}
-    return frozen, plan, {"transfer": state}
+    return frozen, plan, {"transfer": state, **record}
 
 
 def _classes(state: dict) -> list | None:
@@ -258,6 +276,27 @@ def _classes(state: dict) -> list | None:
     trained on other classes is not loaded, even where its shape fits (digits 0-4 -> 5-9)."""
     target = state.get("target") or {}
     return list(target["classes"]) if target.get("classes") is not None else None
+
+
+def _check_embeddings(job: TrainJob) -> None:
+    """--embeddings: text data, not with --init-from; the spec's embedding layer takes the
+    vectors' width (before any data is read; on --resume the checkpoint's spec has it)."""
+    from dlcli.data.word_vectors import KINDS
+    from dlcli.model.embeddings import fit_spec
+
+    req = job.req
+    if job.source.kind not in KINDS:
+        raise UsageError(f"--embeddings applies to text data; {req.data} is {job.source.kind} data")
+    if req.init_from:
+        raise UsageError(
+            "--embeddings and --init-from both set the embedding layer's weights; give one"
+        )
+    if job.resume is not None:
+        info(f"--embeddings {req.embeddings}: not read again; the checkpoint holds the vectors")
+    else:
+        job.spec, job.spec_doc = fit_spec(
+            job.spec_doc, req.embeddings, job.spec_source, fixed=bool(req.spec)
+        )
 
 
 def _metadata(loaded: Any, adapter: Any) -> dict[str, str]:

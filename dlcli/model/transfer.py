@@ -70,18 +70,26 @@ def select_layers(network: nn.Module, selector: str) -> list[tuple[str, nn.Modul
     return list(chosen.items())
 
 
-def freeze(network: nn.Module, selector: str, loaded: set[str] | None = None) -> list[nn.Module]:
+def freeze(
+    network: nn.Module,
+    selector: str,
+    loaded: set[str] | None = None,
+    source: str = "the source model",
+) -> list[nn.Module]:
     """Stop gradients for the chosen layers; returns them so the trainer keeps them in eval mode
     (frozen batch-norm statistics stay as they were learnt). With `loaded` (the tensors copied by
-    init_from), freezing a layer that kept its random initialisation is refused."""
+    init_from or --embeddings: `source`), freezing a layer that kept its random initialisation is
+    refused."""
     layers = select_layers(network, selector)
     if loaded is not None:
         for name, module in layers:
             fresh = [f"{name}.{k}" for k in module.state_dict() if f"{name}.{k}" not in loaded]
             if fresh:
                 raise UsageError(
-                    f"--freeze {selector}: {fresh[0]} did not fit the source model and is freshly initialised; freezing it would keep random weights",
-                    "freeze fewer layers, or train the source model on data of the same shape",
+                    f"--freeze {selector}: {fresh[0]} did not fit {source} and is freshly initialised; freezing it would keep random weights",
+                    "freeze fewer layers, or train the source model on data of the same shape"
+                    if source == "the source model"
+                    else "freeze only the embeddings",
                 )
     for _, module in layers:
         for p in module.parameters():

@@ -41,6 +41,7 @@ class LayerDef:
 
     names: ClassVar[tuple[str, ...]] = ()
     primary: ClassVar[str | None] = None
+    embeds_tokens: ClassVar[bool] = False  # ids -> `dim`-wide vectors (--embeddings fills)
     Options: ClassVar[type[Options]] = Options
     doc: ClassVar[str] = ""
 

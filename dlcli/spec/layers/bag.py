@@ -83,6 +83,7 @@ class Bag(LayerDef):
     """Token ids (T,) -> (dim,): mean of word embeddings and hashed n-gram embeddings (fastText)."""
 
     primary = "dim"
+    embeds_tokens = True  # its word table (--embeddings)
 
     class Options(Options):
         dim: int = Field(..., gt=0)

@@ -118,6 +118,7 @@ class Embedding(LayerDef):
     """Token ids (T,) -> vectors (T, dim); id 0 is padding; `vocab` defaults to the data's."""
 
     primary = "dim"
+    embeds_tokens = True
     Options = _EmbeddingOptions
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
@@ -142,14 +143,13 @@ class InputEmbedding(LayerDef):
     """`embedding` for token ids, a dense projection to `dim` for numeric series (T, F) or (T,)."""
 
     primary = "dim"
+    embeds_tokens = True
     Options = _EmbeddingOptions
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
         if not _floating(ctx):
-            return nn.Embedding(vocab_size(opts, ctx), opts.dim, padding_idx=opts.padding_idx), (
-                *in_shape,
-                opts.dim,
-            )
+            table = nn.Embedding(vocab_size(opts, ctx), opts.dim, padding_idx=opts.padding_idx)
+            return table, (*in_shape, opts.dim)
         if len(in_shape) == 1:  # (T,): one value per step
             return SeriesProjection(1, opts.dim, True), (in_shape[0], opts.dim)
         steps, features = seq_shape(in_shape, ctx)
