@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dlcli.cli.output import DEVICE, JSON, PRECISION, QUIET, SCORE, print_json
+from dlcli.cli.output import DEVICE, INPUT_FORMAT, JSON, PRECISION, QUIET, SCORE, print_json
 
 
 def evaluate(
@@ -34,6 +34,7 @@ def evaluate(
         None, "--target", "-t", help="Autoencoder: the label column (default: the last column)."
     ),
     score: str = SCORE,
+    input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -54,7 +55,11 @@ def evaluate(
     }
     refuse_flags(family, "evaluate", used)
     opts = EvaluateOptions(anomaly_label, target, device, errors, precision, report, score)
-    result = family.evaluate(file_data, model, data, opts)
+    from dlcli.data.readers.stdin import check_input_format, spooled
+
+    check_input_format(input_format, [data])
+    with spooled([data], input_format) as (path,):
+        result = family.evaluate(file_data, model, path, opts)
     metrics = result.metrics
     if json_out:
         print_json(metrics)

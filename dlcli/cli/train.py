@@ -9,13 +9,15 @@ import typer
 if TYPE_CHECKING:
     from dlcli.engine.train_job import TrainRequest
 
-from dlcli.cli.output import JSON, QUIET, print_json
+from dlcli.cli.output import INPUT_FORMAT, JSON, QUIET, print_json
 
 
 def train(
     ctx: typer.Context,
     data: str = typer.Argument(
-        ..., help="Training data: a CSV file, or a folder of images in one sub-folder per class."
+        ...,
+        help="Training data: a table (CSV, Parquet, JSON Lines, Feather, .csv.gz/.zst/.bz2; - for "
+        "stdin with --input-format), or a folder of images in one sub-folder per class.",
     ),
     arch: str = typer.Option(
         None,
@@ -42,7 +44,7 @@ def train(
     stream: bool = typer.Option(
         None,
         "--stream/--no-stream",
-        help="Tables: read the CSV from disk in chunks every epoch (bounded memory) instead of "
+        help="Tables: read the file from disk in chunks every epoch (bounded memory) instead of "
         "loading it (default: streamed when larger than a fifth of the free memory).",
     ),
     epochs: int = typer.Option(
@@ -171,6 +173,7 @@ def train(
         "--max-model-gb",
         help="Refuse networks that need more memory to train (default 4, or DL_MAX_MODEL_GB).",
     ),
+    input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -188,13 +191,16 @@ def train(
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
+    from dlcli.data.readers.stdin import check_input_format, spooled
     from dlcli.families import run_training
-
-    req = train_request(locals())
     from dlcli.model.budget import model_budget
 
-    with model_budget(max_model_gb, batch_size):
-        summary = run_training(req)
+    check_input_format(input_format, [data])
+    with (
+        spooled([data], input_format, whole=True) as (data,),
+        model_budget(max_model_gb, batch_size),
+    ):
+        summary = run_training(train_request(locals()))
     if not distributed.is_main():  # rank 0 wrote the files; this rank's work is done
         distributed.exit_worker()
     if json_out:

@@ -136,6 +136,7 @@ class Supervised(Family):
                         loaded, passthrough, outputs, opts.proba, opts.top_k
                     )
                     writer.write(frame)
+            writer.close()
             fh.flush()
 
     def evaluate(
