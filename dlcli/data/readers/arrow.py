@@ -114,7 +114,7 @@ def normalise(arr: Any, name: str, path: str) -> Any:
 
         top = pc.max(big).as_py()
         if top is not None and top > np.iinfo(np.int64).max:
-            return arr.cast(pa.float64())
+            return arr.cast(pa.float64(), safe=False)  # as the CSV reader reads it: a float
     return arr.cast(want)
 
 
@@ -142,8 +142,9 @@ def cast_to(arr: Any, want: Any, name: str, path: str, where: str) -> Any:
             ) from None
     import pyarrow.compute as pc
 
-    blank = pc.is_in(pc.utf8_trim_whitespace(text), value_set=pa.array(sorted(NULL_TEXT)))
-    return pc.if_else(blank, pa.scalar(None, want), text).cast(want)
+    trimmed = pc.utf8_trim_whitespace(text)
+    blank = pc.is_in(trimmed, value_set=pa.array(sorted(NULL_TEXT)))
+    return pc.if_else(blank, pa.scalar(None, pa.string()), trimmed).cast(want)
 
 
 def normalise_table(table: Any, path: str) -> Any:
@@ -258,13 +259,16 @@ class Format:
         import pandas as pd
         import pyarrow as pa
 
+        batches, rows = [], 0
         try:
-            batch = next(self.iter_batches(path, block_bytes=SAMPLE_ROWS * 64), None)
+            for b in self.iter_batches(path, block_bytes=SAMPLE_ROWS * 64):
+                batches.append(b)
+                rows += b.num_rows
+                if rows >= SAMPLE_ROWS:
+                    break
         except InputError:
             return None
-        if batch is None:
-            return None
-        batch = batch.slice(0, SAMPLE_ROWS)
+        batch = pa.Table.from_batches(batches).slice(0, SAMPLE_ROWS)
         out = {}
         for i, name in enumerate(batch.schema.names):
             col = batch.column(i)
