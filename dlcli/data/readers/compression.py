@@ -4,7 +4,9 @@ header, the line of an error, the sample) go through `open_bytes` and `open_text
 
 from __future__ import annotations
 
+import contextlib
 import io
+from collections.abc import Iterator
 from typing import IO, Any, BinaryIO
 
 from dlcli.data.readers import excerpt
@@ -63,3 +65,17 @@ def decompress_error(exc: BaseException, path: str) -> InputError | None:
         f"{path}: cannot decompress as {codec}: {excerpt(msg.strip(), 120)}",
         "is the file truncated, or compressed with another tool than its suffix says?",
     )
+
+
+@contextlib.contextmanager
+def damaged(path: str) -> Iterator[None]:
+    """OS errors of damaged compressed bytes inside become `decompress_error`'s line."""
+    error = None
+    try:
+        yield
+    except OSError as exc:
+        error = decompress_error(exc, path)
+        if error is None:
+            raise
+    if error is not None:
+        raise error

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dlcli.data.readers import NULL_TEXT, ReadPlan, excerpt, names_list
-from dlcli.data.readers.compression import decompress_error, open_bytes, open_text
+from dlcli.data.readers.compression import damaged, decompress_error, open_bytes, open_text
 from dlcli.data.readers.wide import WIDE_COLUMNS, read_wide
 from dlcli.errors import InputError
 
@@ -252,16 +252,15 @@ def read_arrow(path: str) -> Any:
         table = read_wide(path, columns)
     else:
         try:
-            try:
-                table = _read_whole(path, None)
-            except pa.ArrowInvalid as exc:
-                if "straddling" not in str(exc):  # a row longer than a block: one block
-                    raise
-                table = _read_whole(path, min(size + 1, MAX_BLOCK_BYTES))
+            with damaged(path):
+                try:
+                    table = _read_whole(path, None)
+                except pa.ArrowInvalid as exc:
+                    if "straddling" not in str(exc):  # a row longer than a block: one block
+                        raise
+                    table = _read_whole(path, min(size + 1, MAX_BLOCK_BYTES))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise decompress_error(exc, path) or _translate(exc, path, path, columns) from None
-        except OSError as exc:  # a damaged compressed file
-            raise decompress_error(exc, path) or exc from None
         _check_utf8(table.column_names, path, table.schema.types)
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no data rows")
@@ -321,15 +320,8 @@ def _open_source(path: str) -> tuple[BinaryIO, str, str | None]:
 def header_of(path: str) -> list[str]:
     """Column names of a CSV file (first record)."""
     check_file(path)
-    error = None
-    try:
-        with open_bytes(path) as fh:
-            return _read_header(fh, path)[1]
-    except OSError as exc:  # a damaged compressed file
-        error = decompress_error(exc, path)
-        if error is None:
-            raise
-    raise error
+    with damaged(path), open_bytes(path) as fh:
+        return _read_header(fh, path)[1]
 
 
 def iter_chunks(
