@@ -147,6 +147,24 @@ def test_types_as_csv_gives_them(tmp_path: Path) -> None:
     assert got.types == want
 
 
+def test_null_spellings_as_in_csv(tmp_path: Path) -> None:
+    """'', 'NA' and 'null' text is missing, as the CSV reader reads it; verbatim reads keep it."""
+    path = tmp_path / "n.parquet"
+    pq.write_table(
+        pa.table({"c": ["a", "", "NA", None, "null", "b"], "y": [1, 2, 3, 4, 5, 6]}), path
+    )
+    assert readers.read_arrow(str(path)).column("c").to_pylist() == [
+        "a",
+        None,
+        None,
+        None,
+        None,
+        "b",
+    ]
+    kept = next(readers.iter_batches(str(path), verbatim=True)).column("c").to_pylist()
+    assert kept == ["a", "", "NA", None, "null", "b"]
+
+
 def test_empty_and_header_only(tmp_path: Path) -> None:
     empty = tmp_path / "e.parquet"
     empty.write_bytes(b"")

@@ -6,7 +6,9 @@ Types, so that a table reads the same whatever its format (docs/data-kinds.md): 
 width -> int64 (float64 beyond int64), floats and decimals -> float64, dictionary (categorical)
 columns -> their values, large/view strings -> string, dates -> date32, timestamps -> timestamp[s]
 when every value is a whole second, else timestamp[ns] (time zone kept), booleans and nulls as they
-are. Binary and nested columns (lists, structs, maps) are one line naming the column.
+are. Text cells spelled as a missing value ('', 'NA', 'null': NULL_TEXT) are missing, as in CSV,
+unless text is read verbatim. Binary and nested columns (lists, structs, maps) are one line naming
+the column.
 """
 
 from __future__ import annotations
@@ -147,11 +149,28 @@ def cast_to(arr: Any, want: Any, name: str, path: str, where: str) -> Any:
     return pc.if_else(blank, pa.scalar(None, pa.string()), trimmed).cast(want)
 
 
-def normalise_table(table: Any, path: str) -> Any:
-    """Every column of a Table or RecordBatch with the CSV reader's types."""
+def _nulls(arr: Any) -> Any:
+    """Text cells spelled as a missing value (NULL_TEXT: '', 'NA', 'null', ...) made missing, as
+    the CSV reader makes them in text columns unless text is kept verbatim."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not pa.types.is_string(arr.type):
+        return arr
+    spelled = pc.is_in(arr, value_set=pa.array(sorted(NULL_TEXT)))
+    if not pc.any(spelled).as_py():
+        return arr
+    return pc.if_else(spelled, pa.scalar(None, pa.string()), arr)
+
+
+def normalise_table(table: Any, path: str, verbatim: bool = False) -> Any:
+    """Every column of a Table or RecordBatch with the CSV reader's types (and, unless
+    `verbatim`, its missing-value spellings in text columns)."""
     import pyarrow as pa
 
     cols = [normalise(table.column(i), n, path) for i, n in enumerate(table.schema.names)]
+    if not verbatim:
+        cols = [_nulls(c) for c in cols]
     maker = pa.Table if isinstance(table, pa.Table) else pa.RecordBatch
     return maker.from_arrays(cols, names=table.schema.names)
 
@@ -210,8 +229,8 @@ class Format:
         verbatim: bool = False,
     ) -> Iterator[Any]:
         """RecordBatches with the CSV reader's types, cast to `column_types` (or the types `plan`
-        gives for the header, then only those columns are read). `verbatim` has nothing to keep:
-        these formats store text as text and missing values as nulls."""
+        gives for the header, then only those columns are read). `verbatim` keeps text cells as
+        stored; otherwise the null spellings of NULL_TEXT are missing, as in CSV."""
         import pyarrow as pa
 
         header = self.header_of(path)
@@ -228,7 +247,7 @@ class Format:
             batch = self._guard(path, lambda: next(source, None))
             if batch is None:
                 break
-            batch = normalise_table(batch, path)
+            batch = normalise_table(batch, path, verbatim)
             where = f"batch at row {offset + 1}, " if offset else ""
             cols = [
                 cast_to(batch.column(i), types[n], n, path, where)
