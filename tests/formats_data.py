@@ -47,12 +47,18 @@ def table(n: int = 240, seed: int = 0) -> pa.Table:
 
 
 def narrow(t: pa.Table) -> pa.Table:
-    """The same values in the types a Parquet or Feather writer often keeps."""
-    return (
-        t.set_column(1, "count", t["count"].cast(pa.int32()))
-        .set_column(2, "small", t["small"].cast(pa.uint8()))
-        .set_column(4, "colour", t["colour"].dictionary_encode())
-    )
+    """The same values in the types a Parquet or Feather writer often keeps (where the columns
+    of `table()` are there)."""
+    casts = {
+        "count": lambda c: c.cast(pa.int32()),
+        "small": lambda c: c.cast(pa.uint8()),
+        "colour": lambda c: c.dictionary_encode(),
+    }
+    for name, cast in casts.items():
+        if name in t.column_names:
+            i = t.column_names.index(name)
+            t = t.set_column(i, name, cast(t[name]))
+    return t
 
 
 def write(t: pa.Table, path: Path) -> Path:

@@ -140,3 +140,35 @@ def test_damaged_file_through_the_cli(run_dl_bounded, tmp_path: Path, suffix: st
         bad.write_bytes(data[:200] + b"\n{broken\n" + data[200:])
     r = run_dl_bounded("train", bad, "--epochs", "1", "-o", tmp_path / "m.pt")
     assert_error(r, str(bad))
+
+
+def test_validation_file_text_and_series(dl_inproc, files, tmp_path: Path) -> None:
+    """--val in another format; the text and series kinds read Parquet and JSON Lines through the
+    readers and train the same weights as from their CSV."""
+    import pyarrow.csv as pcsv
+    from formats_data import write as write_format
+
+    r = dl_inproc(
+        "train", files[".parquet"], *TRAIN, "--val", files[".jsonl"], "-o", tmp_path / "v.pt"
+    )
+    assert r.returncode == 0, r.stderr
+    root = Path(__file__).resolve().parents[2] / "sample_data"
+    for name, flags in (("reviews", ()), ("co2", ("--window", "52", "--target", "co2"))):
+        train = pcsv.read_csv(root / name / "train.csv")
+        if name == "reviews":
+            train = train.slice(0, 400)
+        weights = {}
+        for suffix in (".csv", ".parquet", ".jsonl"):
+            path = write_format(train, tmp_path / f"{name}{suffix}")
+            out = tmp_path / f"{name}{suffix}.pt"
+            r = dl_inproc(
+                "train", path, *flags, "--epochs", "1", "--seed", "0", "-q", "--no-plots", "-o", out
+            )
+            assert r.returncode == 0, r.stderr
+            weights[suffix] = _weights(out)
+        for suffix in (".parquet", ".jsonl"):
+            for k, v in weights[".csv"].items():
+                assert torch.equal(weights[suffix][k], v), (name, suffix, k)
+    history = write_format(pcsv.read_csv(root / "co2" / "history.csv"), tmp_path / "history.jsonl")
+    r = dl_inproc("predict", tmp_path / "co2.parquet.pt", history, "--steps", "2")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
