@@ -94,6 +94,23 @@ def test_damaged_file_is_one_line(tmp_path: Path, suffix: str) -> None:
         assert "line 7" in line
 
 
+def test_parquet_damaged_row_group_named(tmp_path: Path) -> None:
+    """A damaged page in the middle: whole and streamed reads name the row group and column."""
+    path = tmp_path / "rg.parquet"
+    n = 30_000
+    t = pa.table({"a": np.arange(n, dtype="float64"), "b": np.random.default_rng(0).normal(size=n)})
+    pq.write_table(t, path, row_group_size=10_000)
+    page = pq.ParquetFile(path).metadata.row_group(1).column(1).data_page_offset
+    data = bytearray(path.read_bytes())
+    data[page + 30 : page + 400] = b"\xff" * 370
+    path.write_bytes(bytes(data))
+    for read in (readers.read_arrow, lambda p: list(readers.iter_batches(p))):
+        with pytest.raises(
+            InputError, match=r"rg\.parquet: row group 2 of 3, column 'b' cannot be read"
+        ):
+            read(str(path))
+
+
 def test_jsonl_kind_change_names_line_and_column(tmp_path: Path) -> None:
     path = tmp_path / "k.jsonl"
     path.write_text(

@@ -35,7 +35,7 @@ def _batches(path: str, columns: list[str] | None, rows: int) -> Iterator[Any]:
             try:
                 batches = list(pf.iter_batches(rows, row_groups=[group], columns=columns))
             except (pa.ArrowException, OSError) as exc:
-                error = InputError(
+                error = _bad_group(path) or InputError(
                     f"{path}: row group {group + 1} of {pf.num_row_groups} cannot be read: "
                     f"{excerpt(str(exc).strip(), 200)}"
                 )
@@ -44,11 +44,33 @@ def _batches(path: str, columns: list[str] | None, rows: int) -> Iterator[Any]:
             yield from batches
 
 
+def _bad_group(path: str) -> InputError | None:
+    """The line naming the first row group (and column) that cannot be decoded, if one is."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError):
+        return None
+    with pf:
+        for group in range(pf.num_row_groups):
+            for name in pf.schema_arrow.names:
+                try:
+                    pf.read_row_group(group, columns=[name])
+                except (pa.ArrowException, OSError) as exc:
+                    return InputError(
+                        f"{path}: row group {group + 1} of {pf.num_row_groups}, column "
+                        f"'{excerpt(name)}' cannot be read: {excerpt(str(exc).strip(), 160)}"
+                    )
+    return None
+
+
 def _explain(exc: BaseException, path: str) -> InputError:
     msg = str(exc).strip()
     if "magic bytes" in msg or "too small" in msg.lower():
         return InputError(f"{path}: not a Parquet file (no Parquet footer)", "is it truncated?")
-    return InputError(f"{path}: cannot read as Parquet: {excerpt(msg, 200)}")
+    return _bad_group(path) or InputError(f"{path}: cannot read as Parquet: {excerpt(msg, 200)}")
 
 
 def _errors() -> tuple[type[BaseException], ...]:
