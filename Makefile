@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 		$(PY) -m pip install -q --index-url https://download.pytorch.org/whl/cpu "$(TORCH_CPU)" || \
 		$(PY) -m pip install -q "$(TORCH_CPU)"; \
 	fi
-	$(PY) -m pip install -q -e '.[dev,tune,serve]'
+	$(PY) -m pip install -q -e '.[dev,tune,serve,transfer]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

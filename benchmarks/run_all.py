@@ -28,7 +28,9 @@ BENCHMARKS = [
     "bench_predict_memory",
     "bench_onnx_predict",
     "bench_images",
+    "bench_idx",  # ~30 s: 10,000 generated digits as IDX files and as PNG folders
     "bench_sequence",
+    "bench_feature_cache",  # ~2 min: a resnet trained through its frozen features and on cached ones
     "quality_tables",  # ~3-5 min: 15 dl trainings + the baselines
     "bench_gpu",  # prints a skip line and adds nothing without CUDA
 ]
@@ -43,6 +45,7 @@ OPT_IN = [
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
     "bench_serve",  # two 30 s load tests
     "quality_text",  # issue 12, text: 5 data sets x 3 seeds x defaults + 5 presets
+    "bench_transfer",  # issue 14: resnet18 pre-trained on digits 0-4, fine-tuned on 5-9 (~5 min)
 ]  # slow (minutes): run only when named with --only
 
 

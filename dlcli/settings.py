@@ -56,6 +56,12 @@ def parse_gigabytes(text: str) -> float:
     return value
 
 
+def parse_url_base(text: str) -> str:
+    if not text.startswith(("http://", "https://", "file://")) or any(c.isspace() for c in text):
+        raise ValueError(text)
+    return text if text.endswith("/") else text + "/"
+
+
 def parse_folder(text: str) -> Path:
     path = Path(text).expanduser()
     if "\0" in text or (path.exists() and not path.is_dir()):
@@ -162,6 +168,26 @@ TABLE: tuple[Setting, ...] = (
         "~/.cache/dl/images",
         "folder of the image decode cache",
     ),
+    Setting(
+        "DL_FEATURE_CACHE",
+        "feature_cache",
+        parse_bool,
+        BOOL,
+        True,
+        "on",
+        "train the layers after a --freeze prefix on its outputs computed once (kept in "
+        "DL_CACHE_DIR/features); off: through the frozen layers every epoch",
+    ),
+    Setting(
+        "DL_WEIGHTS_MIRROR",
+        "weights_mirror",
+        parse_url_base,
+        "an http://, https:// or file:// URL",
+        None,
+        "https://download.pytorch.org/models/",
+        "where --weights imagenet fetches the published files (same file names; a mirror, or a "
+        "local folder as file:///path/)",
+    ),
 )
 
 
@@ -180,6 +206,8 @@ class Settings:
     max_image_memory: int
     max_model_gb: float
     cache_dir: Path
+    feature_cache: bool
+    weights_mirror: str | None
 
 
 def parse(setting: Setting, raw: str | None) -> Any:

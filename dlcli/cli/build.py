@@ -78,6 +78,10 @@ def build(
             sys.stdout.write(schema.preset_text(arch or "mlp"))
         return
     parsed, _ = schema.resolve_spec(spec, arch)
+    image = parsed.input.by_kind().get("image", {}) if parsed.input else {}
+    if input_shape is None and image.get("image_size"):  # the spec's own default image
+        side = image["image_size"]
+        input_shape = f"{image.get('channels', 3)},{side},{side}"
     if input_shape is None:
         raise UsageError(
             "dl build needs --input-shape (e.g. --input-shape 30, or 3,64,64 for images)"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from dlcli.cli.output import DEVICE, INPUT_FORMAT, JSON, PRECISION, QUIET, SCORE, print_json
+from dlcli.cli.output import (
+    DEVICE,
+    IMAGE_COLUMN,
+    INPUT_FORMAT,
+    JSON,
+    PRECISION,
+    QUIET,
+    SCORE,
+    print_json,
+)
 
 
 def evaluate(
@@ -34,6 +43,7 @@ def evaluate(
         None, "--target", "-t", help="Autoencoder: the label column (default: the last column)."
     ),
     score: str = SCORE,
+    image_column: str = IMAGE_COLUMN,
     input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
     json_out: bool = JSON,
@@ -47,6 +57,9 @@ def evaluate(
     set_quiet(quiet)
     _refuse_overwriting(model, data, report, errors)
     file_data = modelfile.load(model)
+    from dlcli.data.sources import with_input_options
+
+    file_data = with_input_options(file_data, {"image_column": image_column})
     family = families.of_model(file_data)
     used = {
         "--errors": bool(errors),

@@ -19,6 +19,12 @@ PRECISION = typer.Option(
     "--precision",
     help="auto (bf16 on CUDA, else fp32), fp32, bf16 or fp16 (CUDA only): autocast as in training.",
 )
+IMAGE_COLUMN = typer.Option(
+    None,
+    "--image-column",
+    help="Images: the column of image paths in a table of images (default: detected, or the "
+    "one the model was trained on).",
+)
 
 SCORE = typer.Option(
     None,

@@ -8,15 +8,16 @@ from typing import IO
 
 import typer
 
-from dlcli.cli.output import DEVICE, INPUT_FORMAT, PRECISION, QUIET, SCORE
+from dlcli.cli.output import DEVICE, IMAGE_COLUMN, INPUT_FORMAT, PRECISION, QUIET, SCORE
 
 
 def predict(
     model: str = typer.Argument(..., help="Model file written by `dl train`."),
     inputs: list[str] = typer.Argument(
         None,
-        help="What to predict: CSV files (or - for CSV on stdin) for table models; image files, "
-        "folders, or - for image paths on stdin, for image models.",
+        help="What to predict: table files (CSV, Parquet, JSON Lines, Feather, compressed CSV; - for "
+        "stdin, CSV unless --input-format) for table models; image files, folders, or - for image "
+        "paths on stdin, for image models.",
     ),
     output: str = typer.Option(
         None, "--output", "-o", help="Write here instead of stdout (atomically)."
@@ -56,6 +57,7 @@ def predict(
         False, "--embed", help="Autoencoder: print the latent vector of each row instead of scores."
     ),
     score: str = SCORE,
+    image_column: str = IMAGE_COLUMN,
     input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
 ) -> None:
@@ -70,13 +72,14 @@ def predict(
     check_input_format(input_format, inputs or [])
     with spooled(inputs or [], input_format) as paths:
         _predict(model, paths, output, fmt, proba, keep_columns, top_k, device, precision, steps,
-                 samples, output_dir, seed, embed, score)  # fmt: skip
+                 samples, output_dir, seed, embed, score, image_column)  # fmt: skip
 
 
 def _predict(
     model: str, inputs: list[str], output: str | None, fmt: str, proba: bool, keep_columns: bool,
     top_k: int, device: str, precision: str, steps: int | None, samples: int | None,
     output_dir: str | None, seed: int | None, embed: bool, score: str | None,
+    image_column: str | None,
 ) -> None:  # fmt: skip
     if model.lower().endswith(".onnx"):  # an exported graph: onnxruntime, never torch
         from dlcli.runtime.predict import RuntimeOptions, predict_file
@@ -98,6 +101,9 @@ def _predict(
     check_writable("-o", output)
     check_writable("--output-dir", output_dir, folder=True)
     data = modelfile.load(model)
+    from dlcli.data.sources import with_input_options
+
+    data = with_input_options(data, {"image_column": image_column})
     family = families.of_model(data)
     used = {
         "--proba": proba,

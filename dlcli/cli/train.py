@@ -9,15 +9,16 @@ import typer
 if TYPE_CHECKING:
     from dlcli.engine.train_job import TrainRequest
 
-from dlcli.cli.output import INPUT_FORMAT, JSON, QUIET, print_json
+from dlcli.cli.output import IMAGE_COLUMN, INPUT_FORMAT, JSON, QUIET, print_json
 
 
 def train(
     ctx: typer.Context,
     data: str = typer.Argument(
         ...,
-        help="Training data: a table (CSV, Parquet, JSON Lines, Feather, .csv.gz/.zst/.bz2; - for "
-        "stdin with --input-format), or a folder of images in one sub-folder per class.",
+        help="Training data: a table file (CSV, Parquet, JSON Lines, Feather, .csv.gz/.zst/.bz2; - for "
+        "stdin with --input-format); a folder of images (or of .txt files) in one sub-folder per "
+        "class; a table of image paths and labels; or a folder of MNIST IDX files.",
     ),
     arch: str = typer.Option(
         None,
@@ -112,6 +113,7 @@ def train(
         help="Images: side of the square the images are resized to (default: from the data, at most 128).",
     ),
     grayscale: bool = typer.Option(False, "--grayscale", help="Images: train on one channel."),
+    image_column: str = IMAGE_COLUMN,
     text_column: str = typer.Option(
         None, "--text-column", help="Text: the column holding the text (default: detected)."
     ),
@@ -160,7 +162,21 @@ def train(
     freeze: str = typer.Option(
         None,
         "--freeze",
-        help="With --init-from: keep these layers fixed, by name or index range (e.g. features, 0:6).",
+        help="With --init-from or --weights: keep these layers fixed, by name or index range (e.g. features, backbone, 0:6).",
+    ),
+    weights: str = typer.Option(
+        None,
+        "--weights",
+        help="Pretrained backbone (--arch resnet18/34/50, mobilenet_v3_small): imagenet (downloaded "
+        "once into the torch hub cache, checksum verified) or a torchvision .pth/.safetensors file.",
+    ),
+    fine_tune_epochs: int = typer.Option(
+        None,
+        "--fine-tune-epochs",
+        min=0,
+        help="After --weights or --init-from: first train only the new layers for N epochs, the "
+        "loaded ones frozen, then all with the loaded ones at lr/10 (default: a tenth of the "
+        "epochs, 1-3, with --weights; 0 = off, the default with --init-from).",
     ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue an interrupted run from <model>.run/checkpoint.pt."
@@ -187,7 +203,7 @@ def train(
     # --init-from is no input here: it is read whole before the model file is replaced, and
     # `dl train new/ --init-from model.pt` (default -o model.pt) fine-tunes in place on purpose
     check_choices(locals())
-    refuse_overwriting(output, [data, val, spec])
+    refuse_overwriting(output, [data, val, spec, weights])
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
@@ -249,6 +265,7 @@ OVERRIDES = (
     "precision",
     "augment",
     "threshold_percentile",
+    "fine_tune_epochs",
 )
 
 
@@ -279,6 +296,7 @@ def train_request(given: dict) -> TrainRequest:
         bool(given.get("plots", True)),
         init_from=given.get("init_from"),
         freeze=given.get("freeze"),
+        weights=given.get("weights"),
     )
 
 

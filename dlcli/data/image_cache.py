@@ -28,15 +28,13 @@ import torch
 
 from dlcli.console import info, is_interactive, note, quiet
 from dlcli.data import image_store
+from dlcli.data.image_decode import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from dlcli.data.image_decode import BadImage, decode_image, pixel_limit, probe_image
 from dlcli.errors import InputError
 
 RESIZE_POLICY = "shorter-side+center-crop"
 INTERPOLATION = "bilinear"
 POLICY = f"{RESIZE_POLICY}|{INTERPOLATION}"  # part of the cache key: another policy, another file
-IMAGE_EXTENSIONS = frozenset(
-    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
-)
 CHUNK = 64  # images per task handed to a decoding thread
 PROBE_SAMPLE = 200  # images looked at to choose the default size and channel count
 

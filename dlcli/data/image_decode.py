@@ -26,6 +26,9 @@ BIG_PIXELS = 4096 * 4096  # images this large are decoded at most two at a time 
 REDUCING_GAP = 3  # as Pillow's resize(reducing_gap=3.0): shrink by whole factors down to 3x S
 STRIP_PIXELS = 1 << 22  # a 16-bit image is widened to 32 bits this many pixels at a time
 HIGH_DEPTH = ("I", "F")  # with every "I;16*": no 8-bit mode holds their values
+IMAGE_EXTENSIONS = frozenset(  # the files read as images (case-insensitive)
+    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
+)
 
 
 class BadImage(Exception):
@@ -134,6 +137,13 @@ def _flatten(im: Image.Image, channels: int) -> Image.Image:
         white.alpha_composite(im.convert("RGBA"))
         im = white
     return im.convert("L" if channels == 1 else "RGB")
+
+
+def fit_pixels(gray: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """One (H, W) uint8 grayscale image already in memory (an IDX file's) -> (channels, size,
+    size) uint8 by the same resize, crop and conversion as a decoded file."""
+    arr = np.asarray(_flatten(_fit(Image.fromarray(gray, mode="L"), size), channels))
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 
 def _check_pixels(im: Image.Image) -> None:

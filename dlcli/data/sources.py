@@ -12,7 +12,7 @@ from typing import Any
 from dlcli.console import note
 from dlcli.data.contracts import DataOptions, Prepared, Preprocessor, Source
 from dlcli.data.kinds import KINDS, all_kinds, get_kind
-from dlcli.errors import InputError
+from dlcli.errors import InputError, UsageError
 
 __all__ = [
     "PREPROCESSORS",
@@ -21,6 +21,7 @@ __all__ = [
     "Prepared",
     "choose_source",
     "preprocessor_from_state",
+    "with_input_options",
 ]
 
 
@@ -50,6 +51,22 @@ def preprocessor_from_state(state: dict) -> Preprocessor:
     if kind not in KINDS:
         raise InputError(f"model file has preprocessing of unknown kind '{kind}'")
     return get_kind(kind).preprocessor.from_state(state)
+
+
+def with_input_options(data: dict, given: dict[str, Any]) -> dict:
+    """A model file's plain data with the options of `dl predict` / `dl evaluate` that say how to
+    read new inputs (e.g. `image_column`) set in its preprocessor state. An option that the model's
+    data kind does not declare is a UsageError; None values are not given."""
+    state = data.get("preprocessor") or {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        kind = state.get("kind")
+        if kind not in KINDS or name not in get_kind(kind).options:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply to models of {kind} data")
+        state = {**state, name: value}
+    return {**data, "preprocessor": state} if state else data
 
 
 def choose_source(path: str, opts: DataOptions, kind: str | None = None) -> Source:

@@ -10,11 +10,10 @@ compute is spent on padding.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,12 +21,13 @@ import torch
 from torch import nn
 
 from dlcli.console import note
-from dlcli.data import readers
+from dlcli.data import readers, text_folders
 from dlcli.data.buckets import BucketedTokens as BucketedTokens
-from dlcli.data.contracts import DataKind, DataOptions, ExportAdapter, Prepared, Preprocessor
+from dlcli.data.contracts import DataKind, DataOptions, Prepared, Preprocessor
 from dlcli.data.readers import NULL_TEXT
 from dlcli.data.split import split_rows
 from dlcli.data.target import Target
+from dlcli.data.text_export import TextExport
 from dlcli.data.text_read import (
     BLOCK_BYTES,
     detect_text_column,
@@ -41,7 +41,6 @@ from dlcli.data.text_tokens import (
     PAD,
     TOKENIZERS,
     UNK,
-    WORD_PATTERN,
     build_vocab,
     default_max_length,
     is_blank,
@@ -175,6 +174,12 @@ class TextPreprocessor(Preprocessor):
                     )
                     yield frame, self.encode(lines)[0]
                 continue
+            if text_folders.is_text_file(path) or Path(path).is_dir():  # .txt files, one text each
+                for files in text_folders.iter_files(path):
+                    texts = text_folders.read_texts(files)
+                    frame = {"path": files, **({"text": texts} if keep else {})}
+                    yield pd.DataFrame(frame), self.encode(texts)[0]
+                continue
             for chunk in self._csv_chunks(path, self._plan(path, keep), keep):
                 texts = chunk[self.text_column]  # kept verbatim, 'NA' is still missing text:
                 texts = texts.where(~texts.isin(NULL_TEXT)) if keep else texts
@@ -183,6 +188,11 @@ class TextPreprocessor(Preprocessor):
     def iter_labelled(self, path: str) -> Iterator[tuple[pd.DataFrame, torch.Tensor]]:
         """(frame with the target column, (n, T) ids) per chunk; rows without a label are skipped."""
         name, tname = ("<stdin>" if path == "-" else path), self.target.name
+        if Path(path).is_dir():  # a text folder: labels are the class folders (its test/ split)
+            for part in text_folders.iter_labelled_files(path):
+                frame = pd.DataFrame({"path": part.files, tname: part.labels})
+                yield frame, self.encode(text_folders.read_texts(part.files))[0]
+            return
         for chunk in self._csv_chunks(path, self._plan(name, False, tname), False):
             chunk = chunk[chunk[tname].notna()]
             if self.target.task == "regression":
@@ -257,50 +267,96 @@ class TextSource:
             preprocessor.text_column if preprocessor else topt.text_column,
             preprocessor.target.name if preprocessor else opts.target,
         )
-        frame = usable_rows(frame, text_col, tname, path)
-        target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
-        y = torch.from_numpy(target.encode(frame[tname], path))
         val = None
         if opts.val:
             val, _, _ = read_columns(opts.val, text_col, tname)
-            val = usable_rows(val, text_col, tname, opts.val)
-            tr, va = np.arange(len(frame)), None
-        else:
-            stratify = target.task == "classification"
-            tr, va = split_rows(
-                y.numpy(), len(frame), opts.val_split, opts.seed, stratify=stratify, source=path
-            )
-        lowercase = preprocessor.lowercase if preprocessor else topt.lowercase
-        tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
-        limit = (
-            preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]
-        ) + 1
-        tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
-        preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
-        ids, lengths = pad_ids(preprocessor.ids(tokens))
-        train = BucketedTokens(ids[tr], lengths[tr], y[tr])
-        if val is not None:
-            val_tokens = tokenize(val[text_col], tokenizer, limit, lowercase)
-            y_val = torch.from_numpy(target.encode(val[tname], opts.val))
-            valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
-        else:
-            valid = BucketedTokens(ids[va], lengths[va], y[va])
-        waste = train.padding_waste()
-        cut = float(np.mean([len(t) > preprocessor.max_length for t in tokens]))
-        note(
-            f"{path}: text column '{text_col}'; {len(preprocessor.vocab):,} tokens in the vocabulary; "
-            f"max length {preprocessor.max_length} ({cut:.1%} of texts truncated); "
-            f"{waste:.1%} padding in batches of 32"
+        return prepare_frames(path, frame, val, text_col, tname, opts, preprocessor)
+
+
+class TextFolderSource:
+    """A folder of class folders of .txt files (IMDB's `aclImdb/train/{pos,neg}`), see
+    text_folders.py: the same training as a text table with columns `text` and `label`."""
+
+    name = "text_folders"
+    kind = "text"
+    priority = 5  # before image folders: a folder of .txt files is text
+    default_arch = "bow"
+    streams = False
+
+    @staticmethod
+    def claims(path: str, opts: DataOptions) -> bool:
+        return text_folders.is_text_folder(path)
+
+    @staticmethod
+    def prepare(path: str, opts: DataOptions, preprocessor: Preprocessor | None = None) -> Prepared:
+        if preprocessor is not None and not isinstance(preprocessor, TextPreprocessor):
+            raise UsageError(f"{path}: the model was trained on {preprocessor.kind} data, not text")
+        if opts.task not in (None, "classification"):
+            raise UsageError(f"{path}: text folders hold classification data, not {opts.task}")
+        opts = replace(opts, task="classification")  # class folders named 0, 1, ... too
+        text_col = preprocessor.text_column if preprocessor else text_folders.TEXT_COLUMN
+        tname = preprocessor.target.name if preprocessor else text_folders.TARGET_NAME
+        frame = text_folders.read_folder(path).set_axis([text_col, tname], axis=1)
+        val = (
+            text_folders.read_folder(opts.val).set_axis([text_col, tname], axis=1)
+            if opts.val
+            else None
         )
-        info = {
-            "rows": train.rows + valid.rows,
-            "text_column": text_col,
-            "vocab_size": len(preprocessor.vocab),
-            "max_length": preprocessor.max_length,
-            "truncated": cut,
-            "padding_waste": waste,
-        }
-        return Prepared(preprocessor, train, train.y, valid, valid.y, info)
+        return prepare_frames(path, frame, val, text_col, tname, opts, preprocessor)
+
+
+def prepare_frames(
+    path: str,
+    frame: pd.DataFrame,
+    val: pd.DataFrame | None,
+    text_col: str,
+    tname: str,
+    opts: DataOptions,
+    preprocessor: TextPreprocessor | None,
+) -> Prepared:
+    """Training (and --val) frames of text and target -> Prepared: split (seeded, stratified),
+    fit the vocabulary on the training split (unless `preprocessor` is given), encode."""
+    topt = text_options(opts)
+    frame = usable_rows(frame, text_col, tname, path)
+    target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
+    y = torch.from_numpy(target.encode(frame[tname], path))
+    if val is not None:
+        val = usable_rows(val, text_col, tname, opts.val)
+        tr, va = np.arange(len(frame)), None
+    else:
+        stratify = target.task == "classification"
+        tr, va = split_rows(
+            y.numpy(), len(frame), opts.val_split, opts.seed, stratify=stratify, source=path
+        )
+    lowercase = preprocessor.lowercase if preprocessor else topt.lowercase
+    tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
+    limit = (preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]) + 1
+    tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
+    preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
+    ids, lengths = pad_ids(preprocessor.ids(tokens))
+    train = BucketedTokens(ids[tr], lengths[tr], y[tr])
+    if val is not None:
+        val_tokens = tokenize(val[text_col], tokenizer, limit, lowercase)
+        y_val = torch.from_numpy(target.encode(val[tname], opts.val))
+        valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
+    else:
+        valid = BucketedTokens(ids[va], lengths[va], y[va])
+    waste = train.padding_waste()
+    cut = float(np.mean([len(t) > preprocessor.max_length for t in tokens]))
+    note(
+        f"{path}: text column '{text_col}'; {len(preprocessor.vocab):,} tokens in the vocabulary; "
+        f"max length {preprocessor.max_length} ({cut:.1%} of texts truncated); "
+        f"{waste:.1%} padding in batches of 32"
+    )
+    info = {
+        "rows": train.rows + valid.rows,
+        "text_column": text_col,
+        "vocab_size": len(preprocessor.vocab),
+        "max_length": preprocessor.max_length,
+        "truncated": cut,
+        "padding_waste": waste,
+    }
+    return Prepared(preprocessor, train, train.y, valid, valid.y, info)
 
 
 def fit_preprocessor(
@@ -313,55 +369,10 @@ def fit_preprocessor(
     return TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
 
 
-class TextExport(ExportAdapter):
-    """Input `tokens`: int64 (batch, length), token ids from the vocabulary in the metadata (and
-    the side file <model>.vocab.json), 0 = padding at the end, 1 = unknown; any length works."""
-
-    input_name = "tokens"
-    dynamic_axes: ClassVar[dict[int, str]] = {0: "batch", 1: "length"}
-
-    def examples(self, loaded: Any) -> torch.Tensor:
-        rows = self.stored_examples(loaded)
-        if rows is None or rows.shape[1] < 2:
-            gen = torch.Generator().manual_seed(0)
-            rows = torch.randint(2, len(loaded.preprocessor.vocab), (8, 12), generator=gen)
-        rows = rows.to(torch.int64)
-        padded = rows[:2].clone()
-        padded[:, padded.shape[1] // 2 :] = 0  # rows whose second half is padding
-        return torch.cat([rows, padded])
-
-    def verify_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
-        short = max(2, rows.shape[1] // 2)
-        return [rows[:1], rows, rows[:, :short].contiguous()]  # batch 1, all, shorter sequences
-
-    def settings(self, preprocessor: TextPreprocessor) -> dict[str, Any]:
-        return {
-            "tokenizer": preprocessor.tokenizer,
-            "lowercase": preprocessor.lowercase,
-            "pattern": WORD_PATTERN if preprocessor.tokenizer == "word" else None,
-            "max_length": preprocessor.max_length,
-            "padding_id": 0,
-            "unknown_id": 1,
-            "text_column": preprocessor.text_column,
-            "vocab": list(preprocessor.vocab),
-        }
-
-    def metadata(self, preprocessor: TextPreprocessor) -> dict[str, str]:
-        meta = {f"dl.text.{k}": json.dumps(v) for k, v in self.settings(preprocessor).items()}
-        meta["dl.preprocessing"] = "tokenise outside the graph (see dl.text.*); ids go in as int64"
-        return meta
-
-    def side_files(self, preprocessor: TextPreprocessor, target: Path) -> dict[Path, str]:
-        return {
-            target.with_suffix(".vocab.json"): json.dumps(self.settings(preprocessor), indent=1)
-            + "\n"
-        }
-
-
 KIND = DataKind(
     name="text",
     preprocessor=TextPreprocessor,
-    sources=(TextSource,),
+    sources=(TextSource, TextFolderSource),
     export=TextExport(),
     options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
 )

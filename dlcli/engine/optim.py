@@ -91,7 +91,7 @@ SCHEDULES: dict[str, tuple[Callable[..., Any] | None, bool]] = {
     "onecycle": (
         lambda opt, lr, e, s: torch.optim.lr_scheduler.OneCycleLR(
             opt,
-            max_lr=lr,
+            max_lr=[g["lr"] for g in opt.param_groups],  # each group's own (fine-tuning)
             total_steps=max(8, e * s),
             pct_start=0.25,  # >= 1 warm-up step
         ),

@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 
+from dlcli import settings
 from dlcli.accel import CompiledForward, MixedPrecision, pick_device, pick_threads
-from dlcli.engine import distributed
+from dlcli.console import info
+from dlcli.engine import distributed, feature_cache
 from dlcli.engine.batches import BatchSource, as_batches, shard
 from dlcli.engine.optim import make_optimizer, make_schedule
 from dlcli.engine.trainer import TrainConfig
@@ -67,10 +69,13 @@ class TaskStep:
         train_transform: Any = None,
         eval_transform: Any = None,
         frozen: list[torch.nn.Module] | None = None,
+        plan: Any = None,
     ) -> None:
         """`train_transform` / `eval_transform` map a batch of stored inputs to network inputs
         (e.g. augmentation + normalisation of uint8 images); None: inputs are used as stored.
-        `frozen` layers stay in eval mode (transfer learning)."""
+        `frozen` layers stay frozen and in eval mode for the whole run (transfer learning; a
+        frozen prefix of top-level layers trains from cached features, see feature_cache.py);
+        `plan` is a fine-tuning schedule (model/finetune.py: FineTunePlan) or None."""
         self.network = network
         self.task = task
         self.cfg = cfg
@@ -79,7 +84,12 @@ class TaskStep:
         self.amp = MixedPrecision(cfg.precision, self.device)  # refuses e.g. fp16 on a CPU
         self.train_tf = train_transform or _identity
         self.eval_tf = eval_transform or _identity
-        self.frozen = frozen or []
+        self.always_frozen = frozen or []
+        self.frozen = list(self.always_frozen)
+        self.plan = plan
+        self.phase = 0  # the fine-tuning phase the optimizer and schedule are set up for
+        self.forward_net = network  # what batches go through: the network, or the layers after
+        # a frozen prefix whose outputs were cached
         self.group: distributed.Group | None = None  # set by start under torchrun
         self.channels_last = False
         self.train_forward: Any = network
@@ -104,6 +114,7 @@ class TaskStep:
         for tf in (self.train_tf, self.eval_tf):
             if isinstance(tf, torch.nn.Module):
                 tf.to(dev)
+        x_tr, x_va = self._cached_features(x_tr, x_va)
         train = as_batches(x_tr, y_tr, int(cfg.batch_size or 32)).to(dev)
         val = as_batches(x_va, y_va, 1).to(dev) if x_va is not None and len(x_va) else None
         weights = (
@@ -114,15 +125,18 @@ class TaskStep:
         members = trained_members(net)
         self.loss_fn = member_loss(self.task.make_loss(weights, cfg.label_smoothing), members)
         self.eval_loss = self.task.make_loss(weights, 0.0)
+        groups = self.plan.param_groups(net, cfg.lr) if self.plan else None
         self.params = [p for p in net.parameters() if p.requires_grad]
         pick_threads(dev, sum(p.numel() for p in self.params) * train.batch_size)
-        self.amp.probe(lambda: net(self._input(self.eval_tf, next(iter(train.in_order()))[0][:2])))
+        first = next(iter(train.in_order()))[0][:2]
+        self.amp.probe(lambda: self.forward_net(self._input(self.eval_tf, first)))
         self.opt = make_optimizer(
-            cfg.optimizer, self.params, cfg.lr, cfg.weight_decay, cfg.momentum
+            cfg.optimizer, groups or self.params, cfg.lr, cfg.weight_decay, cfg.momentum
         )
-        self.sched, self.sched_per_batch = make_schedule(
-            cfg.schedule, self.opt, cfg.lr, int(cfg.epochs), len(train)
-        )
+        if groups:
+            self.params = [p for g in groups for p in g["params"]]
+        done = len(resume["history"]) if resume else 0
+        self._set_phase(max(1, done), len(train))  # the phase of the last complete epoch
         self.gen = torch.Generator().manual_seed(cfg.seed)  # the same batches on every process
         if resume:
             self._restore(resume)
@@ -140,9 +154,63 @@ class TaskStep:
         self.channels_last = cuda and any(isinstance(m, torch.nn.Conv2d) for m in net.modules())
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
-        wrapped = self.group.wrap(net) if self.group is not None else net
+        fwd = self.forward_net
+        wrapped = self.group.wrap(fwd) if self.group is not None else fwd
         self.train_forward = CompiledForward(wrapped) if self.cfg.compile else wrapped
-        self.eval_forward = self.train_forward if self.group is None else net
+        self.eval_forward = self.train_forward if self.group is None else fwd
+
+    def _cached_features(self, x_tr: Any, x_va: Any) -> tuple[Any, Any]:
+        """With a frozen prefix of top-level layers, inputs that are the same every epoch (no
+        augmentation, tensors in memory) and floating-point network inputs (no token ids, whose
+        padding mask the later layers need): the prefix's outputs, computed once; the network
+        then trains from the layers after it (`forward_net`). Else the inputs unchanged."""
+        k = feature_cache.frozen_prefix(self.network, self.always_frozen)
+        same = self.train_tf is self.eval_tf and torch.is_tensor(x_tr)
+        if not (k and same and settings.get().feature_cache and len(x_tr)):
+            return x_tr, x_va
+        if not torch.is_floating_point(self.eval_tf(x_tr[:1].to(self.device))):
+            return x_tr, x_va
+        prefix, tail = self.network[:k], self.network[k:]
+        x_va = x_va if x_va is not None and len(x_va) else None
+        tags = [self.cfg.precision, self.device.type]
+        f_tr, f_va = feature_cache.features(
+            prefix,
+            self.eval_tf,
+            (x_tr, x_va),
+            self.device,
+            self.amp.autocast,
+            tags,
+            write=distributed.is_main(),
+        )
+        self.forward_net, self.train_tf, self.eval_tf = tail, _identity, _identity
+        return f_tr, f_va
+
+    def _set_phase(self, epoch: int, steps: int) -> None:
+        """Set up the fine-tuning phase of `epoch` (once per phase): which layers are frozen,
+        the learning rates back at their base values, that phase's own learning-rate schedule,
+        and the training forward pass again (DDP registers only the parameters that train).
+        Without a plan: one phase, the schedule over the whole run."""
+        cfg, plan = self.cfg, self.plan
+        phase = plan.phase(epoch) if plan else 1
+        if phase == self.phase:
+            return
+        epochs = plan.phase_epochs(phase, int(cfg.epochs)) if plan else int(cfg.epochs)
+        if plan:
+            self.frozen = [*self.always_frozen, *plan.set_phase(self.network, phase)]
+            for g, base in zip(
+                self.opt.param_groups, plan.param_groups(self.network, cfg.lr), strict=True
+            ):
+                g["lr"] = base["lr"]
+                g.pop("initial_lr", None)
+            if self.phase:  # entering phase 2 during the run
+                info(
+                    f"epoch {epoch}: fine-tuning everything ({', '.join(plan.body)} at lr x{plan.body_lr:g})"
+                )
+                self._prepare(self.network)
+        self.sched, self.sched_per_batch = make_schedule(
+            cfg.schedule, self.opt, cfg.lr, epochs, steps
+        )
+        self.phase = phase
 
     def close(self) -> None:
         if self.channels_last:  # the saved weights keep the usual layout
@@ -154,6 +222,7 @@ class TaskStep:
     def train_epoch(self, epoch: int) -> dict:
         """One pass over the training data: {"train_loss": mean loss}."""
         self.t0 = time.perf_counter()
+        self._set_phase(epoch, len(self.train))
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         train_loss = self._train_epoch(self.train, self.gen, self.loss_fn)
@@ -218,7 +287,8 @@ class TaskStep:
         return getattr(self.task, "metric", None) or default
 
     def end_epoch(self, row: dict) -> None:
-        row["lr"] = self.opt.param_groups[0]["lr"]
+        # the last group's: the new layers' when fine-tuning (the body's is lower)
+        row["lr"] = self.opt.param_groups[-1]["lr"]
         row["seconds"] = time.perf_counter() - self.t0
         row["samples_per_s"] = len(self.train) * self.train.batch_size / max(row["seconds"], 1e-9)
         if self.device.type == "cuda":

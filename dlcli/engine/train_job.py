@@ -44,6 +44,9 @@ class TrainRequest:
     callbacks: list = field(default_factory=list)  # extra trainer callbacks (library use, tests)
     init_from: str | None = None  # transfer learning: start from this model's weights
     freeze: str | None = None  # layers to keep fixed (names or index ranges)
+    weights: str | None = (
+        None  # pretrained backbone weights: `imagenet` or a .pth/.safetensors file
+    )
     spec_doc: dict | None = None  # a spec document (e.g. a tuner's trial); wins over spec/arch
     source: Any = None  # a data source chosen by the caller (e.g. one that caches `prepare`)
 
@@ -63,6 +66,9 @@ class TrainJob:
     base: dict | None = None
     resume: dict | None = None
     payload: dict = field(default_factory=dict)  # the model file's first keys (set by the job)
+    # names of the network's tensors loaded by --init-from or --weights (set by the family's
+    # `prepare`): non-empty = pretrained tensors were loaded; the rest (the head) start fresh
+    loaded: set[str] = field(default_factory=set)
 
     @property
     def checkpoint(self) -> Path:
@@ -174,6 +180,7 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     """The family, spec, settings and data source: from the checkpoint on --resume, else from the
     flags, the spec and the data; every check that needs no data reading."""
     _check_finite(req.overrides)
+    _check_weights(req)
     resume, kind, ckpt = None, None, modelfile.checkpoint_path(req.output)
     if req.resume:
         if not ckpt.exists():
@@ -207,10 +214,17 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     if family.unsupervised and resume is None:  # unlabelled data: chosen again knowing that
         req.data_opts.unsupervised = True
         source = req.source or choose_source(req.data, req.data_opts)
+    if req.weights and not getattr(family, "takes_weights", False):
+        raise UsageError(
+            f"--weights: {family.name} models have no pretrained backbone to load",
+            "use --weights with --arch resnet18, resnet34, resnet50 or mobilenet_v3_small",
+        )
     job = TrainJob(req, spec, spec_doc, source, cfg, base, resume)
     family.check(job)  # e.g. --precision fp16 on a CPU, before any data is read
     if base is not None and resume is None:
         _inherit_data_options(req, source.kind, base)
+    if resume is None:
+        spec_input_options(req, source.kind, spec)
     return job, family
 
 
@@ -298,6 +312,19 @@ def _check_finite(overrides: dict) -> None:
             raise UsageError(f"--{name.replace('_', '-')} {value}: not a finite number")
 
 
+def _check_weights(req: TrainRequest) -> None:
+    """--weights FILE exists and is one --weights source, before any data is read."""
+    if not req.weights:
+        return
+    if req.init_from:
+        raise UsageError("give --weights or --init-from, not both")
+    if req.weights != "imagenet" and not Path(req.weights).expanduser().is_file():
+        raise UsageError(
+            f"--weights {req.weights}: file not found",
+            "give imagenet, or a .pth, .pt or .safetensors file",
+        )
+
+
 def _check_output(path: str) -> None:
     p = Path(path)
     if p.is_dir():
@@ -335,6 +362,18 @@ def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> No
     inherited = preprocessor_from_state(state).inherit_options(given)
     if inherited:
         req.data_opts.extra[kind] = inherited
+
+
+def spec_input_options(req: TrainRequest, kind: str | None, spec: Any) -> None:
+    """The spec's `input:` defaults (e.g. a pretrained backbone's 224 px and ImageNet mean/std)
+    for its data kind, under what the flags (and an --init-from model) already set."""
+    if kind is None or spec.input is None:
+        return
+    values = spec.input.by_kind().get(kind)
+    if values:
+        given = req.data_opts.extra.get(kind) or {}
+        given = given if isinstance(given, dict) else dict(vars(given))
+        req.data_opts.extra[kind] = {**values, **given}
 
 
 def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:

@@ -40,6 +40,9 @@ class TrainConfig:
     threshold_percentile: float | None = None  # autoencoders: the anomaly threshold's percentile
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     compile: bool = False  # torch.compile the network (eager, with a note, if that fails)
+    fine_tune_epochs: int | None = (
+        None  # pretrained start: head-only epochs first (None: auto, 0: off)
+    )
 
     def resolved(self, n_train: int) -> TrainConfig:
         """Fill the data-dependent defaults: ~4,000 optimisation steps for small tables, at least

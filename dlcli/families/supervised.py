@@ -36,6 +36,7 @@ from dlcli.model.tasks import make_task
 class Supervised(Family):
     name = "supervised"
     distributed = True
+    takes_weights = True  # --weights: pretrained backbones (dlcli/model/weights.py)
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
 
@@ -64,7 +65,7 @@ class Supervised(Family):
             job.spec_source,
             **network_args(preprocessor),
         )
-        frozen = _transfer(built.module, req, job.base)
+        frozen, plan, transfer_state = _transfer(built.module, job, preprocessor)
         preprocess = preprocessor.preprocess_module()
         x_tr, x_va, train_tf, eval_tf = inputs_and_transforms(preprocessor, preprocess, prep, cfg)
         _describe(req.data, prep, task, preprocessor, built.module)
@@ -75,9 +76,10 @@ class Supervised(Family):
             "input_shape": list(preprocessor.input_shape),
             "outputs": task.n_outputs,
             "preprocessor": preprocessor.to_state(),
+            **transfer_state,
         }
         data = (x_tr, prep.y_train, x_va, prep.y_val)
-        step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen)
+        step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen, plan)
         context = (prep, task, preprocess, built.module)
         return TrainSetup(step, payload, load_seconds=load_s, context=context)
 
@@ -194,18 +196,69 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
     )
 
 
-def _transfer(network: torch.nn.Module, req: Any, base: dict | None) -> list[torch.nn.Module]:
-    """--init-from (`base`: its loaded model file) and --freeze; returns the frozen layers."""
-    from dlcli.model import transfer
+def _transfer(
+    network: torch.nn.Module, job: TrainJob, preprocessor: Any
+) -> tuple[list[torch.nn.Module], Any, dict]:
+    """--init-from (`job.base`: its loaded model file) or --weights (a pretrained backbone),
+    --freeze and the fine-tuning schedule; sets `job.loaded` (the tensors loaded) and returns (the
+    layers frozen for the whole run, the FineTunePlan or None, the model-file key `transfer` that
+    lets --resume set both up again)."""
+    from dlcli.model import finetune, transfer
 
+    req = job.req
+    if job.resume is not None:  # the weights come from the checkpoint; the choices from its keys
+        state = job.resume.get("transfer") or {}
+        selector, plan_state = state.get("freeze"), state.get("fine_tune")
+        frozen = transfer.freeze(network, selector) if selector else []
+        plan = finetune.FineTunePlan.from_state(plan_state) if plan_state else None
+        return frozen, plan, ({"transfer": state} if state else {})
     loaded = None
-    if base is not None:
-        loaded = transfer.init_from(network, base["weights"]["network"], req.init_from)
+    if job.base is not None:
+        source = job.base["weights"]["network"]
+        target = preprocessor.target
+        new = getattr(target, "classes", None)
+        if _classes(job.base.get("preprocessor") or {}) != (None if new is None else list(new)):
+            source = {k: v for k, v in source.items() if not k.startswith("head.")}
+        loaded = transfer.init_from(network, source, req.init_from)
+    elif req.weights:
+        from dlcli.model.weights import load_weights
+
+        loaded = load_weights(network, req.weights)
     elif req.freeze:
         raise UsageError(
-            "--freeze needs --init-from MODEL (freezing fresh random layers does not help)"
+            "--freeze needs --init-from MODEL or --weights (freezing fresh random layers does not help)"
         )
-    return transfer.freeze(network, req.freeze, loaded) if req.freeze else []
+    job.loaded = set(loaded or ())
+    if loaded is None:
+        return [], None, {}
+    if req.freeze:
+        if req.overrides.get("fine_tune_epochs"):
+            raise UsageError(
+                f"--fine-tune-epochs with --freeze {req.freeze}: frozen layers stay frozen for the "
+                "whole run, so there is no phase to unfreeze them",
+                "drop --freeze to fine-tune everything after the first epochs",
+            )
+        frozen, plan = transfer.freeze(network, req.freeze, loaded), None
+    else:
+        # published backbones get the schedule by default (fastai's fine_tune); --init-from on
+        # request only (measured in docs/transfer.md)
+        frozen = []
+        plan = finetune.plan(network, loaded, job.cfg, by_default=bool(req.weights))
+        if plan is not None:
+            info(plan.describe())
+        elif job.cfg.fine_tune_epochs:
+            _, fresh = finetune.loaded_layers(network, loaded)
+            why = "no top-level layer was loaded whole" if fresh else "every layer was loaded"
+            info(f"--fine-tune-epochs: no schedule ({why}); every layer trains from the start")
+    state = {"freeze": req.freeze, "fine_tune": plan.to_state() if plan else None}
+    return frozen, plan, {"transfer": state}
+
+
+def _classes(state: dict) -> list | None:
+    """The class names of a preprocessor state (None: no classification target). A head
+    trained on other classes is not loaded, even where its shape fits (digits 0-4 -> 5-9)."""
+    target = state.get("target") or {}
+    return list(target["classes"]) if target.get("classes") is not None else None
 
 
 def _metadata(loaded: Any, adapter: Any) -> dict[str, str]:

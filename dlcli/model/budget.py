@@ -131,7 +131,8 @@ class Tally:
                 self._seen.add(id(p))
                 layer_params += p.numel()
         self.params += layer_params
-        self.activations += numel(out_shape)
+        # a layer that is a whole network (an ImageNet backbone) says what it holds inside
+        self.activations += numel(out_shape) + int(getattr(module, "inner_activations", 0))
         if self.bytes > self.budget.max_bytes:
             raise ModelSizeError(self._too_large(where, layer_params), self.budget.raise_with)
 

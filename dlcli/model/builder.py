@@ -310,9 +310,8 @@ def _build_network(
             )
         head = nn.Linear(int(shape[0]), outputs)
         apply_init(head, "xavier")
-        seq.add_module("head", head)
+        _add_head(seq, head, rows, section)
         shape = (outputs,)
-        rows.append(SummaryRow("head", "dense", shape, sum(p.numel() for p in head.parameters())))
     if expect_shape is not None and tuple(shape) != tuple(expect_shape):
         last = rows[-1] if rows else None
         where = f"the last layer ({last.name}: {last.type})" if last else "the network"
@@ -329,6 +328,25 @@ def _build_network(
         )
     module = seq if anchor is None else AnchoredNetwork(seq, anchor)
     return BuiltNetwork(module, rows, tuple(input_shape), shape)
+
+
+def _add_head(seq: nn.Sequential, head: nn.Linear, rows: list[SummaryRow], section: str) -> None:
+    """The automatic output head: a top-level layer `head`, or the last layer of the spec's own
+    last block named `head` (a preset's dropout before it), so `--freeze backbone` and the head
+    stay two named blocks. A `head` anywhere else would be replaced: refused."""
+    count = sum(p.numel() for p in head.parameters())
+    own = seq._modules.get("head")
+    if own is None:
+        seq.add_module("head", head)
+        rows.append(SummaryRow("head", "dense", (head.out_features,), count))
+        return
+    if not (isinstance(own, LayerStack) and list(seq._modules)[-1] == "head"):
+        raise SpecError(
+            f"{section}: the name 'head' belongs to the output head (or to the last block, which "
+            "receives it); rename that layer"
+        )
+    own.add_module("out", head)
+    rows.append(SummaryRow("out", "dense", (head.out_features,), count, depth=1))
 
 
 class _SkipRandomFills(TorchFunctionMode):

@@ -15,16 +15,13 @@ import numpy as np
 import pandas as pd
 
 from dlcli.console import note
-from dlcli.data.image_decode import BadImage, decode_image, pixel_limit
+from dlcli.data import idx, image_lists
+from dlcli.data.image_decode import IMAGE_EXTENSIONS, BadImage, decode_image, pixel_limit
 from dlcli.errors import InputError
 from dlcli.runtime.session import OnnxModel
 from dlcli.runtime.tables import Labels
 
 BATCH = 256  # images decoded and run together
-# as data/image_cache.py (which also holds the torch-side decode cache, so it is not imported here)
-IMAGE_EXTENSIONS = frozenset(
-    [".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"]
-)
 
 
 def _hidden(name: str) -> bool:
@@ -121,11 +118,38 @@ class ImageInputs:
     def iter_inputs(
         self, paths: list[str], keep: bool = False
     ) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
-        """(frame with a 'path' column, pixels) per chunk of BATCH images."""
-        files = list(expand(paths))
+        """(frame with a 'path' column, pixels) per chunk of BATCH images. An MNIST IDX folder
+        gives its test images (FILE#INDEX) and a table of image paths its rows, as with `.pt`."""
+        files: list[str] = []
+        for p in paths:
+            if p != "-" and idx.is_idx_folder(p):
+                yield from self._idx_chunks(p)
+            elif p != "-" and image_lists.is_image_list(p, None):
+                for part in image_lists.read_list(p, None, None, labelled=False):
+                    root, rels = part.listing.root, part.listing.files
+                    batch = [os.path.normpath(os.path.join(root, f)) for f in rels]
+                    gone = next((k for k, f in enumerate(batch) if not os.path.isfile(f)), None)
+                    if gone is not None:  # the line of `dl predict MODEL.pt`
+                        raise InputError(f"{p}: row {part.rows[gone]}: no image file {batch[gone]}")
+                    for i in range(0, len(batch), BATCH):
+                        yield (
+                            pd.DataFrame({"path": batch[i : i + BATCH]}),
+                            self.pixels(batch[i : i + BATCH]),
+                        )
+            else:
+                files.append(p)
+        files = list(expand(files)) if files else []
         for i in range(0, len(files), BATCH):
             batch = files[i : i + BATCH]
             yield pd.DataFrame({"path": batch}), self.pixels(batch)
+
+    def _idx_chunks(self, path: str) -> Iterator[tuple[pd.DataFrame, np.ndarray]]:
+        pair = idx.labelled_pair(path)
+        images, _ = idx.read_pair(pair)
+        for i in range(0, len(images), BATCH):
+            part = idx.to_pixels(images[i : i + BATCH], self.size, self.channels)
+            names = [f"{pair.images}#{k}" for k in range(i, i + len(part))]
+            yield pd.DataFrame({"path": names}), part.astype(np.float32) / np.float32(255.0)
 
 
 def encoder(model: OnnxModel) -> ImageInputs:

@@ -66,6 +66,35 @@ class TrainingDefaults(BaseModel):
     )
 
 
+class InputDefaults(BaseModel):
+    """How a spec wants its images fed: a default side and channel count, and the per-channel
+    mean/std its pretrained weights expect (instead of statistics of the training images).
+    Command-line flags (--image-size, --grayscale) win over these."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_size: int | None = Field(None, ge=4, le=2048)
+    channels: Literal[1, 3] | None = None
+    mean: list[Annotated[float, Field(ge=-1e6, le=1e6)]] | None = None
+    std: list[Annotated[float, Field(gt=0, le=1e6)]] | None = None
+
+    @model_validator(mode="after")
+    def _stats(self) -> InputDefaults:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("input: give 'mean' and 'std' together")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+                raise ValueError("input: 'mean' and 'std' need one value per channel (1 or 3)")
+            if self.channels is not None and len(self.mean) != self.channels:
+                raise ValueError(f"input: 'mean' and 'std' need {self.channels} values")
+        return self
+
+    def by_kind(self) -> dict[str, dict[str, Any]]:
+        """Data kind -> the options it sets (DataOptions.extra): images only for now."""
+        values = self.model_dump(exclude_none=True)
+        return {"image": values} if values else {}
+
+
 # model family -> the layer-list sections its spec holds (the first ones are required)
 FAMILY_SECTIONS: dict[str, tuple[str, ...]] = {
     "supervised": ("layers",),
@@ -99,6 +128,7 @@ class Spec(BaseModel):
     latent: int | None = Field(None, gt=0)
     variational: bool = False
     training: TrainingDefaults = TrainingDefaults()
+    input: InputDefaults | None = None  # image size, channels, mean/std (pretrained backbones)
     search: dict[str, Any] | None = None  # `dl tune`'s default space: value path -> distribution
 
     @model_validator(mode="after")

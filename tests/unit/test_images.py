@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dlcli.data import image_cache, images
+from dlcli.data import image_cache, image_preprocessor
 from dlcli.data.image_cache import decode_files, decode_image, default_size
 from dlcli.data.images import (
     ImageFolderSource,
@@ -423,7 +423,7 @@ def test_iter_inputs_batches_and_errors(tmp_path: Path, monkeypatch: pytest.Monk
     many = tmp_path / "many"
     for i in range(11):
         solid(many / f"{i:03d}.png", (i, 0, 0), (4, 4))
-    monkeypatch.setattr(images, "BATCH", 4)
+    monkeypatch.setattr(image_preprocessor, "BATCH", 4)
     chunks = list(enc.iter_inputs([str(many)], False))
     assert [len(x) for _, x in chunks] == [4, 4, 3]
     assert [int(x[0, 0, 0, 0]) for _, x in chunks] == [0, 4, 8]

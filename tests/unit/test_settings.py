@@ -60,6 +60,18 @@ BAD = {
         f"error: DL_CACHE_DIR={str(REPO / 'README.md')!r}: expected a folder (folder of the image"
         " decode cache)",
     ),
+    "DL_FEATURE_CACHE": (
+        "sometimes",
+        "error: DL_FEATURE_CACHE='sometimes': expected 1/0, true/false, yes/no or on/off (train the"
+        " layers after a --freeze prefix on its outputs computed once (kept in"
+        " DL_CACHE_DIR/features); off: through the frozen layers every epoch)",
+    ),
+    "DL_WEIGHTS_MIRROR": (
+        "ftp://x/",
+        "error: DL_WEIGHTS_MIRROR='ftp://x/': expected an http://, https:// or file:// URL (where"
+        " --weights imagenet fetches the published files (same file names; a mirror, or a local"
+        " folder as file:///path/))",
+    ),
 }
 
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import importlib
 
-FAMILIES = ("core", "conv", "sequence", "recurrent", "attention", "generative", "ensemble", "bag")
+FAMILIES = (
+    "core",
+    "conv",
+    "sequence",
+    "recurrent",
+    "attention",
+    "generative",
+    "ensemble",
+    "bag",
+    "backbones",
+)
 
 
 def load_all() -> None:
