@@ -172,3 +172,26 @@ def test_validation_file_text_and_series(dl_inproc, files, tmp_path: Path) -> No
     history = write_format(pcsv.read_csv(root / "co2" / "history.csv"), tmp_path / "history.jsonl")
     r = dl_inproc("predict", tmp_path / "co2.parquet.pt", history, "--steps", "2")
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stderr
+
+
+def test_image_list_as_parquet(dl_inproc, tmp_path: Path) -> None:
+    """A table of image paths and labels may be any table format (the image kinds read it through
+    the readers)."""
+    import numpy as np
+    import pyarrow as pa
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    paths, labels = [], []
+    for i in range(24):
+        c = i % 2
+        pixels = (rng.random((16, 16, 3)) * 80 + c * 150).astype("uint8")
+        Image.fromarray(pixels).save(tmp_path / f"img{i}.png")
+        paths.append(f"img{i}.png")
+        labels.append("ab"[c])
+    pq.write_table(pa.table({"path": paths, "label": labels}), tmp_path / "images.parquet")
+    args = ("--arch", "cnn", "--epochs", "1", "--image-size", "16", "-q", "--no-plots")
+    r = dl_inproc("train", tmp_path / "images.parquet", *args, "-o", tmp_path / "m.pt")
+    assert r.returncode == 0, r.stderr
+    r = dl_inproc("predict", tmp_path / "m.pt", tmp_path / "images.parquet")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 25, r.stderr
