@@ -23,6 +23,7 @@ BENCHMARKS = [
     "bench_help",
     "bench_small_train",
     "bench_csv_load",
+    "bench_parquet_load",
     "bench_train_epoch",
     "bench_predict_memory",
     "bench_onnx_predict",
@@ -39,6 +40,7 @@ OPT_IN = [
     "gan_quality",
     "quality_anomaly",  # an hour or more on 2 busy cores: 100+ trainings
     "bench_stream",
+    "bench_parquet_stream",  # ~2 GB of Parquet streamed (minutes; DL_BENCH_PARQUET_ROWS)
     "bench_tune",
     "quality_series",  # series vs naive and seasonal naive, 4 series x 3 seeds (~10 min)
     "bench_serve",  # two 30 s load tests

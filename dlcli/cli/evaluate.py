@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from dlcli.cli.output import DEVICE, IMAGE_COLUMN, JSON, PRECISION, QUIET, SCORE, print_json
+from dlcli.cli.output import (
+    DEVICE,
+    IMAGE_COLUMN,
+    INPUT_FORMAT,
+    JSON,
+    PRECISION,
+    QUIET,
+    SCORE,
+    print_json,
+)
 
 
 def evaluate(
@@ -35,6 +44,7 @@ def evaluate(
     ),
     score: str = SCORE,
     image_column: str = IMAGE_COLUMN,
+    input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -58,7 +68,11 @@ def evaluate(
     }
     refuse_flags(family, "evaluate", used)
     opts = EvaluateOptions(anomaly_label, target, device, errors, precision, report, score)
-    result = family.evaluate(file_data, model, data, opts)
+    from dlcli.data.readers.stdin import check_input_format, spooled
+
+    check_input_format(input_format, [data])
+    with spooled([data], input_format) as (path,):
+        result = family.evaluate(file_data, model, path, opts)
     metrics = result.metrics
     if json_out:
         print_json(metrics)

@@ -34,6 +34,14 @@ SCORE = typer.Option(
     "training; docs/autoencoders.md).",
 )
 
+# commands that read tables (train, tune, evaluate, predict)
+INPUT_FORMAT = typer.Option(
+    None,
+    "--input-format",
+    help="What - (stdin) holds: csv (default), csv.gz, csv.zst, csv.bz2, parquet, jsonl or "
+    "feather. Files are read by their suffix.",
+)
+
 
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (data channel)."""

@@ -8,20 +8,23 @@ from typing import IO
 
 import typer
 
-from dlcli.cli.output import DEVICE, IMAGE_COLUMN, PRECISION, QUIET, SCORE
+from dlcli.cli.output import DEVICE, IMAGE_COLUMN, INPUT_FORMAT, PRECISION, QUIET, SCORE
 
 
 def predict(
     model: str = typer.Argument(..., help="Model file written by `dl train`."),
     inputs: list[str] = typer.Argument(
         None,
-        help="What to predict: CSV files (or - for CSV on stdin) for table models; image files, "
-        "folders, or - for image paths on stdin, for image models.",
+        help="What to predict: table files (CSV, Parquet, JSON Lines, Feather, compressed CSV; - for "
+        "stdin, CSV unless --input-format) for table models; image files, folders, or - for image "
+        "paths on stdin, for image models.",
     ),
     output: str = typer.Option(
         None, "--output", "-o", help="Write here instead of stdout (atomically)."
     ),
-    fmt: str = typer.Option("csv", "--format", "-f", help="csv or jsonl."),
+    fmt: str = typer.Option(
+        "csv", "--format", "-f", help="csv, jsonl or parquet (parquet needs -o FILE)."
+    ),
     proba: bool = typer.Option(False, "--proba", help="Add a proba_<class> column per class."),
     keep_columns: bool = typer.Option(
         False, "--keep-columns", help="Copy the input columns into the output."
@@ -55,6 +58,7 @@ def predict(
     ),
     score: str = SCORE,
     image_column: str = IMAGE_COLUMN,
+    input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
 ) -> None:
     """Predict with MODEL. Tables: columns are matched by name, the target column is ignored.
@@ -62,8 +66,21 @@ def predict(
     with --steps N the next N values. Autoencoders: anomaly_score,is_anomaly per row (--embed: the
     latent vector). GANs: --samples N new images."""
     from dlcli.console import set_quiet
+    from dlcli.data.readers.stdin import check_input_format, spooled
 
     set_quiet(quiet)
+    check_input_format(input_format, inputs or [])
+    with spooled(inputs or [], input_format) as paths:
+        _predict(model, paths, output, fmt, proba, keep_columns, top_k, device, precision, steps,
+                 samples, output_dir, seed, embed, score, image_column)  # fmt: skip
+
+
+def _predict(
+    model: str, inputs: list[str], output: str | None, fmt: str, proba: bool, keep_columns: bool,
+    top_k: int, device: str, precision: str, steps: int | None, samples: int | None,
+    output_dir: str | None, seed: int | None, embed: bool, score: str | None,
+    image_column: str | None,
+) -> None:  # fmt: skip
     if model.lower().endswith(".onnx"):  # an exported graph: onnxruntime, never torch
         from dlcli.runtime.predict import RuntimeOptions, predict_file
 
@@ -71,11 +88,9 @@ def predict(
             lambda: _text_stream(output), output, output_dir, fmt, samples, seed, embed,
             keep_columns, device, precision, proba, top_k, steps,
         ))  # fmt: skip
-    from dlcli.engine import predictor
-    from dlcli.errors import UsageError
+    from dlcli.engine.outputs import check_format
 
-    if fmt not in predictor.WRITERS:
-        raise UsageError(f"--format must be one of {', '.join(predictor.WRITERS)}, got '{fmt}'")
+    check_format(fmt, output)
     from dlcli import families, modelfile
     from dlcli.families.base import PredictOptions, refuse_flags
     from dlcli.fileio import check_writable, refuse_overwriting_inputs

@@ -9,15 +9,16 @@ import typer
 if TYPE_CHECKING:
     from dlcli.engine.train_job import TrainRequest
 
-from dlcli.cli.output import IMAGE_COLUMN, JSON, QUIET, print_json
+from dlcli.cli.output import IMAGE_COLUMN, INPUT_FORMAT, JSON, QUIET, print_json
 
 
 def train(
     ctx: typer.Context,
     data: str = typer.Argument(
         ...,
-        help="Training data: a CSV file; a folder of images (or of .txt files) in one sub-folder "
-        "per class; a table of image paths and labels; or a folder of MNIST IDX files.",
+        help="Training data: a table file (CSV, Parquet, JSON Lines, Feather, .csv.gz/.zst/.bz2; - for "
+        "stdin with --input-format); a folder of images (or of .txt files) in one sub-folder per "
+        "class; a table of image paths and labels; or a folder of MNIST IDX files.",
     ),
     arch: str = typer.Option(
         None,
@@ -44,7 +45,7 @@ def train(
     stream: bool = typer.Option(
         None,
         "--stream/--no-stream",
-        help="Tables: read the CSV from disk in chunks every epoch (bounded memory) instead of "
+        help="Tables: read the file from disk in chunks every epoch (bounded memory) instead of "
         "loading it (default: streamed when larger than a fifth of the free memory).",
     ),
     epochs: int = typer.Option(
@@ -195,6 +196,7 @@ def train(
         "--max-model-gb",
         help="Refuse networks that need more memory to train (default 4, or DL_MAX_MODEL_GB).",
     ),
+    input_format: str = INPUT_FORMAT,
     quiet: bool = QUIET,
     json_out: bool = JSON,
 ) -> None:
@@ -212,13 +214,16 @@ def train(
     if devices is not None and devices > 1:  # start N processes that each run this command
         argv = _command_line(ctx, drop=("devices",))
         raise SystemExit(distributed.launch(devices, argv, device))
+    from dlcli.data.readers.stdin import check_input_format, spooled
     from dlcli.families import run_training
-
-    req = train_request(locals())
     from dlcli.model.budget import model_budget
 
-    with model_budget(max_model_gb, batch_size):
-        summary = run_training(req)
+    check_input_format(input_format, [data])
+    with (
+        spooled([data], input_format, whole=True) as (data,),
+        model_budget(max_model_gb, batch_size),
+    ):
+        summary = run_training(train_request(locals()))
     if not distributed.is_main():  # rank 0 wrote the files; this rank's work is done
         distributed.exit_worker()
     if json_out:

@@ -72,6 +72,9 @@ def tune(**params: Any) -> None:
         if value not in known:
             raise UsageError(f"{flag} must be {' or '.join(known)}, got '{value}'")
     timeout = studies.parse_timeout(params["timeout"])
+    from dlcli.data.readers.stdin import check_input_format
+
+    check_input_format(params["input_format"], [params["data"]])
     output = params["output"]
     inputs = [params["data"], params["val"], params["space"]]
     train_cmd.refuse_overwriting(output, inputs)
@@ -98,9 +101,14 @@ def tune(**params: Any) -> None:
         pruner=params["pruner"],
         plots=params["plots"],
     )
+    from dlcli.data.readers.stdin import spooled
     from dlcli.model.budget import model_budget
 
-    with model_budget(params.get("max_model_gb"), params.get("batch_size")):
+    with (
+        spooled([params["data"]], params["input_format"], whole=True) as (data,),
+        model_budget(params.get("max_model_gb"), params.get("batch_size")),
+    ):
+        req.train.data = data
         summary = run_tune(req, families)
     if params["json_out"]:
         print_json(summary)

@@ -1,5 +1,5 @@
 """Prediction outputs without torch: task outputs (numpy) -> the prediction table, and its
-writers (csv, jsonl). Shared by `dl predict model.pt` (engine/predictor.py) and the ONNX runtime
+writers (csv, jsonl, parquet). Shared by `dl predict model.pt` (engine/predictor.py) and the ONNX runtime
 (dlcli/runtime/), so both print the same columns in the same format."""
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ def output_frame(
 
 
 class CsvWriter:
+    """Writers take the text stream of `dl predict` (stdout or -o's temp file), `write` each
+    prediction table as it comes, and `close` once after the last (before the file is renamed)."""
+
     def __init__(self, fh: TextIO) -> None:
         self.fh, self.first = fh, True
+
+    def close(self) -> None:
+        pass
 
     def write(self, frame: pd.DataFrame) -> None:
         frame.to_csv(
@@ -50,6 +56,9 @@ class CsvWriter:
 class JsonlWriter:
     def __init__(self, fh: TextIO) -> None:
         self.fh = fh
+
+    def close(self) -> None:
+        pass
 
     def write(self, frame: pd.DataFrame) -> None:
         for rec in records(frame):
@@ -70,4 +79,45 @@ def _plain(v: Any) -> Any:
     return v
 
 
-WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter}
+class ParquetWriter:
+    """Parquet, one row group per prediction table, streamed into -o's temp file (its binary
+    buffer) by pyarrow.parquet.ParquetWriter; `close` writes the footer. The first table fixes the
+    schema; later ones are cast to it (a column empty in one chunk still has its type)."""
+
+    def __init__(self, fh: TextIO) -> None:
+        self.fh, self.writer, self.schema = fh, None, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.writer is None:
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            self.schema = table.schema.remove_metadata()
+            self.fh.flush()
+            self.writer = pq.ParquetWriter(self.fh.buffer, self.schema)  # type: ignore[attr-defined]
+        else:
+            table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.fh.buffer.flush()  # type: ignore[attr-defined]
+
+
+WRITERS = {"csv": CsvWriter, "jsonl": JsonlWriter, "parquet": ParquetWriter}
+BINARY = frozenset({"parquet"})  # formats written to a file only (-o), never to stdout
+
+
+def check_format(fmt: str, output: str | None) -> None:
+    """--format names a writer, and a binary one has -o FILE (a UsageError line otherwise)."""
+    from dlcli.errors import UsageError
+
+    if fmt not in WRITERS:
+        raise UsageError(f"--format must be one of {', '.join(WRITERS)}, got '{fmt}'")
+    if fmt in BINARY and (not output or output == "-"):
+        raise UsageError(
+            f"--format {fmt} writes a binary file, not text for the terminal: give -o FILE",
+            f"dl predict MODEL INPUT --format {fmt} -o predictions.{fmt}",
+        )

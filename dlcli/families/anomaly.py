@@ -38,6 +38,7 @@ def predict(
             frame["anomaly_score"] = scores
             frame["is_anomaly"] = (scores > loaded.threshold).astype(int)
         writer.write(frame)
+    writer.close()
     out.flush()
 
 

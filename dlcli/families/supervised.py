@@ -144,6 +144,7 @@ class Supervised(Family):
                         loaded, passthrough, outputs, opts.proba, opts.top_k
                     )
                     writer.write(frame)
+            writer.close()
             fh.flush()
 
     def evaluate(

@@ -1,6 +1,6 @@
 """`dl predict MODEL.onnx INPUT` without torch: the graph's input encoder streams chunks, the
 graph runs on onnxruntime, and engine/outputs.py turns outputs into the same table (and the same
-csv / jsonl writers) as `dl predict MODEL.pt`."""
+csv / jsonl / parquet writers) as `dl predict MODEL.pt`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import IO, Any
 import numpy as np
 import pandas as pd
 
-from dlcli.engine.outputs import WRITERS, output_frame
+from dlcli.engine.outputs import WRITERS, check_format, output_frame
 from dlcli.errors import UsageError
 from dlcli.runtime import encoder_for, load, samples
 from dlcli.runtime.session import OnnxModel
@@ -164,8 +164,7 @@ def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
     """Write the predictions for `inputs` as `dl predict MODEL.pt` would."""
     from dlcli.fileio import check_writable, refuse_overwriting_inputs
 
-    if opts.fmt not in WRITERS:
-        raise UsageError(f"--format must be one of {', '.join(WRITERS)}, got '{opts.fmt}'")
+    check_format(opts.fmt, opts.output)
     refuse_overwriting_inputs("-o", opts.output, [path, *inputs])
     refuse_overwriting_inputs("--output-dir", opts.output_dir, [path, *inputs], folder=True)
     check_writable("-o", opts.output)
@@ -196,4 +195,5 @@ def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
             table = FrameOptions(opts.proba, opts.top_k, opts.embed)
             for frame in predictor.frames(inputs, opts.keep_columns, table):
                 writer.write(frame)
+        writer.close()
         fh.flush()

@@ -1,8 +1,10 @@
 """Table readers, chosen by file suffix: the data kinds read files only through the functions here.
 
-A reader is one module that implements `Reader`; READERS maps a suffix to it. CSV is the reader
-of every other suffix and of stdin ('-'), as dl has always read them. A new table format (Parquet,
-JSON Lines, Arrow) is one module beside csv.py plus one line in READERS.
+A reader is one module that implements `Reader`; READERS maps a suffix (double suffixes such as
+`.csv.gz` included: the longest match wins) to it. CSV is the reader of every other suffix and of
+stdin ('-'), as dl has always read them. Parquet, JSON Lines and Feather/Arrow IPC are built on
+arrow.py's `Format`, which gives every column the type the CSV reader would. A new table format is
+one module beside csv.py plus one line in READERS; `FORMATS` names them for --input-format.
 """
 
 from __future__ import annotations
@@ -18,8 +20,28 @@ if TYPE_CHECKING:
 
 READERS: dict[str, str] = {
     ".csv": "dlcli.data.readers.csv",
+    ".csv.gz": "dlcli.data.readers.csv",  # pyarrow and compression.py decompress by suffix
+    ".csv.zst": "dlcli.data.readers.csv",
+    ".csv.bz2": "dlcli.data.readers.csv",
+    ".parquet": "dlcli.data.readers.parquet",
+    ".pq": "dlcli.data.readers.parquet",
+    ".jsonl": "dlcli.data.readers.jsonl",
+    ".ndjson": "dlcli.data.readers.jsonl",
+    ".feather": "dlcli.data.readers.feather",
+    ".arrow": "dlcli.data.readers.feather",
+    ".ipc": "dlcli.data.readers.feather",
 }
 FALLBACK = ".csv"  # the reader of unknown suffixes and of stdin
+# --input-format NAME (what stdin holds) -> the suffix whose reader reads it
+FORMATS: dict[str, str] = {
+    "csv": ".csv",
+    "csv.gz": ".csv.gz",
+    "csv.zst": ".csv.zst",
+    "csv.bz2": ".csv.bz2",
+    "parquet": ".parquet",
+    "jsonl": ".jsonl",
+    "feather": ".feather",
+}
 
 # pyarrow's spellings of a missing value (ConvertOptions().null_values), for text read verbatim:
 # every reader treats these cells as missing in every column, text columns included

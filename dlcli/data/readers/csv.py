@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from dlcli.data.readers import NULL_TEXT, ReadPlan, excerpt, names_list
+from dlcli.data.readers.compression import damaged, decompress_error, open_bytes, open_text
 from dlcli.data.readers.wide import WIDE_COLUMNS, read_wide
 from dlcli.errors import InputError
 
@@ -45,11 +46,11 @@ def check_file(path: str) -> Path:
 def _ragged_line(path: str, expected: int) -> int | None:
     """1-based line number of the first row whose field count differs from the header's."""
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        with open_text(path, newline="", encoding="utf-8", errors="replace") as fh:
             for i, row in enumerate(csv.reader(fh)):
                 if i and row and len(row) != expected:
                     return i + 1
-    except OSError:
+    except (OSError, ValueError):
         return None
     return None
 
@@ -57,13 +58,13 @@ def _ragged_line(path: str, expected: int) -> int | None:
 def _value_row(path: str, index: int, value: str) -> int | None:
     """1-based data row number of the first row whose column `index` holds exactly `value`."""
     try:
-        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        with open_text(path, newline="", encoding="utf-8", errors="replace") as fh:
             reader = csv.reader(fh)
             next(reader)
             for i, row in enumerate(r for r in reader if r):
                 if index < len(row) and row[index].strip() == value.strip():
                     return i + 1
-    except (OSError, StopIteration):
+    except (OSError, ValueError, StopIteration):
         return None
     return None
 
@@ -127,6 +128,18 @@ def _translate(
     if "Empty CSV file" in msg or "no columns" in msg.lower():
         return InputError(f"{name}: no header row found")
     return InputError(f"{name}: cannot parse as CSV: {excerpt(msg.strip(), 200)}")
+
+
+def _error(
+    exc: Exception, name: str, path: str | None, columns: list[str], tail: Any
+) -> InputError:
+    """`_translate`, or the line for damaged compressed bytes; other OS errors are re-raised."""
+    damaged = decompress_error(exc, path) if path else None
+    if damaged is not None or isinstance(exc, InputError):
+        return damaged or exc
+    if not isinstance(exc, ValueError):  # OSError: not a parse problem
+        raise exc
+    return _translate(exc, name, path, columns, tail)
 
 
 def _check_utf8(frame_cols: Any, name: str, types: Any) -> None:
@@ -234,20 +247,20 @@ def read_arrow(path: str) -> Any:
     import pyarrow as pa
 
     size = check_file(path).stat().st_size
-    with open(path, "rb") as fh:
-        _, columns = _read_header(fh, path)
+    columns = header_of(path)
     if len(columns) > WIDE_COLUMNS:  # pyarrow's reader costs ~100 us and 8 KB per column
         table = read_wide(path, columns)
     else:
         try:
-            try:
-                table = _read_whole(path, None)
-            except pa.ArrowInvalid as exc:
-                if "straddling" not in str(exc):  # a row longer than a block: one block
-                    raise
-                table = _read_whole(path, min(size + 1, MAX_BLOCK_BYTES))
+            with damaged(path):
+                try:
+                    table = _read_whole(path, None)
+                except pa.ArrowInvalid as exc:
+                    if "straddling" not in str(exc):  # a row longer than a block: one block
+                        raise
+                    table = _read_whole(path, min(size + 1, MAX_BLOCK_BYTES))
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            raise _translate(exc, path, path, columns) from None
+            raise decompress_error(exc, path) or _translate(exc, path, path, columns) from None
         _check_utf8(table.column_names, path, table.schema.types)
     if table.num_rows == 0:
         raise InputError(f"{path}: has a header but no data rows")
@@ -272,9 +285,9 @@ def sample(
 
     Python's csv module and one object array: a pandas parser costs ~300 us per column."""
     try:
-        with open(path, "rb") as fh:
+        with open_bytes(path) as fh:
             head = fh.read(max_bytes)
-    except OSError:
+    except (OSError, ValueError):
         return None
     if len(head) == max_bytes:
         head = head[: head.rfind(b"\n") + 1] or head
@@ -301,12 +314,13 @@ def _open_source(path: str) -> tuple[BinaryIO, str, str | None]:
     if path == "-":
         return sys.stdin.buffer, "<stdin>", None
     check_file(path)
-    return open(path, "rb"), path, path
+    return open_bytes(path), path, path
 
 
 def header_of(path: str) -> list[str]:
     """Column names of a CSV file (first record)."""
-    with open(check_file(path), "rb") as fh:
+    check_file(path)
+    with damaged(path), open_bytes(path) as fh:
         return _read_header(fh, path)[1]
 
 
@@ -358,8 +372,8 @@ def iter_batches(
                 read_options=pc.ReadOptions(block_size=block_bytes or CHUNK_BYTES),
                 convert_options=_convert_options(column_types, include, verbatim),
             )
-        except pa.ArrowInvalid as exc:
-            error = _translate(exc, name, real_path, header, stream.tail)
+        except (pa.ArrowInvalid, OSError) as exc:
+            error = _error(exc, name, real_path, header, stream.tail)
         if error is not None:
             raise error
         rows = 0
@@ -368,8 +382,8 @@ def iter_batches(
                 batch = reader.read_next_batch()
             except StopIteration:
                 break
-            except pa.ArrowInvalid as exc:
-                error = _translate(exc, name, real_path, header, stream.tail)
+            except (pa.ArrowInvalid, OSError) as exc:
+                error = _error(exc, name, real_path, header, stream.tail)
             if error is not None:
                 raise error
             _check_utf8(batch.schema.names, name, batch.schema.types)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dlcli.data.readers import NULL_TEXT
+from dlcli.data.readers.compression import open_bytes, open_text
 from dlcli.errors import InputError
 
 WIDE_COLUMNS = 1000  # more columns than this: read here, not by pyarrow's per-column reader
@@ -44,7 +45,7 @@ def read_wide(path: str, header: list[str]) -> Any:
     width = len(header)
     parts, batch, rows = [], [], 0
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
+        with open_text(path, encoding="utf-8-sig", newline="") as fh:
             reader = csv.reader(fh)
             next(row for row in reader if row)  # the header, read by the caller
             for row in reader:
@@ -76,7 +77,7 @@ def read_wide(path: str, header: list[str]) -> Any:
 
 def _undecodable_line(path: str) -> int:
     """1-based number of the first line that is not UTF-8."""
-    with open(path, "rb") as fh:
+    with open_bytes(path) as fh:
         for number, line in enumerate(fh, 1):
             try:
                 line.decode("utf-8")
