@@ -40,6 +40,7 @@ class TrainConfig:
     threshold_percentile: float | None = None  # autoencoders: the anomaly threshold's percentile
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler)
     compile: bool = False  # torch.compile the network (eager, with a note, if that fails)
+    refit: bool = False  # then train afresh on all rows for the best epoch count (engine/refit.py)
 
     def resolved(self, n_train: int) -> TrainConfig:
         """Fill the data-dependent defaults: ~4,000 optimisation steps for small tables, at least

@@ -59,6 +59,7 @@ class TrainingDefaults(BaseModel):
     patience: int | None = Field(None, ge=0)
     grad_clip: float | None = Field(None, ge=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
+    refit: bool | None = None  # after early stopping, train afresh on all rows (engine/refit.py)
     beta1: float | None = Field(None, ge=0, lt=1)  # Adam's beta1 (GANs: 0.5)
     threshold_percentile: float | None = Field(None, gt=0, lt=100)  # autoencoder anomaly threshold
     anomaly_score: str | None = (
