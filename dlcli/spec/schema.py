@@ -91,6 +91,8 @@ class Spec(BaseModel):
     head: Literal["auto", "none"] = "auto"
     data: list[DataKindName] | None = None  # data kinds it suits (None: any)
     variants: dict[str, str] | None = None  # data kind -> the preset to use for it instead
+    # data kind -> defaults for its options (e.g. text: {min_freq: 1}); flags win
+    data_options: dict[DataKindName, dict[str, Any]] | None = None
     family: Literal["supervised", "autoencoder", "gan"] | None = None
     layers: list[Any] | None = None
     encoder: list[Any] | None = None

@@ -136,3 +136,32 @@ def test_tfidf_bag_exports_to_onnx_for_any_batch_and_length() -> None:
             want = net(x).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         assert np.abs(got - want).max() < 1e-5
+
+
+# -- a preset's data_options (bow: min_freq 1) -----------------------------------------------------
+def test_data_options_fill_only_the_options_no_flag_set() -> None:
+    from dlcli.engine.train_job import data_defaults
+    from dlcli.spec.schema import load_preset
+
+    spec, _ = load_preset("bow")
+    assert spec.data_options == {"text": {"min_freq": 1}}
+    opts = DataOptions(target="sentiment")
+    data_defaults(spec, "text", opts, "preset bow")
+    assert opts.extra["text"] == {"min_freq": 1}
+    flagged = DataOptions(target="sentiment", extra={"text": {"min_freq": 3}})
+    data_defaults(spec, "text", flagged, "preset bow")
+    assert flagged.extra["text"] == {"min_freq": 3}
+    other = DataOptions(target="label")
+    data_defaults(spec, "table", other, "preset bow")  # nothing for another kind
+    assert other.extra == {}
+
+
+def test_a_data_option_the_kind_lacks_is_one_spec_error(dl_inproc, tmp_path) -> None:
+    from conftest import assert_error
+
+    spec = tmp_path / "s.yaml"
+    spec.write_text("layers: [{bag: 8}]\ndata_options: {text: {min_frequency: 1}}\n")
+    res = dl_inproc(
+        "train", SAMPLES / "reviews" / "train.csv", "--spec", spec, "-o", tmp_path / "m.pt"
+    )
+    assert_error(res, "data_options.text.min_frequency", "text data has no option 'min_frequency'")
