@@ -85,6 +85,12 @@ def train(
     label_smoothing: float = typer.Option(
         None, "--label-smoothing", min=0.0, max=0.99, help="Label smoothing for classification."
     ),
+    refit: bool = typer.Option(
+        None,
+        "--refit/--no-refit",
+        help="After early stopping, train afresh on training + validation rows for the best "
+        "epoch count and save that (default: from the spec; the bow preset does).",
+    ),
     seed: int = typer.Option(
         None,
         "--seed",
@@ -267,6 +273,7 @@ OVERRIDES = (
     "class_weights",
     "grad_clip",
     "label_smoothing",
+    "refit",
     "seed",
     "device",
     "precision",

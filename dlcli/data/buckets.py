@@ -41,6 +41,18 @@ class BucketedTokens:
     def labels(self) -> torch.Tensor:
         return self.y
 
+    @classmethod
+    def joined(cls, first: BucketedTokens, second: BucketedTokens) -> BucketedTokens:
+        """The rows of both, on the CPU (padded to the wider of the two), e.g. to refit on the
+        training and validation rows together (engine/refit.py)."""
+        width = max(first.ids.shape[1], second.ids.shape[1])
+        pad = lambda t: torch.nn.functional.pad(t.cpu(), (0, width - t.shape[1]))  # noqa: E731
+        return cls(
+            torch.cat([pad(first.ids), pad(second.ids)]),
+            torch.cat([first.lengths, second.lengths]),
+            torch.cat([first.y.cpu(), second.y.cpu()]),
+        )
+
     def _plan(self, perm: torch.Tensor) -> list[torch.Tensor]:
         """Row indices per batch: runs of POOL batches of `perm`, each sorted by length, cut into
         batches; a last batch of one row joins the one before (BatchNorm needs two rows)."""

@@ -43,6 +43,7 @@ from dlcli.data.text_tokens import (
     UNK,
     build_vocab,
     default_max_length,
+    inverse_document_frequency,
     is_blank,
     pad_ids,
     tokenize,
@@ -103,6 +104,7 @@ class TextPreprocessor(Preprocessor):
         max_length: int,
         text_column: str,
         lowercase: bool = True,
+        idf: list[float] | None = None,
     ) -> None:
         if vocab[:2] != [PAD, UNK]:
             raise InputError("model file has a text vocabulary without padding and unknown tokens")
@@ -113,6 +115,9 @@ class TextPreprocessor(Preprocessor):
         self.target, self.vocab, self.tokenizer = target, list(vocab), tokenizer
         self.max_length, self.text_column, self.lowercase = int(max_length), text_column, lowercase
         self.index = {t: i for i, t in enumerate(self.vocab)}
+        if idf is not None and len(idf) != len(self.vocab):
+            raise InputError("model file has a text idf that does not match its vocabulary")
+        self.idf = [float(v) for v in idf] if idf is not None else None
 
     @property
     def input_shape(self) -> tuple[int | None]:
@@ -120,7 +125,8 @@ class TextPreprocessor(Preprocessor):
 
     @property
     def data_info(self) -> dict:
-        return {"vocab_size": len(self.vocab), "max_length": self.max_length, "padding_idx": 0}
+        info = {"vocab_size": len(self.vocab), "max_length": self.max_length, "padding_idx": 0}
+        return {**info, "idf": self.idf} if self.idf is not None else info
 
     def preprocess_module(self) -> nn.Module:
         return nn.Identity()  # ids go straight to the network's embedding
@@ -217,6 +223,7 @@ class TextPreprocessor(Preprocessor):
             "lowercase": self.lowercase,
             "max_length": self.max_length,
             "vocab": list(self.vocab),
+            "idf": self.idf,
             "target": self.target.to_state() if self.target else None,
         }
 
@@ -230,6 +237,7 @@ class TextPreprocessor(Preprocessor):
             state["max_length"],
             state["text_column"],
             state.get("lowercase", True),
+            state.get("idf"),
         )
 
 
@@ -362,11 +370,13 @@ def prepare_frames(
 def fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
 ) -> TextPreprocessor:
-    """Default length and vocabulary from the training rows only."""
+    """Default length, vocabulary and idf from the training rows only."""
     train = [tokens[i] for i in rows]
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
-    return TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
+    pre = TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
+    pre.idf = inverse_document_frequency(pre.ids(train), len(vocab))
+    return pre
 
 
 KIND = DataKind(

@@ -46,6 +46,18 @@ def build_vocab(token_lists: Iterable[list[str]], min_freq: int, max_vocab: int)
     return [PAD, UNK, *kept[:max_vocab]]
 
 
+def inverse_document_frequency(id_lists: list[list[int]], vocab: int) -> list[float]:
+    """Smoothed idf per id, as scikit-learn's TfidfVectorizer: ln((1 + N) / (1 + df)) + 1, where
+    df counts the texts an id occurs in; padding (id 0) gets 0. The `bag` layer's `tfidf`
+    weighting reads it (spec/layers/bag.py)."""
+    df = np.zeros(vocab, dtype=np.float64)
+    for ids in id_lists:
+        df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
+    idf = np.log((1.0 + len(id_lists)) / (1.0 + df)) + 1.0
+    idf[0] = 0.0
+    return [round(float(v), 6) for v in idf]
+
+
 def default_max_length(lengths: np.ndarray) -> int:
     """95th percentile of the training lengths, clipped to LENGTH_LIMITS."""
     p95 = math.ceil(float(np.percentile(lengths, 95))) if len(lengths) else LENGTH_LIMITS[0]

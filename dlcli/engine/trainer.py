@@ -43,6 +43,7 @@ class TrainConfig:
     fine_tune_epochs: int | None = (
         None  # pretrained start: head-only epochs first (None: auto, 0: off)
     )
+    refit: bool = False  # then train afresh on all rows for the best epoch count (engine/refit.py)
 
     def resolved(self, n_train: int) -> TrainConfig:
         """Fill the data-dependent defaults: ~4,000 optimisation steps for small tables, at least

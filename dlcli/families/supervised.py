@@ -86,23 +86,39 @@ class Supervised(Family):
         }
         data = (x_tr, prep.y_train, x_va, prep.y_val)
         step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen, plan)
-        context = (prep, task, preprocess, built.module)
+        # a refit starts where this run started: the seeded weights plus what --init-from,
+        # --weights or --embeddings loaded (not known on --resume: see _refit)
+        start = None
+        if cfg.refit and job.resume is None:
+            start = {k: v.detach().clone() for k, v in built.module.state_dict().items()}
+        selector = (transfer_state.get("transfer") or {}).get("freeze")
+        context = (
+            prep, task, preprocess, built.module,
+            (x_tr, x_va, train_tf, eval_tf), (start, selector, plan),
+        )  # fmt: skip
         return TrainSetup(step, payload, load_seconds=load_s, context=context)
 
     def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
-        prep, task, preprocess, network = setup.context
+        prep, task, preprocess, network, *_ = setup.context
         network.cpu().eval()
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = (
             task.metrics(*outputs_of(model, prep.x_val, prep.y_val)) if rows(prep.x_val) else {}
         )
+        refit_epochs = _refit(job, setup, result)
+        if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
+            network = setup.context[3].cpu().eval()
         payload = {
             "weights": {"network": network.state_dict()},
             "metrics": plain(metrics),
             **run_record(result, job.req, prep),
         }
+        if refit_epochs:
+            payload["refit_epochs"] = refit_epochs
         about = {"task": task.name, "loss": task.loss}
         run = run_counts(result, prep, network)
+        if refit_epochs:
+            run["refit_epochs"] = refit_epochs
         scalars = {k: v for k, v in plain(metrics).items() if not isinstance(v, (dict, list))}
         primary = "accuracy" if task.name == "classification" else "rmse"
         plots = [
@@ -200,6 +216,45 @@ def _describe(data: str, prep: Any, task: Any, preprocessor: Any, network: torch
         f"{data}: {rows(prep.x_train):,} training rows, {rows(prep.x_val):,} validation rows; "
         f"task {task.name}{classes}; {n_params:,} parameters{frozen}"
     )
+
+
+def _refit(job: TrainJob, setup: TrainSetup, result: FitResult) -> int:
+    """`training.refit`: a fresh network with the validated run's starting weights (the seeded
+    init plus what --init-from, --weights or --embeddings loaded), its --freeze and fine-tuning
+    schedule, trained on the training and validation rows for the best epoch count
+    (engine/refit.py); it replaces the network in `setup.context`. Returns the epochs it trained
+    (0: no refit)."""
+    from dlcli.engine import distributed
+    from dlcli.engine.refit import all_rows, refit
+    from dlcli.model import transfer
+
+    cfg, context = job.cfg, setup.context
+    prep, task, preprocess, _, (x_tr, x_va, train_tf, eval_tf), (start, selector, plan) = context
+    if not cfg.refit:
+        return 0
+    if start is None and (job.resume.get("transfer") or job.resume.get("word_vectors")):
+        info(
+            "refit skipped (a resumed run that started from loaded weights): the validated "
+            "run's weights are saved"
+        )
+        return 0
+    joined = all_rows(x_tr, prep.y_train, x_va, prep.y_val)
+    if joined is None or distributed.world_size() > 1:
+        why = "under torchrun" if joined is not None else "these inputs cannot be joined"
+        info(f"refit skipped ({why}): the validated run's weights are saved")
+        return 0
+    epochs = max(1, result.best_epoch)
+    torch.manual_seed(cfg.seed)
+    preprocessor = prep.preprocessor
+    shape, outputs = preprocessor.input_shape, task.n_outputs
+    built = build_network(job.spec, shape, outputs, job.spec_source, **network_args(preprocessor))
+    if start is not None:
+        built.module.load_state_dict(start)
+    frozen = transfer.freeze(built.module, selector) if selector else []
+    info(f"refit: {epochs} epochs on all {rows(joined[1]):,} rows (training + validation)")
+    refit(built.module, task, cfg, joined, epochs, (train_tf, eval_tf), frozen, plan)
+    setup.context = (prep, task, preprocess, built.module, *context[4:])
+    return epochs
 
 
 def _transfer(

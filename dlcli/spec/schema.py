@@ -59,6 +59,7 @@ class TrainingDefaults(BaseModel):
     patience: int | None = Field(None, ge=0)
     grad_clip: float | None = Field(None, ge=0)
     label_smoothing: float | None = Field(None, ge=0, lt=1)
+    refit: bool | None = None  # after early stopping, train afresh on all rows (engine/refit.py)
     beta1: float | None = Field(None, ge=0, lt=1)  # Adam's beta1 (GANs: 0.5)
     threshold_percentile: float | None = Field(None, gt=0, lt=100)  # autoencoder anomaly threshold
     anomaly_score: str | None = (
@@ -119,6 +120,8 @@ class Spec(BaseModel):
     head: Literal["auto", "none"] = "auto"
     data: list[DataKindName] | None = None  # data kinds it suits (None: any)
     variants: dict[str, str] | None = None  # data kind -> the preset to use for it instead
+    # data kind -> defaults for its options (e.g. text: {min_freq: 1}); flags win
+    data_options: dict[DataKindName, dict[str, Any]] | None = None
     family: Literal["supervised", "autoencoder", "gan"] | None = None
     layers: list[Any] | None = None
     encoder: list[Any] | None = None

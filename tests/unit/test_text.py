@@ -112,7 +112,7 @@ def test_state_round_trip_is_plain_data() -> None:
     enc = preprocessor(["good", "bad"], max_length=5, tokenizer="char")
     state = json.loads(json.dumps(enc.to_state()))
     assert set(state) == {
-        "kind", "text_column", "tokenizer", "lowercase", "max_length", "vocab", "target"
+        "kind", "text_column", "tokenizer", "lowercase", "max_length", "vocab", "idf", "target"
     }  # fmt: skip
     back = preprocessor_from_state(state)
     assert isinstance(back, TextPreprocessor)

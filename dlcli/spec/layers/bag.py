@@ -10,11 +10,18 @@ client only supplies the word ids:
     row = h mod buckets
 
 With ids and h below PRIME = 2^31 - 1 every product stays below 2^62: exact in int64 everywhere.
+
+`weighting: tfidf` turns the mean into TF-IDF: each real token counts with its idf (fitted on the
+training texts by the text encoder, `data_info["idf"]`, kept in the layer as a buffer, so the
+model file and the ONNX graph hold it), an n-gram with the largest idf of its words (a lower bound
+of its own: it is never more frequent than its rarest word), and the weighted sum is divided by
+the L2 norm of the weights. With a linear output this is logistic regression on TF-IDF features
+(raw counts; the norm treats repeats of a token in one text as distinct features).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -46,9 +53,14 @@ class NgramBag(nn.Module):
     accepts_mask = True
     updates_mask = True  # ends the time axis
 
-    def __init__(self, vocab: int, dim: int, ngrams: int, buckets: int) -> None:
+    def __init__(
+        self, vocab: int, dim: int, ngrams: int, buckets: int, idf: list[float] | None = None
+    ) -> None:
         super().__init__()
         self.ngrams, self.buckets = int(ngrams), int(buckets)
+        self.tfidf = idf is not None
+        if idf is not None:  # (vocab,) float; part of the state dict and of the exported graph
+            self.register_buffer("idf", torch.tensor(idf, dtype=torch.float32))
         self.words = nn.Embedding(vocab, dim, padding_idx=0)
         self.grams = nn.Embedding(buckets, dim) if ngrams > 1 else None
         bound = 1.0 / dim  # fastText's initialisation: small, so no feature dominates at first
@@ -61,21 +73,31 @@ class NgramBag(nn.Module):
     def forward(self, ids: torch.Tensor, mask: Mask = None):
         real = (ids != 0) if mask is None else mask  # (N, T)
         weight = real.unsqueeze(-1).to(self.words.weight.dtype)  # (N, T, 1)
+        if self.tfidf:
+            weight = weight * self.idf[ids].unsqueeze(-1)  # each token counts with its idf
         total = (self.words(ids) * weight).sum(1)  # (N, dim)
-        count = weight.sum(1)  # (N, 1)
+        norm = (weight * weight if self.tfidf else weight).sum(1)  # (N, 1): sum of w^2 or w
         steps = ids.shape[1]
         beyond = real.new_zeros(real.shape[0], self.ngrams - 1)
         real_after = torch.cat([real, beyond], 1)  # (N, T + ngrams - 1)
+        per_step = torch.cat([weight, weight.new_zeros(real.shape[0], self.ngrams - 1, 1)], 1)
+        gram_w = per_step[:, :steps]  # (N, T, 1): an n-gram's weight, the largest of its words'
         for n in range(2, self.ngrams + 1):
             rows = ngram_rows(ids, n, self.buckets)  # (N, T)
             # right padding: an n-gram is whole when its last step is real
             w = real_after[:, n - 1 : n - 1 + steps].unsqueeze(-1).to(weight.dtype)  # (N, T, 1)
+            if self.tfidf:
+                gram_w = torch.maximum(gram_w, per_step[:, n - 1 : n - 1 + steps])
+                w = w * gram_w
             total = total + (self.grams(rows) * w).sum(1)
-            count = count + w.sum(1)
-        return total / count.clamp(min=1.0), None
+            norm = norm + (w * w if self.tfidf else w).sum(1)
+        if self.tfidf:
+            return total / norm.sqrt().clamp(min=1e-6), None
+        return total / norm.clamp(min=1.0), None
 
     def extra_repr(self) -> str:
-        return f"ngrams={self.ngrams}, buckets={self.buckets}"
+        tfidf = ", weighting=tfidf" if self.tfidf else ""
+        return f"ngrams={self.ngrams}, buckets={self.buckets}{tfidf}"
 
 
 @register("bag", "embedding_bag", "ngram_bag")
@@ -90,6 +112,7 @@ class Bag(LayerDef):
         ngrams: int = Field(2, ge=1, le=5)  # words, plus n-grams up to this length
         buckets: int = Field(100_000, ge=1, le=10_000_000)  # hashed n-gram embedding rows
         vocab: int | None = Field(None, gt=1)  # default: the text data's vocabulary size
+        weighting: Literal["mean", "tfidf"] = "mean"  # tfidf: idf-weighted, L2-normalised sum
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
         if len(in_shape) != 1:
@@ -99,4 +122,14 @@ class Bag(LayerDef):
                 "put bag first in the layers of a text model",
             )
         vocab = vocab_size(opts, ctx)
-        return NgramBag(vocab, opts.dim, opts.ngrams, opts.buckets), (opts.dim,)
+        idf = None
+        if opts.weighting == "tfidf":  # the encoder's idf; ones where there is none (dl build)
+            idf = list((ctx.data or {}).get("idf") or [1.0] * vocab)
+            if len(idf) != vocab:
+                raise SpecError(
+                    f"{ctx.where}: weighting tfidf needs the text data's idf for all {vocab} ids "
+                    f"(it has {len(idf)})",
+                    "leave out the bag's vocab option",
+                )
+            idf[0] = 0.0  # padding
+        return NgramBag(vocab, opts.dim, opts.ngrams, opts.buckets, idf), (opts.dim,)
