@@ -267,3 +267,20 @@ def test_weights_fine_tune_the_head_first_by_default(photos, tmp_path, dl_inproc
                        *three, "--fine-tune-epochs", "0", "-o", off))  # fmt: skip
     assert "fine-tuning:" not in flat(res.stderr)
     assert modelfile.load(off)["transfer"]["fine_tune"] is None
+
+
+def test_refit_starts_from_the_loaded_weights(photos, tmp_path, dl_inproc):
+    """--refit trains a fresh network on all rows: it starts from the published weights too (at
+    lr 1e-9 the saved backbone is still the file's), not from a random init."""
+    state = published("resnet18")
+    torch.save(state, tmp_path / "r18.pth")
+    model = tmp_path / "m.pt"
+    res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
+                       "--image-size", "32", "--epochs", "2", "--batch-size", "8", "--no-plots",
+                       "--lr", "1e-9", "--refit", "-o", model))  # fmt: skip
+    assert "refit: " in flat(res.stderr)
+    saved = modelfile.load(model)
+    assert saved["refit_epochs"] >= 1
+    torch.testing.assert_close(
+        saved["weights"]["network"]["backbone.0.conv1.weight"], state["conv1.weight"]
+    )
