@@ -28,7 +28,7 @@ from dlcli.data.columns import (
 from dlcli.data.contracts import Preprocessor
 from dlcli.data.readers import NULL_TEXT, excerpt, iter_chunks, names_list
 from dlcli.data.tabular_transform import TabularReconstruction, TabularTransform
-from dlcli.data.target import Target, canonical_counts, codes_for
+from dlcli.data.target import Factorized, Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
 
@@ -96,21 +96,28 @@ class TabularPreprocessor(Preprocessor):
     ) -> tuple[TabularPreprocessor, np.ndarray, np.ndarray]:
         """fit on the training rows of `split` = (train_idx, val_idx); returns the preprocessor and the
         raw matrices of both parts (each row gathered once; statistics from the training part)."""
-        preprocessor = cls._fit_columns(frame, target, source, split[0])
+        texts: dict[str, Factorized] = {}  # text categories, factorized once for both uses
+        preprocessor = cls._fit_columns(frame, target, source, split[0], texts)
         if table is None:
             cols = preprocessor.raw_matrix(frame, source).T
             tr, va = (np.take(cols, idx, axis=1) for idx in split)  # (F, n) per part
         else:
-            tr, va = preprocessor._split_columns(table, source, frame, split)
+            tr, va = preprocessor._split_columns(table, source, frame, split, texts)
         preprocessor._fit_numbers(tr)
         return preprocessor, np.ascontiguousarray(tr.T), np.ascontiguousarray(va.T)
 
     def _split_columns(
-        self, table: Any, source: str, frame: pd.DataFrame, split: tuple[np.ndarray, ...]
+        self,
+        table: Any,
+        source: str,
+        frame: pd.DataFrame,
+        split: tuple[np.ndarray, ...],
+        texts: dict[str, Factorized],
     ) -> list[np.ndarray]:
         """The raw columns of each part of `split`, (F_raw, n) each: the same values as
         `_raw_columns` gathered by part, but no (F_raw, N) matrix of every row is built: each
-        column passes through one reused (N,) float32 row on its way into the parts."""
+        column passes through one reused (N,) float32 row on its way into the parts. `texts`:
+        categorical columns already factorized (`_fit_columns`)."""
         import pyarrow as pa
 
         self.check_columns(list(table.schema.names), source)
@@ -124,10 +131,13 @@ class TabularPreprocessor(Preprocessor):
                     pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
                 ):
                     _fill_row(row, arr)
-                    for part, idx in zip(parts, split, strict=True):
-                        np.take(row, idx, out=part[j])
+                elif col.name in texts:
+                    row[:] = texts[col.name].codes_for(col.categories) + 1  # 0 = missing/unseen
                 else:
                     rest.append(j)
+                    continue
+                for part, idx in zip(parts, split, strict=True):
+                    np.take(row, idx, out=part[j])
             if rest:  # only the rows of `rest` are ever written (the others are never touched)
                 out_t = np.empty((len(self.columns), table.num_rows), dtype=np.float32)
                 bad = self._fill_columns(out_t.T, frame, rest)
@@ -141,9 +151,15 @@ class TabularPreprocessor(Preprocessor):
 
     @classmethod
     def _fit_columns(
-        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None
+        cls,
+        frame: pd.DataFrame,
+        target: Target | None,
+        source: str,
+        rows: np.ndarray | None,
+        texts: dict[str, Factorized] | None = None,
     ) -> TabularPreprocessor:
-        """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
+        """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset.
+        Given `texts`, text categorical columns are factorized whole, once, and kept there."""
         tname = target.name if target else ""
         numeric, categorical = map(set, plan_columns(frame, tname, source))
         cols: list[Column] = []
@@ -151,8 +167,12 @@ class TabularPreprocessor(Preprocessor):
             if name in numeric:
                 cols.append(Column(name, "numeric"))
             elif name in categorical:
-                s = frame[name] if rows is None else frame[name].iloc[rows]
-                counts = canonical_counts(s)
+                s = frame[name]
+                if texts is not None and rows is not None and isinstance(s.dtype, pd.StringDtype):
+                    texts[name] = Factorized.of(s)
+                    counts = texts[name].counts_at(rows)
+                else:
+                    counts = canonical_counts(s if rows is None else s.iloc[rows])
                 cats = [str(c) for c in counts.index[:MAX_CATEGORIES]]
                 cols.append(Column(name, "categorical", categories=cats))
         return cls(cols, target)

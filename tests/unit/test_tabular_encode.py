@@ -8,14 +8,17 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dlcli.data import readers
 from dlcli.data.split import split_rows
 from dlcli.data.tabular import TabularPreprocessor
-from dlcli.data.target import Target
+from dlcli.data.target import Factorized, Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
 
@@ -106,3 +109,19 @@ def test_dropped_rows_keep_file_row_numbers(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         TabularPreprocessor.fit_split(frame, target, path, split, table)
     assert str(info.value).startswith(f"{path}: column 'f0', row 51: infinite or too large")
+
+
+@given(
+    st.lists(st.sampled_from(["a", " a", "b", "", "NA", "c ", "3", "3.0", None]), min_size=1),
+    st.data(),
+)
+def test_factorized_counts_equal_canonical_counts(values: list, data: st.DataObject) -> None:
+    """Categories from one factorization of the whole column = those of the training rows
+    factorized on their own (same counts, same order of ties)."""
+    s = pd.Series(values, dtype="str")
+    rows = np.array(sorted(data.draw(st.sets(st.integers(0, len(values) - 1)))), dtype=np.int64)
+    want = canonical_counts(s.iloc[rows])
+    got = Factorized.of(s).counts_at(rows)
+    assert list(got.index) == list(want.index) and got.tolist() == want.tolist()
+    known = list(want.index)
+    assert np.array_equal(Factorized.of(s).codes_for(known), codes_for(s, known))
