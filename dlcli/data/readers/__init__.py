@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
+from dlcli.errors import InputError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -77,6 +79,19 @@ def excerpt(value: object, limit: int = 40) -> str:
     cut = len(text) > limit
     text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text[:limit])
     return text + "..." if cut else text
+
+
+def check_path(path: str, what: str) -> Path:
+    """The path of a `what` file ("CSV", "Parquet") as a Path, or an InputError if it is
+    missing, a folder or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: file not found")
+    if p.is_dir():
+        raise InputError(f"{path}: is a folder, expected a {what} file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty")
+    return p
 
 
 def names_list(names: list, limit: int = 10) -> str:

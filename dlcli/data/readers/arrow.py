@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dlcli.data.readers import NULL_TEXT, ReadPlan, excerpt, names_list
+from dlcli.data.readers import NULL_TEXT, ReadPlan, check_path, excerpt, names_list
 from dlcli.errors import InputError
 
 if TYPE_CHECKING:
@@ -28,18 +28,6 @@ if TYPE_CHECKING:
 
 SAMPLE_ROWS = 1000  # `sample`: the head of a file a guess is made on
 BATCH_BYTES = 8 << 20  # about this many bytes of column values per streamed batch
-
-
-def check_file(path: str, what: str) -> Path:
-    """The path as a Path, or an InputError if it is missing, a folder or empty."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: file not found")
-    if p.is_dir():
-        raise InputError(f"{path}: is a folder, expected a {what} file")
-    if p.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
-    return p
 
 
 def check_names(names: list[str], path: str) -> None:
@@ -206,7 +194,7 @@ class Format:
         raise error
 
     def check_file(self, path: str) -> Path:
-        return check_file(path, self.what)
+        return check_path(path, self.what)
 
     def header_of(self, path: str) -> list[str]:
         self.check_file(path)

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
-from dlcli.data.readers import NULL_TEXT, ReadPlan, excerpt, names_list
+from dlcli.data.readers import NULL_TEXT, ReadPlan, check_path, excerpt, names_list
 from dlcli.data.readers.compression import damaged, decompress_error, open_bytes, open_text
 from dlcli.data.readers.wide import WIDE_COLUMNS, read_wide
 from dlcli.errors import InputError
@@ -33,14 +33,7 @@ SAMPLE_BYTES, SAMPLE_ROWS = 1 << 20, 1000  # `sample`: the head of a file a gues
 
 def check_file(path: str) -> Path:
     """The path as a Path, or an InputError if it is missing, a folder or empty."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: file not found")
-    if p.is_dir():
-        raise InputError(f"{path}: is a folder, expected a CSV file")
-    if p.stat().st_size == 0:
-        raise InputError(f"{path}: file is empty")
-    return p
+    return check_path(path, "CSV")
 
 
 def _ragged_line(path: str, expected: int) -> int | None:
