@@ -225,6 +225,10 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
         )
     job = TrainJob(req, spec, spec_doc, source, cfg, base, resume)
     family.check(job)  # e.g. --precision fp16 on a CPU, before any data is read
+    if req.weights == "imagenet" and resume is None:
+        from dlcli.model.weights import fetch_early
+
+        fetch_early(spec_doc)  # a missing file is one line now, not after the data is read
     if base is not None and resume is None:
         data_options.inherit(req, source.kind, base)
     if resume is None:

@@ -140,6 +140,38 @@ def _read_safetensors(path: Path, label: str) -> dict[str, Any]:
 
 
 # -- the published files ---------------------------------------------------------------------------
+def archs_in(doc: Any) -> list[str]:
+    """The published architectures a spec document's backbone layers name (`resnet_backbone: 18`,
+    `{type: resnet_backbone, depth: 50}`, `mobilenet_v3_small_backbone`), in order."""
+    found: list[str] = []
+    if isinstance(doc, str):  # a layer named without options
+        names = {"resnet_backbone": "resnet18", "mobilenet_v3_small_backbone": "mobilenet_v3_small"}
+        return [names[doc]] if doc in names else []
+    if isinstance(doc, list):
+        for item in doc:
+            found += archs_in(item)
+    elif isinstance(doc, dict):
+        kind = doc.get("type")
+        for key, value in doc.items():
+            if key == "resnet_backbone" or (key == "type" and value == "resnet_backbone"):
+                depth = value if key == "resnet_backbone" and not isinstance(value, dict) else None
+                found.append(f"resnet{depth or doc.get('depth') or 18}")
+            elif "mobilenet_v3_small_backbone" in (key, kind if key == "type" else None):
+                found.append("mobilenet_v3_small")
+            elif isinstance(value, (list, dict)):
+                found += archs_in(value)
+    return found
+
+
+def fetch_early(doc: Any) -> None:
+    """--weights imagenet: fetch (or find in the cache) the published file of the spec's one
+    backbone before any data is read, so a missing file is one line at once, not after minutes
+    of decoding; loading still happens once the network is built."""
+    archs = archs_in(doc)
+    if len(archs) == 1:
+        imagenet_file(archs[0])
+
+
 def imagenet_url(arch: str) -> str:
     """The published file's URL, or the same file name under DL_WEIGHTS_MIRROR."""
     url = manifest(arch)["url"]

@@ -213,6 +213,7 @@ def test_offline_without_a_cached_file_is_one_line(
     line = assert_error(res, f"cannot download {mirror}{name}")
     assert f"; put that file at {torch_home / 'hub' / 'checkpoints' / name} (" in line
     assert "(No such file or directory)" in line
+    assert "decoded" not in res.stderr  # refused before any image is read
 
 
 def test_mismatched_file_and_bad_combinations_are_one_line(photos, tmp_path, dl_inproc):
