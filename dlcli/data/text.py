@@ -52,6 +52,7 @@ from dlcli.data.text_tokens import char_tokens as char_tokens
 from dlcli.data.text_tokens import word_tokens as word_tokens
 from dlcli.errors import InputError, UsageError
 
+VOCAB_ROWS = ("train", "all")
 ROWS_PER_CHUNK = 8192  # texts tokenized and yielded together when streaming
 
 
@@ -65,6 +66,9 @@ class TextOptions:
     max_vocab: int = 20000  # most frequent tokens kept (besides padding and unknown)
     max_length: int | None = None  # tokens per text; default: 95th percentile, within 8..512
     lowercase: bool = True
+    # which rows fit the vocabulary and idf: "train" (the training split) or "all" (training and
+    # validation texts, never their labels: for a model refit on all rows, docs/text.md)
+    vocab_rows: str = "train"
 
 
 def text_options(opts: DataOptions) -> TextOptions:
@@ -77,6 +81,10 @@ def text_options(opts: DataOptions) -> TextOptions:
     if got.tokenizer not in TOKENIZERS:
         raise UsageError(
             f"--tokenizer must be one of {', '.join(TOKENIZERS)}, got '{got.tokenizer}'"
+        )
+    if got.vocab_rows not in VOCAB_ROWS:
+        raise UsageError(
+            f"vocab_rows must be one of {', '.join(VOCAB_ROWS)}, got '{got.vocab_rows}'"
         )
     if got.min_freq < 1:
         raise UsageError(f"--min-freq must be at least 1, got {got.min_freq}")
@@ -340,11 +348,14 @@ def prepare_frames(
     tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
     limit = (preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]) + 1
     tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
+    val_tokens = None if val is None else tokenize(val[text_col], tokenizer, limit, lowercase)
+    if preprocessor is None and topt.vocab_rows == "all":  # texts only, never the labels
+        every = tokens + (val_tokens or [])
+        preprocessor = fit_preprocessor(every, np.arange(len(every)), target, topt, text_col)
     preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
     ids, lengths = pad_ids(preprocessor.ids(tokens))
     train = BucketedTokens(ids[tr], lengths[tr], y[tr])
-    if val is not None:
-        val_tokens = tokenize(val[text_col], tokenizer, limit, lowercase)
+    if val_tokens is not None:
         y_val = torch.from_numpy(target.encode(val[tname], opts.val))
         valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
     else:
@@ -384,5 +395,5 @@ KIND = DataKind(
     preprocessor=TextPreprocessor,
     sources=(TextSource, TextFolderSource),
     export=TextExport(),
-    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
+    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length", "vocab_rows"),
 )
