@@ -138,19 +138,19 @@ def test_tfidf_bag_exports_to_onnx_for_any_batch_and_length() -> None:
         assert np.abs(got - want).max() < 1e-5
 
 
-# -- a preset's data_options (bow: min_freq 1) -----------------------------------------------------
+# -- a preset's data_options (bow: min_freq 1, vocab_rows all) --------------------------------------------------
 def test_data_options_fill_only_the_options_no_flag_set() -> None:
     from dlcli.engine.train_job import data_defaults
     from dlcli.spec.schema import load_preset
 
     spec, _ = load_preset("bow")
-    assert spec.data_options == {"text": {"min_freq": 1}}
+    assert spec.data_options == {"text": {"min_freq": 1, "vocab_rows": "all"}}
     opts = DataOptions(target="sentiment")
     data_defaults(spec, "text", opts, "preset bow")
-    assert opts.extra["text"] == {"min_freq": 1}
+    assert opts.extra["text"] == {"min_freq": 1, "vocab_rows": "all"}
     flagged = DataOptions(target="sentiment", extra={"text": {"min_freq": 3}})
     data_defaults(spec, "text", flagged, "preset bow")
-    assert flagged.extra["text"] == {"min_freq": 3}
+    assert flagged.extra["text"] == {"min_freq": 3, "vocab_rows": "all"}
     other = DataOptions(target="label")
     data_defaults(spec, "table", other, "preset bow")  # nothing for another kind
     assert other.extra == {}
