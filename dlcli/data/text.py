@@ -331,7 +331,8 @@ def prepare_frames(
     preprocessor: TextPreprocessor | None,
 ) -> Prepared:
     """Training (and --val) frames of text and target -> Prepared: split (seeded, stratified),
-    fit the vocabulary on the training split (unless `preprocessor` is given), encode."""
+    fit the vocabulary on the training split (`vocab_rows: all`: on the texts of the validation
+    rows too, never their labels) unless `preprocessor` is given, encode."""
     topt = text_options(opts)
     frame = usable_rows(frame, text_col, tname, path)
     target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
@@ -381,7 +382,8 @@ def prepare_frames(
 def fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
 ) -> TextPreprocessor:
-    """Default length, vocabulary and idf from the training rows only."""
+    """Default length, vocabulary and idf from `rows` (the training split, or every row's text
+    under `vocab_rows: all`)."""
     train = [tokens[i] for i in rows]
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
