@@ -66,9 +66,7 @@ class TextOptions:
     max_vocab: int = 20000  # most frequent tokens kept (besides padding and unknown)
     max_length: int | None = None  # tokens per text; default: 95th percentile, within 8..512
     lowercase: bool = True
-    # which rows fit the vocabulary and idf: "train" (the training split) or "all" (training and
-    # validation texts, never their labels: for a model refit on all rows, docs/text.md)
-    vocab_rows: str = "train"
+    vocab_rows: str = "train"  # "all": validation texts (not labels) fit the vocabulary too
 
 
 def text_options(opts: DataOptions) -> TextOptions:
@@ -350,10 +348,9 @@ def prepare_frames(
     limit = (preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]) + 1
     tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
     val_tokens = None if val is None else tokenize(val[text_col], tokenizer, limit, lowercase)
-    if preprocessor is None and topt.vocab_rows == "all":  # texts only, never the labels
-        every = tokens + (val_tokens or [])
-        preprocessor = fit_preprocessor(every, np.arange(len(every)), target, topt, text_col)
-    preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
+    every = tokens + (val_tokens or []) if topt.vocab_rows == "all" else tokens  # texts, no labels
+    rows = np.arange(len(every)) if topt.vocab_rows == "all" else tr
+    preprocessor = preprocessor or fit_preprocessor(every, rows, target, topt, text_col)
     ids, lengths = pad_ids(preprocessor.ids(tokens))
     train = BucketedTokens(ids[tr], lengths[tr], y[tr])
     if val_tokens is not None:
