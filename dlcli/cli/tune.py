@@ -32,9 +32,10 @@ OWN = {
     "folds": typer.Option(
         None,
         "--folds",
-        min=2,
+        min=1,
         max=20,
-        help="K-fold cross-validation per trial (stratified; chronological for series).",
+        help="K-fold cross-validation per trial (stratified; chronological for series); "
+        "1: one validation split. Default: 5 on tables under 2,000 rows, else 1.",
     ),
     "metric": typer.Option(
         "loss", "--metric", help="Validation metric to optimise (any `dl evaluate` reports)."

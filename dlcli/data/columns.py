@@ -173,8 +173,9 @@ def _floats(block: pd.DataFrame, n: int) -> list[str]:
     """Never IDs (hashing a million floats to find out would be the slowest step of loading):
     empty, a single value (NaN ignored) or numeric."""
     values = block.to_numpy(dtype=np.float64, na_value=np.nan)  # (N, k)
-    empty = np.isnan(values).all(axis=0)
-    same = np.fmin.reduce(values, axis=0) == np.fmax.reduce(values, axis=0)
+    lo = np.fmin.reduce(values, axis=0)  # NaN only where every value is NaN
+    empty = np.isnan(lo)
+    same = lo == np.fmax.reduce(values, axis=0)
     return [
         "empty" if e else "single" if v else "numeric" for e, v in zip(empty, same, strict=True)
     ]

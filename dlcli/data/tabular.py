@@ -1,8 +1,9 @@
-"""Tables: the fitted `TabularPreprocessor` (plain-data state) and its torch transform.
+"""Tables: the fitted `TabularPreprocessor` (plain-data state) and the raw matrix it encodes.
 
 Raw rows become a float matrix (numbers as read, NaN for missing; categories as integer codes, 0 for
-missing or unseen). `TabularTransform` turns that matrix into model inputs (impute, missing
-indicators, standardise, one-hot). Training, prediction and the ONNX graph all run that module.
+missing or unseen). `TabularTransform` (tabular_transform.py) turns that matrix into model inputs
+(impute, missing indicators, standardise, one-hot). Training, prediction and the ONNX graph all run
+that module.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from dlcli.data.columns import (
+    LARGEST,
     MAX_CATEGORIES,
     Column,
     check_range,
@@ -26,7 +27,8 @@ from dlcli.data.columns import (
 )
 from dlcli.data.contracts import Preprocessor
 from dlcli.data.readers import NULL_TEXT, excerpt, iter_chunks, names_list
-from dlcli.data.target import Target, canonical_counts, codes_for
+from dlcli.data.tabular_transform import TabularReconstruction, TabularTransform
+from dlcli.data.target import Factorized, Target, canonical_counts, codes_for
 from dlcli.errors import InputError
 
 
@@ -40,72 +42,13 @@ def _fill_row(row: np.ndarray, arr: Any) -> None:
         start += n
 
 
-class TabularTransform(nn.Module):
-    """(N, F_raw) raw matrix -> (N, F_encoded) model input. Exported to ONNX as part of the graph."""
-
-    def __init__(self, columns: list[Column]) -> None:
-        super().__init__()
-        num = [i for i, c in enumerate(columns) if c.kind == "numeric"]
-        nums = [columns[i] for i in num]
-        self.register_buffer("num_idx", torch.tensor(num, dtype=torch.long))
-        self.register_buffer("fill", torch.tensor([c.fill for c in nums], dtype=torch.float32))
-        self.register_buffer("mean", torch.tensor([c.mean for c in nums], dtype=torch.float32))
-        self.register_buffer("std", torch.tensor([c.std for c in nums], dtype=torch.float32))
-        self.register_buffer(
-            "ind_idx",
-            torch.tensor([j for j, c in enumerate(nums) if c.indicator], dtype=torch.long),
-        )
-        slot_col, slot_code = [], []
-        for i, c in enumerate(columns):
-            if c.kind == "categorical":
-                for code in range(len(c.categories) + 1):  # 0 = missing / unseen
-                    slot_col.append(i)
-                    slot_code.append(float(code))
-        self.register_buffer("slot_col", torch.tensor(slot_col, dtype=torch.long))
-        self.register_buffer("slot_code", torch.tensor(slot_code, dtype=torch.float32))
-        self.n_num, self.n_ind, self.n_cat = len(num), len(self.ind_idx), len(slot_col)
-
-    @property
-    def out_features(self) -> int:
-        return self.n_num + self.n_ind + self.n_cat
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, F_raw) -> (N, F_enc)
-        parts = []
-        if self.n_num:
-            xn = x.index_select(1, self.num_idx)
-            miss = torch.isnan(xn)
-            xn = (torch.where(miss, self.fill, xn) - self.mean) / self.std
-            parts.append(xn)
-            if self.n_ind:
-                parts.append(miss.index_select(1, self.ind_idx).to(x.dtype))
-        if self.n_cat:
-            parts.append((x.index_select(1, self.slot_col) == self.slot_code).to(x.dtype))
-        return torch.cat(parts, dim=1)
-
-
-class TabularReconstruction(nn.Module):
-    """Autoencoder decoder output (N, F_enc) -> a raw-form row (N, F_raw): numbers back in their
-    units, categorical columns as the code of the most likely category (0 = missing/unseen)."""
-
-    def __init__(self, preprocess: TabularTransform, groups: list[int]) -> None:
-        super().__init__()
-        self.register_buffer("mean", preprocess.mean.clone())
-        self.register_buffer("std", preprocess.std.clone())
-        order = preprocess.num_idx.tolist() + sorted(set(preprocess.slot_col.tolist()))
-        inverse = [0] * len(order)  # raw column j is column inverse[j] of [numbers | codes]
-        for k, j in enumerate(order):
-            inverse[j] = k
-        self.register_buffer("inverse", torch.tensor(inverse, dtype=torch.long))
-        self.groups, self.n_num = list(groups), int(preprocess.n_num)
-        self.n_ind = int(preprocess.n_ind)
-
-    def forward(self, out: torch.Tensor) -> torch.Tensor:
-        parts = [out[:, : self.n_num] * self.std + self.mean] if self.n_num else []
-        start = self.n_num + self.n_ind
-        for size in self.groups:
-            parts.append(out[:, start : start + size].argmax(1, keepdim=True).to(out.dtype))
-            start += size
-        return torch.cat(parts, dim=1).index_select(1, self.inverse)
+def _out_of_range(cols: np.ndarray) -> bool:
+    """Whether raw columns (F, n) hold a value beyond +-LARGEST (inf included); NaN passes."""
+    if cols.size == 0:
+        return False
+    with np.errstate(invalid="ignore"):
+        lo, hi = np.fmin.reduce(cols, axis=1), np.fmax.reduce(cols, axis=1)
+    return bool(((lo < -LARGEST) | (hi > LARGEST)).any())
 
 
 class TabularPreprocessor(Preprocessor):
@@ -153,20 +96,70 @@ class TabularPreprocessor(Preprocessor):
     ) -> tuple[TabularPreprocessor, np.ndarray, np.ndarray]:
         """fit on the training rows of `split` = (train_idx, val_idx); returns the preprocessor and the
         raw matrices of both parts (each row gathered once; statistics from the training part)."""
-        preprocessor = cls._fit_columns(frame, target, source, split[0])
+        texts: dict[str, Factorized] = {}  # text categories, factorized once for both uses
+        preprocessor = cls._fit_columns(frame, target, source, split[0], texts)
         if table is None:
             cols = preprocessor.raw_matrix(frame, source).T
+            tr, va = (np.take(cols, idx, axis=1) for idx in split)  # (F, n) per part
         else:
-            cols = preprocessor._raw_columns(table, source, frame=frame)  # (F, N)
-        tr, va = (np.take(cols, idx, axis=1) for idx in split)  # (F, n): rows gathered per column
+            tr, va = preprocessor._split_columns(table, source, frame, split, texts)
         preprocessor._fit_numbers(tr)
         return preprocessor, np.ascontiguousarray(tr.T), np.ascontiguousarray(va.T)
 
+    def _split_columns(
+        self,
+        table: Any,
+        source: str,
+        frame: pd.DataFrame,
+        split: tuple[np.ndarray, ...],
+        texts: dict[str, Factorized],
+    ) -> list[np.ndarray]:
+        """The raw columns of each part of `split`, (F_raw, n) each: the same values as
+        `_raw_columns` gathered by part, but no (F_raw, N) matrix of every row is built: each
+        column passes through one reused (N,) float32 row on its way into the parts. `texts`:
+        categorical columns already factorized (`_fit_columns`)."""
+        import pyarrow as pa
+
+        self.check_columns(list(table.schema.names), source)
+        parts = [np.empty((len(self.columns), len(idx)), dtype=np.float32) for idx in split]
+        row = np.empty(table.num_rows, dtype=np.float32)
+        rest = []
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused by the range check
+            for j, col in enumerate(self.columns):
+                arr = table.column(col.name)
+                if col.kind == "numeric" and (
+                    pa.types.is_floating(arr.type) or pa.types.is_integer(arr.type)
+                ):
+                    _fill_row(row, arr)
+                elif col.name in texts:
+                    row[:] = texts[col.name].codes_for(col.categories) + 1  # 0 = missing/unseen
+                else:
+                    rest.append(j)
+                    continue
+                for part, idx in zip(parts, split, strict=True):
+                    np.take(row, idx, out=part[j])
+            if rest:  # only the rows of `rest` are ever written (the others are never touched)
+                out_t = np.empty((len(self.columns), table.num_rows), dtype=np.float32)
+                bad = self._fill_columns(out_t.T, frame, rest)
+                self._check_numbers(bad, frame, source, 0)
+                for j in rest:
+                    for part, idx in zip(parts, split, strict=True):
+                        np.take(out_t[j], idx, out=part[j])
+        if any(_out_of_range(part) for part in parts):  # the message names rows in file order
+            self._raw_columns(table, source, frame=frame)  # raises, as it checks every row
+        return parts
+
     @classmethod
     def _fit_columns(
-        cls, frame: pd.DataFrame, target: Target | None, source: str, rows: np.ndarray | None
+        cls,
+        frame: pd.DataFrame,
+        target: Target | None,
+        source: str,
+        rows: np.ndarray | None,
+        texts: dict[str, Factorized] | None = None,
     ) -> TabularPreprocessor:
-        """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset."""
+        """Column kinds (whole frame) and categories (`rows`); numeric statistics still unset.
+        Given `texts`, text categorical columns are factorized whole, once, and kept there."""
         tname = target.name if target else ""
         numeric, categorical = map(set, plan_columns(frame, tname, source))
         cols: list[Column] = []
@@ -174,8 +167,12 @@ class TabularPreprocessor(Preprocessor):
             if name in numeric:
                 cols.append(Column(name, "numeric"))
             elif name in categorical:
-                s = frame[name] if rows is None else frame[name].iloc[rows]
-                counts = canonical_counts(s)
+                s = frame[name]
+                if texts is not None and rows is not None and isinstance(s.dtype, pd.StringDtype):
+                    texts[name] = Factorized.of(s)
+                    counts = texts[name].counts_at(rows)
+                else:
+                    counts = canonical_counts(s if rows is None else s.iloc[rows])
                 cats = [str(c) for c in counts.index[:MAX_CATEGORIES]]
                 cols.append(Column(name, "categorical", categories=cats))
         return cls(cols, target)
@@ -188,20 +185,22 @@ class TabularPreprocessor(Preprocessor):
     def _fit_numbers(self, train: np.ndarray) -> None:
         """Mean, std and missing indicator of each numeric column over `train`, the training rows'
         raw matrix transposed: (F_raw, n), one row per column. Column by column through one
-        reused buffer (a copy of the whole block would be fresh memory to fault in)."""
+        reused buffer (a copy of the whole block would be fresh memory to fault in); a column
+        with no missing value is summed where it lies and copied only as its deviations."""
         buf = np.empty(train.shape[1], dtype=np.float32)
         for j, col in enumerate(self.columns):
             if col.kind != "numeric":
                 continue
-            np.copyto(buf, train[j])
-            v = buf  # (n,) contiguous, overwritten below
+            v = train[j]  # (n,) contiguous; `buf` holds what is overwritten below
             miss = ~np.isfinite(v)
             missing = bool(miss.any())
             if missing:
+                np.copyto(buf, v)
+                v = buf
                 v[miss] = 0.0
             count = max(1, len(v) - int(miss.sum())) if missing else max(1, len(v))
             mean = v.sum(dtype=np.float64) / count
-            v -= np.float32(mean)
+            v = np.subtract(v, np.float32(mean), out=buf)
             if missing:
                 v[miss] = 0.0
             std = np.sqrt(np.einsum("i,i->", v, v, dtype=np.float64) / count)

@@ -42,8 +42,14 @@ def canonical_counts(series: pd.Series) -> pd.Series:
     frequent first, ties as value_counts leaves them)."""
     codes, uniques = pd.factorize(series, use_na_sentinel=True)  # first-appearance order
     counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
+    return _merged(uniques, counts.tolist())
+
+
+def _merged(uniques: Any, counts: list[int]) -> pd.Series:
+    """Counts of distinct values (in first-appearance order) merged by canonical string, most
+    frequent first (ties in that order)."""
     merged: dict[str, int] = {}
-    for value, count in zip(uniques, counts.tolist(), strict=True):
+    for value, count in zip(uniques, counts, strict=True):
         name = _canon(value)
         if isinstance(name, str):  # '' and blanks are missing
             merged[name] = merged.get(name, 0) + count
@@ -53,14 +59,39 @@ def canonical_counts(series: pd.Series) -> pd.Series:
 def codes_for(series: pd.Series, known: list[str]) -> np.ndarray:
     """int64 index into `known` per value; -1 for missing or unknown. Values typed differently
     from training ('2.0', 'true') are matched through their normal form."""
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    index = {k: i for i, k in enumerate(known)}
-    lookup = np.full(len(uniques) + 1, -1, dtype=np.int64)  # last slot: missing
-    for j, v in enumerate(uniques):
-        name = _canon(v)
-        if isinstance(name, str):
-            lookup[j] = index.get(name, index.get(_normal_form(name), -1))
-    return lookup[codes]
+    return Factorized.of(series).codes_for(known)
+
+
+@dataclass
+class Factorized:
+    """A column as `pd.factorize` gives it (codes, -1 = missing; distinct values), so the
+    categories fitted on some rows and the codes of every row come from one hash pass."""
+
+    codes: np.ndarray
+    uniques: Any
+
+    @classmethod
+    def of(cls, series: pd.Series) -> Factorized:
+        return cls(*pd.factorize(series, use_na_sentinel=True))
+
+    def codes_for(self, known: list[str]) -> np.ndarray:
+        """`codes_for(series, known)` of the factorized series."""
+        index = {k: i for i, k in enumerate(known)}
+        lookup = np.full(len(self.uniques) + 1, -1, dtype=np.int64)  # last slot: missing
+        for j, v in enumerate(self.uniques):
+            name = _canon(v)
+            if isinstance(name, str):
+                lookup[j] = index.get(name, index.get(_normal_form(name), -1))
+        return lookup[self.codes]
+
+    def counts_at(self, rows: np.ndarray) -> pd.Series:
+        """`canonical_counts(series.iloc[rows])` of a text column (equal values are equal text,
+        so the distinct values of the rows are those of the column): counted from the codes."""
+        sub = self.codes[rows]
+        sub = sub[sub >= 0]
+        seen = pd.unique(sub)  # the rows' distinct values, in order of first appearance
+        counts = np.bincount(sub, minlength=len(self.uniques))
+        return _merged(self.uniques[seen], counts[seen].tolist())
 
 
 def _normal_form(value: str) -> str:

@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 from dlcli import __version__, modelfile
 from dlcli.console import info
-from dlcli.data.kinds import get_kind, suggestion
-from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
-from dlcli.engine import distributed
+from dlcli.data.kinds import suggestion
+from dlcli.data.sources import DataOptions, choose_source
+from dlcli.engine import data_options, distributed
 from dlcli.engine.callbacks import Callback, CheckpointCallback, ProgressCallback
 from dlcli.engine.trainer import FitResult, FitStep, Interrupted, TrainConfig, Trainer
-from dlcli.errors import DLError, SpecError, UsageError
+from dlcli.errors import DLError, UsageError
 from dlcli.spec.schema import parse_spec, resolve_spec
 
 # what --resume may change: the same for every family (one that cannot honour a value says so)
@@ -206,7 +206,9 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
         spec, spec_doc = choose_spec(req, source, base)
         cfg = merge_config(spec.training, req.overrides)
         req.data_opts.seed = cfg.seed
-        data_defaults(spec, source.kind, req.data_opts, req.spec or f"preset {req.arch}")
+        data_options.spec_defaults(
+            spec, source.kind, req.data_opts, req.spec or f"preset {req.arch}"
+        )
         family = families.get(spec.family)
     _check_fits(spec, source.kind, req)
     if not family.distributed and distributed.world_size() > 1:
@@ -224,9 +226,9 @@ def _start(req: TrainRequest, families: Registry) -> tuple[TrainJob, Trainable]:
     job = TrainJob(req, spec, spec_doc, source, cfg, base, resume)
     family.check(job)  # e.g. --precision fp16 on a CPU, before any data is read
     if base is not None and resume is None:
-        _inherit_data_options(req, source.kind, base)
+        data_options.inherit(req, source.kind, base)
     if resume is None:
-        spec_input_options(req, source.kind, spec)
+        data_options.from_spec_input(req, source.kind, spec)
     return job, family
 
 
@@ -352,50 +354,6 @@ def choose_spec(req: TrainRequest, source: Any, base: dict | None) -> tuple[Any,
         info(f"--arch {spec.name}: using its {kind} variant, the {req.arch} preset")
         spec, doc = resolve_spec(None, req.arch)
     return spec, doc
-
-
-def data_defaults(spec: Any, kind: str | None, opts: DataOptions, where: str) -> None:
-    """The spec's `data_options` for this data kind fill the options no flag set (the bow preset:
-    `text: {min_freq: 1}`); an option the kind does not have is a spec error."""
-    given = (spec.data_options or {}).get(kind) or {}
-    if not given:
-        return
-    known = get_kind(kind).options
-    for name in given:
-        if name not in known:
-            raise SpecError(
-                f"{where}: data_options.{kind}.{name}: {kind} data has no option '{name}'",
-                f"one of: {', '.join(known)}",
-            )
-    current = opts.extra.setdefault(kind, {})
-    if isinstance(current, dict):  # a library caller's options object is left as it is
-        for name, value in given.items():
-            if current.get(name) is None:
-                current[name] = value
-
-
-def _inherit_data_options(req: TrainRequest, kind: str | None, base: dict) -> None:
-    """Transfer learning: read the new data the way the source model was fed (for images: its
-    channel count and size), unless the user said otherwise, so its first layers still fit."""
-    state = base.get("preprocessor") or {}
-    if kind is None or state.get("kind") != kind:
-        return
-    given = dict(req.data_opts.extra.get(kind) or {})
-    inherited = preprocessor_from_state(state).inherit_options(given)
-    if inherited:
-        req.data_opts.extra[kind] = inherited
-
-
-def spec_input_options(req: TrainRequest, kind: str | None, spec: Any) -> None:
-    """The spec's `input:` defaults (e.g. a pretrained backbone's 224 px and ImageNet mean/std)
-    for its data kind, under what the flags (and an --init-from model) already set."""
-    if kind is None or spec.input is None:
-        return
-    values = spec.input.by_kind().get(kind)
-    if values:
-        given = req.data_opts.extra.get(kind) or {}
-        given = given if isinstance(given, dict) else dict(vars(given))
-        req.data_opts.extra[kind] = {**values, **given}
 
 
 def _check_fits(spec: Any, kind: str | None, req: TrainRequest) -> None:

@@ -87,10 +87,13 @@ class Supervised(Family):
         data = (x_tr, prep.y_train, x_va, prep.y_val)
         step = TaskStep(built.module, task, cfg, data, train_tf, eval_tf, frozen, plan)
         # a refit starts where this run started: the seeded weights plus what --init-from,
-        # --weights or --embeddings loaded (not known on --resume: see _refit)
-        start = None
+        # --weights or --embeddings loaded; loaded tensors are kept in the checkpoint for --resume
+        # (the seeded init is rebuilt), never in the model file (finish drops them)
+        start = (job.resume or {}).get("refit_start")
         if cfg.refit and job.resume is None:
             start = {k: v.detach().clone() for k, v in built.module.state_dict().items()}
+            if job.loaded:
+                payload["refit_start"] = start
         selector = (transfer_state.get("transfer") or {}).get("freeze")
         context = (
             prep, task, preprocess, built.module,
@@ -100,6 +103,7 @@ class Supervised(Family):
 
     def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
         prep, task, preprocess, network, *_ = setup.context
+        job.payload.pop("refit_start", None)  # the checkpoint's copy of the starting weights
         network.cpu().eval()
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = (
@@ -232,9 +236,9 @@ def _refit(job: TrainJob, setup: TrainSetup, result: FitResult) -> int:
     prep, task, preprocess, _, (x_tr, x_va, train_tf, eval_tf), (start, selector, plan) = context
     if not cfg.refit:
         return 0
-    if start is None and (job.resume.get("transfer") or job.resume.get("word_vectors")):
-        info(
-            "refit skipped (a resumed run that started from loaded weights): the validated "
+    if start is None and job.resume is not None and job.resume.get("transfer"):
+        info(  # a checkpoint of an older dl that did not keep the starting weights
+            "refit skipped (the checkpoint lacks the loaded starting weights): the validated "
             "run's weights are saved"
         )
         return 0

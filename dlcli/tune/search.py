@@ -19,7 +19,7 @@ from dlcli.engine.callbacks import eta_text
 from dlcli.engine.train_job import TrainRequest, choose_spec
 from dlcli.errors import DLError, UsageError
 from dlcli.spec.schema import check_size, parse_spec, read_spec_document
-from dlcli.tune import outputs, space, tune_dir
+from dlcli.tune import final, outputs, space, tune_dir
 from dlcli.tune import study as studies
 from dlcli.tune.trial import CachedSource, Context, TrialFailed
 
@@ -51,7 +51,7 @@ class TuneRequest:
 def run_tune(req: TuneRequest, families: Any) -> dict:
     """Search, write the outputs, return the --json summary."""
     base = req.train
-    if req.folds and base.data_opts.val:
+    if (req.folds or 0) > 1 and base.data_opts.val:
         raise UsageError("--folds splits DATA into folds; it cannot be used with --val")
     doc, dists, family, raw_doc = _space(req, families)
     dists, fixed = space.fix(dists, base.overrides)
@@ -77,8 +77,8 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
     trials_dir = folder / "trials"
     trials_dir.mkdir(parents=True, exist_ok=True)
     keeper = BestKeeper(trials_dir, studies.direction(req.metric))
-    train = replace(base, source=source)
-    ctx = Context(train, doc, dists, req.metric, req.folds, trials_dir, families.run_training)
+    base.source = source  # every trial and the final model share the prepared data
+    ctx = Context(base, doc, dists, req.metric, req.folds, trials_dir, families.run_training)
     ctx.prune = req.pruner != "none"
     # a new study in this process alone starts from the preset's own values; not with a shared
     # storage, where two processes could both pop that queued trial (SQLite has no row locks)
@@ -171,7 +171,9 @@ def _finish(
         files.append(str(folder / "history.png"))
         if outputs.plot_importance(folder / "importance.png", study):
             files.append(str(folder / "importance.png"))
-    model = _best_model(req, best, best_doc, keeper, families, interrupted)
+    model, fit = final.best_model(
+        req, best, best_doc, keeper, families, interrupted, loud=not quiet_user()
+    )
     if model:
         files.insert(0, model)
     summary = {
@@ -183,6 +185,7 @@ def _finish(
         **counts,
         "study": study.study_name,
         "model": model,
+        "final": fit,
         "folder": str(folder),
         "files": files,
     }
@@ -196,33 +199,6 @@ def _best_trial(study: Any) -> Any:
         return study.best_trial
     except ValueError:  # no complete trial
         return None
-
-
-def _best_trial(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no complete trial
-        return None
-
-
-def _best_model(
-    req: TuneRequest, best: Any, doc: dict, keeper: BestKeeper, families: Any, interrupted: bool
-) -> str | None:
-    """The best trial's own model file when this process trained it; else (cross-validation, or
-    a trial run by another machine) the best settings trained again with the usual split."""
-    out = req.train.output
-    if keeper.number == best.number and keeper.path.exists():
-        os.replace(keeper.path, out)
-        return out
-    if interrupted:
-        return None
-    if not quiet_user():
-        why = "cross-validated" if req.folds else "trained elsewhere"
-        console().print(f"training the best settings (trial {best.number}, {why}) into {out}")
-    final = replace(req.train, spec_doc=doc, plots=req.plots, source=None)
-    set_quiet(quiet_user())
-    families.run_training(final)
-    return out
 
 
 def _space(req: TuneRequest, families: Any) -> tuple[dict, list[space.Dist], Any, dict]:
@@ -260,8 +236,13 @@ def _prepare(req: TuneRequest, family: Any) -> tuple[CachedSource, str | None]:
     opts.unsupervised = family.unsupervised
     opts.seed = int(req.train.overrides.get("seed") or 42)
     source = CachedSource(choose_source(req.train.data, opts))
-    folds = range(req.folds) if req.folds else [None]
     prep = None
+    if req.folds is None:  # the usual split first: its size decides (the final fit reuses it)
+        prep = source.prepare(req.train.data, opts)
+        req.folds = auto_folds(source, prep, opts)
+    elif req.folds == 1:  # one validation split, asked for
+        req.folds = None
+    folds = range(req.folds) if req.folds else [None]
     for fold in folds:
         if fold is None:
             prep = source.prepare(req.train.data, opts)
@@ -271,6 +252,27 @@ def _prepare(req: TuneRequest, family: Any) -> tuple[CachedSource, str | None]:
     target = getattr(prep.preprocessor, "target", None)
     task = None if family.unsupervised or target is None else target.task
     return source, task
+
+
+# `--folds` left out: K-fold cross-validation per trial on a table of fewer rows than this (one
+# 20% validation split of a few hundred rows picks noise; benchmarks/bench_tune.py, docs/tune.md)
+AUTO_FOLDS, AUTO_FOLDS_BELOW = 5, 2_000
+
+
+def auto_folds(source: Any, prep: Any, opts: Any) -> int | None:
+    """The folds when `--folds` is left out: AUTO_FOLDS for a table held in memory with fewer
+    than AUTO_FOLDS_BELOW rows and no --val FILE (a note says so), else None (one split)."""
+    rows = int(prep.info.get("rows") or 0)
+    if opts.val or source.kind != "tabular" or not rows or rows >= AUTO_FOLDS_BELOW:
+        return None
+    if final.merged(prep) is prep:  # streamed batches: no final fit on every row
+        return None
+    note(
+        f"{rows:,} rows: {AUTO_FOLDS}-fold cross-validation per trial, then the best settings "
+        f"trained on every row (tables under {AUTO_FOLDS_BELOW:,} rows; --folds 1 for one "
+        "validation split)"
+    )
+    return AUTO_FOLDS
 
 
 class BestKeeper:

@@ -88,14 +88,15 @@ def make_sampler(name: str, seed: int) -> Any:
 
 
 def make_pruner(name: str, folds: int | None) -> Any:
-    """Median pruning on the per-epoch validation metric (per fold with --folds), after 5 trials
-    and 3 epochs of each; Hyperband on request; none."""
+    """Median pruning on the per-epoch validation metric (of the first fold with --folds, then
+    the running mean after each fold), after 5 trials and 3 epochs of each; Hyperband on
+    request; none."""
     optuna = quiet_optuna()
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if folds else 3)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=3)
 
 
 def open_storage(url: str | None) -> Any:

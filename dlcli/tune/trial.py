@@ -46,6 +46,10 @@ class CachedSource:
             return self.cache[key]
 
 
+# the pruner's step of the mean after fold i: (i + 1) * FOLD_STEP, beyond the first fold's epochs
+FOLD_STEP = 100_000
+
+
 class TrialFailed(Exception):
     """A trial that could not finish (diverged, out of memory, a drawn value the spec refuses):
     recorded as failed, and the study goes on."""
@@ -94,17 +98,19 @@ class Context:
         values = {d.path: d.suggest(trial) for d in self.dists}
         doc = space.apply(self.doc, values)
         folds = range(self.folds) if self.folds else [None]
-        scores, epochs, seconds = [], [], 0.0
+        scores, epochs, kept, seconds = [], [], [], 0.0
         for fold in folds:
-            score, rows, secs = self._fit(trial, doc, fold)
+            score, rows, secs, best_epoch = self._fit(trial, doc, fold)
             scores.append(score)
             epochs.append(len(rows))
+            kept.append(best_epoch)
             seconds += secs
             if fold is not None and fold < self.folds - 1:  # prune between folds
-                trial.report(statistics.fmean(scores), fold)
+                trial.report(statistics.fmean(scores), (fold + 1) * FOLD_STEP)
                 if self.prune and trial.should_prune():
                     self._record(trial, scores, epochs, seconds, "pruned")
                     raise _pruned()
+        trial.set_user_attr("best_epochs", kept)  # each fold's kept epoch: the final fit's length
         return self._record(trial, scores, epochs, seconds, "complete")
 
     def _record(self, trial: Any, scores: list, epochs: list, seconds: float, state: str) -> float:
@@ -118,10 +124,10 @@ class Context:
         self.results[trial.number] = {"state": state, "value": mean, "std": std}
         return mean
 
-    def _fit(self, trial: Any, doc: dict, fold: int | None) -> tuple[float, list[dict], float]:
-        """Train one model (one fold); (its score, its epoch rows, fit seconds)."""
-        offset = 0 if fold is None else fold * 10_000
-        pruning = Pruning(trial, self.live_key, offset, self.prune and not self.folds)
+    def _fit(self, trial: Any, doc: dict, fold: int | None) -> tuple[float, list[dict], float, int]:
+        """Train one model (one fold); (its score, its epoch rows, fit seconds, kept epoch)."""
+        # per epoch on the usual split or the first fold; later folds by their running mean
+        pruning = Pruning(trial, self.live_key, 0, self.prune and not fold)
         name = f"{trial.number}" if fold is None else f"{trial.number}_fold{fold}"
         req = replace(
             self.base,
@@ -170,9 +176,9 @@ class Context:
         if not math.isfinite(score):
             trial.set_user_attr("error", f"the validation {self.metric} is not finite")
             raise TrialFailed("diverged")
-        if fold is not None:  # the final model is trained again on the usual split
+        if fold is not None:  # a fold's model saw part of the rows: the final fit takes them all
             _remove_model(Path(req.output))
-        return score, pruning.rows, seconds
+        return score, pruning.rows, seconds, int(summary.get("best_epoch") or len(pruning.rows))
 
     def score(self, summary: dict, rows: list[dict]) -> float:
         """The trial's value: the kept epoch's validation loss, or the metric `dl evaluate` would

@@ -48,6 +48,12 @@ def test_default_space_writes_every_file_and_json(dl_inproc, tmp_path: Path) -> 
     done = [float(r["value"]) for r in rows if r["state"] == "complete"]
     assert min(done) == pytest.approx(summary["best_value"])
     assert sum(ln.startswith("trial ") for ln in res.stderr.splitlines()) == 6
+    # a small table: 5-fold cross-validation per trial, then the best settings on every row
+    assert "5-fold cross-validation per trial" in res.stderr
+    assert all(r["std"] != "" for r in rows if r["state"] == "complete")
+    assert summary["final"] == {"fit": "all rows", "epochs": summary["final"]["epochs"]}
+    assert 1 <= summary["final"]["epochs"] <= 8
+    assert "276 training rows, 0 validation rows" in res.stderr
     # the winner is an ordinary spec: epochs fixed by the flag are in its training section
     spec = yaml.safe_load((folder / "best_spec.yaml").read_text())
     assert spec["training"]["epochs"] == 8 and "search" not in spec
@@ -97,8 +103,9 @@ def test_custom_space_folds_and_a_maximised_metric(dl_inproc, tmp_path: Path) ->
     assert "best_std" in summary
     rows = read_trials(tmp_path / "cv.tune")
     assert set(rows[0]) >= {"layers[0].dense", "layers[2].dropout", "lr", "std"}
-    assert (tmp_path / "cv.pt").is_file()  # the best settings trained again on the usual split
-    assert "training the best settings" in res.stderr
+    assert (tmp_path / "cv.pt").is_file()  # the best settings trained again on every row
+    assert summary["final"]["fit"] == "all rows"
+    assert "on every row for" in res.stderr
 
 
 def test_series_tune_with_chronological_folds(dl_inproc, tmp_path: Path) -> None:
@@ -212,6 +219,8 @@ def _tune_cmd(tmp_path: Path, db: Path, out: str, trials: int, epochs: int = 6) 
         "--no-plots",
         "--pruner",
         "none",
+        "--folds",  # one validation split: these tests are about the shared study
+        "1",
     ]
 
 

@@ -236,7 +236,8 @@ def test_build_uses_the_spec_input_and_counts_torchvision_parameters(arch, param
 
 def test_spec_input_is_a_default_under_the_flags() -> None:
     from dlcli.data.sources import DataOptions
-    from dlcli.engine.train_job import TrainRequest, spec_input_options
+    from dlcli.engine.data_options import from_spec_input as spec_input_options
+    from dlcli.engine.train_job import TrainRequest
 
     spec, _ = load_preset("resnet18")
     req = TrainRequest("photos/", data_opts=DataOptions(extra={"image": {"image_size": 32}}))

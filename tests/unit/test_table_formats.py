@@ -30,9 +30,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return every_format(tmp_path_factory.mktemp("formats"))
 
 
+def reader_name(reader: object) -> str:
+    """The module name of a reader: a module, or an Arrow format's READER (readers/arrow.Format)."""
+    what = getattr(reader, "what", None)
+    if what is not None:
+        return {"Parquet": "parquet", "JSON Lines": "jsonl", "Feather": "feather"}[what]
+    return reader.__name__.rsplit(".", 1)[1]
+
+
 @pytest.mark.parametrize("suffix", SUFFIXES)
 def test_reader_by_suffix(files: dict[str, Path], suffix: str) -> None:
-    module = readers.reader_for(str(files[suffix])).__name__.rsplit(".", 1)[1]
+    module = reader_name(readers.reader_for(str(files[suffix])))
     assert module == {".arrow": "feather", ".ndjson": "jsonl"}.get(
         suffix, suffix.split(".")[-1]
     ) or (suffix.startswith(".csv") and module == "csv")

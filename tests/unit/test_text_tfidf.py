@@ -140,7 +140,7 @@ def test_tfidf_bag_exports_to_onnx_for_any_batch_and_length() -> None:
 
 # -- a preset's data_options (bow: min_freq 1, vocab_rows all) --------------------------------------------------
 def test_data_options_fill_only_the_options_no_flag_set() -> None:
-    from dlcli.engine.train_job import data_defaults
+    from dlcli.engine.data_options import spec_defaults as data_defaults
     from dlcli.spec.schema import load_preset
 
     spec, _ = load_preset("bow")

@@ -143,8 +143,14 @@ def reader_for(path: str) -> Reader:
     name = str(path).lower()
     for suffix in sorted(READERS, key=len, reverse=True):
         if name.endswith(suffix):
-            return cast(Reader, importlib.import_module(READERS[suffix]))
-    return cast(Reader, importlib.import_module(READERS[FALLBACK]))
+            return _reader(READERS[suffix])
+    return _reader(READERS[FALLBACK])
+
+
+def _reader(name: str) -> Reader:
+    """A reader module, or the `READER` object it holds (the Arrow formats: readers/arrow.Format)."""
+    module = importlib.import_module(name)
+    return cast(Reader, getattr(module, "READER", module))
 
 
 def check_file(path: str) -> Path:

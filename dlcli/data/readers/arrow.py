@@ -175,9 +175,16 @@ def normalise_table(table: Any, path: str, verbatim: bool = False) -> Any:
     return maker.from_arrays(cols, names=table.schema.names)
 
 
+def arrow_errors() -> tuple[type[BaseException], ...]:
+    """What pyarrow's readers raise for a damaged or foreign file."""
+    import pyarrow as pa
+
+    return (pa.ArrowException, OSError)
+
+
 @dataclass(frozen=True)
 class Format:
-    """A table format as three primitives; the module-level `Reader` functions are built on it.
+    """A table format as three primitives, and the `Reader` built on them (a format module's `READER`).
 
     `batches(path, columns, rows)` yields RecordBatches of about `rows` rows holding only
     `columns` (None: all), in bounded memory where the format allows it. Each primitive raises

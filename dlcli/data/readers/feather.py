@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from dlcli.data.readers import excerpt
-from dlcli.data.readers.arrow import Format
+from dlcli.data.readers.arrow import Format, arrow_errors
 from dlcli.errors import InputError
 
 
@@ -66,17 +66,5 @@ def _explain(exc: BaseException, path: str) -> InputError:
     return InputError(f"{path}: cannot read as Feather/Arrow IPC: {excerpt(msg, 200)}")
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    import pyarrow as pa
-
-    return (pa.ArrowException, OSError)
-
-
-FORMAT = Format("Feather", _schema, _whole, _batches, _errors(), _explain)
-check_file = FORMAT.check_file
-header_of = FORMAT.header_of
-read_arrow = FORMAT.read_arrow
-read_table = FORMAT.read_table
-iter_batches = FORMAT.iter_batches
-iter_chunks = FORMAT.iter_chunks
-sample = FORMAT.sample
+# the Reader of this format (readers.reader_for returns it)
+READER = Format("Feather", _schema, _whole, _batches, arrow_errors(), _explain)
