@@ -52,6 +52,7 @@ from dlcli.data.text_tokens import char_tokens as char_tokens
 from dlcli.data.text_tokens import word_tokens as word_tokens
 from dlcli.errors import InputError, UsageError
 
+VOCAB_ROWS = ("train", "all")
 ROWS_PER_CHUNK = 8192  # texts tokenized and yielded together when streaming
 
 
@@ -65,6 +66,7 @@ class TextOptions:
     max_vocab: int = 20000  # most frequent tokens kept (besides padding and unknown)
     max_length: int | None = None  # tokens per text; default: 95th percentile, within 8..512
     lowercase: bool = True
+    vocab_rows: str = "train"  # "all": validation texts (not labels) fit the vocabulary too
 
 
 def text_options(opts: DataOptions) -> TextOptions:
@@ -77,6 +79,10 @@ def text_options(opts: DataOptions) -> TextOptions:
     if got.tokenizer not in TOKENIZERS:
         raise UsageError(
             f"--tokenizer must be one of {', '.join(TOKENIZERS)}, got '{got.tokenizer}'"
+        )
+    if got.vocab_rows not in VOCAB_ROWS:
+        raise UsageError(
+            f"vocab_rows must be one of {', '.join(VOCAB_ROWS)}, got '{got.vocab_rows}'"
         )
     if got.min_freq < 1:
         raise UsageError(f"--min-freq must be at least 1, got {got.min_freq}")
@@ -323,7 +329,8 @@ def prepare_frames(
     preprocessor: TextPreprocessor | None,
 ) -> Prepared:
     """Training (and --val) frames of text and target -> Prepared: split (seeded, stratified),
-    fit the vocabulary on the training split (unless `preprocessor` is given), encode."""
+    fit the vocabulary on the training split (`vocab_rows: all`: on the texts of the validation
+    rows too, never their labels) unless `preprocessor` is given, encode."""
     topt = text_options(opts)
     frame = usable_rows(frame, text_col, tname, path)
     target = preprocessor.target if preprocessor else Target.fit(frame[tname], opts.task, path)
@@ -340,11 +347,13 @@ def prepare_frames(
     tokenizer = preprocessor.tokenizer if preprocessor else topt.tokenizer
     limit = (preprocessor.max_length if preprocessor else topt.max_length or LENGTH_LIMITS[1]) + 1
     tokens = tokenize(frame[text_col], tokenizer, limit, lowercase)
-    preprocessor = preprocessor or fit_preprocessor(tokens, tr, target, topt, text_col)
+    val_tokens = None if val is None else tokenize(val[text_col], tokenizer, limit, lowercase)
+    every = tokens + (val_tokens or []) if topt.vocab_rows == "all" else tokens  # texts, no labels
+    rows = np.arange(len(every)) if topt.vocab_rows == "all" else tr
+    preprocessor = preprocessor or fit_preprocessor(every, rows, target, topt, text_col)
     ids, lengths = pad_ids(preprocessor.ids(tokens))
     train = BucketedTokens(ids[tr], lengths[tr], y[tr])
-    if val is not None:
-        val_tokens = tokenize(val[text_col], tokenizer, limit, lowercase)
+    if val_tokens is not None:
         y_val = torch.from_numpy(target.encode(val[tname], opts.val))
         valid = BucketedTokens(*pad_ids(preprocessor.ids(val_tokens)), y_val)
     else:
@@ -370,7 +379,8 @@ def prepare_frames(
 def fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
 ) -> TextPreprocessor:
-    """Default length, vocabulary and idf from the training rows only."""
+    """Default length, vocabulary and idf from `rows` (the training split, or every row's text
+    under `vocab_rows: all`)."""
     train = [tokens[i] for i in rows]
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
@@ -384,5 +394,5 @@ KIND = DataKind(
     preprocessor=TextPreprocessor,
     sources=(TextSource, TextFolderSource),
     export=TextExport(),
-    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length"),
+    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length", "vocab_rows"),
 )

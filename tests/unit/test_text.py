@@ -169,6 +169,27 @@ def test_vocabulary_comes_from_the_training_split_only(tmp_path: Path) -> None:
     assert set(prep.x_val.ids[prep.x_val.ids != 0].tolist()) == {1}
 
 
+def test_vocab_rows_all_fits_vocabulary_and_idf_on_validation_texts_too(tmp_path: Path) -> None:
+    """The bow preset's `vocab_rows: all`: its refit trains on the validation rows as well, so their
+    words get ids (texts only: the split and the labels are unchanged)."""
+    rows = [(f"a good film, number {i}", "ab"[i % 2]) for i in range(20)]
+    train = write_csv(tmp_path / "tr.csv", rows)
+    val = write_csv(tmp_path / "va.csv", [("zebra zebra zebra", "a"), ("zebra", "b")])
+    both = {"text": {"min_freq": 1, "vocab_rows": "all"}}
+    prep = TextSource.prepare(train, DataOptions(val=val, extra=both))
+    enc = prep.preprocessor
+    assert "zebra" in enc.vocab and enc.idf[enc.vocab.index("zebra")] == pytest.approx(
+        np.log(23 / 3) + 1, abs=1e-5
+    )
+    assert (prep.x_train.rows, prep.x_val.rows) == (20, 2)
+    split = TextSource.prepare(train, DataOptions(extra=both, val_split=0.25))
+    only = TextSource.prepare(train, DataOptions(extra={"text": {"min_freq": 1}}, val_split=0.25))
+    assert len(split.preprocessor.vocab) == 2 + 5 + 20 > len(only.preprocessor.vocab)
+    assert torch.equal(split.y_val, only.y_val)  # the same rows are held out
+    with pytest.raises(UsageError, match="vocab_rows must be one of train, all, got 'some'"):
+        TextSource.prepare(train, DataOptions(extra={"text": {"vocab_rows": "some"}}))
+
+
 def test_empty_and_missing_texts_are_dropped_with_a_note(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
