@@ -14,32 +14,18 @@ import time
 from pathlib import Path
 
 import common
-import numpy as np
-from bench_stream import BATCH, EPOCHS, GOAL_MB, _schema, run_tree
+from bench_stream import BATCH, EPOCHS, GOAL_MB, _schema, run_tree, tables
 
 ROWS = int(os.environ.get("DL_BENCH_PARQUET_ROWS") or 24_000_000)
-CHUNK = 500_000
 
 
 def write_big(path: Path, rows: int, seed: int = 0) -> Path:
-    """The generated table, one row group of CHUNK rows at a time (bounded memory while writing)."""
-    import pyarrow as pa
+    """bench_stream's generated table, one row group of CHUNK rows at a time."""
     import pyarrow.parquet as pq
 
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=20).astype(np.float32) / 3
-    levels = np.array(["red", "green", "blue", "teal", "grey", "pink"])
     with pq.ParquetWriter(path, _schema(), compression="none") as writer:
-        for start in range(0, rows, CHUNK):
-            n = min(CHUNK, rows - start)
-            x = rng.normal(size=(n, 20)).astype(np.float32)
-            color = rng.integers(0, len(levels), n)
-            logit = x @ w + 0.8 * x[:, 0] * x[:, 1] + np.linspace(-1, 1, len(levels))[color]
-            cols = {f"x{i:02d}": x[:, i] for i in range(20)}
-            cols["x19"] = pa.array(x[:, 19], mask=rng.random(n) < 0.05)
-            cols["color"] = levels[color]
-            cols["label"] = np.where(logit + rng.logistic(size=n) > 0, "yes", "no")
-            writer.write_table(pa.table(cols, schema=_schema()))
+        for table in tables(rows, seed):
+            writer.write_table(table)
     return path
 
 

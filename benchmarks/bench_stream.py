@@ -16,7 +16,9 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import common
 import numpy as np
@@ -29,25 +31,32 @@ GOAL_MB = 1024.0
 GOAL_GAP = -0.01  # streamed accuracy at most 1 point below in-memory
 
 
-def write_big(path: Path, rows: int, seed: int = 0) -> Path:
-    """The generated table, CHUNK rows at a time (bounded memory while writing)."""
+def tables(rows: int, seed: int = 0) -> Iterator[Any]:
+    """The generated table as pyarrow Tables of CHUNK rows (bounded memory while writing)."""
     import pyarrow as pa
-    import pyarrow.csv as pc
 
     rng = np.random.default_rng(seed)
     w = rng.normal(size=20).astype(np.float32) / 3
     levels = np.array(["red", "green", "blue", "teal", "grey", "pink"])
+    for start in range(0, rows, CHUNK):
+        n = min(CHUNK, rows - start)
+        x = rng.normal(size=(n, 20)).astype(np.float32)
+        color = rng.integers(0, len(levels), n)
+        logit = x @ w + 0.8 * x[:, 0] * x[:, 1] + np.linspace(-1, 1, len(levels))[color]
+        cols = {f"x{i:02d}": x[:, i] for i in range(20)}
+        cols["x19"] = pa.array(x[:, 19], mask=rng.random(n) < 0.05)
+        cols["color"] = levels[color]
+        cols["label"] = np.where(logit + rng.logistic(size=n) > 0, "yes", "no")
+        yield pa.table(cols, schema=_schema())
+
+
+def write_big(path: Path, rows: int, seed: int = 0) -> Path:
+    """The generated table as CSV, CHUNK rows at a time."""
+    import pyarrow.csv as pc
+
     with pc.CSVWriter(path, _schema()) as writer:
-        for start in range(0, rows, CHUNK):
-            n = min(CHUNK, rows - start)
-            x = rng.normal(size=(n, 20)).astype(np.float32)
-            color = rng.integers(0, len(levels), n)
-            logit = x @ w + 0.8 * x[:, 0] * x[:, 1] + np.linspace(-1, 1, len(levels))[color]
-            cols = {f"x{i:02d}": x[:, i] for i in range(20)}
-            cols["x19"] = pa.array(x[:, 19], mask=rng.random(n) < 0.05)
-            cols["color"] = levels[color]
-            cols["label"] = np.where(logit + rng.logistic(size=n) > 0, "yes", "no")
-            writer.write_table(pa.table(cols, schema=_schema()))
+        for table in tables(rows, seed):
+            writer.write_table(table)
     return path
 
 
