@@ -26,11 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dlcli.console import info, is_interactive, note, quiet
+from dlcli.console import info, is_interactive, quiet
 from dlcli.data import image_store
 from dlcli.data.image_decode import IMAGE_EXTENSIONS as IMAGE_EXTENSIONS
 from dlcli.data.image_decode import BadImage, decode_image, pixel_limit, probe_image
-from dlcli.errors import InputError
+from dlcli.data.image_decode import is_hidden as is_hidden
+from dlcli.data.image_decode import no_images as no_images
+from dlcli.data.image_decode import note_skipped as note_skipped
 
 RESIZE_POLICY = "shorter-side+center-crop"
 INTERPOLATION = "bilinear"
@@ -40,10 +42,6 @@ PROBE_SAMPLE = 200  # images looked at to choose the default size and channel co
 
 
 # -- finding images -------------------------------------------------------------------------
-def is_hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
 def walk_images(folder: Path) -> tuple[list[str], int, Counter]:
     """Image files under `folder`, recursively, sorted, as posix paths relative to `folder`
     -> (files, hidden entries skipped, {extension: count} of other files skipped)."""
@@ -66,22 +64,6 @@ def walk_images(folder: Path) -> tuple[list[str], int, Counter]:
             else:
                 other[ext or "(no extension)"] += 1
     return found, hidden, other
-
-
-def no_images(source: str) -> InputError:
-    return InputError(
-        f"{source}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-    )
-
-
-def note_skipped(source: str, hidden: int, other: Counter) -> None:
-    """One note counting the hidden entries and non-image files that were passed over."""
-    s, n = "s" if hidden != 1 else "", sum(other.values())
-    parts = [f"{hidden} hidden file{s} or folder{s}"] if hidden else []
-    if n:
-        parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
-    if parts:
-        note(f"{source}: skipped {' and '.join(parts)}")
 
 
 def probe_sample(paths: Sequence[str], check_gray: bool) -> tuple[list[int], bool]:

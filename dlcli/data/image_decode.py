@@ -13,11 +13,15 @@ import contextlib
 import math
 import os
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from dlcli.console import note
+from dlcli.errors import InputError
 
 GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 PIXEL_LIMIT = 20000 * 20000  # images are read quietly up to this many pixels ...
@@ -211,3 +215,24 @@ def probe_image(path: str | os.PathLike[str], check_gray: bool) -> tuple[int, bo
             return side, bool(gray)
     except Exception:  # unreadable: reported when it is decoded
         return None
+
+
+# -- what a folder walk reports (shared by the trainer's folders and the torch-free runtime) --
+def is_hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def no_images(source: str) -> InputError:
+    return InputError(
+        f"{source}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+    )
+
+
+def note_skipped(source: str, hidden: int, other: Counter) -> None:
+    """One note counting the hidden entries and non-image files that were passed over."""
+    s, n = "s" if hidden != 1 else "", sum(other.values())
+    parts = [f"{hidden} hidden file{s} or folder{s}"] if hidden else []
+    if n:
+        parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
+    if parts:
+        note(f"{source}: skipped {' and '.join(parts)}")

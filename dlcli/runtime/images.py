@@ -14,9 +14,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dlcli.console import note
 from dlcli.data import idx, image_lists
-from dlcli.data.image_decode import IMAGE_EXTENSIONS, BadImage, decode_image, pixel_limit
+from dlcli.data.image_decode import (
+    IMAGE_EXTENSIONS,
+    BadImage,
+    decode_image,
+    is_hidden,
+    no_images,
+    note_skipped,
+    pixel_limit,
+)
 from dlcli.errors import InputError
 from dlcli.runtime.session import OnnxModel
 from dlcli.runtime.tables import Labels
@@ -24,36 +31,25 @@ from dlcli.runtime.tables import Labels
 BATCH = 256  # images decoded and run together
 
 
-def _hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
 def walk(folder: str) -> list[str]:
     """Image files under `folder`, in the order `dl predict MODEL.pt` takes them (sorted, top-down,
     hidden entries skipped), with its note on what was passed over."""
     found, hidden, other = [], 0, Counter()
     for dirpath, dirnames, filenames in os.walk(folder):
-        keep = sorted(d for d in dirnames if not _hidden(d))
+        keep = sorted(d for d in dirnames if not is_hidden(d))
         hidden += len(dirnames) - len(keep)
         dirnames[:] = keep
         for name in sorted(filenames):
             ext = os.path.splitext(name)[1].lower()
-            if _hidden(name):
+            if is_hidden(name):
                 hidden += 1
             elif ext in IMAGE_EXTENSIONS:
                 found.append(os.path.join(dirpath, name))
             else:
                 other[ext or "(no extension)"] += 1
-    s, n = "s" if hidden != 1 else "", sum(other.values())
-    parts = [f"{hidden} hidden file{s} or folder{s}"] if hidden else []
-    if n:
-        parts.append(f"{n} non-image file{'s' if n != 1 else ''} ({', '.join(sorted(other))})")
-    if parts:
-        note(f"{folder}: skipped {' and '.join(parts)}")
+    note_skipped(folder, hidden, other)
     if not found:
-        raise InputError(
-            f"{folder}: no images found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-        )
+        raise no_images(folder)
     return found
 
 
