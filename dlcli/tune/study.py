@@ -3,8 +3,11 @@ and the study. Optuna is imported only here and only when a search runs (the `tu
 
 from __future__ import annotations
 
+import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dlcli.errors import UsageError
@@ -109,16 +112,43 @@ def open_storage(url: str | None) -> Any:
     kwargs: dict = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(5):  # processes started together race to create a new database's tables
         try:
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
-            )
+            with _sqlite_file_lock(url):  # ...which one machine's processes take turns at
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=90
+                )
         except Exception as exc:  # sqlalchemy's many errors: a bad URL, a server that is down
-            if attempt < 4 and "IntegrityError" in type(exc).__name__ + str(exc)[:200]:
+            text = type(exc).__name__ + str(exc)[:300]
+            if attempt < 4 and ("IntegrityError" in text or "already exists" in text):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
             raise UsageError(f"--storage {url}: cannot open it ({reason})") from None
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def _sqlite_file_lock(url: str) -> Iterator[None]:
+    """An exclusive flock on a sqlite:/// database file while Optuna creates (or checks) its
+    tables: two processes started together would both see no tables and both create them. The
+    flock is separate from SQLite's own fcntl locks; other URLs (servers) need none."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: the retries in open_storage are all there is
+        fcntl = None  # type: ignore[assignment]
+    path = url.removeprefix("sqlite:///")
+    if fcntl is None or not url.startswith("sqlite:///") or not path or path.startswith(":memory:"):
+        yield
+        return
+    try:
+        fd = os.open(path.split("?")[0], os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # a missing folder: let SQLAlchemy say so in its words
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
 
 
 def open_study(

@@ -224,6 +224,25 @@ def _tune_cmd(tmp_path: Path, db: Path, out: str, trials: int, epochs: int = 6) 
     ]
 
 
+_OPEN = "import sys; from dlcli.tune.study import open_storage; open_storage(sys.argv[1])"
+
+
+def test_processes_started_together_open_one_new_sqlite_file(tmp_path: Path) -> None:
+    # four at once, five times: without the flock one in ~60 lost the race to create the
+    # tables ("table trial_heartbeats already exists") and stopped with exit 2
+    for round_ in range(5):
+        url = f"sqlite:///{tmp_path / f'r{round_}.db'}"
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _OPEN, url], env=dl_env(), text=True, stderr=subprocess.PIPE
+            )
+            for _ in range(4)
+        ]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+
+
 def test_two_processes_share_one_sqlite_study(tmp_path: Path) -> None:
     import optuna
 
