@@ -169,6 +169,15 @@ TABLE: tuple[Setting, ...] = (
         "folder of the image decode cache",
     ),
     Setting(
+        "DL_CACHE_MAX_GB",
+        "cache_max_gb",
+        parse_gigabytes,
+        "a positive number of gigabytes",
+        20.0,
+        "20 (GB)",
+        "size bound of DL_CACHE_DIR: after each write the least recently used cache files go",
+    ),
+    Setting(
         "DL_FEATURE_CACHE",
         "feature_cache",
         parse_bool,
@@ -206,6 +215,7 @@ class Settings:
     max_image_memory: int
     max_model_gb: float
     cache_dir: Path
+    cache_max_gb: float
     feature_cache: bool
     weights_mirror: str | None
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from dlcli import settings
+from dlcli import cache_limit, settings
 from dlcli.console import note
 from dlcli.fileio import atomic_path, write_text
 
@@ -97,6 +97,8 @@ def load(file: Path, size: int, channels: int) -> CacheFile | None:
             and (len(index) == 0 or 0 <= int(index.min()) <= int(index.max()) < n)
         )
         bad = dict(zip(index.tolist(), why, strict=True)) if ok else {}
+        if ok:
+            cache_limit.mark_used(file)
         return CacheFile(files, stats, bad, pixels) if ok else None
     except Exception:  # a corrupt or foreign cache file is never fatal: it is rebuilt
         return None
@@ -128,6 +130,8 @@ def save(
             torch.save(data, tmp)
     except OSError as exc:
         note(f"could not write the image cache {file}: {exc.strerror or exc}")
+        return
+    cache_limit.trim(keep=file)
 
 
 def file_stats(folder: Path, files: list[str]) -> torch.Tensor:
@@ -162,6 +166,7 @@ def remembered_probe(
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         got = json.loads(file.read_text(encoding="utf-8"))
         if got["stats"] == stats:
+            cache_limit.mark_used(file)
             return [int(s) for s in got["sides"]], bool(got["gray"])
     sides, gray = probe(paths, check_gray)
     with contextlib.suppress(OSError):  # the cache folder not writable: probe again next time

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dlcli import settings
+from dlcli import cache_limit, settings
 from dlcli.console import info, note
 from dlcli.fileio import atomic_path
 
@@ -104,6 +104,7 @@ def features(
         try:
             got = torch.load(file, map_location=device, weights_only=True)
             info(f"frozen features: read from the cache ({file})")
+            cache_limit.mark_used(file)
             return got["train"], got["val"]
         except Exception:
             note(f"the feature cache file {file} could not be read; computing the features again")
@@ -113,6 +114,7 @@ def features(
         try:
             with atomic_path(file) as tmp:
                 torch.save({"train": f_tr.cpu(), "val": None if f_va is None else f_va.cpu()}, tmp)
+            cache_limit.trim(keep=file)
         except OSError as exc:
             note(
                 f"the feature cache could not be written ({exc.strerror or exc}); it is kept in memory"

@@ -60,6 +60,11 @@ BAD = {
         f"error: DL_CACHE_DIR={str(REPO / 'README.md')!r}: expected a folder (folder of the image"
         " decode cache)",
     ),
+    "DL_CACHE_MAX_GB": (
+        "-1",
+        "error: DL_CACHE_MAX_GB='-1': expected a positive number of gigabytes (size bound of"
+        " DL_CACHE_DIR: after each write the least recently used cache files go)",
+    ),
     "DL_FEATURE_CACHE": (
         "sometimes",
         "error: DL_FEATURE_CACHE='sometimes': expected 1/0, true/false, yes/no or on/off (train the"
