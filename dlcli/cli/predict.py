@@ -86,7 +86,7 @@ def _predict(
 
         return predict_file(model, inputs or [], RuntimeOptions(
             lambda: _text_stream(output), output, output_dir, fmt, samples, seed, embed,
-            keep_columns, device, precision, proba, top_k, steps,
+            keep_columns, device, precision, proba, top_k, steps, score, image_column,
         ))  # fmt: skip
     from dlcli.engine.outputs import check_format
 

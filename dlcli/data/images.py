@@ -97,6 +97,7 @@ class ImageExport(ExportAdapter):
             "dl.mean": json.dumps(list(preprocessor.mean)),
             "dl.std": json.dumps(list(preprocessor.std)),
             "dl.preprocessing": "in-graph: (x - mean) / std per channel; resizing is the caller's",
+            **({"dl.image_column": preprocessor.image_column} if preprocessor.image_column else {}),
         }
 
 

@@ -71,12 +71,15 @@ def expand(paths: list[str]) -> Iterator[str]:
 
 @dataclass
 class ImageInputs:
-    """Side, channels and classes of `dl.image_size`, `dl.channels`, `dl.classes`."""
+    """Side, channels and classes of `dl.image_size`, `dl.channels`, `dl.classes`; the image
+    lists' path column of `dl.image_column` (the model's `--image-column`) or `--image-column`,
+    else detected, as for `.pt`."""
 
     size: int
     channels: int
     target: Labels
     prediction_columns: tuple[str, ...] = ("confidence",)
+    column: str | None = None
 
     def pixels(self, paths: list[str]) -> np.ndarray:
         """(N, C, S, S) float32 in [0, 1]; an unreadable file is an InputError naming it."""
@@ -120,8 +123,8 @@ class ImageInputs:
         for p in paths:
             if p != "-" and idx.is_idx_folder(p):
                 yield from self._idx_chunks(p)
-            elif p != "-" and image_lists.is_image_list(p, None):
-                for part in image_lists.read_list(p, None, None, labelled=False):
+            elif p != "-" and image_lists.is_image_list(p, self.column):
+                for part in image_lists.read_list(p, self.column, None, labelled=False):
                     root, rels = part.listing.root, part.listing.files
                     batch = [os.path.normpath(os.path.join(root, f)) for f in rels]
                     gone = next((k for k, f in enumerate(batch) if not os.path.isfile(f)), None)
@@ -150,4 +153,6 @@ class ImageInputs:
 
 def encoder(model: OnnxModel) -> ImageInputs:
     side = model.json("dl.image_size", [0, 0])
-    return ImageInputs(int(side[0]), int(model.meta.get("dl.channels", "3")), Labels(model.classes))
+    channels = int(model.meta.get("dl.channels", "3"))
+    column = model.meta.get("dl.image_column")
+    return ImageInputs(int(side[0]), channels, Labels(model.classes), column=column)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,7 +21,7 @@ from dlcli.runtime.session import OnnxModel
 # flags of `dl predict` an exported graph honours, per family (others: one line, as for .pt)
 HONOURED: dict[str, frozenset[str]] = {
     "supervised": frozenset({"--proba", "--top-k", "--steps"}),
-    "autoencoder": frozenset({"--embed"}),
+    "autoencoder": frozenset({"--embed", "--score"}),
     "gan": frozenset({"--samples"}),
 }
 DEVICES = ("auto", "cpu")  # onnxruntime runs here on the CPU
@@ -44,6 +44,8 @@ class RuntimeOptions:
     proba: bool = False
     top_k: int = 1
     steps: int | None = None
+    score: str | None = None  # autoencoders: the graph computes the score it was exported with
+    image_column: str | None = None  # image lists: the path column (else the model's, or detected)
 
     def used(self) -> dict[str, bool]:
         """Flag -> given, for the flags only some models honour."""
@@ -54,6 +56,7 @@ class RuntimeOptions:
             "--samples": self.samples is not None,
             "--embed": self.embed,
             "--precision": self.precision not in (None, "auto", "fp32"),
+            "--score": self.score is not None,
         }
 
 
@@ -179,10 +182,20 @@ def predict_file(path: str, inputs: list[str], opts: RuntimeOptions) -> None:
     for flag, given in opts.used().items():
         if given and flag not in HONOURED.get(family, ()):
             raise UsageError(f"{flag} does not apply to exported {family} models")
+    exported = model.meta.get("dl.score")
+    if opts.score is not None and opts.score != exported:
+        raise UsageError(
+            f"--score {opts.score}: {path} computes the {exported} score, the one it was exported with",
+            f"use the model file for another score: dl predict MODEL.pt --score {opts.score}",
+        )
+    if opts.image_column is not None and model.kind != "image":
+        raise UsageError(f"--image-column does not apply to models of {model.kind} data")
     if family in GENERATORS:
         GENERATORS[family](model, inputs, opts)
         return
     predictor = open_predictor(path, model)
+    if opts.image_column is not None:
+        predictor.preprocessor = replace(predictor.preprocessor, column=opts.image_column)
     if not inputs:
         raise UsageError("give the inputs to predict: CSV files, images, folders, or - for stdin")
     if opts.steps is not None and predictor.model.kind == "series" and len(inputs) != 1:

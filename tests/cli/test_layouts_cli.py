@@ -77,6 +77,31 @@ def test_image_list_train_evaluate_predict(tmp_path: Path, run_dl, dl_inproc) ->
     assert_error(res, "images.csv: no column 'nope'", "pass --image-column COLUMN")
 
 
+def test_an_image_column_given_to_train_goes_into_the_onnx_graph(
+    tmp_path: Path, run_dl, dl_inproc
+) -> None:
+    """Trained with --image-column file, the exported graph reads that column of a table whose
+    first column also names images (detection alone would pick `thumb`), as `.pt` does; and
+    --image-column works on the graph as on the model file."""
+    table = write_image_list(tmp_path, n=20)
+    res = run_dl("train", "images.csv", "--arch", "cnn", "--image-column", "file", *TINY,
+                 cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert dl_inproc("export", "model.pt", "--onnx", cwd=tmp_path).returncode == 0
+    rows = table.read_text().splitlines()
+    both = ["thumb," + rows[0]] + [f"small/{i}.png,{r}" for i, r in enumerate(rows[1:])]
+    (tmp_path / "both.csv").write_text("\n".join(both) + "\n")
+    pt = dl_inproc("predict", "model.pt", "both.csv", cwd=tmp_path)
+    onnx = dl_inproc("predict", "model.onnx", "both.csv", cwd=tmp_path)
+    assert pt.returncode == 0 and onnx.returncode == 0, pt.stderr + onnx.stderr
+    assert predictions(onnx.stdout) == predictions(pt.stdout)
+    assert predictions(onnx.stdout)[0][0] == "img/0.png"
+    res = dl_inproc("predict", "model.onnx", "both.csv", "--image-column", "thumb", cwd=tmp_path)
+    assert_error(res, "both.csv: row 1: no image file small/0.png")
+    res = dl_inproc("predict", "model.onnx", "images.csv", "--image-column", "nope", cwd=tmp_path)
+    assert_error(res, "images.csv: no column 'nope'", "pass --image-column COLUMN")
+
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_mnist_idx_train_evaluate(tmp_path: Path, run_dl, dl_inproc, gz: bool) -> None:
     write_mnist(tmp_path / "mnist", n=60, gz=gz)

@@ -206,6 +206,19 @@ def test_autoencoder_scores_and_embeddings_match(tmp_path, run_dl, dl_inproc) ->
         assert np.abs(fa[numbers].to_numpy() - fb[numbers].to_numpy()).max() <= TOL * scale
         if not flags:
             assert (fa["is_anomaly"] == fb["is_anomaly"]).all()
+    import onnx
+
+    graph = model.with_suffix(".onnx")
+    meta = {p.key: p.value for p in onnx.load(graph, load_external_data=False).metadata_props}
+    exported = meta["dl.score"]  # the model's default score: --score naming it changes nothing
+    same = dl_inproc("predict", graph, data, "--score", exported)
+    assert same.returncode == 0 and same.stdout == dl_inproc("predict", graph, data).stdout
+    other = "knn" if exported != "knn" else "reconstruction"
+    line = assert_error(dl_inproc("predict", graph, data, "--score", other), f"--score {other}")
+    assert line == (
+        f"error: --score {other}: {graph} computes the {exported} score, the one it was exported"
+        f" with (use the model file for another score: dl predict MODEL.pt --score {other})"
+    )
     (tmp_path / "ae.encoder.onnx").unlink()
     assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--embed"), "encoder.onnx")
     assert_error(dl_inproc("predict", model.with_suffix(".onnx"), data, "--proba"), "--proba")
