@@ -30,7 +30,7 @@ def app_from_env() -> Service:
 def open_served(path: str) -> Any:
     """What answers /predict for the graph at `path`: a generator for a GAN, else a predictor of
     input rows (one line, before anything listens, when it cannot be run)."""
-    model = load(path)
+    model = load(path, spinning=False)  # a service: idle threads must not busy-wait
     if model.family in GRAPHS:
         return GRAPHS[model.family][0](model)
     return open_predictor(path, model)

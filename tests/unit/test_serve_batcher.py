@@ -296,3 +296,17 @@ def test_the_raw_route_answers_as_fastapis_route_with_one_log_line(predictor, ca
     assert log[3].startswith("dl serve: POST /predict 200 rows=1 ")
     assert log[4].startswith("dl serve: POST /predict 422 rows=1 ")
     assert log[8].startswith("dl serve: POST /predict 415 rows=0 ")
+
+
+def test_the_served_graph_does_not_busy_wait_between_runs(predictor) -> None:
+    """onnxruntime's intra-op threads spin after each run by default: measured as half of a
+    loaded `dl serve` process's CPU. A served graph turns that off; `dl predict` keeps it."""
+    pytest.importorskip("fastapi")
+    from dlcli.serve.app import open_served
+
+    served = open_served(predictor.model.path).model.session.get_session_options()
+    assert served.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    with pytest.raises(RuntimeError):  # not set: onnxruntime's default (spinning)
+        predictor.model.session.get_session_options().get_session_config_entry(
+            "session.intra_op.allow_spinning"
+        )
