@@ -1,7 +1,8 @@
-"""`dl serve`'s micro-batcher in process, on a small real ONNX graph built here (features ->
-softmax(x W + b), with the `dl.*` metadata of a table classifier): every request gets its own rows
-back, in order, equal to running it alone; a bad request fails alone; `--max-batch` bounds a run's
-rows and `--max-wait-ms` how long a request waits for others."""
+"""`dl serve`'s micro-batcher and its POST /predict in process, on a small real ONNX graph built
+here (features -> softmax(x W + b), with the `dl.*` metadata of a table classifier): every request
+gets its own rows back, in order, equal to running it alone; a bad request fails alone;
+`--max-batch` bounds a run's rows and `--max-wait-ms` how long a request waits for others (less
+once the usual company is in); the raw route answers as FastAPI's documenting one."""
 
 from __future__ import annotations
 
@@ -310,3 +311,34 @@ def test_the_served_graph_does_not_busy_wait_between_runs(predictor) -> None:
         predictor.model.session.get_session_options().get_session_config_entry(
             "session.intra_op.allow_spinning"
         )
+
+
+def test_a_batch_closes_once_the_usual_number_of_requests_is_in(predictor) -> None:
+    """Once earlier batches have shown how many requests come together (steady concurrent
+    clients), a batch closes as soon as that many are in instead of waiting out --max-wait-ms;
+    with fewer, max-wait still bounds the wait (a 1 s wait here)."""
+
+    async def round_of(batcher: MicroBatcher, n: int, late: float) -> float:
+        """n requests, the last one `late` seconds after the others; seconds to all answers."""
+        t0 = time.monotonic()
+        tasks = [asyncio.ensure_future(batcher.predict(rows(1, i), Ask())) for i in range(n - 1)]
+        await asyncio.sleep(late)
+        tasks.append(asyncio.ensure_future(batcher.predict(rows(1, n), Ask())))
+        await asyncio.gather(*tasks)
+        return time.monotonic() - t0
+
+    async def scenario() -> tuple[list[float], list[list[int]]]:
+        batcher = Recording(predictor, 256, 1000.0)
+        batcher.start()
+        try:
+            first = await round_of(batcher, 4, 0.0)  # no history: the full wait
+            usual = await round_of(batcher, 4, 0.1)  # the fourth completes it: no more wait
+            fewer = await round_of(batcher, 3, 0.0)  # one short: max-wait again
+            return [first, usual, fewer], batcher.runs
+        finally:
+            await batcher.stop()
+
+    (first, usual, fewer), runs = asyncio.run(scenario())
+    assert runs == [[1] * 4, [1] * 4, [1] * 3]
+    assert first >= 1.0 and fewer >= 1.0, (first, fewer)
+    assert usual < 0.6, usual  # 0.1 s for the late one, then one model run
