@@ -15,6 +15,7 @@ from dlcli.serve.batcher import Ask, MicroBatcher
 from dlcli.serve.bodies import SOURCE, BadRequest, read_body
 
 JSON, CSV = b"application/json", b"text/csv; charset=utf-8"  # as Starlette's responses name them
+HEADERS = (b"content-type", b"accept", b"content-length")  # the ones a request is read by
 DISCONNECTED = 499  # logged when the client went away before its body arrived (nothing is sent)
 
 
@@ -41,14 +42,11 @@ class PredictRoute:
 
     async def answer(self, scope: dict, receive: Any) -> tuple[int, bytes, bytes, int]:
         """(status, content type, body, input rows) of the request in `scope`."""
-        ctype = accept = length = ""
-        for name, value in scope["headers"]:  # lower-case names (ASGI)
-            if name == b"content-type":
-                ctype = value.decode("latin-1")
-            elif name == b"accept":
-                accept = value.decode("latin-1")
-            elif name == b"content-length":
-                length = value.decode("latin-1")
+        wanted: dict[bytes, str] = {}
+        for name, value in scope["headers"]:  # lower-case names (ASGI); the first of repeats
+            if name in HEADERS and name not in wanted:
+                wanted[name] = value.decode("latin-1")
+        ctype, accept, length = (wanted.get(name, "") for name in HEADERS)
         rows = 0
         try:
             ask = parse_ask(scope.get("query_string", b""), "text/csv" in accept)
