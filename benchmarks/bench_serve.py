@@ -2,8 +2,9 @@
 keep-alive connections for 30 s (`BENCH_SERVE_SECONDS`) to a server of the penguins sample model
 (trained 3 epochs, exported). Two servers in one run, micro-batching on (the defaults) and off
 (`--max-batch 1`), loaded in turn in 6 interleaved slices. Figures: errors (goal 0), p50/p99
-latency, requests/s and the server's CPU per request; requests/s on / off (goal >= 3); the
-server's RSS over the last 10,000 requests (goal: within 10%).
+latency, requests/s, the server's CPU per request and the 8 clients' (all on the same cores);
+requests/s on / off (goal >= 3); the server's RSS over the last 10,000 requests (goal: within
+10%).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import resource
 import socket
 import subprocess
 import time
@@ -104,6 +106,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children_cpu_s() -> float:
+    """User + system CPU seconds of this process's finished (joined) children so far."""
+    use = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return use.ru_utime + use.ru_stime
+
+
 class Server:
     """One `dl serve` process on a free port, and what its load slices measured."""
 
@@ -115,7 +123,7 @@ class Server:
             stderr=subprocess.DEVNULL,  # one log line per request: not what is measured here
         )
         self.lat: list[float] = []
-        self.errors, self.cpu = 0, 0.0
+        self.errors, self.cpu, self.client_cpu = 0, 0.0, 0.0
         self.samples: list[tuple[int, float]] = []  # (requests so far, server RSS MB)
 
     def wait_ready(self) -> None:
@@ -131,6 +139,7 @@ class Server:
         done = len(self.lat)
         count, out = mp.Value("l", 0), mp.Queue()
         cpu0, until = _cpu_s(self.proc.pid), time.monotonic() + seconds
+        clients0 = _children_cpu_s()
         procs = [
             mp.Process(target=_client, args=(self.port, until, count, out)) for _ in range(CLIENTS)
         ]
@@ -145,6 +154,7 @@ class Server:
         for p in procs:
             p.join(10)
         self.cpu += _cpu_s(self.proc.pid) - cpu0
+        self.client_cpu += _children_cpu_s() - clients0  # the clients, joined above
         self.samples.append((done + count.value, _rss_mb(self.proc.pid)))
         self.lat += [x for r in results for x in r[0]]
         self.errors += sum(r[1] for r in results)
@@ -163,6 +173,7 @@ class Server:
             "p50": lat[total // 2] if lat else float("nan"),
             "p99": lat[min(total - 1, int(total * 0.99))] if lat else float("nan"),
             "cpu_ms": self.cpu / max(total, 1) * 1000,
+            "client_cpu_ms": self.client_cpu / max(total, 1) * 1000,
             "rss_start": start,
             "rss_end": self.samples[-1][1],
         }
@@ -200,9 +211,9 @@ def run() -> list[dict]:
     note = (
         f"{CLIENTS} clients, {SECONDS:g} s each in {SLICES} interleaved slices, 1 worker; "
         f"on: {on['requests']:,} requests, p50 {on['p50']:.1f} ms, p99 {on['p99']:.1f} ms, "
-        f"server CPU {on['cpu_ms']:.2f} ms/request; off: {off['requests']:,} requests, p50 "
-        f"{off['p50']:.1f} ms, p99 {off['p99']:.1f} ms, server CPU {off['cpu_ms']:.2f} "
-        f"ms/request; {load}"
+        f"server CPU {on['cpu_ms']:.2f} ms/request (clients {on['client_cpu_ms']:.2f}); off: "
+        f"{off['requests']:,} requests, p50 {off['p50']:.1f} ms, p99 {off['p99']:.1f} ms, server "
+        f"CPU {off['cpu_ms']:.2f} ms/request (clients {off['client_cpu_ms']:.2f}); {load}"
     )
     growth = abs(on["rss_end"] - on["rss_start"]) / max(on["rss_start"], 1e-9)
     return [

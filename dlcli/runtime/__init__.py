@@ -21,9 +21,10 @@ ENCODERS: dict[str, str] = {
 __all__ = ["ENCODERS", "OnnxModel", "encoder_for", "load"]
 
 
-def load(path: str) -> OnnxModel:
-    """The graph at `path`, checked to be one `dl export` wrote (one line otherwise)."""
-    return OnnxModel.open(path)
+def load(path: str, spinning: bool = True) -> OnnxModel:
+    """The graph at `path`, checked to be one `dl export` wrote (one line otherwise);
+    `spinning=False`: idle intra-op threads sleep (OnnxModel.open)."""
+    return OnnxModel.open(path, spinning)
 
 
 def encoder_for(model: OnnxModel) -> Any:

@@ -7,22 +7,21 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.routing import Route
+from fastapi.responses import Response
 
 from dlcli import __version__
 from dlcli.runtime import OnnxModel, load
 from dlcli.runtime.predict import Predictor, open_predictor
 from dlcli.serve import ServeConfig, generate
-from dlcli.serve.batcher import Ask, MicroBatcher
-from dlcli.serve.bodies import SOURCE, BadRequest, read_body
+from dlcli.serve.batcher import MicroBatcher
+from dlcli.serve.route import PredictRoute
 
 
-def app_from_env() -> FastAPI:
+def app_from_env() -> Service:
     """The uvicorn factory of each worker process: the config the command left in the environment."""
     config = ServeConfig.from_env()
     return create_app(config, open_served(config.model))
@@ -31,13 +30,13 @@ def app_from_env() -> FastAPI:
 def open_served(path: str) -> Any:
     """What answers /predict for the graph at `path`: a generator for a GAN, else a predictor of
     input rows (one line, before anything listens, when it cannot be run)."""
-    model = load(path)
+    model = load(path, spinning=False)  # a service: idle threads must not busy-wait
     if model.family in GRAPHS:
         return GRAPHS[model.family][0](model)
     return open_predictor(path, model)
 
 
-def create_app(config: ServeConfig, served: Any) -> FastAPI:
+def create_app(config: ServeConfig, served: Any) -> Service:
     """The app of one worker over `served` (a runtime Predictor, or a serve.generate.Generator)."""
     add_predict = GRAPHS.get(served.model.family, (None, add_batched_predict))[1]
     running: list[contextlib.AbstractAsyncContextManager] = []
@@ -55,8 +54,6 @@ def create_app(config: ServeConfig, served: Any) -> FastAPI:
         lifespan=lifespan,
     )
 
-    app.add_middleware(RequestLog)
-
     @app.get("/health")
     async def health() -> dict[str, Any]:
         return {"status": "ok", "pid": os.getpid()}
@@ -65,39 +62,34 @@ def create_app(config: ServeConfig, served: Any) -> FastAPI:
     async def metadata() -> dict[str, Any]:
         return describe(config, served)
 
-    running.append(add_predict(app, config, served))
-    return app
+    context, route = add_predict(app, config, served)
+    running.append(context)
+    return Service(app, route)
 
 
-AddPredict = Callable[[FastAPI, ServeConfig, Any], contextlib.AbstractAsyncContextManager]
+Route = Callable[[dict, Any, Any], Awaitable[tuple[int, int]]]  # ASGI -> (status, input rows)
+AddPredict = Callable[
+    [FastAPI, ServeConfig, Any], tuple[contextlib.AbstractAsyncContextManager, Route | None]
+]
 
 
 def add_batched_predict(
     app: FastAPI, config: ServeConfig, predictor: Predictor
-) -> contextlib.AbstractAsyncContextManager:
-    """POST /predict of input rows, micro-batched; the returned context runs the batcher for the
-    app's lifespan."""
+) -> tuple[contextlib.AbstractAsyncContextManager, Route]:
+    """POST /predict of input rows, micro-batched: the context that runs the batcher for the
+    app's lifespan, and the raw ASGI route that answers (route.py)."""
     batcher = MicroBatcher(predictor, config.max_batch, config.max_wait_ms)
+    route = PredictRoute(config, predictor, batcher)
 
+    # FastAPI documents /predict (OpenAPI from the model's columns); Service answers it with
+    # `route` before FastAPI sees the request, which saves FastAPI's middleware, routing and
+    # Request/Response objects (a large share of what a request of a small model costs). This
+    # endpoint gives the same answers, for a request that reaches FastAPI some other way.
+    @app.post("/predict", openapi_extra=request_schema(predictor), responses=RESPONSES)
     async def predict(request: Request) -> Response:
-        try:
-            ask = _ask(request)
-            body = await _read_limited(request, config.max_body)
-            ctype = request.headers.get("content-type", "")
-            rows = read_body(predictor.model.kind, ctype, body, predictor.preprocessor)
-            request.scope["state"]["rows"] = len(rows)
-            answer = await batcher.predict(rows, ask)
-        except BadRequest as bad:
-            return JSONResponse({"detail": bad.message}, status_code=bad.status)
-        # the bytes the batch thread built: no per-request encoding of Python objects here
-        return Response(answer, media_type="text/csv" if ask.csv else "application/json")
-
-    # FastAPI's route documents /predict (OpenAPI from the model's columns); the requests are
-    # answered by the same function as a plain ASGI route placed before it, which skips
-    # FastAPI's per-request dependency and response machinery (0.1-0.3 ms a request measured,
-    # a large share of what a request of a small model costs)
-    app.post("/predict", openapi_extra=request_schema(predictor), responses=RESPONSES)(predict)
-    app.router.routes.insert(0, Route("/predict", _Plain(predict), methods=["POST"]))
+        status, media, body, rows = await route.answer(request.scope, request.receive)
+        request.scope.setdefault("state", {})["rows"] = rows
+        return Response(body, status, headers={"content-type": media.decode()})
 
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[None]:
@@ -107,7 +99,7 @@ def add_batched_predict(
         finally:
             await batcher.stop()
 
-    return running()
+    return running(), route
 
 
 # family -> (its graph opened for serving, its /predict); other families: a runtime Predictor of
@@ -117,46 +109,43 @@ GRAPHS: dict[str, tuple[Callable[[OnnxModel], Any], AddPredict]] = {
 }
 
 
-class _Plain:
-    """An `async (Request) -> Response` function as a plain ASGI app (Starlette calls a route's
-    endpoint that is not a function as one)."""
+class Service:
+    """The ASGI app of one worker: POST /predict of input rows straight to its `route` when there
+    is one, every other request to FastAPI (docs, /health, /metadata, a GAN's /predict, the
+    lifespan); one stderr line per request: method, path, status, input rows, latency."""
 
-    def __init__(self, answer: Callable[[Request], Any]) -> None:
-        self.answer = answer
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        response = await self.answer(Request(scope, receive))
-        await response(scope, receive, send)
-
-
-class RequestLog:
-    """One stderr line per request: method, path, status, input rows, latency (plain ASGI: a
-    fraction of the cost of a `BaseHTTPMiddleware`)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
+    def __init__(self, api: FastAPI, route: Route | None) -> None:
+        self.api, self.route = api, route
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
+            await self.api(scope, receive, send)
             return
-        start, status = time.perf_counter(), [500]
-        scope.setdefault("state", {})["rows"] = 0
-
-        async def sent(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
+        start, status = time.perf_counter(), [500, 0]  # status sent, input rows
         try:
-            await self.app(scope, receive, sent)
+            if self.route is not None and scope["path"] == "/predict" and scope["method"] == "POST":
+                status[:] = await self.route(scope, receive, send)
+            else:
+                await self.api(scope, receive, _noting_status(send, status))
+                status[1] = scope.get("state", {}).get("rows", 0)
         finally:
             ms = (time.perf_counter() - start) * 1000
             sys.stderr.write(
-                f"dl serve: {scope['method']} {scope['path']} {status[0]} "
-                f"rows={scope['state'].get('rows', 0)} {ms:.1f}ms\n"
+                f"dl serve: {scope['method']} {scope['path']} {status[0]} rows={status[1]} "
+                f"{ms:.1f}ms\n"
             )
             sys.stderr.flush()
+
+
+def _noting_status(send: Any, status: list[int]) -> Any:
+    """`send` that also notes the status it sends in `status[0]`."""
+
+    async def sent(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+        await send(message)
+
+    return sent
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -167,41 +156,6 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"description": "A content type this model does not take"},
     422: {"description": "A bad body: the CLI's one-line message in `detail`"},
 }
-
-
-def _ask(request: Request) -> Ask:
-    """?proba=true, ?top_k=N, ?keep_columns=true (the flags of `dl predict`), and CSV when the
-    Accept header asks for it."""
-    csv = "text/csv" in request.headers.get("accept", "")
-    if not request.scope.get("query_string"):
-        return Ask(csv=csv)
-    q = request.query_params
-    flags = {}
-    for name in ("proba", "keep_columns"):
-        value = q.get(name, "false").lower()
-        if value not in ("true", "false", "1", "0"):
-            raise BadRequest(422, f"{SOURCE}: {name} must be true or false, got '{value}'")
-        flags[name] = value in ("true", "1")
-    text = q.get("top_k", "1")
-    if not text.isdigit() or int(text) < 1:
-        raise BadRequest(422, f"{SOURCE}: top_k must be a whole number >= 1, got '{text}'")
-    return Ask(flags["proba"], int(text), flags["keep_columns"], csv)
-
-
-async def _read_limited(request: Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is over `limit` bytes (declared or streamed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise BadRequest(
-            413, f"{SOURCE}: body of {int(declared):,} bytes is over --max-body {limit:,}"
-        )
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(413, f"{SOURCE}: body is over --max-body {limit:,} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def describe(config: ServeConfig, predictor: Predictor) -> dict[str, Any]:

@@ -59,6 +59,9 @@ class Job:
         return list(dict.fromkeys(k for r in self.rows for k in r))
 
 
+RECENT = 8  # batches whose sizes say how many requests usually come together
+
+
 class MicroBatcher:
     """Runs the jobs of concurrent requests together (`predictor`: runtime.predict.Predictor)."""
 
@@ -66,12 +69,12 @@ class MicroBatcher:
         self.predictor = predictor
         self.max_batch, self.max_wait = max(1, max_batch), max(0.0, max_wait_ms) / 1000
         self.waiting: collections.deque[Job] = collections.deque()
-        self.arrived: asyncio.Event | None = None
+        self.sizes: collections.deque[int] = collections.deque(maxlen=RECENT)  # requests a batch
+        self.wake: asyncio.Future | None = None  # what the gathering loop awaits, when it waits
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="dl-serve-model")
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
-        self.arrived = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
@@ -81,24 +84,26 @@ class MicroBatcher:
 
     async def predict(self, rows: Rows, ask: Ask) -> bytes:
         """The answer body for `rows`; a BadRequest (422) when they cannot be encoded."""
+        assert self.task is not None, "MicroBatcher.start() runs in the app's lifespan"
         loop = asyncio.get_running_loop()
         job = Job(rows, ask, loop.create_future(), loop.time())
         self.waiting.append(job)
-        assert self.arrived is not None, "MicroBatcher.start() runs in the app's lifespan"
-        self.arrived.set()
+        if self.wake is not None and not self.wake.done():
+            self.wake.set_result(None)
         return await job.done
 
     async def _gather(self) -> list[Job]:
         """The next batch: the oldest waiting job, then later ones while they fit in max_batch
         rows, waiting for more until the oldest has waited max_wait (jobs that queued while the
-        model ran the previous batch have usually waited that long already: they go at once)."""
-        assert self.arrived is not None
+        model ran the previous batch have usually waited that long already: they go at once),
+        or until the batch holds as many requests as the largest of the RECENT batches before
+        it (steady concurrent clients are all in: waiting longer would only add latency)."""
         loop = asyncio.get_running_loop()
         while not self.waiting:
-            self.arrived.clear()
-            await self.arrived.wait()
+            await self._wait(None)
         jobs = [self.waiting.popleft()]
         rows, deadline = len(jobs[0].rows), jobs[0].since + self.max_wait
+        usual = max(self.sizes) if self.sizes else None  # no history yet: wait the full time
         while rows < self.max_batch:
             if self.waiting:
                 if rows + len(self.waiting[0].rows) > self.max_batch:
@@ -108,12 +113,23 @@ class MicroBatcher:
                 rows += len(job.rows)
                 continue
             left = deadline - loop.time()
-            if left <= 0:
+            if left <= 0 or (usual is not None and len(jobs) >= usual):
                 break
-            self.arrived.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.arrived.wait(), left)
+            await self._wait(left)
+        self.sizes.append(len(jobs))
         return jobs
+
+    async def _wait(self, timeout: float | None) -> None:
+        """Until a job is queued, or `timeout` seconds (a timer, not a task per wait)."""
+        loop = asyncio.get_running_loop()
+        wake = self.wake = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, _resolve, wake)
+        try:
+            await wake
+        finally:
+            self.wake = None
+            if timer is not None:
+                timer.cancel()
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -226,6 +242,11 @@ class _Bodies:
             return orjson.dumps([dict(zip(names, r, strict=True)) for r in zip(*cols, strict=True)])
         except orjson.JSONEncodeError:  # a kept value orjson refuses (an integer over 64 bits)
             return json.dumps(records(self.table.iloc[start:stop])).encode()
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _frame(jobs: list[Job]) -> pd.DataFrame:

@@ -44,8 +44,9 @@ class Generator:
 
 def add_predict(
     app: FastAPI, config: Any, generator: Generator
-) -> contextlib.AbstractAsyncContextManager:
-    """POST /predict on `app`; the returned context runs for the app's lifespan (nothing here)."""
+) -> tuple[contextlib.AbstractAsyncContextManager, None]:
+    """POST /predict on `app` (FastAPI answers it); the returned context runs for the app's
+    lifespan (nothing here)."""
 
     @app.post("/predict", responses=RESPONSES, openapi_extra=QUERY)
     async def predict(request: Request) -> Response:
@@ -57,7 +58,7 @@ def add_predict(
         png = await asyncio.to_thread(generator.png, samples, seed)
         return Response(png, media_type="image/png", headers={SEED_HEADER: str(seed)})
 
-    return contextlib.nullcontext()
+    return contextlib.nullcontext(), None
 
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
