@@ -11,7 +11,7 @@ compute is spent on padding.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ from dlcli.data.readers import NULL_TEXT
 from dlcli.data.split import split_rows
 from dlcli.data.target import Target
 from dlcli.data.text_export import TextExport
+from dlcli.data.text_options import TextOptions as TextOptions
+from dlcli.data.text_options import text_options
 from dlcli.data.text_read import (
     BLOCK_BYTES,
     detect_text_column,
@@ -43,6 +45,7 @@ from dlcli.data.text_tokens import (
     UNK,
     build_vocab,
     default_max_length,
+    fit_bigrams,
     inverse_document_frequency,
     is_blank,
     pad_ids,
@@ -52,45 +55,7 @@ from dlcli.data.text_tokens import char_tokens as char_tokens
 from dlcli.data.text_tokens import word_tokens as word_tokens
 from dlcli.errors import InputError, UsageError
 
-VOCAB_ROWS = ("train", "all")
 ROWS_PER_CHUNK = 8192  # texts tokenized and yielded together when streaming
-
-
-@dataclass
-class TextOptions:
-    """Text-specific flags (`DataOptions.extra["text"]`)."""
-
-    text_column: str | None = None  # default: detected
-    tokenizer: str = "word"  # "word" | "char"
-    min_freq: int = 2  # a token seen fewer times in the training split is unknown
-    max_vocab: int = 20000  # most frequent tokens kept (besides padding and unknown)
-    max_length: int | None = None  # tokens per text; default: 95th percentile, within 8..512
-    lowercase: bool = True
-    vocab_rows: str = "train"  # "all": validation texts (not labels) fit the vocabulary too
-
-
-def text_options(opts: DataOptions) -> TextOptions:
-    got = opts.extra.get("text") or TextOptions()
-    got = (
-        TextOptions(**{k: v for k, v in got.items() if v is not None})
-        if isinstance(got, dict)
-        else got
-    )
-    if got.tokenizer not in TOKENIZERS:
-        raise UsageError(
-            f"--tokenizer must be one of {', '.join(TOKENIZERS)}, got '{got.tokenizer}'"
-        )
-    if got.vocab_rows not in VOCAB_ROWS:
-        raise UsageError(
-            f"vocab_rows must be one of {', '.join(VOCAB_ROWS)}, got '{got.vocab_rows}'"
-        )
-    if got.min_freq < 1:
-        raise UsageError(f"--min-freq must be at least 1, got {got.min_freq}")
-    if got.max_vocab < 1:
-        raise UsageError(f"--max-vocab must be at least 1, got {got.max_vocab}")
-    if got.max_length is not None and not 1 <= got.max_length <= 100_000:
-        raise UsageError(f"--max-length must be between 1 and 100000, got {got.max_length}")
-    return got
 
 
 # -- the preprocessor -----------------------------------------------------------------------------
@@ -111,6 +76,7 @@ class TextPreprocessor(Preprocessor):
         text_column: str,
         lowercase: bool = True,
         idf: list[float] | None = None,
+        bigrams: tuple[list[int], list[float]] | None = None,
     ) -> None:
         if vocab[:2] != [PAD, UNK]:
             raise InputError("model file has a text vocabulary without padding and unknown tokens")
@@ -124,6 +90,10 @@ class TextPreprocessor(Preprocessor):
         if idf is not None and len(idf) != len(self.vocab):
             raise InputError("model file has a text idf that does not match its vocabulary")
         self.idf = [float(v) for v in idf] if idf is not None else None
+        # exact word bigrams: (keys first_id * len(vocab) + second_id ascending, idf of each)
+        self.bigrams = None if bigrams is None else ([int(k) for k in bigrams[0]], list(bigrams[1]))
+        if self.bigrams is not None and len(self.bigrams[0]) != len(self.bigrams[1]):
+            raise InputError("model file has text bigrams whose idf does not match them")
 
     @property
     def input_shape(self) -> tuple[int | None]:
@@ -132,6 +102,8 @@ class TextPreprocessor(Preprocessor):
     @property
     def data_info(self) -> dict:
         info = {"vocab_size": len(self.vocab), "max_length": self.max_length, "padding_idx": 0}
+        if self.bigrams is not None:
+            info["bigrams"], info["bigram_idf"] = self.bigrams
         return {**info, "idf": self.idf} if self.idf is not None else info
 
     def preprocess_module(self) -> nn.Module:
@@ -230,6 +202,7 @@ class TextPreprocessor(Preprocessor):
             "max_length": self.max_length,
             "vocab": list(self.vocab),
             "idf": self.idf,
+            **({} if self.bigrams is None else {"bigrams": [list(v) for v in self.bigrams]}),
             "target": self.target.to_state() if self.target else None,
         }
 
@@ -244,6 +217,7 @@ class TextPreprocessor(Preprocessor):
             state["text_column"],
             state.get("lowercase", True),
             state.get("idf"),
+            state.get("bigrams"),
         )
 
 
@@ -379,13 +353,15 @@ def prepare_frames(
 def fit_preprocessor(
     tokens: list[list[str]], rows: np.ndarray, target: Target, topt: TextOptions, text_col: str
 ) -> TextPreprocessor:
-    """Default length, vocabulary and idf from `rows` (the training split, or every row's text
-    under `vocab_rows: all`)."""
+    """Default length, vocabulary, idf (and with `bigrams` the exact bigram vocabulary and its
+    idf) from `rows` (the training split, or every row's text under `vocab_rows: all`)."""
     train = [tokens[i] for i in rows]
     max_length = topt.max_length or default_max_length(np.array([len(t) for t in train]))
     vocab = build_vocab((t[:max_length] for t in train), topt.min_freq, topt.max_vocab)
     pre = TextPreprocessor(target, vocab, topt.tokenizer, max_length, text_col, topt.lowercase)
-    pre.idf = inverse_document_frequency(pre.ids(train), len(vocab))
+    ids = pre.ids(train)
+    pre.idf = inverse_document_frequency(ids, len(vocab))
+    pre.bigrams = fit_bigrams(ids, len(vocab)) if topt.bigrams else None
     return pre
 
 
@@ -394,5 +370,5 @@ KIND = DataKind(
     preprocessor=TextPreprocessor,
     sources=(TextSource, TextFolderSource),
     export=TextExport(),
-    options=("text_column", "tokenizer", "min_freq", "max_vocab", "max_length", "vocab_rows"),
+    options=tuple(f.name for f in fields(TextOptions) if f.name != "lowercase"),
 )

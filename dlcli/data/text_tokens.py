@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 PAD, UNK = "<pad>", "<unk>"  # ids 0 and 1; neither can be a token ('<' is split off, chars are 1)
 LENGTH_LIMITS = (8, 512)  # the default max length (95th percentile) is clipped to this range
+MAX_BIGRAMS = 500_000  # exact bigram features kept at most (bigrams: true), most frequent first
 CHARS_PER_WORD = 50  # word mode reads at most max_length * this many characters of a text
 _WORD = re.compile(r"\w+|[^\w\s]")  # unicode words, and each punctuation mark on its own
 WORD_PATTERN = _WORD.pattern  # what an exported model's caller tokenizes with
@@ -46,16 +47,50 @@ def build_vocab(token_lists: Iterable[list[str]], min_freq: int, max_vocab: int)
     return [PAD, UNK, *kept[:max_vocab]]
 
 
+def smoothed_idf(df: np.ndarray, texts: int) -> np.ndarray:
+    """scikit-learn's smoothed idf, ln((1 + N) / (1 + df)) + 1, and 0 where df is 0: a feature no
+    fitting text holds is dropped, as scikit-learn drops a word it has not seen."""
+    idf = np.log((1.0 + texts) / (1.0 + df)) + 1.0
+    return np.where(df > 0, idf, 0.0)
+
+
 def inverse_document_frequency(id_lists: list[list[int]], vocab: int) -> list[float]:
     """Smoothed idf per id, as scikit-learn's TfidfVectorizer: ln((1 + N) / (1 + df)) + 1, where
-    df counts the texts an id occurs in; padding (id 0) gets 0. The `bag` layer's `tfidf`
-    weighting reads it (spec/layers/bag.py)."""
+    df counts the texts an id occurs in; padding (id 0) and ids no text holds (the unknown id when
+    every word is in the vocabulary) get 0. The `bag` layer's weightings read it
+    (spec/layers/bag.py)."""
     df = np.zeros(vocab, dtype=np.float64)
     for ids in id_lists:
         df[np.unique(np.asarray(ids, dtype=np.int64))] += 1
-    idf = np.log((1.0 + len(id_lists)) / (1.0 + df)) + 1.0
+    idf = smoothed_idf(df, len(id_lists))
     idf[0] = 0.0
     return [round(float(v), 6) for v in idf]
+
+
+def bigram_keys(ids: np.ndarray, vocab: int) -> np.ndarray:
+    """The word bigrams of one id list as int64 keys `first * vocab + second`: every pair of
+    consecutive ids, padding (0) excluded; the `bag` layer forms the same keys in the network."""
+    ids = np.asarray(ids, dtype=np.int64)
+    pairs = ids[:-1] * vocab + ids[1:]
+    return pairs[(ids[:-1] != 0) & (ids[1:] != 0)]
+
+
+def fit_bigrams(
+    id_lists: list[list[int]], vocab: int, max_bigrams: int = MAX_BIGRAMS
+) -> tuple[list[int], list[float]]:
+    """The exact bigram vocabulary of the texts: (keys sorted ascending, the smoothed idf of each).
+    Every bigram of the texts is kept (scikit-learn's `ngram_range=(1, 2)` at `min_df=1`), at most
+    the `max_bigrams` found in the most texts (ties: smaller key first)."""
+    if not id_lists:
+        return [], []
+    per_text = [np.unique(bigram_keys(ids, vocab)) for ids in id_lists]
+    keys, df = np.unique(np.concatenate(per_text), return_counts=True)
+    if len(keys) > max_bigrams:
+        keep = np.lexsort((keys, -df))[:max_bigrams]
+        keep.sort()  # keys stay ascending
+        keys, df = keys[keep], df[keep]
+    idf = smoothed_idf(df.astype(np.float64), len(id_lists))
+    return [int(k) for k in keys], [round(float(v), 6) for v in idf]
 
 
 def default_max_length(lengths: np.ndarray) -> int:

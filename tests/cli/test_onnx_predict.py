@@ -142,17 +142,20 @@ def test_flags_an_exported_graph_cannot_honour_are_one_line(table_models, dl_inp
     assert_error(dl_inproc("predict", onnx_file, rows, "--device", "cuda"), "CPU")
 
 
-@pytest.fixture(scope="module")
-def text_model(tmp_path_factory: pytest.TempPathFactory, run_dl_session) -> Path:
-    """An lstm on 400 sample reviews (2 epochs), exported beside it."""
+@pytest.fixture(scope="module", params=["lstm", "default"])
+def text_model(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, run_dl_session
+) -> Path:
+    """An lstm, and the text default (bow: words and exact bigrams, whose lookup and term counts
+    run in the graph), on 400 sample reviews (2 epochs), exported beside it."""
     folder = tmp_path_factory.mktemp("text")
+    arch = [] if request.param == "default" else ["--arch", request.param]
     rows = (SAMPLES / "reviews" / "train.csv").read_text(encoding="utf-8")
     frame = pd.read_csv(io.StringIO(rows)).head(400)
     frame.to_csv(folder / "reviews.csv", index=False)
     model = folder / "model.pt"
     res = run_dl_session(
-        "train", folder / "reviews.csv", "--arch", "lstm", "--epochs", "2", "-o", model, "-q",
-        "--no-plots",
+        "train", folder / "reviews.csv", *arch, "--epochs", "2", "-o", model, "-q", "--no-plots",
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = run_dl_session("export", model, "--onnx", "-q")

@@ -52,7 +52,7 @@ def test_idf_is_scikit_learns_smoothed_idf() -> None:
     idf, _ = sklearn_tfidf(DOCS)
     got = np.array(inverse_document_frequency(DOCS, VOCAB))
     assert got[0] == 0.0 and np.abs(got[2:] - idf[2:]).max() < 1e-5
-    assert got[1] == pytest.approx(np.log(6 / 1) + 1, abs=1e-5)  # never seen: the largest idf
+    assert got[1] == 0.0  # never seen (every word is known): dropped, as scikit-learn drops it
 
 
 def test_tfidf_bag_with_identity_embeddings_is_the_tfidf_vector() -> None:
@@ -144,13 +144,14 @@ def test_data_options_fill_only_the_options_no_flag_set() -> None:
     from dlcli.spec.schema import load_preset
 
     spec, _ = load_preset("bow")
-    assert spec.data_options == {"text": {"min_freq": 1, "vocab_rows": "all"}}
+    preset = {"min_freq": 1, "vocab_rows": "all", "bigrams": True, "max_length": 512}
+    assert spec.data_options == {"text": preset}
     opts = DataOptions(target="sentiment")
     data_defaults(spec, "text", opts, "preset bow")
-    assert opts.extra["text"] == {"min_freq": 1, "vocab_rows": "all"}
+    assert opts.extra["text"] == preset
     flagged = DataOptions(target="sentiment", extra={"text": {"min_freq": 3}})
     data_defaults(spec, "text", flagged, "preset bow")
-    assert flagged.extra["text"] == {"min_freq": 3, "vocab_rows": "all"}
+    assert flagged.extra["text"] == {**preset, "min_freq": 3}
     other = DataOptions(target="label")
     data_defaults(spec, "table", other, "preset bow")  # nothing for another kind
     assert other.extra == {}
