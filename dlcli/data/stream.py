@@ -209,14 +209,17 @@ class StreamedRows:
         when it fits in `cache_bytes`."""
         step = batch or IN_ORDER_BATCH
         chunks = self._cache if self._cache is not None else prefetched(self._chunks())
-        seen, size = [], 0
+        seen: list | None = [] if self._cache is None else None
+        size = 0
         for x, y in chunks:
-            if self._cache is None and size <= self.cache_bytes:
-                seen.append((x, y))
+            if seen is not None:
                 size += x.numel() * 4
+                seen.append((x, y))
+                if size > self.cache_bytes:  # will not be cached: keep nothing more this pass
+                    seen = None
             for s in range(0, len(x), step):
                 yield x[s : s + step].to(self.device), y[s : s + step].to(self.device)
-        if self._cache is None and seen and size <= self.cache_bytes:
+        if seen:
             self._cache = seen
 
 
