@@ -46,9 +46,10 @@ class ChunkedMetrics:
         exact: Callable[[np.ndarray, np.ndarray], dict],
         sums: Sums,
         prepare: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
-        exact_rows: int = EXACT_ROWS,
+        exact_rows: int | None = None,
     ) -> None:
-        self.exact, self.sums, self.exact_rows = exact, sums, exact_rows
+        self.exact, self.sums = exact, sums
+        self.exact_rows = EXACT_ROWS if exact_rows is None else exact_rows
         self.prepare = prepare or (lambda y, out: (y, out))
         self.rows = 0
         self.kept: list[tuple[np.ndarray, np.ndarray]] | None = []

@@ -97,6 +97,28 @@ def test_streamed_model_evaluates_predicts_exports(
     assert (tmp_path / "m.onnx").stat().st_size > 0
 
 
+def test_metrics_past_the_exact_rows_match_the_gathered_ones(
+    trained: dict, big_csv: Path, dl_inproc: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dl evaluate` on all 250k rows, scored exactly (gathered) and from chunked sums (the path
+    of more than EXACT_ROWS rows, taken here from 1,000): the same figures, ROC AUC to its bins."""
+    from dlcli import streamed_metrics
+
+    model = trained["stream"][0]
+    res = dl_inproc("evaluate", model, big_csv, "--json")
+    assert res.returncode == 0, res.stderr
+    exact = json.loads(res.stdout)
+    monkeypatch.setattr(streamed_metrics, "EXACT_ROWS", 1000)
+    res = dl_inproc("evaluate", model, big_csv, "--json")
+    assert res.returncode == 0, res.stderr
+    summed = json.loads(res.stdout)
+    assert summed["n"] == exact["n"] == ROWS
+    for key in ("accuracy", "balanced_accuracy", "confusion_matrix", "per_class"):
+        assert summed[key] == exact[key], key
+    assert summed["log_loss"] == pytest.approx(exact["log_loss"], rel=1e-9)
+    assert summed["roc_auc"] == pytest.approx(exact["roc_auc"], abs=1e-4)
+
+
 def _tricky(path: Path, rows: int = 3000) -> Path:
     """Columns each typing rule looks at: an ID, a single value, an empty column, free text,
     booleans, rare categories, missing numbers, an integer count."""
