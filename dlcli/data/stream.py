@@ -206,7 +206,7 @@ class StreamedRows:
 
     def in_order(self, batch: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every row of this part once, in file order; kept in memory after the first full pass
-        when it fits in `cache_bytes`."""
+        when it fits in `cache_bytes` (decided on the first chunk from the part's row count)."""
         step = batch or IN_ORDER_BATCH
         chunks = self._cache if self._cache is not None else prefetched(self._chunks())
         seen: list | None = [] if self._cache is None else None
@@ -215,8 +215,8 @@ class StreamedRows:
             if seen is not None:
                 size += x.numel() * 4
                 seen.append((x, y))
-                if size > self.cache_bytes:  # will not be cached: keep nothing more this pass
-                    seen = None
+                if max(size, self.n_rows * x[0].numel() * 4) > self.cache_bytes:
+                    seen = None  # these rows will not fit: keep none of them this pass
             for s in range(0, len(x), step):
                 yield x[s : s + step].to(self.device), y[s : s + step].to(self.device)
         if seen:

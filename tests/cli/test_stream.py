@@ -185,6 +185,27 @@ def test_shuffle_buffer_hands_out_each_training_row_once(tmp_path: Path) -> None
     assert held.isdisjoint(position) and len(held) + len(position) == 20_000
 
 
+def test_validation_rows_too_many_to_cache_are_not_collected(tmp_path: Path) -> None:
+    """Validation rows that cannot fit the cache (known from their count on the first chunk) are
+    not gathered during a pass only to be dropped: numpy memory during a pass over 6 MB of rows
+    with a 5 MB cache stays at the chunks in flight; they are cached when the cap allows."""
+    import tracemalloc
+
+    path = write_table(tmp_path / "v.csv", 300_000)  # 8 raw columns: 32 bytes a row
+    prep = StreamedTableSource.prepare(str(path), DataOptions(val_split=0.6, stream=True))
+    val = prep.x_val
+    assert isinstance(val, StreamedRows) and 170_000 < val.rows < 190_000  # ~5.8 MB
+    for cap, cached in ((5 << 20, False), (8 << 20, True)):
+        val.cache_bytes, val._cache = cap, None
+        tracemalloc.start()
+        rows = sum(len(xb) for xb, _ in val.in_order())
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        assert rows == val.rows and (val._cache is not None) == cached
+        if not cached:
+            assert peak < 4.0, peak  # MB: not the 5 MB cap collected first, then dropped
+
+
 def test_corrupt_row_mid_file_is_one_line(big_csv: Path, dl_inproc: Runner, tmp_path: Path) -> None:
     lines = big_csv.read_bytes().split(b"\n")
     bad = tmp_path / "bad.csv"
