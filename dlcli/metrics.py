@@ -49,14 +49,11 @@ def _roc_auc(y_true: np.ndarray, proba: np.ndarray) -> float | None:
     return float(np.mean(aucs))
 
 
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
-    """Metrics for predicted class probabilities `proba` (N, C) against integer labels (N,).
-
-    Predictions are argmax(proba). Macro averages cover all C classes (sklearn's
-    `labels=range(C)`, `zero_division=0`); balanced accuracy averages recall over the
-    classes present in `y_true`, as sklearn does. `roc_auc` is None when `y_true` holds
-    a single class; for C > 2 it is the macro one-vs-rest AUC over classes present.
-    """
+def check_classification(
+    y_true: np.ndarray, proba: np.ndarray, class_names: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(labels as int64 (N,), probabilities as float64 (N, C)), or a ValueError saying what is
+    wrong with them (shapes, C >= 2, one name per class, integer labels in range)."""
     y_true = np.asarray(y_true).reshape(-1)
     proba = np.asarray(proba, dtype=np.float64)
     if proba.ndim != 2 or proba.shape[1] < 2:
@@ -73,19 +70,46 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
     y_true = y_true.astype(np.int64)
     if y_true.min() < 0 or y_true.max() >= n_classes:
         raise ValueError(f"y_true class indices must lie in [0, {n_classes - 1}]")
+    return y_true, proba
 
-    y_pred = proba.argmax(axis=1)
-    cm = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes
-    )
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) counts: rows are true classes, columns predicted ones."""
+    cells = np.bincount(y_true * n_classes + y_pred, minlength=n_classes * n_classes)
+    return cells.reshape(n_classes, n_classes)
+
+
+def true_class_proba(y_true: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Each row's probability of its true class, clipped to [1e-15, 1 - 1e-15] (for log loss)."""
+    return np.clip(proba[np.arange(len(y_true)), y_true], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: list[str]) -> dict:
+    """Metrics for predicted class probabilities `proba` (N, C) against integer labels (N,).
+
+    Predictions are argmax(proba). Macro averages cover all C classes (sklearn's
+    `labels=range(C)`, `zero_division=0`); balanced accuracy averages recall over the
+    classes present in `y_true`, as sklearn does. `roc_auc` is None when `y_true` holds
+    a single class; for C > 2 it is the macro one-vs-rest AUC over classes present.
+    """
+    y_true, proba = check_classification(y_true, proba, class_names)
+    cm = confusion(y_true, proba.argmax(axis=1), proba.shape[1])
+    log_loss = float(-np.log(true_class_proba(y_true, proba)).mean())
+    return from_confusion(cm, log_loss, _roc_auc(y_true, proba), class_names)
+
+
+def from_confusion(
+    cm: np.ndarray, log_loss: float, roc_auc: float | None, class_names: list[str]
+) -> dict:
+    """The classification metrics dict from its confusion matrix, mean log loss and ROC AUC
+    (shared by the in-memory metrics and the chunked ones of streamed_metrics.py)."""
+    n = int(cm.sum())
     tp = np.diag(cm).astype(np.float64)
     support = cm.sum(axis=1)
     predicted = cm.sum(axis=0)
     precision = _safe_div(tp, predicted)
     recall = _safe_div(tp, support)
     f1 = _safe_div(2 * tp, support + predicted)
-
-    p_true = np.clip(proba[np.arange(n), y_true], LOG_LOSS_EPS, 1 - LOG_LOSS_EPS)
     per_class = {
         str(name): {
             "precision": float(precision[i]),
@@ -101,11 +125,11 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray, class_names: l
         "precision_macro": float(precision.mean()),
         "recall_macro": float(recall.mean()),
         "f1_macro": float(f1.mean()),
-        "log_loss": float(-np.log(p_true).mean()),
-        "roc_auc": _roc_auc(y_true, proba),
+        "log_loss": log_loss,
+        "roc_auc": roc_auc,
         "confusion_matrix": cm.astype(int).tolist(),
         "per_class": per_class,
-        "n": int(n),
+        "n": n,
     }
 
 

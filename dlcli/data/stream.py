@@ -206,17 +206,20 @@ class StreamedRows:
 
     def in_order(self, batch: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every row of this part once, in file order; kept in memory after the first full pass
-        when it fits in `cache_bytes`."""
+        when it fits in `cache_bytes` (decided on the first chunk from the part's row count)."""
         step = batch or IN_ORDER_BATCH
         chunks = self._cache if self._cache is not None else prefetched(self._chunks())
-        seen, size = [], 0
+        seen: list | None = [] if self._cache is None else None
+        size = 0
         for x, y in chunks:
-            if self._cache is None and size <= self.cache_bytes:
-                seen.append((x, y))
+            if seen is not None:
                 size += x.numel() * 4
+                seen.append((x, y))
+                if max(size, self.n_rows * x[0].numel() * 4) > self.cache_bytes:
+                    seen = None  # these rows will not fit: keep none of them this pass
             for s in range(0, len(x), step):
                 yield x[s : s + step].to(self.device), y[s : s + step].to(self.device)
-        if self._cache is None and seen and size <= self.cache_bytes:
+        if seen:
             self._cache = seen
 
 

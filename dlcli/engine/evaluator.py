@@ -18,19 +18,29 @@ from dlcli.errors import InputError, UsageError
 def evaluate_file(
     loaded: Any, path: str, errors_dir: str | None = None, precision: str | None = None
 ) -> dict:
-    """Stream `path`, predict, and compute the task's metrics against its target column.
-    With `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there.
+    """Stream `path`, predict, and compute the task's metrics against its target column (chunk
+    by chunk, `task.chunked_metrics`, unless the errors or a baseline need every row). With
+    `errors_dir`, inputs that have a `path` (images) and were misclassified are copied there.
     `precision`: the forward pass's autocast, as in `run_batches` (None: bf16 on CUDA, else fp32)."""
     target = loaded.preprocessor.target
     baseline = loaded.preprocessor.has_baseline  # e.g. series: the naive forecast
+    # metrics alone are scored chunk by chunk, in memory bounded whatever the file's length
+    scored = loaded.task.chunked_metrics() if not baseline and errors_dir is None else None
     ys, outs, paths, raws = [], [], [], []
     for frame, raw in loaded.preprocessor.iter_labelled(path):
         ys.append(target.encode(frame[target.name], path))
         outs.append(run_batches(loaded.inference, raw, precision=precision))
+        if scored is not None:
+            scored.add(ys.pop(), outs.pop())
+            continue
         if "path" in frame.columns:
             paths.extend(frame["path"].tolist())
         if baseline:
             raws.append(raw)
+    if scored is not None:
+        if not scored.rows:
+            raise InputError(f"{path}: target column '{target.name}' has no values")
+        return scored.result()
     y = np.concatenate(ys) if ys else np.empty(0)
     if not len(y):
         raise InputError(f"{path}: target column '{target.name}' has no values")

@@ -34,17 +34,20 @@ def inputs_and_transforms(
     return prep.x_train, prep.x_val, train_tf, preprocess
 
 
-def outputs_of(model: torch.nn.Module, x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(targets, outputs) over all of `x`, a tensor or a batch source read in order."""
+def held_out_metrics(model: torch.nn.Module, x: Any, y: Any, task: Any) -> dict:
+    """The task's metrics of `model` over all of `x`: a tensor (outputs computed at once), or a
+    batch source read in order and scored chunk by chunk, so memory stays bounded whatever its
+    number of rows (`task.chunked_metrics`: exact up to a few hundred thousand rows)."""
     from dlcli.engine.predictor import run_batches
 
     if not hasattr(x, "in_order"):
-        return y.numpy(), run_batches(model, x, batch=max(64, 2**22 // max(1, x[0].numel())))
-    ys, outs = [], []
+        return task.metrics(
+            y.numpy(), run_batches(model, x, batch=max(64, 2**22 // max(1, x[0].numel())))
+        )
+    scored = task.chunked_metrics()
     for xb, yb in x.in_order():
-        ys.append(yb.cpu().numpy())
-        outs.append(run_batches(model, xb.cpu()))
-    return np.concatenate(ys), np.concatenate(outs)
+        scored.add(yb.cpu().numpy(), run_batches(model, xb.cpu()))
+    return scored.result()
 
 
 def examples(prep: Any) -> torch.Tensor:

@@ -15,8 +15,8 @@ from dlcli import __version__
 from dlcli.console import info
 from dlcli.data.sources import preprocessor_from_state
 from dlcli.engine.fit_data import (
+    held_out_metrics,
     inputs_and_transforms,
-    outputs_of,
     plain,
     rows,
     run_counts,
@@ -106,9 +106,7 @@ class Supervised(Family):
         job.payload.pop("refit_start", None)  # the checkpoint's copy of the starting weights
         network.cpu().eval()
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
-        metrics = (
-            task.metrics(*outputs_of(model, prep.x_val, prep.y_val)) if rows(prep.x_val) else {}
-        )
+        metrics = held_out_metrics(model, prep.x_val, prep.y_val, task) if rows(prep.x_val) else {}
         refit_epochs = _refit(job, setup, result)
         if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
             network = setup.context[3].cpu().eval()

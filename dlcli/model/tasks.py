@@ -138,6 +138,12 @@ class ClassificationTask(SupervisedTask):
 
         return classification_metrics(y, outputs, self.target.classes)
 
+    def chunked_metrics(self) -> Any:
+        """`metrics`, fed chunk by chunk in bounded memory (dlcli/streamed_metrics.py)."""
+        from dlcli.streamed_metrics import ChunkedMetrics, ClassificationSums
+
+        return ChunkedMetrics(self.metrics, ClassificationSums(self.target.classes))
+
     def balanced_weights(self, y: torch.Tensor) -> torch.Tensor:
         counts = torch.bincount(y, minlength=len(self.target.classes)).float().clamp(min=1)
         return counts.sum() / (len(counts) * counts)
@@ -157,8 +163,17 @@ class RegressionTask(SupervisedTask):
     def metrics(self, y: np.ndarray, outputs: np.ndarray) -> dict:
         from dlcli.metrics import regression_metrics
 
-        y_true = y * self.target.std + self.target.mean
-        return regression_metrics(y_true, outputs.reshape(-1))
+        return regression_metrics(*self._in_units(y, outputs))
+
+    def chunked_metrics(self) -> Any:
+        """`metrics`, fed chunk by chunk in bounded memory (dlcli/streamed_metrics.py)."""
+        from dlcli.streamed_metrics import ChunkedMetrics, RegressionSums
+
+        return ChunkedMetrics(self.metrics, RegressionSums(), self._in_units)
+
+    def _in_units(self, y: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(encoded targets back in target units, outputs (N,))."""
+        return y * self.target.std + self.target.mean, outputs.reshape(-1)
 
     def balanced_weights(self, y: torch.Tensor) -> torch.Tensor:
         raise UsageError("--class-weights applies to classification only")

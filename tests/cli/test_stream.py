@@ -97,6 +97,28 @@ def test_streamed_model_evaluates_predicts_exports(
     assert (tmp_path / "m.onnx").stat().st_size > 0
 
 
+def test_metrics_past_the_exact_rows_match_the_gathered_ones(
+    trained: dict, big_csv: Path, dl_inproc: Runner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dl evaluate` on all 250k rows, scored exactly (gathered) and from chunked sums (the path
+    of more than EXACT_ROWS rows, taken here from 1,000): the same figures, ROC AUC to its bins."""
+    from dlcli import streamed_metrics
+
+    model = trained["stream"][0]
+    res = dl_inproc("evaluate", model, big_csv, "--json")
+    assert res.returncode == 0, res.stderr
+    exact = json.loads(res.stdout)
+    monkeypatch.setattr(streamed_metrics, "EXACT_ROWS", 1000)
+    res = dl_inproc("evaluate", model, big_csv, "--json")
+    assert res.returncode == 0, res.stderr
+    summed = json.loads(res.stdout)
+    assert summed["n"] == exact["n"] == ROWS
+    for key in ("accuracy", "balanced_accuracy", "confusion_matrix", "per_class"):
+        assert summed[key] == exact[key], key
+    assert summed["log_loss"] == pytest.approx(exact["log_loss"], rel=1e-9)
+    assert summed["roc_auc"] == pytest.approx(exact["roc_auc"], abs=1e-4)
+
+
 def _tricky(path: Path, rows: int = 3000) -> Path:
     """Columns each typing rule looks at: an ID, a single value, an empty column, free text,
     booleans, rare categories, missing numbers, an integer count."""
@@ -161,6 +183,27 @@ def test_shuffle_buffer_hands_out_each_training_row_once(tmp_path: Path) -> None
     )
     held = set(key(torch.cat([xb for xb, _ in val.in_order()])))
     assert held.isdisjoint(position) and len(held) + len(position) == 20_000
+
+
+def test_validation_rows_too_many_to_cache_are_not_collected(tmp_path: Path) -> None:
+    """Validation rows that cannot fit the cache (known from their count on the first chunk) are
+    not gathered during a pass only to be dropped: numpy memory during a pass over 6 MB of rows
+    with a 5 MB cache stays at the chunks in flight; they are cached when the cap allows."""
+    import tracemalloc
+
+    path = write_table(tmp_path / "v.csv", 300_000)  # 8 raw columns: 32 bytes a row
+    prep = StreamedTableSource.prepare(str(path), DataOptions(val_split=0.6, stream=True))
+    val = prep.x_val
+    assert isinstance(val, StreamedRows) and 170_000 < val.rows < 190_000  # ~5.8 MB
+    for cap, cached in ((5 << 20, False), (8 << 20, True)):
+        val.cache_bytes, val._cache = cap, None
+        tracemalloc.start()
+        rows = sum(len(xb) for xb, _ in val.in_order())
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        assert rows == val.rows and (val._cache is not None) == cached
+        if not cached:
+            assert peak < 4.0, peak  # MB: not the 5 MB cap collected first, then dropped
 
 
 def test_corrupt_row_mid_file_is_one_line(big_csv: Path, dl_inproc: Runner, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ def _batches(path: str, columns: list[str] | None, rows: int) -> Iterator[Any]:
             if error is not None:
                 raise error
             yield from batches
+            batches = []  # this group's buffers go before the next group is read, not after
 
 
 def _bad_group(path: str) -> InputError | None:
