@@ -11,8 +11,9 @@ then blended with the ensemble's output: (1 - blend) * ensemble + blend * linear
 Why: on small tables logistic / ridge regression is often the model to beat, and early-stopped
 SGD does not find its L2 optimum (dl's own linear model trained by Adam reached 0.971 on
 breast_cancer where LogisticRegression reaches 0.991; benchmarks/README.md, "Small tables").
-The fit is convex, so it needs no validation rows: they choose the blend (when the spec gives
-none) and the model file's validation metrics, then the path is fitted again on every row.
+The fit is convex, so it needs no validation rows: they check the blend (the spec's, unless they
+clearly prefer another) and give the model file's validation metrics, then the path is fitted
+again on every row.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from dlcli.console import info
 from dlcli.engine.optim import eager
 from dlcli.engine.refit import all_rows
 
-BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends tried on the validation rows (spec blend: null)
+BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)  # the blends the validation rows may choose instead
+BLOCKS = 256  # validation rows are compared in up to this many blocks (one row each when fewer)
 CHUNK = 4096  # rows per forward pass when collecting the ensemble layer's inputs
 MAX_ITER = 1000
 DOUBLE_LIMIT = 2**24  # inputs up to this many values are fitted in float64, larger in float32
@@ -115,8 +117,8 @@ def fit(
 ) -> Fitted | None:
     """Fit the linear path of `network` (evaluation mode, on the CPU) on the `train` rows (network
     inputs, encoded targets; `transform` maps stored inputs to network inputs) and set its blend:
-    `blend` if given, else the spec's, else the one of BLENDS with the lowest loss on the `val`
-    rows (0.5 without them). None when the network has no linear path."""
+    `blend` if given, else the spec's unless the `val` rows clearly prefer another
+    (`choose_blend`). None when the network has no linear path."""
     layer = owner(network)
     if layer is None:
         return None
@@ -129,29 +131,67 @@ def fit(
     path.weight.copy_(weight)
     path.bias.copy_(bias)
     if blend is None:
-        blend = path.target_blend
-    if blend is None:
-        blend = _best_blend(network, layer, loss_fn, val, tf)
+        blend = choose_blend(network, layer, task, val, tf)
     path.blend.fill_(float(blend))
     return Fitted(len(x), iterations, path.l2, float(blend))
 
 
-def _best_blend(
-    network: torch.nn.Module, layer: torch.nn.Module, loss_fn: Any, val: Any, tf: Any
+def choose_blend(
+    network: torch.nn.Module, layer: torch.nn.Module, task: Any, val: Any, tf: Any
 ) -> float:
-    """The blend of BLENDS with the lowest task loss on the validation rows (the first on ties;
-    0.5 without validation rows)."""
-    if val is None or val[0] is None or not len(val[1]):
-        return 0.5
+    """The spec's blend (`prior`), unless the validation rows clearly prefer another of BLENDS:
+    first by the task's per-row score (accuracy; for regression the squared error), then by its
+    loss, each a paired comparison with the prior's over the rows (in up to BLOCKS interleaved
+    blocks) that must win by more than `evidence` standard errors; the largest such gain wins.
+    Two tests, because blending logits with a weak linear path also tempers an over-confident
+    ensemble, which hides its cost in the cross-entropy but not in the accuracy; and a
+    strong prior, because a few hundred validation rows cannot tell close blends apart
+    (docs/spec.md)."""
     path = layer.linear
-    x = tf(val[0])
+    prior, evidence = path.prior, path.evidence
+    if val is None or val[0] is None or len(val[1]) < 2:
+        return prior
+    x, y = tf(val[0]), val[1]
     inputs = layer_inputs(network, layer, x)
     path.blend.zero_()
+    loss_fn = task.make_loss()
     with torch.no_grad():
         ensemble = torch.cat([network(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
         linear = path.linear(inputs)
-        losses = [float(loss_fn((1 - b) * ensemble + b * linear, val[1])) for b in BLENDS]
-    return BLENDS[losses.index(min(losses))]
+        blocks = min(len(y), BLOCKS)
+        block = torch.arange(len(y)) % blocks  # interleaved: rows sorted by class mix
+        rows = [torch.nonzero(block == b).squeeze(1) for b in range(blocks)]
+        outs = {b: (1 - b) * ensemble + b * linear for b in BLENDS if b != prior}
+        outs[prior] = (1 - prior) * ensemble + prior * linear
+        sign = float(task.score_sign)  # batch_score: +1 counts what is right, -1 sums errors
+
+        def score(out: torch.Tensor) -> torch.Tensor:  # (blocks,): higher is better
+            return torch.stack(
+                [sign * task.batch_score(out[r], y[r]).double() / len(r) for r in rows]
+            )
+
+        def neg_loss(out: torch.Tensor) -> torch.Tensor:
+            return torch.stack([-loss_fn(out[r], y[r]).double() for r in rows])
+
+        for measure in (score, neg_loss):
+            chosen = _clear_winner({b: measure(o) for b, o in outs.items()}, prior, evidence)
+            if chosen != prior:
+                return chosen
+    return prior
+
+
+def _clear_winner(per_block: dict[float, torch.Tensor], prior: float, evidence: float) -> float:
+    """The blend whose per-block measure (higher is better) beats the prior's by the largest mean
+    paired gain, among those whose gain exceeds `evidence` standard errors; else the prior."""
+    base = per_block[prior]
+    best, best_gain = prior, 0.0
+    for b, value in per_block.items():
+        gain = value - base
+        mean = float(gain.mean())
+        se = float(gain.std()) / len(gain) ** 0.5 if len(gain) > 1 else float("inf")
+        if mean > best_gain and mean > evidence * se:
+            best, best_gain = b, mean
+    return best
 
 
 def fit_run(

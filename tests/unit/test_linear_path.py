@@ -116,9 +116,10 @@ def test_evaluation_output_is_the_blend_of_ensemble_and_linear_path(blend: float
     assert {"0.linear.weight", "0.linear.bias", "0.linear.blend"} <= set(net.state_dict())
 
 
-def test_blend_by_validation_loss_picks_the_better_path() -> None:
-    """blend: null -> the one of 0, .25, .5, .75, 1 with the lowest validation loss: an untrained
-    ensemble (random outputs) against a linear path on a linearly separable-ish table."""
+def test_validation_rows_replace_the_blend_only_with_clear_evidence() -> None:
+    """An ensemble that says nothing (zero outputs) against a linear path on a linear table: the
+    validation loss clearly prefers more of the linear path than the default prior 0.5; without
+    validation rows the prior stays."""
     x, y = _table(2, rows=400, seed=3)
     xt, yt = torch.tensor(x), torch.tensor(y)
     net = _ensemble(8, 1)
@@ -127,10 +128,49 @@ def test_blend_by_validation_loss_picks_the_better_path() -> None:
         net[0].body[-1].bias.zero_()
     task = make_task(_Target("classification", 2), None)
     fitted = linear_path.fit(net, task, (xt[:300], yt[:300]), (xt[300:], yt[300:]))
-    assert fitted is not None and fitted.blend == 1.0
-    # without validation rows: the middle
-    net2 = _ensemble(8, 1)
-    assert linear_path.fit(net2, task, (xt, yt)).blend == 0.5
+    assert fitted is not None and fitted.blend > 0.5, fitted
+    assert linear_path.fit(_ensemble(8, 1), task, (xt, yt)).blend == 0.5  # no validation rows
+
+
+def test_a_linear_path_that_costs_accuracy_is_blended_out() -> None:
+    """XOR of two signs: the trained ensemble is right, the linear path is at chance. Blending
+    its near-zero logits in tempers the ensemble (a lower cross-entropy is possible), but the
+    accuracy test sees the cost: the prior 0.75 gives way to the ensemble."""
+    from dlcli.engine.task_step import member_loss
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 4, generator=gen)
+    y = ((x[:, 0] * x[:, 1]) > 0).long()
+    net = _ensemble(4, 1, hidden=[32], blend=0.75)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    loss = member_loss(_bce, 4)
+    net.train()
+    for _ in range(300):
+        opt.zero_grad()
+        loss(net(x[:450]), y[:450]).backward()
+        opt.step()
+    task = make_task(_Target("classification", 2), None)
+    fitted = linear_path.fit(net.eval(), task, (x[:450], y[:450]), (x[450:], y[450:]))
+    assert fitted is not None and fitted.blend < 0.75, fitted
+    with torch.no_grad():
+        accuracy = ((net(x[450:]).squeeze(-1) > 0).long() == y[450:]).float().mean()
+    assert accuracy > 0.85, accuracy
+
+
+@pytest.mark.parametrize(
+    ("gains", "evidence", "want"),
+    [
+        ([0.02, -0.03, 0.04, -0.01] * 10, 1.5, 0.75),  # noise around zero: the prior stays
+        ([0.02, 0.03, 0.01, 0.02] * 10, 1.5, 0.0),  # every block gains: clear
+        ([0.02, -0.03, 0.04, -0.01] * 10, 0.0, 0.0),  # evidence 0: any mean gain
+    ],
+)
+def test_clear_winner_is_a_paired_test_against_the_prior(
+    gains: list[float], evidence: float, want: float
+) -> None:
+    base = torch.rand(len(gains), dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    per_block = {0.75: base, 0.0: base + torch.tensor(gains, dtype=torch.float64), 1.0: base - 1}
+    assert linear_path._clear_winner(per_block, 0.75, evidence) == want
 
 
 def test_no_linear_path_means_nothing_to_fit() -> None:
@@ -144,6 +184,8 @@ def test_no_linear_path_means_nothing_to_fit() -> None:
 def test_blend_without_linear_l2_is_one_spec_error() -> None:
     with pytest.raises(SpecError, match=r"layers\[0\] \(mlp_ensemble\): field 'blend' needs"):
         _ensemble(8, 3, linear_l2=None, blend=0.5)
+    with pytest.raises(SpecError, match="field 'blend_evidence' needs"):
+        _ensemble(8, 3, linear_l2=None, blend_evidence=2.0)
     with pytest.raises(SpecError, match="linear_l2"):
         _ensemble(8, 3, linear_l2=0.0)
 

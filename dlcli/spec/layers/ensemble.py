@@ -86,14 +86,16 @@ class LinearPath(nn.Module):
     held in buffers: no optimizer sees it). In evaluation the layer outputs
     (1 - blend) * ensemble + blend * linear, on the outputs before the task's output function
     (logits, standardised predictions). `blend` is 0 until the fit (training and its validation
-    passes see the ensemble alone); `target_blend` is the spec's (None: chosen on the validation
-    rows)."""
+    passes see the ensemble alone); `prior` is the spec's blend, which the validation rows replace
+    only with `evidence` standard errors of a lower loss (engine/linear_path.py)."""
 
     fits_after_training = True
 
-    def __init__(self, features: int, outputs: int, l2: float, blend: float | None) -> None:
+    def __init__(
+        self, features: int, outputs: int, l2: float, prior: float, evidence: float
+    ) -> None:
         super().__init__()
-        self.l2, self.target_blend = float(l2), blend
+        self.l2, self.prior, self.evidence = float(l2), float(prior), float(evidence)
         self.register_buffer("weight", torch.zeros(features, outputs))
         self.register_buffer("bias", torch.zeros(outputs))
         self.register_buffer("blend", torch.zeros(()))
@@ -121,7 +123,11 @@ class MLPEnsemble(LayerDef):
         # a linear model beside the members fitted exactly after training (L-BFGS) with this L2
         # strength (0.5 = scikit-learn's LogisticRegression C=1); None: no linear path
         linear_l2: float | None = Field(None, gt=0.0)
-        blend: float | None = Field(None, ge=0.0, le=1.0)  # its share; None: by validation loss
+        # its share (0.5 when not given), unless another of 0, .25, .5, .75, 1 does better on the
+        # validation rows (accuracy, else loss) by `blend_evidence` standard errors (1.5 when
+        # not given; 0: any gain)
+        blend: float | None = Field(None, ge=0.0, le=1.0)
+        blend_evidence: float | None = Field(None, ge=0.0)
         units: Literal["outputs"] = "outputs"  # the members end in the task's outputs (no head)
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
@@ -154,10 +160,15 @@ class MLPEnsemble(LayerDef):
             nn.init.zeros_(wide.weight)
         linear = None
         if opts.linear_l2 is not None:
-            linear = LinearPath(int(in_shape[0]), outputs, opts.linear_l2, opts.blend)
-        elif opts.blend is not None:
-            raise SpecError(
-                f"{ctx.where}: field 'blend' needs 'linear_l2' (the linear path it blends in)",
-                "add e.g. linear_l2: 0.5, or drop blend",
-            )
+            prior = 0.5 if opts.blend is None else opts.blend
+            evidence = 1.5 if opts.blend_evidence is None else opts.blend_evidence
+            linear = LinearPath(int(in_shape[0]), outputs, opts.linear_l2, prior, evidence)
+        else:
+            for field in ("blend", "blend_evidence"):
+                if getattr(opts, field) is not None:
+                    raise SpecError(
+                        f"{ctx.where}: field '{field}' needs 'linear_l2' (the linear path it "
+                        "blends in)",
+                        f"add e.g. linear_l2: 0.5, or drop {field}",
+                    )
         return PackedMLP(k, nn.Sequential(*layers), wide, linear), (outputs,)
