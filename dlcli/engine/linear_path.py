@@ -61,7 +61,10 @@ def owner(network: torch.nn.Module) -> torch.nn.Module | None:
 
 
 def layer_inputs(network: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """What `layer` receives when `network` (in evaluation mode) runs on `x`, a chunk at a time."""
+    """What `layer` receives when `network` (in evaluation mode) runs on `x`, a chunk at a time
+    (`x` itself when `layer` is the network's first layer, as in the `mlp` preset)."""
+    if isinstance(network, torch.nn.Sequential) and len(network) and network[0] is layer:
+        return x
     seen: list[torch.Tensor] = []
     hook = layer.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
     try:
@@ -128,6 +131,9 @@ def fit(
     x = layer_inputs(network, layer, tf(train[0]))
     loss_fn = task.make_loss()
     weight, bias, iterations = fit_linear(x, train[1], loss_fn, path.l2, path.weight.shape[1])
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        info("linear path: the fit did not converge to finite weights; the ensemble alone")
+        weight, bias, blend = torch.zeros_like(weight), torch.zeros_like(bias), 0.0
     path.weight.copy_(weight)
     path.bias.copy_(bias)
     if blend is None:
@@ -198,8 +204,8 @@ def fit_run(
     network: torch.nn.Module, task: Any, rows: tuple[Any, Any, Any, Any], transform: Any = None
 ) -> Fitted | None:
     """After training: the linear path (if any) fitted on the training rows of `rows` = (x_train,
-    y_train, x_val, y_val), its blend chosen on the validation rows where the spec gives none, so
-    the validation metrics are those of a model that has not seen them. Inputs that are not
+    y_train, x_val, y_val), its blend checked on the validation rows (`choose_blend`), so the
+    validation metrics are those of a model that has not seen them. Inputs that are not
     tensors in memory (streamed tables) leave the path at blend 0: the ensemble alone."""
     if owner(network) is None:
         return None

@@ -195,3 +195,16 @@ def test_the_preset_spec_error_reaches_the_user_as_one_line(dl_inproc, tmp_path)
     spec.write_text("layers:\n  - mlp_ensemble: [8]\n    blend: 0.5\n")
     res = dl_inproc("build", "--spec", spec, "--input-shape", "4", "--outputs", "2")
     assert_error(res, "field 'blend' needs 'linear_l2'")
+
+
+def test_a_fit_without_finite_weights_leaves_the_ensemble_alone() -> None:
+    x, y = _table(3)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    xt[0, 0] = float("inf")  # no finite optimum: the weights come back NaN
+    net = _ensemble(8, 3, blend=0.75).eval()
+    fitted = linear_path.fit(net, make_task(_Target("classification", 3), None), (xt, yt))
+    assert fitted is not None and fitted.blend == 0.0
+    path = net[0].linear
+    assert float(path.blend) == 0.0 and torch.count_nonzero(path.weight) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(net(xt[1:]), net[0].body(xt[1:]).mean(0), rtol=0, atol=0)
