@@ -117,11 +117,14 @@ def fit(
     val: tuple[Any, Any] | None = None,
     blend: float | None = None,
     transform: Any = None,
+    balanced: bool = False,
 ) -> Fitted | None:
     """Fit the linear path of `network` (evaluation mode, on the CPU) on the `train` rows (network
     inputs, encoded targets; `transform` maps stored inputs to network inputs) and set its blend:
     `blend` if given, else the spec's unless the `val` rows clearly prefer another
-    (`choose_blend`). None when the network has no linear path."""
+    (`choose_blend`). `balanced`: the task's loss weighted by the inverse class frequencies of
+    the `train` rows, as `--class-weights balanced` weighs the ensemble's. None when the network
+    has no linear path."""
     layer = owner(network)
     if layer is None:
         return None
@@ -129,7 +132,7 @@ def fit(
     network.eval()
     tf = transform if transform is not None else (lambda t: t)
     x = layer_inputs(network, layer, tf(train[0]))
-    loss_fn = task.make_loss()
+    loss_fn = task.make_loss(task.balanced_weights(train[1]) if balanced else None)
     weight, bias, iterations = fit_linear(x, train[1], loss_fn, path.l2, path.weight.shape[1])
     if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
         info("linear path: the fit did not converge to finite weights; the ensemble alone")
@@ -137,13 +140,13 @@ def fit(
     path.weight.copy_(weight)
     path.bias.copy_(bias)
     if blend is None:
-        blend = choose_blend(network, layer, task, val, tf)
+        blend = choose_blend(network, layer, task, val, tf, loss_fn)
     path.blend.fill_(float(blend))
     return Fitted(len(x), iterations, path.l2, float(blend))
 
 
 def choose_blend(
-    network: torch.nn.Module, layer: torch.nn.Module, task: Any, val: Any, tf: Any
+    network: torch.nn.Module, layer: torch.nn.Module, task: Any, val: Any, tf: Any, loss_fn: Any
 ) -> float:
     """The spec's blend (`prior`), unless the validation rows clearly prefer another of BLENDS:
     first by the task's per-row score (accuracy; for regression the squared error), then by its
@@ -160,7 +163,6 @@ def choose_blend(
     x, y = tf(val[0]), val[1]
     inputs = layer_inputs(network, layer, x)
     path.blend.zero_()
-    loss_fn = task.make_loss()
     with torch.no_grad():
         ensemble = torch.cat([network(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
         linear = path.linear(inputs)
@@ -201,7 +203,11 @@ def _clear_winner(per_block: dict[float, torch.Tensor], prior: float, evidence: 
 
 
 def fit_run(
-    network: torch.nn.Module, task: Any, rows: tuple[Any, Any, Any, Any], transform: Any = None
+    network: torch.nn.Module,
+    task: Any,
+    rows: tuple[Any, Any, Any, Any],
+    transform: Any = None,
+    balanced: bool = False,
 ) -> Fitted | None:
     """After training: the linear path (if any) fitted on the training rows of `rows` = (x_train,
     y_train, x_val, y_val), its blend checked on the validation rows (`choose_blend`), so the
@@ -214,7 +220,7 @@ def fit_run(
         info("linear path skipped (the rows are streamed, not in memory): the ensemble alone")
         return None
     val = (x_va, y_va) if torch.is_tensor(x_va) and torch.is_tensor(y_va) else None
-    fitted = fit(network, task, (x_tr, y_tr), val, transform=transform)
+    fitted = fit(network, task, (x_tr, y_tr), val, transform=transform, balanced=balanced)
     if fitted is not None:
         info(fitted.describe())
     return fitted
@@ -226,6 +232,7 @@ def fit_all_rows(
     rows: tuple[Any, Any, Any, Any],
     fitted: Fitted,
     transform: Any = None,
+    balanced: bool = False,
 ) -> Fitted | None:
     """The linear path fitted again on the training + validation rows, with the blend `fitted`
     chose (the saved model's; the network may be a refit's). Without validation rows, or when
@@ -233,7 +240,7 @@ def fit_all_rows(
     joined = all_rows(*rows)
     if joined is None or not torch.is_tensor(joined[0]):
         return None
-    again = fit(network, task, joined, blend=fitted.blend, transform=transform)
+    again = fit(network, task, joined, blend=fitted.blend, transform=transform, balanced=balanced)
     if again is not None:
         info(again.describe("refitted"))
     return again

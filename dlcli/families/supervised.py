@@ -106,8 +106,9 @@ class Supervised(Family):
         prep, task, preprocess, network, (x_tr, x_va, _, eval_tf), _ = setup.context
         job.payload.pop("refit_start", None)  # the checkpoint's copy of the starting weights
         network.cpu().eval()
-        data = (x_tr, prep.y_train, x_va, prep.y_val)
-        linear = linear_path.fit_run(network, task, data, eval_tf)  # an ensemble's linear path
+        data, balanced = (x_tr, prep.y_train, x_va, prep.y_val), job.cfg.class_weights == "balanced"
+        # an ensemble's exact linear path (engine/linear_path.py), fitted on the training rows
+        linear = linear_path.fit_run(network, task, data, eval_tf, balanced)
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = (
             task.metrics(*outputs_of(model, prep.x_val, prep.y_val)) if rows(prep.x_val) else {}
@@ -116,7 +117,7 @@ class Supervised(Family):
         if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
             network = setup.context[3].cpu().eval()
         if linear is not None:  # convex: fitted again on every row, whether or not --refit
-            linear_path.fit_all_rows(network, task, data, linear, eval_tf)
+            linear_path.fit_all_rows(network, task, data, linear, eval_tf, balanced)
         payload = {
             "weights": {"network": network.state_dict()},
             "metrics": plain(metrics),
