@@ -14,6 +14,7 @@ import torch
 from dlcli import __version__
 from dlcli.console import info
 from dlcli.data.sources import preprocessor_from_state
+from dlcli.engine import linear_path
 from dlcli.engine.fit_data import (
     held_out_metrics,
     inputs_and_transforms,
@@ -102,14 +103,19 @@ class Supervised(Family):
         return TrainSetup(step, payload, load_seconds=load_s, context=context)
 
     def finish(self, job: TrainJob, setup: TrainSetup, result: FitResult) -> Outcome:
-        prep, task, preprocess, network, *_ = setup.context
+        prep, task, preprocess, network, (x_tr, x_va, _, eval_tf), _ = setup.context
         job.payload.pop("refit_start", None)  # the checkpoint's copy of the starting weights
         network.cpu().eval()
+        data, balanced = (x_tr, prep.y_train, x_va, prep.y_val), job.cfg.class_weights == "balanced"
+        # an ensemble's exact linear path (engine/linear_path.py), fitted on the training rows
+        linear = linear_path.fit_run(network, task, data, eval_tf, balanced)
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = held_out_metrics(model, prep.x_val, prep.y_val, task) if rows(prep.x_val) else {}
         refit_epochs = _refit(job, setup, result)
         if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
             network = setup.context[3].cpu().eval()
+        if linear is not None:  # convex: fitted again on every row, whether or not --refit
+            linear_path.fit_all_rows(network, task, data, linear, eval_tf, balanced)
         payload = {
             "weights": {"network": network.state_dict()},
             "metrics": plain(metrics),

@@ -120,6 +120,7 @@ class SupervisedTask:
 
 class ClassificationTask(SupervisedTask):
     name = "classification"
+    score_sign = 1  # batch_score counts correct predictions: higher is better
 
     @property
     def n_outputs(self) -> int:
@@ -152,6 +153,7 @@ class ClassificationTask(SupervisedTask):
 class RegressionTask(SupervisedTask):
     name = "regression"
     n_outputs = 1
+    score_sign = -1  # batch_score sums squared errors: lower is better
 
     def postprocess(self) -> nn.Module:
         return Destandardise(self.target.mean, self.target.std)

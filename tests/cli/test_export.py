@@ -266,3 +266,19 @@ def test_parity_failure_exits_1_and_keeps_target(runs: dict[str, dict], dl_inpro
     assert_error(res, "tolerance", code=1)
     assert target.read_bytes() == b"precious"
     assert sorted(p.name for p in folder.iterdir()) == before  # no temporary file left behind
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_the_exported_default_is_the_blended_model(runs: dict[str, dict], name: str) -> None:
+    """The table preset's graph holds the linear path (fitted by L-BFGS) blended with the members'
+    mean (0.75 unless the validation rows chose another share), and export verification passed on
+    it within the tolerance."""
+    import torch
+
+    folder = runs[name]["folder"]
+    weights = torch.load(folder / "model.pt", weights_only=True)["weights"]["network"]
+    assert float(weights["0.linear.blend"]) in (0.25, 0.5, 0.75, 1.0)  # the linear path counts
+    assert weights["0.linear.weight"].abs().sum() > 0
+    result = json.loads(runs[name]["stdout"])
+    scale = _largest_target(name) if DATASETS[name] == "regression" else 1.0
+    assert result["max_abs_diff"] < TOL * scale

@@ -57,11 +57,18 @@ class PackedMLP(nn.Module):
 
     trains_members = True
 
-    def __init__(self, members: int, body: nn.Sequential, wide: PackedDense | None = None) -> None:
+    def __init__(
+        self,
+        members: int,
+        body: nn.Sequential,
+        wide: PackedDense | None = None,
+        linear: LinearPath | None = None,
+    ) -> None:
         super().__init__()
         self.members = members
         self.body = body
         self.wide = wide
+        self.linear = linear
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)  # (K, N, outputs)
@@ -69,7 +76,35 @@ class PackedMLP(nn.Module):
             out = out + self.wide(x)
         if self.training and self.members > 1:
             return out.transpose(0, 1)  # (N, K, outputs)
-        return out.mean(dim=0)  # (N, outputs); one member: that member's outputs
+        mean = out.mean(dim=0)  # (N, outputs); one member: that member's outputs
+        return mean if self.linear is None or self.training else self.linear.blended(x, mean)
+
+
+class LinearPath(nn.Module):
+    """A linear model beside the ensemble, fitted after training to the exact optimum of the task's
+    loss + `l2` * ||weight||² / rows (engine/linear_path.py; L-BFGS, not gradient steps, so it is
+    held in buffers: no optimizer sees it). In evaluation the layer outputs
+    (1 - blend) * ensemble + blend * linear, on the outputs before the task's output function
+    (logits, standardised predictions). `blend` is 0 until the fit (training and its validation
+    passes see the ensemble alone); `prior` is the spec's blend, which the validation rows replace
+    only with `evidence` standard errors of a lower loss (engine/linear_path.py)."""
+
+    fits_after_training = True
+
+    def __init__(
+        self, features: int, outputs: int, l2: float, prior: float, evidence: float
+    ) -> None:
+        super().__init__()
+        self.l2, self.prior, self.evidence = float(l2), float(prior), float(evidence)
+        self.register_buffer("weight", torch.zeros(features, outputs))
+        self.register_buffer("bias", torch.zeros(outputs))
+        self.register_buffer("blend", torch.zeros(()))
+
+    def linear(self, x: torch.Tensor) -> torch.Tensor:  # (N, F) -> (N, outputs)
+        return x @ self.weight + self.bias
+
+    def blended(self, x: torch.Tensor, ensemble: torch.Tensor) -> torch.Tensor:
+        return (1 - self.blend) * ensemble + self.blend * self.linear(x)
 
 
 @register("mlp_ensemble", "packed_mlp")
@@ -85,6 +120,14 @@ class MLPEnsemble(LayerDef):
         batchnorm: bool = True
         activation: str = "relu"
         wide: bool = False  # add a linear path from the inputs to each member's outputs
+        # a linear model beside the members fitted exactly after training (L-BFGS) with this L2
+        # strength (0.5 = scikit-learn's LogisticRegression C=1); None: no linear path
+        linear_l2: float | None = Field(None, gt=0.0)
+        # its share (0.5 when not given), unless another of 0, .25, .5, .75, 1 does better on the
+        # validation rows (accuracy, else loss) by `blend_evidence` standard errors (1.5 when
+        # not given; 0: any gain)
+        blend: float | None = Field(None, ge=0.0, le=1.0)
+        blend_evidence: float | None = Field(None, ge=0.0)
         units: Literal["outputs"] = "outputs"  # the members end in the task's outputs (no head)
 
     def build(self, opts: Any, in_shape: Shape, ctx: BuildContext) -> tuple[nn.Module, Shape]:
@@ -115,4 +158,17 @@ class MLPEnsemble(LayerDef):
         if opts.wide:
             wide = PackedDense(k, int(in_shape[0]), outputs)
             nn.init.zeros_(wide.weight)
-        return PackedMLP(k, nn.Sequential(*layers), wide), (outputs,)
+        linear = None
+        if opts.linear_l2 is not None:
+            prior = 0.5 if opts.blend is None else opts.blend
+            evidence = 1.5 if opts.blend_evidence is None else opts.blend_evidence
+            linear = LinearPath(int(in_shape[0]), outputs, opts.linear_l2, prior, evidence)
+        else:
+            for field in ("blend", "blend_evidence"):
+                if getattr(opts, field) is not None:
+                    raise SpecError(
+                        f"{ctx.where}: field '{field}' needs 'linear_l2' (the linear path it "
+                        "blends in)",
+                        f"add e.g. linear_l2: 0.5, or drop {field}",
+                    )
+        return PackedMLP(k, nn.Sequential(*layers), wide, linear), (outputs,)
