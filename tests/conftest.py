@@ -229,3 +229,29 @@ def _private_image_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
         os.environ.pop("DL_CACHE_DIR", None)
     else:
         os.environ["DL_CACHE_DIR"] = old
+
+
+def assert_onnx_matches(net: object, example: object, batches: list, atol: float) -> None:
+    """Export `net` (token ids (batch, seq) -> outputs) with a dynamic batch and sequence length,
+    then check onnxruntime against PyTorch on each of `batches` (and `example`) within `atol`."""
+    import numpy as np
+    import torch
+    from torch.export import Dim
+
+    ort = pytest.importorskip("onnxruntime")
+    import warnings
+
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            net, (example,), dynamo=True, opset_version=18,
+            dynamic_shapes=({0: Dim("batch"), 1: Dim("seq")},),
+        )  # fmt: skip
+    session = ort.InferenceSession(
+        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
+    )
+    for x in [*batches, example]:
+        with torch.no_grad():
+            want = net(x).numpy()
+        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+        assert np.abs(got - want).max() < atol

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_onnx_matches
 
 from dlcli.data import text
 from dlcli.data.sources import DataOptions, choose_source, preprocessor_from_state
@@ -367,32 +368,13 @@ def test_bow_preset_is_for_text() -> None:
 @pytest.mark.slow
 def test_bag_with_ngrams_exports_to_onnx_for_any_batch_and_length() -> None:
     """The n-gram hash runs inside the graph: onnxruntime gives PyTorch's output."""
-    import contextlib
-    import warnings
-
-    ort = pytest.importorskip("onnxruntime")
-    from torch.export import Dim
-
     torch.manual_seed(0)
     net = bag_network(dim=8, ngrams=3, buckets=101, vocab=50)
     example = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 0, 0, 0, 0]])
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            net, (example,), dynamo=True, opset_version=18,
-            dynamic_shapes=({0: Dim("batch"), 1: Dim("seq")},),
-        )  # fmt: skip
-    session = ort.InferenceSession(
-        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(1, 50, (4, 11), generator=g), torch.tensor([[7]])]
     batches[0][1, 3:] = 0
-    for x in batches:
-        with torch.no_grad():
-            want = net(x).numpy()
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        assert np.abs(got - want).max() < 1e-6
+    assert_onnx_matches(net, example, batches, 1e-6)
 
 
 def test_text_defaults_to_the_bow_preset() -> None:

@@ -3,13 +3,10 @@ layer's `weighting: tfidf` (spec/layers/bag.py), checked against scikit-learn's 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-
 import numpy as np
 import pytest
 import torch
+from conftest import assert_onnx_matches
 
 from dlcli.data.sources import DataOptions
 from dlcli.data.text import TextPreprocessor, TextSource
@@ -113,29 +110,13 @@ def test_a_tfidf_bag_builds_without_data_and_refuses_a_wrong_idf() -> None:
 
 @pytest.mark.slow
 def test_tfidf_bag_exports_to_onnx_for_any_batch_and_length() -> None:
-    ort = pytest.importorskip("onnxruntime")
-    from torch.export import Dim
-
     torch.manual_seed(0)
     net = tfidf_bag(8, ngrams=3)
     example = torch.tensor([[3, 4, 5, 6, 7, 8], [2, 5, 0, 0, 0, 0]])
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            net, (example,), dynamo=True, opset_version=18,
-            dynamic_shapes=({0: Dim("batch"), 1: Dim("seq")},),
-        )  # fmt: skip
-    session = ort.InferenceSession(
-        program.model_proto.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
     g = torch.Generator().manual_seed(1)
     batches = [torch.randint(1, VOCAB, (4, 11), generator=g), torch.tensor([[7]])]
     batches[0][1, 3:] = 0
-    for x in batches:
-        with torch.no_grad():
-            want = net(x).numpy()
-        got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-        assert np.abs(got - want).max() < 1e-5
+    assert_onnx_matches(net, example, batches, 1e-5)
 
 
 # -- a preset's data_options (bow: min_freq 1, vocab_rows all) --------------------------------------------------
