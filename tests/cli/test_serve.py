@@ -421,20 +421,9 @@ def test_a_series_model_answers_a_history_with_its_forecasts(tmp_path, run_dl, d
 def test_a_gan_answers_a_png_grid_of_its_samples(tmp_path, run_dl, dl_inproc) -> None:
     """POST /predict?samples=N&seed=S: the PNG `dl predict GAN.onnx --samples N --seed S -o
     grid.png` writes, byte for byte; the seed is in a header; bad query values are a 422."""
-    import shutil
+    from test_onnx_predict import train_tiny_gan
 
-    from test_onnx_predict import TINY_GAN
-
-    for c in "0123":
-        (tmp_path / "digits" / c).mkdir(parents=True)
-        for f in sorted((SAMPLES / "digits" / "train" / c).glob("*.png"))[:10]:
-            shutil.copy(f, tmp_path / "digits" / c / f.name)
-    (tmp_path / "gan.yaml").write_text(TINY_GAN)
-    model = tmp_path / "gan.pt"
-    res = run_dl("train", tmp_path / "digits", "--spec", tmp_path / "gan.yaml", "--epochs", "1",
-                 "-o", model, "-q", "--no-plots")  # fmt: skip
-    assert res.returncode == 0, res.stderr
-    assert run_dl("export", model, "--onnx", "-q").returncode == 0
+    model = train_tiny_gan(tmp_path, run_dl)
     onnx_file = model.with_suffix(".onnx")
     grid = tmp_path / "grid.png"
     res = dl_inproc("predict", onnx_file, "--samples", "5", "--seed", "3", "-o", grid)
