@@ -255,3 +255,22 @@ def assert_onnx_matches(net: object, example: object, batches: list, atol: float
             want = net(x).numpy()
         got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
         assert np.abs(got - want).max() < atol
+
+
+def published_state(arch: str, seed: int = 0) -> dict:
+    """Random tensors in the published (torchvision) key layout of `arch`, head included, from
+    its manifest: what a downloaded weights file holds, without the download."""
+    import torch
+
+    from dlcli.model import weights
+
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in weights.manifest(arch)["tensors"].items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.05
+    return state

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_error, flat
+from conftest import assert_error, flat, published_state
 from PIL import Image
 
 from dlcli import modelfile
@@ -53,20 +53,6 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def published(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random tensors in the published key layout of `arch` (head included), from its manifest."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for key, shape in weights.manifest(arch)["tensors"].items():
-        if key.endswith("num_batches_tracked"):
-            out[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            out[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            out[key] = torch.randn(shape, generator=g) * 0.05
-    return out
-
-
 def network(path: Path) -> dict[str, torch.Tensor]:
     return modelfile.load(path)["weights"]["network"]
 
@@ -78,7 +64,7 @@ def published_name(arch: str) -> str:
 def test_weights_pth_loads_the_backbone_and_predict_matches_onnx(photos, tmp_path, dl_inproc):
     import onnxruntime as ort
 
-    state = published("resnet18")
+    state = published_state("resnet18")
     torch.save(state, tmp_path / "r18.pth")
     model = tmp_path / "m.pt"
     res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
@@ -126,7 +112,7 @@ def test_weights_pth_loads_the_backbone_and_predict_matches_onnx(photos, tmp_pat
 def test_weights_safetensors_and_freeze_backbone(photos, tmp_path, dl_inproc):
     from safetensors.torch import save_file
 
-    state = published("mobilenet_v3_small", seed=1)
+    state = published_state("mobilenet_v3_small", seed=1)
     save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "mnv3.safetensors"))
     model = tmp_path / "m.pt"
     res = ok(dl_inproc("train", photos, "--arch", "mobilenet_v3_small", "--weights",
@@ -150,7 +136,7 @@ def test_imagenet_from_a_mirror_is_checked_cached_and_reused_offline(
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     name = published_name("resnet18")
-    torch.save(published("resnet18"), tmp_path / "body.pth")
+    torch.save(published_state("resnet18"), tmp_path / "body.pth")
     body = (tmp_path / "body.pth").read_bytes()
     # the published name carries the first 8 hex digits of the file's SHA-256: ours must match
     digest = hashlib.sha256(body).hexdigest()
@@ -190,7 +176,7 @@ def test_a_corrupted_download_is_refused_and_removed(
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     name = published_name("resnet18")  # resnet18-f37072fd.pth: our bytes do not hash to that
-    torch.save(published("resnet18"), mirror / name)
+    torch.save(published_state("resnet18"), mirror / name)
     monkeypatch.setenv("DL_WEIGHTS_MIRROR", mirror.as_uri() + "/")
     res = dl_inproc("train", photos, "--arch", "resnet18", "--weights", "imagenet", *SMALL,
                     "-o", tmp_path / "m.pt")  # fmt: skip
@@ -217,7 +203,7 @@ def test_offline_without_a_cached_file_is_one_line(
 
 
 def test_mismatched_file_and_bad_combinations_are_one_line(photos, tmp_path, dl_inproc):
-    torch.save(published("resnet34"), tmp_path / "r34.pth")
+    torch.save(published_state("resnet34"), tmp_path / "r34.pth")
     res = dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r34.pth",
                     *SMALL, "-o", tmp_path / "m.pt")  # fmt: skip
     assert_error(res, f"--weights {tmp_path / 'r34.pth'}: unexpected tensor layer1.2.conv1.weight")
@@ -245,7 +231,7 @@ def test_weights_fine_tune_the_head_first_by_default(photos, tmp_path, dl_inproc
     """--weights runs the fastai-style schedule unless told otherwise: the head alone for a tenth
     of the epochs (at least 1), then everything with the backbone at lr x0.1; the plan is saved so
     --resume continues it. --fine-tune-epochs 0 trains everything from the first epoch."""
-    torch.save(published("resnet18"), tmp_path / "r18.pth")
+    torch.save(published_state("resnet18"), tmp_path / "r18.pth")
     three = ("--image-size", "32", "--epochs", "3", "--batch-size", "8", "--no-plots")
     model = tmp_path / "m.pt"
     res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
@@ -261,7 +247,7 @@ def test_weights_fine_tune_the_head_first_by_default(photos, tmp_path, dl_inproc
         "body_lr": 0.1,
     }
     conv = saved["weights"]["network"]["backbone.0.conv1.weight"]
-    assert not torch.equal(conv, published("resnet18")["conv1.weight"])  # phase 2 trained it
+    assert not torch.equal(conv, published_state("resnet18")["conv1.weight"])  # phase 2 trained it
 
     off = tmp_path / "off.pt"
     res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",
@@ -273,7 +259,7 @@ def test_weights_fine_tune_the_head_first_by_default(photos, tmp_path, dl_inproc
 def test_refit_starts_from_the_loaded_weights(photos, tmp_path, dl_inproc):
     """--refit trains a fresh network on all rows: it starts from the published weights too (at
     lr 1e-9 the saved backbone is still the file's), not from a random init."""
-    state = published("resnet18")
+    state = published_state("resnet18")
     torch.save(state, tmp_path / "r18.pth")
     model = tmp_path / "m.pt"
     res = ok(dl_inproc("train", photos, "--arch", "resnet18", "--weights", tmp_path / "r18.pth",

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import SAMPLES, assert_error, flat
+from test_engine import StopAt
 
 from dlcli import modelfile
 from dlcli.data.sources import DataOptions
 from dlcli.data.text_tokens import word_tokens
-from dlcli.engine.callbacks import Callback
 from dlcli.engine.train_job import TrainingInterrupted, TrainRequest
 from dlcli.families import run_training
 
@@ -159,15 +159,6 @@ def test_bow_default_takes_vectors_and_freezing_another_layer_is_refused(data, t
         "freshly initialised",
         "freeze only the embeddings",
     )
-
-
-class StopAt(Callback):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, row, snapshot):
-        if row["epoch"] == self.n:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("again", [False, True], ids=["resume-alone", "flags-again"])

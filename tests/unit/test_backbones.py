@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import published_state
 from torch import nn
 
 from dlcli.errors import InputError, SpecError, UsageError
@@ -32,21 +33,6 @@ def backbone(arch: str) -> nn.Module:
         if arch.startswith("mobilenet")
         else ResNetBackbone(int(arch[6:]))
     )
-
-
-def published_state(arch: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A state dict in the published layout of `arch` (head included), random values."""
-    m = weights.manifest(arch)
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in m["tensors"].items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
 
 
 @pytest.mark.parametrize("arch", ARCHS)
