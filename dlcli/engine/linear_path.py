@@ -169,8 +169,7 @@ def choose_blend(
         blocks = min(len(y), BLOCKS)
         block = torch.arange(len(y)) % blocks  # interleaved: rows sorted by class mix
         rows = [torch.nonzero(block == b).squeeze(1) for b in range(blocks)]
-        outs = {b: (1 - b) * ensemble + b * linear for b in BLENDS if b != prior}
-        outs[prior] = (1 - prior) * ensemble + prior * linear
+        outs = {b: (1 - b) * ensemble + b * linear for b in (*BLENDS, prior)}
         sign = float(task.score_sign)  # batch_score: +1 counts what is right, -1 sums errors
 
         def score(out: torch.Tensor) -> torch.Tensor:  # (blocks,): higher is better

@@ -87,7 +87,8 @@ class LinearPath(nn.Module):
     (1 - blend) * ensemble + blend * linear, on the outputs before the task's output function
     (logits, standardised predictions). `blend` is 0 until the fit (training and its validation
     passes see the ensemble alone); `prior` is the spec's blend, which the validation rows replace
-    only with `evidence` standard errors of a lower loss (engine/linear_path.py)."""
+    only when another blend wins by `evidence` standard errors, on the task's score first, then
+    on its loss (engine/linear_path.py: choose_blend)."""
 
     fits_after_training = True
 
