@@ -133,13 +133,9 @@ def from_confusion(
     }
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
-    """MAE, MSE, RMSE and R² of `y_pred` against `y_true`, (N,) or (N, K).
-
-    Multi-output scores are the uniform average of per-output scores (so `rmse` is the
-    mean of per-output RMSEs, as in sklearn). `r2` is None with fewer than two rows; a
-    constant target scores 1.0 if predicted exactly, else 0.0 (sklearn's force_finite).
-    """
+def check_regression(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, predictions) as float64 (N, K), or a ValueError saying what is wrong (no rows,
+    shapes that do not match)."""
     y_true = np.asarray(y_true, dtype=np.float64)
     y_pred = np.asarray(y_pred, dtype=np.float64)
     n = y_true.shape[0] if y_true.ndim else 0
@@ -148,20 +144,35 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     y_true = y_true.reshape(n, -1)
     if y_pred.size != y_true.size or (y_pred.ndim and y_pred.shape[0] != n):
         raise ValueError(f"y_pred shape {y_pred.shape} does not match y_true shape {y_true.shape}")
-    y_pred = y_pred.reshape(y_true.shape)
+    return y_true, y_pred.reshape(y_true.shape)
 
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """MAE, MSE, RMSE and R² of `y_pred` against `y_true`, (N,) or (N, K).
+
+    Multi-output scores are the uniform average of per-output scores (so `rmse` is the
+    mean of per-output RMSEs, as in sklearn). `r2` is None with fewer than two rows; a
+    constant target scores 1.0 if predicted exactly, else 0.0 (sklearn's force_finite).
+    """
+    y_true, y_pred = check_regression(y_true, y_pred)
     err = y_pred - y_true
-    mse = np.mean(err**2, axis=0)
+    ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
+    return from_sums(len(y_true), np.sum(np.abs(err), axis=0), np.sum(err**2, axis=0), ss_tot)
+
+
+def from_sums(n: int, abs_err: np.ndarray, sq_err: np.ndarray, ss_tot: np.ndarray) -> dict:
+    """The regression metrics dict from per-output sums over `n` rows: of absolute errors, of
+    squared errors, and of the targets' squared deviations from their mean (shared by the
+    in-memory metrics and the chunked ones of streamed_metrics.py)."""
+    mse = sq_err / n
     r2: float | None = None
     if n >= 2:
-        ss_res = np.sum(err**2, axis=0)
-        ss_tot = np.sum((y_true - y_true.mean(axis=0)) ** 2, axis=0)
-        scores = np.where(ss_res == 0, 1.0, 0.0)
+        scores = np.where(sq_err == 0, 1.0, 0.0)
         nonzero = ss_tot != 0
-        scores[nonzero] = 1.0 - ss_res[nonzero] / ss_tot[nonzero]
+        scores[nonzero] = 1.0 - sq_err[nonzero] / ss_tot[nonzero]
         r2 = float(scores.mean())
     return {
-        "mae": float(np.mean(np.abs(err), axis=0).mean()),
+        "mae": float((abs_err / n).mean()),
         "rmse": float(np.sqrt(mse).mean()),
         "mse": float(mse.mean()),
         "r2": r2,

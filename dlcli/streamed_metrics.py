@@ -18,8 +18,10 @@ import numpy as np
 
 from dlcli.metrics import (
     check_classification,
+    check_regression,
     confusion,
     from_confusion,
+    from_sums,
     true_class_proba,
 )
 
@@ -145,11 +147,8 @@ class RegressionSums:
         self.abs = self.sq = self.mean = self.m2 = np.zeros(0)
 
     def add(self, y: np.ndarray, out: np.ndarray) -> None:
-        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        pred = np.asarray(out, dtype=np.float64)
-        if pred.size != y.size or (pred.ndim and pred.shape[0] != len(y)):
-            raise ValueError(f"y_pred shape {pred.shape} does not match y_true shape {y.shape}")
-        err = pred.reshape(y.shape) - y
+        y, pred = check_regression(y, out)
+        err = pred - y
         m, k = len(y), y.shape[1]
         if not self.n:
             self.abs, self.sq, self.mean, self.m2 = (np.zeros(k) for _ in range(4))
@@ -164,20 +163,6 @@ class RegressionSums:
         self.n = total
 
     def result(self) -> dict:
-        n = self.n
-        if n == 0:
+        if self.n == 0:
             raise ValueError("cannot compute metrics on zero rows")
-        mse = self.sq / n
-        r2: float | None = None
-        if n >= 2:
-            scores = np.where(self.sq == 0, 1.0, 0.0)
-            nonzero = self.m2 != 0
-            scores[nonzero] = 1.0 - self.sq[nonzero] / self.m2[nonzero]
-            r2 = float(scores.mean())
-        return {
-            "mae": float((self.abs / n).mean()),
-            "rmse": float(np.sqrt(mse).mean()),
-            "mse": float(mse.mean()),
-            "r2": r2,
-            "n": int(n),
-        }
+        return from_sums(self.n, self.abs, self.sq, self.m2)
