@@ -88,8 +88,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         job = Job(rows, ask, loop.create_future(), loop.time())
         self.waiting.append(job)
-        if self.wake is not None and not self.wake.done():
-            self.wake.set_result(None)
+        if self.wake is not None:
+            _resolve(self.wake)
         return await job.done
 
     async def _gather(self) -> list[Job]:
