@@ -153,9 +153,10 @@ def sampler(tmp, trials: int, seeds: int) -> dict:
     )
 
 
-def quality(tmp, trials: int, seeds: int) -> list[dict]:
+def quality(tmp, trials: int, seeds: int, tables: tuple[str, ...] = tuple(TABLES)) -> list[dict]:
     out = []
-    for name, (score, loss) in TABLES.items():
+    for name in tables:
+        score, loss = TABLES[name]
         folder = common.SAMPLE_DATA / name
         runs = {"q": [], "d": []}
         for s in range(1, seeds + 1):
@@ -210,7 +211,12 @@ def quality(tmp, trials: int, seeds: int) -> list[dict]:
 PARTS = ("overhead", "pruning", "sampler", "quality")
 
 
-def run(trials: int = 40, seeds: int = 3, parts: tuple[str, ...] = PARTS) -> list[dict]:
+def run(
+    trials: int = 40,
+    seeds: int = 3,
+    parts: tuple[str, ...] = PARTS,
+    tables: tuple[str, ...] = tuple(TABLES),
+) -> list[dict]:
     with common.temp_dir("dlbench-tune-") as tmp:
         out: list[dict] = []
         if "overhead" in parts:
@@ -220,7 +226,7 @@ def run(trials: int = 40, seeds: int = 3, parts: tuple[str, ...] = PARTS) -> lis
         if "sampler" in parts:
             out.append(sampler(tmp, trials, seeds))
         if "quality" in parts:
-            out += quality(tmp, trials, seeds)
+            out += quality(tmp, trials, seeds, tables)
         return out
 
 
@@ -229,5 +235,6 @@ if __name__ == "__main__":
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument("--tables", nargs="+", choices=list(TABLES), default=list(TABLES))
     a = parser.parse_args()
-    common.main(lambda: run(a.trials, a.seeds, tuple(a.only)))
+    common.main(lambda: run(a.trials, a.seeds, tuple(a.only), tuple(a.tables)))

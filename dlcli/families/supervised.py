@@ -111,6 +111,10 @@ class Supervised(Family):
         linear = linear_path.fit_run(network, task, data, eval_tf, balanced)
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = held_out_metrics(model, prep.x_val, prep.y_val, task) if rows(prep.x_val) else {}
+        # the validated model's loss when the linear path changed it after the last epoch
+        final_loss = (
+            linear_path.held_out_loss(network, task, data, eval_tf, balanced) if linear else None
+        )
         refit_epochs = _refit(job, setup, result)
         if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
             network = setup.context[3].cpu().eval()
@@ -136,7 +140,11 @@ class Supervised(Family):
             classes = list(prep.preprocessor.target.classes)
             matrix = {"matrix": metrics["confusion_matrix"], "class_names": classes}
             plots.append(("confusion_matrix", "confusion_matrix.png", matrix))
-        return Outcome(payload, about, run, {"metrics": scalars}, plots)
+        results = {
+            "metrics": scalars,
+            **({"val_loss": final_loss} if final_loss is not None else {}),
+        }
+        return Outcome(payload, about, run, results, plots)
 
     # -- serving --------------------------------------------------------------------------------
     def predict(self, data: dict, model_path: str, inputs: list[str], opts: PredictOptions) -> None:

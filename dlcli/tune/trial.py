@@ -181,9 +181,13 @@ class Context:
         return score, pruning.rows, seconds, int(summary.get("best_epoch") or len(pruning.rows))
 
     def score(self, summary: dict, rows: list[dict]) -> float:
-        """The trial's value: the kept epoch's validation loss, or the metric `dl evaluate` would
-        report on the validation rows (from the summary)."""
+        """The trial's value: the validation loss of the model as saved (the summary's `val_loss`
+        when a fit after the epochs changed it, such as an ensemble's linear path; else the kept
+        epoch's), or the metric `dl evaluate` would report on the validation rows."""
         if self.metric == "loss":
+            final = summary.get("val_loss")  # the saved model's, when it changed after training
+            if isinstance(final, (int, float)) and math.isfinite(final):
+                return float(final)
             best = summary.get("best_epoch")
             losses = [r.get("val_loss") for r in rows if r.get("val_loss") is not None]
             if best and 0 < best <= len(rows) and rows[best - 1].get("val_loss") is not None:

@@ -420,3 +420,23 @@ def test_image_folder_search_with_the_cnn_space(dl_inproc, tmp_path: Path) -> No
     assert set(json.loads(res.stdout)["best_params"]) == {"layers[0].conv2d", "lr"}
     pred = dl_inproc("predict", tmp_path / "img.pt", data / "0")
     assert pred.returncode == 0, pred.stderr
+
+
+def test_a_trial_is_scored_by_its_saved_model_with_the_linear_path(dl_inproc, tmp_path) -> None:
+    """The mlp preset's linear path is fitted after the last epoch: the trial's value is the
+    validation loss of the model as saved (blend included), here the model file's validation
+    log loss, not the kept epoch's val_loss (the ensemble alone)."""
+    from dlcli import modelfile
+
+    best = tmp_path / "best.pt"
+    res = dl_inproc(
+        "tune", PENGUINS / "train.csv", "--trials", "2", "--epochs", "4", "--folds", "1",
+        "--pruner", "none", "-o", best, "--json", "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["final"] == {"fit": "best trial"}
+    saved = modelfile.load(best)
+    assert summary["best_value"] == pytest.approx(saved["metrics"]["log_loss"], rel=1e-4)
+    kept = saved["history"][saved["best_epoch"] - 1]["val_loss"]
+    assert summary["best_value"] != pytest.approx(kept, rel=1e-3)

@@ -225,3 +225,26 @@ def test_balanced_class_weights_reach_the_linear_fit() -> None:
             pred = net(x).squeeze(-1) > 0
         found[balanced] = float(pred[y == 1].float().mean())
     assert found[True] > found[False] + 0.2, found
+
+
+@pytest.mark.parametrize("blend", [0.0, 1.0])
+def test_held_out_loss_is_the_blended_models_validation_loss(blend: float) -> None:
+    """`dl tune` scores a trial by the model as saved: after the linear path's fit, the validation
+    loss is that of the blend (blend 1: the linear model's own cross-entropy), not the last
+    epoch's (the ensemble alone)."""
+    x, y = _table(3, rows=400, seed=5)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    net = _ensemble(8, 3, blend=blend)
+    task = make_task(_Target("classification", 3), None)
+    rows = (xt[:300], yt[:300], xt[300:], yt[300:])
+    with torch.no_grad():
+        ensemble_only = float(F.cross_entropy(net.eval()(xt[300:]), yt[300:]))
+    linear_path.fit(net, task, rows[:2], blend=blend)
+    got = linear_path.held_out_loss(net, task, rows)
+    path = net[0].linear
+    with torch.no_grad():
+        linear = float(F.cross_entropy(xt[300:] @ path.weight + path.bias, yt[300:]))
+    want = ensemble_only if blend == 0.0 else linear
+    assert got == pytest.approx(want, rel=1e-5)
+    assert linear != pytest.approx(ensemble_only, rel=1e-2)  # the two models differ
+    assert linear_path.held_out_loss(net, task, (xt, yt, None, None)) is None
