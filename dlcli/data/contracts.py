@@ -53,6 +53,10 @@ class Prepared:
     x_val: Any
     y_val: torch.Tensor | None
     info: dict = field(default_factory=dict)
+    # rows scored once after training, never trained or validated on (dl tune's held-out fold,
+    # tune/trial.py: nested); None for dl train
+    x_test: Any = None
+    y_test: torch.Tensor | None = None
 
 
 class Preprocessor(ABC):

@@ -50,6 +50,33 @@ def held_out_metrics(model: torch.nn.Module, x: Any, y: Any, task: Any) -> dict:
     return scored.result()
 
 
+def held_out_loss(
+    network: torch.nn.Module, task: Any, x: torch.Tensor, y: torch.Tensor, weights: Any = None
+) -> float:
+    """The task's loss (no label smoothing; `weights`: the class weights training used) of
+    `network` in evaluation mode on network inputs `x`: what an epoch's `val_loss` measures, for
+    the model as it stands after training (e.g. with an ensemble's linear path blended in)."""
+    network.eval()
+    loss_fn = task.make_loss(weights)
+    chunk = max(64, 2**22 // max(1, x[0].numel())) if len(x) else 1
+    with torch.no_grad():
+        out = torch.cat([network(x[i : i + chunk]).float() for i in range(0, len(x), chunk)])
+        return float(loss_fn(out, y))
+
+
+def test_scores(model: Any, task: Any, prep: Any, transform: Any, weights: Any = None) -> dict:
+    """{"test_loss", "test_metrics"} of `model` (an InferenceModel: preprocessing, network, task
+    output) on `prep`'s test rows (dl tune's held-out fold), {} without any in memory.
+    `transform` maps stored inputs to the network's; `weights`: training's class weights."""
+    x, y = prep.x_test, prep.y_test
+    if not torch.is_tensor(x) or not len(x):
+        return {}
+    metrics = held_out_metrics(model, x, y, task)
+    with torch.no_grad():
+        loss = held_out_loss(model.network, task, transform(x), y, weights)
+    return {"test_loss": loss, "test_metrics": plain(metrics)}
+
+
 def examples(prep: Any) -> torch.Tensor:
     """Up to 64 real raw inputs (validation first), kept so `dl export` can verify on real data."""
     for x in (prep.x_val, prep.x_train):

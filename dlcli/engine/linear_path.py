@@ -225,29 +225,6 @@ def fit_run(
     return fitted
 
 
-def held_out_loss(
-    network: torch.nn.Module,
-    task: Any,
-    rows: tuple[Any, Any, Any, Any],
-    transform: Any = None,
-    balanced: bool = False,
-) -> float | None:
-    """The validation loss of `network` as it stands now, blend included: what the epochs'
-    `val_loss` measures (the task's loss without label smoothing, class-weighted as in training)
-    for a model whose output changed after its last epoch. `dl tune` scores trials by it, so the
-    linear path's `linear_l2` and `blend` count. None without validation rows in memory."""
-    _, y_tr, x_va, y_va = rows
-    if not (torch.is_tensor(x_va) and torch.is_tensor(y_va)) or len(y_va) == 0:
-        return None
-    tf = transform if transform is not None else (lambda t: t)
-    loss_fn = task.make_loss(task.balanced_weights(y_tr) if balanced else None)
-    network.eval()
-    with torch.no_grad():
-        x = tf(x_va)
-        out = torch.cat([network(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)])
-        return float(loss_fn(out.float(), y_va))
-
-
 def fit_all_rows(
     network: torch.nn.Module,
     task: Any,

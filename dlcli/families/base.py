@@ -95,6 +95,9 @@ class Family(ABC):
     predict_flags: ClassVar[frozenset[str]] = frozenset()  # of REFUSALS, those it honours
     evaluate_flags: ClassVar[frozenset[str]] = frozenset()
     word_vectors: ClassVar[bool] = False  # honours `dl train --embeddings FILE`
+    # scores a Prepared's test rows after training (`test_loss`, `test_metrics` in the summary):
+    # `dl tune` then nests its folds (tune/trial.py: nested)
+    scores_test_rows: ClassVar[bool] = False
 
     @property
     def sections(self) -> tuple[str, ...]:

@@ -16,12 +16,14 @@ from dlcli.console import info
 from dlcli.data.sources import preprocessor_from_state
 from dlcli.engine import linear_path
 from dlcli.engine.fit_data import (
+    held_out_loss,
     held_out_metrics,
     inputs_and_transforms,
     plain,
     rows,
     run_counts,
     run_record,
+    test_scores,
 )
 from dlcli.engine.task_step import TaskStep
 from dlcli.engine.train_job import Outcome, TrainJob, TrainSetup
@@ -41,6 +43,7 @@ class Supervised(Family):
     predict_flags = frozenset({"--proba", "--top-k", "--steps"})
     evaluate_flags = frozenset({"--errors"})
     word_vectors = True
+    scores_test_rows = True
 
     def check(self, job: TrainJob) -> None:
         super().check(job)
@@ -111,9 +114,12 @@ class Supervised(Family):
         linear = linear_path.fit_run(network, task, data, eval_tf, balanced)
         model = InferenceModel(preprocess, network, task.postprocess()).eval()
         metrics = held_out_metrics(model, prep.x_val, prep.y_val, task) if rows(prep.x_val) else {}
+        weights = task.balanced_weights(prep.y_train) if balanced else None
         # the validated model's loss when the linear path changed it after the last epoch
         final_loss = (
-            linear_path.held_out_loss(network, task, data, eval_tf, balanced) if linear else None
+            held_out_loss(network, task, eval_tf(x_va) if eval_tf else x_va, prep.y_val, weights)
+            if linear and rows(prep.x_val)
+            else None
         )
         refit_epochs = _refit(job, setup, result)
         if refit_epochs:  # the saved weights are the refit's; the metrics the validated run's
@@ -144,6 +150,9 @@ class Supervised(Family):
             "metrics": scalars,
             **({"val_loss": final_loss} if final_loss is not None else {}),
         }
+        if prep.x_test is not None:  # dl tune's held-out fold, scored on the model as saved
+            final = InferenceModel(preprocess, network, task.postprocess()).eval()
+            results.update(test_scores(final, task, prep, eval_tf or preprocess, weights))
         return Outcome(payload, about, run, results, plots)
 
     # -- serving --------------------------------------------------------------------------------

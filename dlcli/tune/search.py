@@ -19,7 +19,7 @@ from dlcli.engine.callbacks import eta_text
 from dlcli.engine.train_job import TrainRequest, choose_spec
 from dlcli.errors import DLError, UsageError
 from dlcli.spec.schema import check_size, parse_spec, read_spec_document
-from dlcli.tune import final, outputs, space, tune_dir
+from dlcli.tune import final, outputs, select, space, tune_dir
 from dlcli.tune import study as studies
 from dlcli.tune.trial import CachedSource, Context, TrialFailed
 
@@ -82,10 +82,9 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
     ctx.prune = req.pruner != "none"
     # a new study in this process alone starts from the preset's own values; not with a shared
     # storage, where two processes could both pop that queued trial (SQLite has no row locks)
-    if storage is None and not study.get_trials(deepcopy=False):
-        defaults = space.defaults(raw_doc, dists)
-        if defaults:
-            study.enqueue_trial(defaults, skip_if_exists=True)
+    defaults = _defaults(raw_doc, dists, base)
+    if storage is None and defaults and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(defaults, skip_if_exists=True)
     done = sum(studies.finished(study).values())
     todo = max(0, req.trials - done)
     if done:
@@ -110,7 +109,7 @@ def run_tune(req: TuneRequest, families: Any) -> dict:
         interrupted = True
     finally:
         set_quiet(was_quiet)
-    summary = _finish(req, study, dists, doc, keeper, folder, families, interrupted)
+    summary = _finish(req, study, (dists, defaults), doc, keeper, folder, families, interrupted)
     with contextlib.suppress(OSError):
         trials_dir.rmdir()  # empty once the best model has moved to -o
     summary["seconds"] = round(time.perf_counter() - t0, 3)
@@ -136,15 +135,16 @@ def _resume_hint(req: TuneRequest) -> str:
 def _finish(
     req: TuneRequest,
     study: Any,
-    dists: list[space.Dist],
+    searched: tuple[list[space.Dist], dict],
     doc: dict,
     keeper: BestKeeper,
     folder: Path,
     families: Any,
     interrupted: bool,
 ) -> dict:
-    """trials.csv, best_spec.yaml, the plots and the best model; the --json summary."""
-    base, direction = req.train, studies.direction(req.metric)
+    """trials.csv, best_spec.yaml, the plots and the best model; the --json summary.
+    `searched`: the distributions and the preset's own values among them."""
+    (dists, defaults), base, direction = searched, req.train, studies.direction(req.metric)
     rows = outputs.trial_rows(study, dists)
     outputs.write_trials(folder / "trials.csv", rows)
     counts = studies.finished(study)
@@ -158,6 +158,10 @@ def _finish(
         raise UsageError(
             f"no trial completed ({counts['failed']} failed, {counts['pruned']} pruned){first}"
         )
+    choice = select.choose(study, best, defaults, direction)
+    if choice.kept_defaults:
+        note(choice.describe(req.metric))
+    best = choice.trial
     fixed = {k: base.overrides.get(k) for k in studies.FIXED_TRAINING}
     best_doc = outputs.best_spec(doc, dists, best.params, fixed)
     header = (
@@ -182,6 +186,7 @@ def _finish(
         "best_value": best.value,
         "best_params": best.params,
         "best_trial": best.number,
+        "selection": choice.record(),
         **counts,
         "study": study.study_name,
         "model": model,
@@ -192,6 +197,22 @@ def _finish(
     if "std" in best.user_attrs:
         summary["best_std"] = best.user_attrs["std"]
     return summary
+
+
+def _defaults(raw_doc: dict, dists: list[space.Dist], base: TrainRequest) -> dict:
+    """The first trial of a new study, by parameter name: the preset's own values at the searched
+    paths, and for a searched training value the preset leaves to dl train (the batch size),
+    what dl train picks for this data, so that trial trains exactly as `dl train` does."""
+    from dlcli.engine.fit_data import rows
+    from dlcli.engine.trainer import TrainConfig
+
+    own = space.defaults(raw_doc, dists)
+    missing = [d for d in dists if d.name not in own and d.path[0] == "training"]
+    if not missing or base.source is None:
+        return own
+    prep = base.source.prepare(base.data, base.data_opts)  # the usual split, prepared once
+    picked = TrainConfig().resolved(rows(prep.x_train)).to_dict()
+    return {**space.defaults({"training": picked}, missing), **own}
 
 
 def _best_trial(study: Any) -> Any:
@@ -235,7 +256,9 @@ def _prepare(req: TuneRequest, family: Any) -> tuple[CachedSource, str | None]:
     opts = req.train.data_opts
     opts.unsupervised = family.unsupervised
     opts.seed = int(req.train.overrides.get("seed") or 42)
-    source = CachedSource(choose_source(req.train.data, opts))
+    source = choose_source(req.train.data, opts)
+    # folds of series are chronological windows: no nested split inside them
+    source = CachedSource(source, nest=family.scores_test_rows and source.kind != "series")
     prep = None
     if req.folds is None:  # the usual split first: its size decides (the final fit reuses it)
         prep = source.prepare(req.train.data, opts)
@@ -265,12 +288,11 @@ def auto_folds(source: Any, prep: Any, opts: Any) -> int | None:
     rows = int(prep.info.get("rows") or 0)
     if opts.val or source.kind != "tabular" or not rows or rows >= AUTO_FOLDS_BELOW:
         return None
-    if final.merged(prep) is prep:  # streamed batches: no final fit on every row
+    if hasattr(prep.x_train, "in_order"):  # streamed batches: five passes over a big file
         return None
     note(
-        f"{rows:,} rows: {AUTO_FOLDS}-fold cross-validation per trial, then the best settings "
-        f"trained on every row (tables under {AUTO_FOLDS_BELOW:,} rows; --folds 1 for one "
-        "validation split)"
+        f"{rows:,} rows: {AUTO_FOLDS}-fold cross-validation per trial (tables under "
+        f"{AUTO_FOLDS_BELOW:,} rows; --folds 1 for one validation split)"
     )
     return AUTO_FOLDS
 

@@ -26,10 +26,10 @@ from dlcli.tune.study import INTERRUPTED
 class CachedSource:
     """A data source whose fresh `prepare` runs once per cross-validation fold: every trial gets
     the same prepared tensors and fitted preprocessing (nothing is re-read). Everything else is
-    the wrapped source's."""
+    the wrapped source's. With `nest`, a fold is nested (`nested`)."""
 
-    def __init__(self, source: Any) -> None:
-        self.source = source
+    def __init__(self, source: Any, nest: bool = False) -> None:
+        self.source, self.nest = source, nest
         self.cache: dict[Any, Any] = {}
         self.lock = threading.Lock()
 
@@ -42,8 +42,45 @@ class CachedSource:
         key = active_fold()
         with self.lock:
             if key not in self.cache:
-                self.cache[key] = self.source.prepare(path, opts, None)
+                prep = self.source.prepare(path, opts, None)
+                if key is not None and self.nest:
+                    target = getattr(prep.preprocessor, "target", None)
+                    stratify = getattr(target, "task", None) == "classification"
+                    prep = nested(prep, opts.val_split, opts.seed, stratify)
+                self.cache[key] = prep
             return self.cache[key]
+
+
+def nested(prep: Any, fraction: float, seed: int, stratify: bool) -> Any:
+    """A fold trained as `dl train` trains: its training rows split again as dl train splits
+    (`fraction` for validation: early stopping, the linear path's blend), and the fold's own rows
+    kept as test rows, scored once on the finished model. So a trial's score is an honest estimate
+    of the procedure `dl tune` hands back, not the best epoch and blend picked on the very rows
+    that score them (which favoured high-variance settings on small tables). Data not held as
+    tensors (text batches, streamed tables) is left as it is: the fold validates."""
+    import torch
+
+    from dlcli.data.split import stratified_split
+
+    parts = (prep.x_train, prep.y_train, prep.x_val, prep.y_val)
+    if not all(isinstance(p, torch.Tensor) for p in parts):
+        return prep
+    labels = prep.y_train.numpy() if stratify else None
+    tr, va = (
+        torch.from_numpy(i)
+        for i in stratified_split(labels, len(prep.y_train), fraction, seed, stratify)
+    )
+    if not len(tr) > 1 or not len(va):
+        return prep
+    return replace(
+        prep,
+        x_train=prep.x_train[tr],
+        y_train=prep.y_train[tr],
+        x_val=prep.x_train[va],
+        y_val=prep.y_train[va],
+        x_test=prep.x_val,
+        y_test=prep.y_val,
+    )
 
 
 # the pruner's step of the mean after fold i: (i + 1) * FOLD_STEP, beyond the first fold's epochs
@@ -98,19 +135,17 @@ class Context:
         values = {d.path: d.suggest(trial) for d in self.dists}
         doc = space.apply(self.doc, values)
         folds = range(self.folds) if self.folds else [None]
-        scores, epochs, kept, seconds = [], [], [], 0.0
+        scores, epochs, seconds = [], [], 0.0
         for fold in folds:
-            score, rows, secs, best_epoch = self._fit(trial, doc, fold)
+            score, rows, secs = self._fit(trial, doc, fold)
             scores.append(score)
             epochs.append(len(rows))
-            kept.append(best_epoch)
             seconds += secs
             if fold is not None and fold < self.folds - 1:  # prune between folds
                 trial.report(statistics.fmean(scores), (fold + 1) * FOLD_STEP)
                 if self.prune and trial.should_prune():
                     self._record(trial, scores, epochs, seconds, "pruned")
                     raise _pruned()
-        trial.set_user_attr("best_epochs", kept)  # each fold's kept epoch: the final fit's length
         return self._record(trial, scores, epochs, seconds, "complete")
 
     def _record(self, trial: Any, scores: list, epochs: list, seconds: float, state: str) -> float:
@@ -124,8 +159,8 @@ class Context:
         self.results[trial.number] = {"state": state, "value": mean, "std": std}
         return mean
 
-    def _fit(self, trial: Any, doc: dict, fold: int | None) -> tuple[float, list[dict], float, int]:
-        """Train one model (one fold); (its score, its epoch rows, fit seconds, kept epoch)."""
+    def _fit(self, trial: Any, doc: dict, fold: int | None) -> tuple[float, list[dict], float]:
+        """Train one model (one fold); (its score, its epoch rows, fit seconds)."""
         # per epoch on the usual split or the first fold; later folds by their running mean
         pruning = Pruning(trial, self.live_key, 0, self.prune and not fold)
         name = f"{trial.number}" if fold is None else f"{trial.number}_fold{fold}"
@@ -176,14 +211,18 @@ class Context:
         if not math.isfinite(score):
             trial.set_user_attr("error", f"the validation {self.metric} is not finite")
             raise TrialFailed("diverged")
-        if fold is not None:  # a fold's model saw part of the rows: the final fit takes them all
+        if fold is not None:  # a fold's model saw part of the rows: the final fit is trained anew
             _remove_model(Path(req.output))
-        return score, pruning.rows, seconds, int(summary.get("best_epoch") or len(pruning.rows))
+        return score, pruning.rows, seconds
 
     def score(self, summary: dict, rows: list[dict]) -> float:
-        """The trial's value: the validation loss of the model as saved (the summary's `val_loss`
-        when a fit after the epochs changed it, such as an ensemble's linear path; else the kept
-        epoch's), or the metric `dl evaluate` would report on the validation rows."""
+        """The trial's value: on a nested fold, the loss (or metric) of the model as saved on the
+        fold's held-out rows; else the validation loss of the model as saved (the summary's
+        `val_loss` when a fit after the epochs changed it, such as an ensemble's linear path; else
+        the kept epoch's), or the metric `dl evaluate` would report on the validation rows."""
+        if "test_loss" in summary:  # a nested fold: the held-out rows, on the model as saved
+            tested = summary["test_metrics"].get(self.metric, math.nan)
+            return float(summary["test_loss"] if self.metric == "loss" else tested)
         if self.metric == "loss":
             final = summary.get("val_loss")  # the saved model's, when it changed after training
             if isinstance(final, (int, float)) and math.isfinite(final):

@@ -51,9 +51,10 @@ def test_default_space_writes_every_file_and_json(dl_inproc, tmp_path: Path) -> 
     # a small table: 5-fold cross-validation per trial, then the best settings on every row
     assert "5-fold cross-validation per trial" in res.stderr
     assert all(r["std"] != "" for r in rows if r["state"] == "complete")
-    assert summary["final"] == {"fit": "all rows", "epochs": summary["final"]["epochs"]}
-    assert 1 <= summary["final"]["epochs"] <= 8
-    assert "276 training rows, 0 validation rows" in res.stderr
+    # the chosen settings trained as dl train trains them (the usual split, early stopping)
+    assert summary["final"] == {"fit": "usual split"}
+    assert summary["selection"]["trial"] == summary["best_trial"]
+    assert "221 training rows, 55 validation rows" in res.stderr
     # the winner is an ordinary spec: epochs fixed by the flag are in its training section
     spec = yaml.safe_load((folder / "best_spec.yaml").read_text())
     assert spec["training"]["epochs"] == 8 and "search" not in spec
@@ -103,9 +104,9 @@ def test_custom_space_folds_and_a_maximised_metric(dl_inproc, tmp_path: Path) ->
     assert "best_std" in summary
     rows = read_trials(tmp_path / "cv.tune")
     assert set(rows[0]) >= {"layers[0].dense", "layers[2].dropout", "lr", "std"}
-    assert (tmp_path / "cv.pt").is_file()  # the best settings trained again on every row
-    assert summary["final"]["fit"] == "all rows"
-    assert "on every row for" in res.stderr
+    assert (tmp_path / "cv.pt").is_file()  # the chosen settings trained again, as dl train does
+    assert summary["final"]["fit"] == "usual split"
+    assert "(trial " in res.stderr and "cross-validated) into" in res.stderr
 
 
 def test_series_tune_with_chronological_folds(dl_inproc, tmp_path: Path) -> None:
@@ -440,3 +441,37 @@ def test_a_trial_is_scored_by_its_saved_model_with_the_linear_path(dl_inproc, tm
     assert summary["best_value"] == pytest.approx(saved["metrics"]["log_loss"], rel=1e-4)
     kept = saved["history"][saved["best_epoch"] - 1]["val_loss"]
     assert summary["best_value"] != pytest.approx(kept, rel=1e-3)
+
+
+def test_the_cross_validated_winner_is_what_dl_train_makes_of_best_spec(
+    dl_inproc, tmp_path
+) -> None:
+    """After cross-validation -o is the chosen settings trained exactly as `dl train --spec
+    best.tune/best_spec.yaml` trains them (the procedure the nested folds scored): the same
+    weights bit for bit. Each trial's value is the mean of its folds' held-out losses."""
+    from dlcli import modelfile
+
+    res = dl_inproc(
+        "tune", PENGUINS / "train.csv", "--trials", "3", "--epochs", "6", "--seed", "4",
+        "-o", tmp_path / "best.pt", "--json", "--no-plots",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["final"] == {"fit": "usual split"}
+    assert summary["selection"]["rule"] in ("defaults", "beat the defaults")
+    again = dl_inproc(
+        "train", PENGUINS / "train.csv", "--spec", tmp_path / "best.tune" / "best_spec.yaml",
+        "--seed", "4", "-o", tmp_path / "again.pt", "--quiet", "--no-plots",
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    tuned, trained = modelfile.load(tmp_path / "best.pt"), modelfile.load(tmp_path / "again.pt")
+    for key, value in trained["weights"]["network"].items():
+        assert torch_equal(tuned["weights"]["network"][key], value), key
+    rows = [r for r in read_trials(tmp_path / "best.tune") if r["state"] == "complete"]
+    assert all(0.0 < float(r["value"]) < 2.0 and float(r["std"]) >= 0.0 for r in rows)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import assert_error
 
 from dlcli.engine import linear_path
+from dlcli.engine.fit_data import held_out_loss
 from dlcli.errors import SpecError
 from dlcli.model.builder import build_network
 from dlcli.model.tasks import make_task
@@ -236,15 +237,13 @@ def test_held_out_loss_is_the_blended_models_validation_loss(blend: float) -> No
     xt, yt = torch.tensor(x), torch.tensor(y)
     net = _ensemble(8, 3, blend=blend)
     task = make_task(_Target("classification", 3), None)
-    rows = (xt[:300], yt[:300], xt[300:], yt[300:])
     with torch.no_grad():
         ensemble_only = float(F.cross_entropy(net.eval()(xt[300:]), yt[300:]))
-    linear_path.fit(net, task, rows[:2], blend=blend)
-    got = linear_path.held_out_loss(net, task, rows)
+    linear_path.fit(net, task, (xt[:300], yt[:300]), blend=blend)
+    got = held_out_loss(net, task, xt[300:], yt[300:])
     path = net[0].linear
     with torch.no_grad():
         linear = float(F.cross_entropy(xt[300:] @ path.weight + path.bias, yt[300:]))
     want = ensemble_only if blend == 0.0 else linear
     assert got == pytest.approx(want, rel=1e-5)
     assert linear != pytest.approx(ensemble_only, rel=1e-2)  # the two models differ
-    assert linear_path.held_out_loss(net, task, (xt, yt, None, None)) is None

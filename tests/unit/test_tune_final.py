@@ -1,6 +1,7 @@
-"""dl tune's choice of cross-validation when --folds is left out (tune/search.py: auto_folds) and
-its final model after cross-validation (tune/final.py): every row trained on, for the folds' mean
-kept epoch."""
+"""dl tune's choice of cross-validation when --folds is left out (tune/search.py: auto_folds), its
+nested folds (tune/trial.py: nested: each fold trained as dl train trains, the fold's own rows
+scored once at the end) and the trial it hands back (tune/select.py: the defaults unless beaten
+by more than one standard error of the paired fold differences)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import DIABETES, PENGUINS
 
 from dlcli.data.contracts import DataOptions
 from dlcli.data.sources import choose_source
-from dlcli.tune import final, search
+from dlcli.data.split import cross_validation
+from dlcli.tune import search, select
+from dlcli.tune.trial import CachedSource, nested
 
 
 def _prepared(path, **opts):
@@ -22,25 +26,33 @@ def _prepared(path, **opts):
     return source, source.prepare(str(path), options), options
 
 
-def test_merged_trains_on_every_row_and_validates_on_none() -> None:
-    _, prep, _ = _prepared(PENGUINS / "train.csv")
-    n_train, n_val = len(prep.x_train), len(prep.x_val)
-    assert n_val > 0
-    both = final.merged(prep)
-    assert len(both.x_train) == len(both.y_train) == n_train + n_val == prep.info["rows"]
-    assert len(both.x_val) == len(both.y_val) == 0
-    # the validation rows, as prepared (missing values are NaN until the network's preprocessing)
-    torch.testing.assert_close(both.x_train[n_train:], prep.x_val, rtol=0, atol=0, equal_nan=True)
-    assert both.preprocessor is prep.preprocessor  # fitted once, on the usual split
-    assert len(prep.x_train) == n_train  # the cached split itself is untouched
+def test_a_nested_fold_trains_on_the_folds_training_rows_and_tests_on_the_fold() -> None:
+    path, opts = str(PENGUINS / "train.csv"), DataOptions()
+    plain = CachedSource(choose_source(path, opts))
+    nest = CachedSource(choose_source(path, opts), nest=True)
+    with cross_validation(2, 5):
+        fold, inner = plain.prepare(path, opts), nest.prepare(path, opts)
+        assert nest.prepare(path, opts) is inner  # prepared once per fold
+    assert fold.x_test is None  # without nesting the fold validates
+    torch.testing.assert_close(inner.x_test, fold.x_val, rtol=0, atol=0, equal_nan=True)
+    assert torch.equal(inner.y_test, fold.y_val)
+    # the fold's training rows, split again 80/20 and stratified (every class in both parts)
+    assert len(inner.x_train) + len(inner.x_val) == len(fold.x_train)
+    assert len(inner.x_val) == pytest.approx(0.2 * len(fold.x_train), abs=3)
+    both = torch.cat([inner.x_train, inner.x_val]).nan_to_num(-1e9)
+    key = lambda x: sorted(map(tuple, x.tolist()))  # noqa: E731
+    assert key(both) == key(fold.x_train.nan_to_num(-1e9))
+    assert set(inner.y_val.tolist()) == set(fold.y_train.tolist()) == set(inner.y_train.tolist())
+    # the usual split (no fold) is never nested: the final model trains on it as dl train does
+    assert nest.prepare(path, opts).x_test is None
 
 
-def test_merged_leaves_parts_that_are_not_one_tensor_shape_alone() -> None:
+def test_nesting_leaves_data_that_is_not_held_as_tensors_alone() -> None:
     _, prep, _ = _prepared(DIABETES / "train.csv")
-    ragged = SimpleNamespace(**{**vars(prep), "x_val": prep.x_val[:, :2]})
-    assert final.merged(ragged) is ragged
     streamed = SimpleNamespace(**{**vars(prep), "x_train": object()})
-    assert final.merged(streamed) is streamed
+    assert nested(streamed, 0.2, 1, False) is streamed
+    out = nested(prep, 0.2, 1, False)  # regression: not stratified
+    assert len(out.x_test) == len(prep.x_val) and len(out.x_val) > 0
 
 
 def test_small_tables_cross_validate_unless_told_otherwise(tmp_path) -> None:
@@ -57,8 +69,46 @@ def test_small_tables_cross_validate_unless_told_otherwise(tmp_path) -> None:
     assert search.auto_folds(source, prep, opts) is None  # a 20% split of 400+ rows is enough
 
 
-def test_final_epochs_is_the_folds_mean_kept_epoch() -> None:
-    trial = SimpleNamespace(user_attrs={"best_epochs": [40, 51, 47]})
-    assert final.final_epochs(trial) == 46
-    assert final.final_epochs(SimpleNamespace(user_attrs={"best_epochs": [0]})) == 1
-    assert final.final_epochs(SimpleNamespace(user_attrs={})) is None
+def _trial(number: int, folds: list[float] | None, **params):
+    attrs = {"fold_scores": folds} if folds is not None else {}
+    return SimpleNamespace(
+        number=number, params=params, user_attrs=attrs, state=SimpleNamespace(name="COMPLETE")
+    )
+
+
+def _study(*trials):
+    return SimpleNamespace(get_trials=lambda deepcopy=False: list(trials))
+
+
+DEFAULTS = {"lr": 0.001, "blend": 0.75}
+
+
+def test_the_defaults_are_kept_unless_beaten_by_more_than_one_standard_error() -> None:
+    base = _trial(0, [0.50, 0.40, 0.60, 0.45, 0.55], lr=0.001, blend=0.75, batch_size=32)
+    # better on average (0.01) but not on every fold: mean gain 0.01, SE 0.0126
+    lucky = _trial(7, [0.46, 0.42, 0.58, 0.47, 0.52], lr=0.01, blend=0.25, batch_size=16)
+    choice = select.choose(_study(base, lucky), lucky, DEFAULTS, "minimize")
+    assert choice.trial is base and choice.kept_defaults and choice.over is lucky
+    assert choice.gain == pytest.approx(0.01) and choice.se == pytest.approx(0.012649, abs=1e-5)
+    assert "kept the preset's defaults (trial 0): trial 7" in choice.describe("loss")
+    assert choice.record()["rule"] == "defaults"
+    # better on every fold by about the same amount: a clear winner
+    clear = _trial(9, [0.48, 0.385, 0.585, 0.43, 0.535], lr=0.003, blend=0.5, batch_size=32)
+    choice = select.choose(_study(base, lucky, clear), clear, DEFAULTS, "minimize")
+    assert choice.trial is clear and not choice.kept_defaults
+    assert choice.record()["rule"] == "beat the defaults"
+    # a maximised metric: higher fold scores are the gain
+    acc = _trial(3, [0.96, 0.97, 0.95, 0.98, 0.96], lr=0.01, blend=1.0)
+    base_acc = _trial(0, [0.95, 0.96, 0.94, 0.97, 0.95], lr=0.001, blend=0.75)
+    assert select.choose(_study(base_acc, acc), acc, DEFAULTS, "maximize").trial is acc
+    assert select.choose(_study(base_acc, acc), acc, DEFAULTS, "minimize").trial is base_acc
+
+
+def test_without_comparable_defaults_the_best_scoring_trial_is_handed_back() -> None:
+    best = _trial(5, [0.4, 0.5], lr=0.01, blend=0.5)
+    assert select.choose(_study(best), best, DEFAULTS, "minimize").trial is best  # none
+    assert select.choose(_study(best), best, {}, "minimize").record()["rule"] == "best"
+    one_split = _trial(0, None, lr=0.001, blend=0.75)  # --folds 1: no fold scores
+    assert select.choose(_study(one_split, best), best, DEFAULTS, "minimize").trial is best
+    other_folds = _trial(0, [0.5, 0.5, 0.5], lr=0.001, blend=0.75)  # a resumed study, other K
+    assert select.choose(_study(other_folds, best), best, DEFAULTS, "minimize").trial is best
