@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
 import urllib.error
 import urllib.request
@@ -26,12 +27,14 @@ from dlcli import settings
 from dlcli.console import info
 from dlcli.errors import InputError, UsageError
 from dlcli.fileio import atomic_path
+from dlcli.modelfile import names_code
 from dlcli.spec.layers.backbones import Backbone
 
 IMAGENET = "imagenet"
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's HASH_REGEX: name-<sha256 prefix>.pth
 WRAPPERS = ("state_dict", "model")  # keys some checkpoints nest the state dict under
 CHUNK = 1 << 20
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal codes in torch's messages
 
 
 def manifest(arch: str) -> dict:
@@ -107,11 +110,7 @@ def read_state(path: Path, label: str) -> dict[str, Any]:
     if suffix == ".safetensors":
         state = _read_safetensors(path, label)
     elif suffix in (".pth", ".pt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{label}: cannot read {path}: {msg}") from None
+        state = _read_torch(path, label)
     else:
         raise UsageError(f"{label}: unknown file type '{suffix}'", "use .pth, .pt or .safetensors")
     for key in WRAPPERS:
@@ -122,6 +121,30 @@ def read_state(path: Path, label: str) -> dict[str, Any]:
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _read_torch(path: Path, label: str) -> Any:
+    """torch.load(weights_only=True): a file that pickles code or objects besides tensors is
+    refused in dl's words (torch's own message offers to load it unsafely, with terminal codes)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if names_code(path):
+            raise InputError(
+                f"{label}: {path} contains pickled code or objects besides tensors; refused "
+                "(dl loads weights only and never runs code from a file)",
+                "save the state dict alone: torch.save(model.state_dict(), PATH)",
+            ) from None
+        raise InputError(f"{label}: cannot read {path}: not a torch file (unreadable)") from None
+    except Exception as exc:  # torch raises many kinds on truncated or foreign bytes
+        raise InputError(f"{label}: cannot read {path}: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message, without terminal codes, at most 160 chars."""
+    text = ANSI.sub("", str(exc)).strip()
+    first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+    return first[:160] or type(exc).__name__
 
 
 def _read_safetensors(path: Path, label: str) -> dict[str, Any]:
@@ -135,8 +158,7 @@ def _read_safetensors(path: Path, label: str) -> dict[str, Any]:
     try:
         return dict(load_file(str(path)))
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{label}: cannot read {path}: {msg}") from None
+        raise InputError(f"{label}: cannot read {path}: {_first_sentence(exc)}") from None
 
 
 # -- the published files ---------------------------------------------------------------------------

@@ -251,3 +251,41 @@ def test_safetensors_without_the_package_is_one_line(tmp_path: Path, monkeypatch
         err.value.message == f"--weights {path}: reading .safetensors needs the safetensors package"
     )
     assert err.value.hint == "pip install 'dl[transfer]' (or pip install safetensors)"
+
+
+class _Marker:
+    """Unpickling this would write a file: a .pth carrying code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+def test_a_pth_carrying_code_is_refused_in_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    """`--weights FILE` loads weights only: a file that pickles code or objects is refused in dl's
+    words (before: torch's text, 'Weights only load failed. This file can still be loaded, to do
+    so you have two options, ...' with terminal codes); a truncated file names torch's first
+    sentence only."""
+    marker = tmp_path / "ran.txt"
+    state = published_state("resnet18")
+    state["fc.bias"] = _Marker(str(marker))  # type: ignore[assignment]
+    evil = tmp_path / "evil.pth"
+    torch.save(state, evil)
+    with pytest.raises(InputError) as err:
+        weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(evil))
+    assert err.value.message == (
+        f"--weights {evil}: {evil} contains pickled code or objects besides tensors; refused "
+        "(dl loads weights only and never runs code from a file)"
+    )
+    assert err.value.hint == "save the state dict alone: torch.save(model.state_dict(), PATH)"
+    assert not marker.exists()
+
+    cut = tmp_path / "cut.pth"
+    torch.save(published_state("resnet18"), cut)
+    cut.write_bytes(cut.read_bytes()[:5000])
+    with pytest.raises(InputError) as err:
+        weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(cut))
+    assert err.value.message.startswith(f"--weights {cut}: cannot read {cut}: ")
+    assert "\x1b" not in err.value.message and ". " not in err.value.message
