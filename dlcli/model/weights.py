@@ -91,7 +91,8 @@ def check_layout(own: dict[str, torch.Tensor], got: dict[str, Any], label: str) 
             shape = tuple(got[key].shape) if isinstance(got[key], torch.Tensor) else "no tensor"
             raise InputError(
                 f"{label}: tensor {key}: expected shape {tuple(tensor.shape)}, got {shape}",
-                "the file must be a torchvision state dict of the same architecture",
+                _channels_hint(key == next(iter(own)), tuple(tensor.shape), shape)
+                or "the file must be a torchvision state dict of the same architecture",
             )
     extra = [k for k in got if k not in own]
     if extra:
@@ -99,6 +100,19 @@ def check_layout(own: dict[str, torch.Tensor], got: dict[str, Any], label: str) 
             f"{label}: unexpected tensor {extra[0]} ({len(extra)} not in this architecture)",
             "the file must be a torchvision state dict of the same architecture",
         )
+
+
+def _channels_hint(first: bool, own: tuple, got: Any) -> str | None:
+    """The first convolution differing in its input channels only: the images' channel count
+    (`--grayscale` on RGB ImageNet weights), not the file, is what does not fit."""
+    if not (first and isinstance(got, tuple) and len(got) == len(own) > 1):
+        return None
+    if got[:1] + got[2:] != own[:1] + own[2:]:
+        return None
+    return (
+        f"the images have {own[1]} channel{'s' * (own[1] != 1)} and the weights take "
+        f"{got[1]}: {'drop --grayscale' if got[1] == 3 else f'give {got[1]}-channel images'}"
+    )
 
 
 def read_state(path: Path, label: str) -> dict[str, Any]:

@@ -289,3 +289,19 @@ def test_a_pth_carrying_code_is_refused_in_one_line_and_nothing_runs(tmp_path: P
         weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(cut))
     assert err.value.message.startswith(f"--weights {cut}: cannot read {cut}: ")
     assert "\x1b" not in err.value.message and ". " not in err.value.message
+
+
+def test_grayscale_images_on_rgb_weights_say_to_drop_grayscale(tmp_path: Path) -> None:
+    """--grayscale builds a 1-channel first convolution; the ImageNet file's is 3-channel. The
+    line names the key and shapes; the hint names the cause (before: 'the file must be a
+    torchvision state dict of the same architecture', which it is)."""
+    path = tmp_path / "r18.pth"
+    torch.save(published_state("resnet18"), path)
+    spec, _ = load_preset("resnet18")
+    gray = build_network(spec, (1, 32, 32), 3).module
+    with pytest.raises(InputError) as err:
+        weights.load_weights(gray, str(path))
+    assert err.value.message == (
+        f"--weights {path}: tensor conv1.weight: expected shape (64, 1, 7, 7), got (64, 3, 7, 7)"
+    )
+    assert err.value.hint == "the images have 1 channel and the weights take 3: drop --grayscale"
