@@ -14,6 +14,7 @@ import hashlib
 import json
 import pickle
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -224,6 +225,7 @@ def imagenet_file(arch: str) -> Path:
     if path.is_file():
         verify(path, path, f"--weights imagenet: cached file {path}", remove=False)
         return path
+    _check_cache(path.parent)
     info(f"--weights imagenet: downloading {url} to {path}")
     try:
         with atomic_path(path) as tmp:
@@ -235,6 +237,22 @@ def imagenet_file(arch: str) -> Path:
             "on a machine with internet it downloads by itself; offline, copy the file there",
         ) from None
     return path
+
+
+def _check_cache(folder: Path) -> None:
+    """The hub cache folder exists (created as torch.hub does) and takes a file; else one line
+    naming it and TORCH_HOME, not a 'cannot download' that blames the network."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--weights imagenet: cannot write to the torch hub cache {folder} "
+            f"({exc.strerror or type(exc).__name__})",
+            "set TORCH_HOME to a folder you can write to (the file is kept in "
+            "$TORCH_HOME/hub/checkpoints)",
+        ) from None
 
 
 def _why(exc: BaseException) -> str:

@@ -305,3 +305,31 @@ def test_grayscale_images_on_rgb_weights_say_to_drop_grayscale(tmp_path: Path) -
         f"--weights {path}: tensor conv1.weight: expected shape (64, 1, 7, 7), got (64, 3, 7, 7)"
     )
     assert err.value.hint == "the images have 1 channel and the weights take 3: drop --grayscale"
+
+
+def test_an_unwritable_hub_cache_names_torch_home_not_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TORCH_HOME under a file (or a read-only folder): before, `cannot download URL (Not a
+    directory); put that file at ...`, blaming the download and pointing at a path that cannot
+    exist. Nothing is fetched: the cache is checked first."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "file" / "torch"))
+    monkeypatch.setenv("DL_WEIGHTS_MIRROR", (tmp_path / "nowhere").as_uri() + "/")
+    from dlcli import settings
+
+    settings.reload()
+    try:
+        with pytest.raises(UsageError) as err:
+            weights.imagenet_file("resnet18")
+    finally:
+        monkeypatch.undo()
+        settings.reload()
+    folder = tmp_path / "file" / "torch" / "hub" / "checkpoints"
+    assert err.value.message == (
+        f"--weights imagenet: cannot write to the torch hub cache {folder} (Not a directory)"
+    )
+    assert err.value.hint == (
+        "set TORCH_HOME to a folder you can write to (the file is kept in "
+        "$TORCH_HOME/hub/checkpoints)"
+    )
