@@ -123,6 +123,8 @@ def test_weights_safetensors_and_freeze_backbone(photos, tmp_path, dl_inproc):
         in log
     )
     assert "--freeze backbone:" in log
+    # the ImageNet presets take the frozen-feature cache: the backbone runs once, 1024 features
+    assert "frozen features: computed once for 15 training rows ((1024,))" in log
     after = network(model)
     for key in ("features.0.0.weight", "features.5.block.2.fc1.weight", "classifier.0.weight"):
         assert torch.equal(after[f"backbone.0.{key}"], state[key]), key
