@@ -47,7 +47,7 @@ def load(path: str | Path, expect: str = FORMAT) -> dict:
             data = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's wording changes between releases: look at the file itself, never at the text
-        if _names_code(p):
+        if names_code(p):
             raise ModelFileError(
                 f"{path}: contains pickled code or objects, not plain data; refused (dl never runs code from a model file)"
             ) from None
@@ -155,7 +155,7 @@ _STRING_OPS = {
 }
 
 
-def _names_code(path: Path) -> bool:
+def names_code(path: Path) -> bool:
     """True when the file is a well-formed pickle (alone, or the data.pkl of a torch zip) that
     names a global torch's weights-only loader does not allow (a class, os.system, ...); False
     for bytes that are not a pickle at all. Reads the opcodes only (pickletools): runs nothing."""

@@ -69,7 +69,29 @@ def fit_spec(spec_doc: dict, path: str, label: str, fixed: bool) -> tuple[Any, d
     opts.pop("dim", None)
     opts["name"] = opts.get("name") or NAME
     doc["layers"][layer.index] = {layer.type_name: dim, **opts}
+    if not fixed:
+        fit_heads(doc, layer.index, dim, label)
     return parse_spec(doc, label), doc
+
+
+def fit_heads(doc: dict, start: int, dim: int, label: str) -> None:
+    """A preset's attention layers after the embedding (`heads: 4` of the transformer preset)
+    take the largest head count that divides the vectors' width and is not above the preset's
+    (25-wide vectors: 1 head), with a note; a user's spec keeps its own and is refused at build."""
+    for i in range(start + 1, len(doc["layers"])):
+        where = f"layers[{i}]"
+        entry = parse_layer(doc["layers"][i], where)
+        heads = getattr(entry.opts, "heads", None)
+        if not isinstance(heads, int) or dim % heads == 0:
+            continue
+        fitted = max(h for h in range(1, heads + 1) if dim % h == 0)
+        opts = entry.opts.model_dump(exclude_unset=True)
+        doc["layers"][i] = {"type": entry.type_name, **opts, "heads": fitted}
+        noun = "head" if fitted == 1 else "heads"
+        note(
+            f"--embeddings: {label} {where} ({entry.type_name}) has {fitted} {noun}, a divisor "
+            f"of the vectors' dimension {dim} (was {heads})"
+        )
 
 
 def embedding_table(network: nn.Module, spec_doc: dict, vocab_size: int) -> tuple[str, nn.Module]:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import re
+import tempfile
 import urllib.error
 import urllib.request
 from importlib import resources
@@ -26,12 +28,14 @@ from dlcli import settings
 from dlcli.console import info
 from dlcli.errors import InputError, UsageError
 from dlcli.fileio import atomic_path
+from dlcli.modelfile import names_code
 from dlcli.spec.layers.backbones import Backbone
 
 IMAGENET = "imagenet"
 HASH_IN_NAME = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's HASH_REGEX: name-<sha256 prefix>.pth
 WRAPPERS = ("state_dict", "model")  # keys some checkpoints nest the state dict under
 CHUNK = 1 << 20
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # terminal codes in torch's messages
 
 
 def manifest(arch: str) -> dict:
@@ -88,7 +92,8 @@ def check_layout(own: dict[str, torch.Tensor], got: dict[str, Any], label: str) 
             shape = tuple(got[key].shape) if isinstance(got[key], torch.Tensor) else "no tensor"
             raise InputError(
                 f"{label}: tensor {key}: expected shape {tuple(tensor.shape)}, got {shape}",
-                "the file must be a torchvision state dict of the same architecture",
+                _channels_hint(key == next(iter(own)), tuple(tensor.shape), shape)
+                or "the file must be a torchvision state dict of the same architecture",
             )
     extra = [k for k in got if k not in own]
     if extra:
@@ -96,6 +101,19 @@ def check_layout(own: dict[str, torch.Tensor], got: dict[str, Any], label: str) 
             f"{label}: unexpected tensor {extra[0]} ({len(extra)} not in this architecture)",
             "the file must be a torchvision state dict of the same architecture",
         )
+
+
+def _channels_hint(first: bool, own: tuple, got: Any) -> str | None:
+    """The first convolution differing in its input channels only: the images' channel count
+    (`--grayscale` on RGB ImageNet weights), not the file, is what does not fit."""
+    if not (first and isinstance(got, tuple) and len(got) == len(own) > 1):
+        return None
+    if got[:1] + got[2:] != own[:1] + own[2:]:
+        return None
+    return (
+        f"the images have {own[1]} channel{'s' * (own[1] != 1)} and the weights take "
+        f"{got[1]}: {'drop --grayscale' if got[1] == 3 else f'give {got[1]}-channel images'}"
+    )
 
 
 def read_state(path: Path, label: str) -> dict[str, Any]:
@@ -107,11 +125,7 @@ def read_state(path: Path, label: str) -> dict[str, Any]:
     if suffix == ".safetensors":
         state = _read_safetensors(path, label)
     elif suffix in (".pth", ".pt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{label}: cannot read {path}: {msg}") from None
+        state = _read_torch(path, label)
     else:
         raise UsageError(f"{label}: unknown file type '{suffix}'", "use .pth, .pt or .safetensors")
     for key in WRAPPERS:
@@ -122,6 +136,30 @@ def read_state(path: Path, label: str) -> dict[str, Any]:
     if all(isinstance(k, str) and k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
     return state
+
+
+def _read_torch(path: Path, label: str) -> Any:
+    """torch.load(weights_only=True): a file that pickles code or objects besides tensors is
+    refused in dl's words (torch's own message offers to load it unsafely, with terminal codes)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        if names_code(path):
+            raise InputError(
+                f"{label}: {path} contains pickled code or objects besides tensors; refused "
+                "(dl loads weights only and never runs code from a file)",
+                "save the state dict alone: torch.save(model.state_dict(), PATH)",
+            ) from None
+        raise InputError(f"{label}: cannot read {path}: not a torch file (unreadable)") from None
+    except Exception as exc:  # torch raises many kinds on truncated or foreign bytes
+        raise InputError(f"{label}: cannot read {path}: {_first_sentence(exc)}") from None
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an exception's message, without terminal codes, at most 160 chars."""
+    text = ANSI.sub("", str(exc)).strip()
+    first = text.splitlines()[0].split(". ")[0].rstrip(".") if text else ""
+    return first[:160] or type(exc).__name__
 
 
 def _read_safetensors(path: Path, label: str) -> dict[str, Any]:
@@ -135,8 +173,7 @@ def _read_safetensors(path: Path, label: str) -> dict[str, Any]:
     try:
         return dict(load_file(str(path)))
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{label}: cannot read {path}: {msg}") from None
+        raise InputError(f"{label}: cannot read {path}: {_first_sentence(exc)}") from None
 
 
 # -- the published files ---------------------------------------------------------------------------
@@ -188,6 +225,7 @@ def imagenet_file(arch: str) -> Path:
     if path.is_file():
         verify(path, path, f"--weights imagenet: cached file {path}", remove=False)
         return path
+    _check_cache(path.parent)
     info(f"--weights imagenet: downloading {url} to {path}")
     try:
         with atomic_path(path) as tmp:
@@ -199,6 +237,22 @@ def imagenet_file(arch: str) -> Path:
             "on a machine with internet it downloads by itself; offline, copy the file there",
         ) from None
     return path
+
+
+def _check_cache(folder: Path) -> None:
+    """The hub cache folder exists (created as torch.hub does) and takes a file; else one line
+    naming it and TORCH_HOME, not a 'cannot download' that blames the network."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--weights imagenet: cannot write to the torch hub cache {folder} "
+            f"({exc.strerror or type(exc).__name__})",
+            "set TORCH_HOME to a folder you can write to (the file is kept in "
+            "$TORCH_HOME/hub/checkpoints)",
+        ) from None
 
 
 def _why(exc: BaseException) -> str:

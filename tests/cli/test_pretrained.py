@@ -123,6 +123,8 @@ def test_weights_safetensors_and_freeze_backbone(photos, tmp_path, dl_inproc):
         in log
     )
     assert "--freeze backbone:" in log
+    # the ImageNet presets take the frozen-feature cache: the backbone runs once, 1024 features
+    assert "frozen features: computed once for 15 training rows ((1024,))" in log
     after = network(model)
     for key in ("features.0.0.weight", "features.5.block.2.fc1.weight", "classifier.0.weight"):
         assert torch.equal(after[f"backbone.0.{key}"], state[key]), key
@@ -200,6 +202,30 @@ def test_offline_without_a_cached_file_is_one_line(
     assert f"; put that file at {torch_home / 'hub' / 'checkpoints' / name} (" in line
     assert "(No such file or directory)" in line
     assert "decoded" not in res.stderr  # refused before any image is read
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_offline_without_a_mirror_names_the_published_url(
+    arch, photos, tmp_path, run_dl, torch_home, monkeypatch
+):
+    """No DL_WEIGHTS_MIRROR: the line names the published URL itself (the manifest's, as a user
+    fetches it by hand) and the hub-cache path. No network here either way: every proxy variable
+    points at a closed local port, so the connection is refused at once on any machine."""
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(var, "")
+    name = published_name(arch)
+    res = run_dl("train", photos, "--arch", arch, "--weights", "imagenet", *SMALL,
+                 "-o", tmp_path / "m.pt", timeout=120)  # fmt: skip
+    assert_error(
+        res,
+        f"--weights imagenet: cannot download https://download.pytorch.org/models/{name} (",
+        f"); put that file at {torch_home / 'hub' / 'checkpoints' / name} (",
+        "offline, copy the file there",
+    )
+    assert name == {"resnet18": "resnet18-f37072fd.pth", "resnet50": "resnet50-0676ba61.pth"}[arch]
+    assert not (torch_home / "hub" / "checkpoints" / name).exists()
 
 
 def test_mismatched_file_and_bad_combinations_are_one_line(photos, tmp_path, dl_inproc):

@@ -251,3 +251,85 @@ def test_safetensors_without_the_package_is_one_line(tmp_path: Path, monkeypatch
         err.value.message == f"--weights {path}: reading .safetensors needs the safetensors package"
     )
     assert err.value.hint == "pip install 'dl[transfer]' (or pip install safetensors)"
+
+
+class _Marker:
+    """Unpickling this would write a file: a .pth carrying code."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.path), "ran"))
+
+
+def test_a_pth_carrying_code_is_refused_in_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    """`--weights FILE` loads weights only: a file that pickles code or objects is refused in dl's
+    words (before: torch's text, 'Weights only load failed. This file can still be loaded, to do
+    so you have two options, ...' with terminal codes); a truncated file names torch's first
+    sentence only."""
+    marker = tmp_path / "ran.txt"
+    state = published_state("resnet18")
+    state["fc.bias"] = _Marker(str(marker))  # type: ignore[assignment]
+    evil = tmp_path / "evil.pth"
+    torch.save(state, evil)
+    with pytest.raises(InputError) as err:
+        weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(evil))
+    assert err.value.message == (
+        f"--weights {evil}: {evil} contains pickled code or objects besides tensors; refused "
+        "(dl loads weights only and never runs code from a file)"
+    )
+    assert err.value.hint == "save the state dict alone: torch.save(model.state_dict(), PATH)"
+    assert not marker.exists()
+
+    cut = tmp_path / "cut.pth"
+    torch.save(published_state("resnet18"), cut)
+    cut.write_bytes(cut.read_bytes()[:5000])
+    with pytest.raises(InputError) as err:
+        weights.load_weights(nn.Sequential(ResNetBackbone(18)), str(cut))
+    assert err.value.message.startswith(f"--weights {cut}: cannot read {cut}: ")
+    assert "\x1b" not in err.value.message and ". " not in err.value.message
+
+
+def test_grayscale_images_on_rgb_weights_say_to_drop_grayscale(tmp_path: Path) -> None:
+    """--grayscale builds a 1-channel first convolution; the ImageNet file's is 3-channel. The
+    line names the key and shapes; the hint names the cause (before: 'the file must be a
+    torchvision state dict of the same architecture', which it is)."""
+    path = tmp_path / "r18.pth"
+    torch.save(published_state("resnet18"), path)
+    spec, _ = load_preset("resnet18")
+    gray = build_network(spec, (1, 32, 32), 3).module
+    with pytest.raises(InputError) as err:
+        weights.load_weights(gray, str(path))
+    assert err.value.message == (
+        f"--weights {path}: tensor conv1.weight: expected shape (64, 1, 7, 7), got (64, 3, 7, 7)"
+    )
+    assert err.value.hint == "the images have 1 channel and the weights take 3: drop --grayscale"
+
+
+def test_an_unwritable_hub_cache_names_torch_home_not_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TORCH_HOME under a file (or a read-only folder): before, `cannot download URL (Not a
+    directory); put that file at ...`, blaming the download and pointing at a path that cannot
+    exist. Nothing is fetched: the cache is checked first."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "file" / "torch"))
+    monkeypatch.setenv("DL_WEIGHTS_MIRROR", (tmp_path / "nowhere").as_uri() + "/")
+    from dlcli import settings
+
+    settings.reload()
+    try:
+        with pytest.raises(UsageError) as err:
+            weights.imagenet_file("resnet18")
+    finally:
+        monkeypatch.undo()
+        settings.reload()
+    folder = tmp_path / "file" / "torch" / "hub" / "checkpoints"
+    assert err.value.message == (
+        f"--weights imagenet: cannot write to the torch hub cache {folder} (Not a directory)"
+    )
+    assert err.value.hint == (
+        "set TORCH_HOME to a folder you can write to (the file is kept in "
+        "$TORCH_HOME/hub/checkpoints)"
+    )

@@ -150,6 +150,36 @@ def test_phase_one_keeps_the_body_and_its_batch_norm_as_loaded_then_unfreezes_it
     assert all(p.requires_grad for p in net.parameters())
 
 
+@pytest.mark.parametrize("augmenting", [False, True], ids=["cache-off", "augmented"])
+def test_a_layer_frozen_for_the_whole_run_keeps_its_batch_norm_when_trained_through(
+    augmenting: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--freeze (e.g. `--freeze backbone` with --augment, or DL_FEATURE_CACHE=0): the batches go
+    through the frozen layers every epoch, which stay in eval mode, so their batch-norm running
+    statistics and weights stay exactly as loaded while the head trains (the cached path cannot
+    show this: it never runs the frozen layers in training)."""
+    from dlcli import settings
+
+    monkeypatch.setenv("DL_FEATURE_CACHE", "1" if augmenting else "0")
+    settings.reload()
+    torch.manual_seed(0)
+    net = resnet()
+    start = copy.deepcopy(net.state_dict())
+    for p in net.features.parameters():
+        p.requires_grad_(False)
+    task = make_task(Target("label", "classification", ["0", "1", "2"]), None)
+    noise = (lambda x: x + 0.01 * torch.randn_like(x)) if augmenting else None
+    step = TaskStep(  # augmented inputs differ every epoch: nothing is cached
+        net, task, cfg(2, lr=0.01), digits_like(), train_transform=noise, frozen=[net.features]
+    )
+    Trainer(step, 2).fit()
+    assert step.forward_net is net  # trained through the frozen layers
+    for k, v in net.features.state_dict().items():
+        assert torch.equal(v, start[f"features.{k}"]), k  # running_mean/var included
+    assert not torch.equal(net.head.weight, start["head.weight"])  # the head trained
+    settings.reload()
+
+
 class StopAfter(Callback):
     def __init__(self, epoch: int) -> None:
         self.epoch = epoch

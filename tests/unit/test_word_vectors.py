@@ -22,7 +22,7 @@ from dlcli.data.word_vectors import (
     split_entry,
     vector_dim,
 )
-from dlcli.errors import InputError, UsageError
+from dlcli.errors import InputError, SpecError, UsageError
 from dlcli.model import embeddings
 from dlcli.model.builder import build_network
 from dlcli.spec.schema import load_preset, parse_spec
@@ -250,6 +250,34 @@ def test_a_preset_takes_the_vectors_width_and_the_name_embeddings(tmp_path, caps
     net = build_network(spec, (None,), 2, **TEXT).module
     name, table = embeddings.embedding_table(net, doc, len(VOCAB))
     assert name == "embeddings.weight" and table.weight.shape == (len(VOCAB), 3)
+
+
+@pytest.mark.parametrize("arch", ["rnn", "gru", "lstm", "transformer"])
+def test_every_sequence_preset_builds_on_vectors_of_any_width(arch, tmp_path, capsys):
+    """Issue 14 names rnn/lstm/gru/transformer: 6-wide vectors (GloVe-twitter's 25 alike) build
+    each preset; the transformer preset's 4 heads do not divide 6, so it takes 3 with a note
+    (before: `heads 4 must divide the feature size 6`, and no flag to change a preset's heads)."""
+    six = {w: [0.5, -0.5, 0.25, 1.0, 0.0, 2.0] for w in VOCAB[2:]}
+    path = write(tmp_path / "v6.txt", lines_of(six))
+    spec, doc = embeddings.fit_spec(preset_doc(arch), str(path), f"preset {arch}", fixed=False)
+    net = build_network(spec, (None,), 2, **TEXT).module
+    name, table = embeddings.embedding_table(net, doc, len(VOCAB))
+    assert name == "embeddings.weight" and table.weight.shape == (len(VOCAB), 6)
+    assert net(torch.tensor([[2, 3, 4, 0]])).shape == (1, 2)
+    assert parse_spec(doc, "saved").layers == spec.layers  # the model file's spec rebuilds it
+    err = capsys.readouterr().err
+    if arch == "transformer":
+        assert doc["layers"][2]["heads"] == 3
+        assert (
+            "--embeddings: preset transformer layers[2] (transformer) has 3 heads, a divisor of "
+            "the vectors' dimension 6 (was 4)" in " ".join(err.split())
+        )
+        user = {"layers": [{"embedding": 6}, {"transformer": 4}, "mean_pool"]}
+        spec, _ = embeddings.fit_spec(user, str(path), "my.yaml", fixed=True)  # a user's own spec
+        with pytest.raises(SpecError, match="heads 4 must divide the feature size 6"):
+            build_network(spec, (None,), 2, **TEXT)
+    else:
+        assert "heads" not in err
 
 
 def test_a_user_spec_of_another_width_is_refused_and_its_own_name_kept(tmp_path):
