@@ -158,9 +158,12 @@ def quality(tmp, trials: int, seeds: int, tables: tuple[str, ...] = tuple(TABLES
     for name in tables:
         score, loss = TABLES[name]
         folder = common.SAMPLE_DATA / name
-        runs = {"q": [], "d": []}
+        runs, rules = {"q": [], "d": []}, []
         for s in range(1, seeds + 1):
-            tune(folder / "train.csv", tmp, f"q_{name}{s}", "--trials", trials, "--seed", s)
+            summary, _, _ = tune(
+                folder / "train.csv", tmp, f"q_{name}{s}", "--trials", trials, "--seed", s
+            )
+            rules.append(summary.get("selection", {}).get("rule", "?"))
             dl(
                 [
                     "train",
@@ -183,6 +186,13 @@ def quality(tmp, trials: int, seeds: int, tables: tuple[str, ...] = tuple(TABLES
         }
         q, d = mean["q"], mean["d"]
         what = f"{trials} tuned trials vs dl train defaults, mean of seeds 1-{seeds}"
+        each = {
+            k: " / ".join(f"{float(r[k]):.4g}" for r in runs["q"])
+            + " vs "
+            + " / ".join(f"{float(r[k]):.4g}" for r in runs["d"])
+            for k in (score, loss)
+        }
+        what += f"; selection {', '.join(rules)}"
         out += [
             common.result(
                 f"tune_quality_{name}_{score}",
@@ -193,7 +203,7 @@ def quality(tmp, trials: int, seeds: int, tables: tuple[str, ...] = tuple(TABLES
                 0.0,
                 kind="diff",
                 higher_is_better=True,
-                note=f"test {score}: {what}",
+                note=f"test {score} {each[score]}: {what}",
             ),
             common.result(
                 f"tune_quality_{name}_{loss}",
@@ -202,7 +212,7 @@ def quality(tmp, trials: int, seeds: int, tables: tuple[str, ...] = tuple(TABLES
                 "",
                 q[loss] / d[loss],
                 1.0,
-                note=f"test {loss}: {what}",
+                note=f"test {loss} {each[loss]}: {what}",
             ),
         ]
     return out

@@ -5,6 +5,7 @@ by more than one standard error of the paired fold differences)."""
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -90,8 +91,12 @@ def test_the_defaults_are_kept_unless_beaten_by_more_than_one_standard_error() -
     choice = select.choose(_study(base, lucky), lucky, DEFAULTS, "minimize")
     assert choice.trial is base and choice.kept_defaults and choice.over is lucky
     assert choice.gain == pytest.approx(0.01) and choice.se == pytest.approx(0.012649, abs=1e-5)
+    assert choice.needed == pytest.approx(math.sqrt(2 * math.log(2)))  # the best of 2 trials
     assert "kept the preset's defaults (trial 0): trial 7" in choice.describe("loss")
     assert choice.record()["rule"] == "defaults"
+    # the defaults scored best themselves: handed back, and said so
+    choice = select.choose(_study(base, lucky), base, DEFAULTS, "minimize")
+    assert choice.trial is base and choice.record()["rule"] == "defaults"
     # better on every fold by about the same amount: a clear winner
     clear = _trial(9, [0.48, 0.385, 0.585, 0.43, 0.535], lr=0.003, blend=0.5, batch_size=32)
     choice = select.choose(_study(base, lucky, clear), clear, DEFAULTS, "minimize")
@@ -112,3 +117,21 @@ def test_without_comparable_defaults_the_best_scoring_trial_is_handed_back() -> 
     assert select.choose(_study(one_split, best), best, DEFAULTS, "minimize").trial is best
     other_folds = _trial(0, [0.5, 0.5, 0.5], lr=0.001, blend=0.75)  # a resumed study, other K
     assert select.choose(_study(other_folds, best), best, DEFAULTS, "minimize").trial is best
+
+
+def test_the_best_of_many_trials_needs_more_evidence() -> None:
+    """A gain of 2.3 standard errors is clear for the best of 2 trials, not for the best of 40
+    (where about 2.7 is what the luckiest of 40 equally good settings shows)."""
+    assert select.threshold(1) == 1.0  # never under the one-standard-error rule
+    assert select.threshold(40) == pytest.approx(2.716, abs=1e-3)
+    folds = [0.50, 0.40, 0.60, 0.45, 0.55]
+    base = _trial(0, folds, lr=0.001, blend=0.75)
+    diffs = [0.01, 0.03, 0.005, 0.0, 0.015]  # mean 0.012, SE 0.00515: 2.33 standard errors
+    better = _trial(5, [f - d for f, d in zip(folds, diffs, strict=True)], lr=0.01, blend=0.5)
+    choice = select.choose(_study(base, better), better, DEFAULTS, "minimize")
+    assert choice.gain / choice.se == pytest.approx(2.331, abs=1e-3)
+    assert choice.trial is better and choice.needed == pytest.approx(1.177, abs=1e-3)
+    others = [_trial(n, [0.6] * 5, lr=0.02, blend=0.0) for n in range(6, 44)]  # 40 complete
+    choice = select.choose(_study(base, better, *others), better, DEFAULTS, "minimize")
+    assert choice.trial is base and choice.kept_defaults
+    assert choice.needed == pytest.approx(2.716, abs=1e-3)
