@@ -6,8 +6,8 @@ errors of their paired fold differences, n being the number of complete trials: 
 of n settings that are all as good as the defaults, sqrt(2 ln n) standard errors (2.7 for 40;
 at least 1, the one-standard-error rule). Otherwise the defaults, chosen on many tables, are
 kept. With 1 standard error for any n, 2 of 9 searches on the shipped tables departed from the
-defaults on a gain under 2 standard errors, and lost on the held-out test rows
-(benchmarks/bench_tune.py, docs/tune.md)."""
+defaults on a gain under 2 standard errors; one of them lost on the held-out test rows and the
+other gained nothing there (benchmarks/bench_tune.py, docs/tune.md)."""
 
 from __future__ import annotations
 
