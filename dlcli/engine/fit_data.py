@@ -56,25 +56,27 @@ def held_out_loss(
     """The task's loss (no label smoothing; `weights`: the class weights training used) of
     `network` in evaluation mode on network inputs `x`: what an epoch's `val_loss` measures, for
     the model as it stands after training (e.g. with an ensemble's linear path blended in)."""
-    network.eval()
-    loss_fn = task.make_loss(weights)
-    chunk = max(64, 2**22 // max(1, x[0].numel())) if len(x) else 1
+    from dlcli.engine.predictor import run_batches
+
     with torch.no_grad():
-        out = torch.cat([network(x[i : i + chunk]).float() for i in range(0, len(x), chunk)])
-        return float(loss_fn(out, y))
+        return float(task.make_loss(weights)(torch.from_numpy(run_batches(network, x)), y))
 
 
 def test_scores(model: Any, task: Any, prep: Any, transform: Any, weights: Any = None) -> dict:
     """{"test_loss", "test_metrics"} of `model` (an InferenceModel: preprocessing, network, task
-    output) on `prep`'s test rows (dl tune's held-out fold), {} without any in memory.
-    `transform` maps stored inputs to the network's; `weights`: training's class weights."""
+    output) on `prep`'s test rows (dl tune's held-out fold), {} without any in memory, from one
+    pass of the network. `transform` maps stored inputs to the network's; `weights`: training's
+    class weights."""
+    from dlcli.engine.predictor import run_batches
+
     x, y = prep.x_test, prep.y_test
     if not torch.is_tensor(x) or not len(x):
         return {}
-    metrics = held_out_metrics(model, x, y, task)
     with torch.no_grad():
-        loss = held_out_loss(model.network, task, transform(x), y, weights)
-    return {"test_loss": loss, "test_metrics": plain(metrics)}
+        raw = torch.from_numpy(run_batches(model.network, transform(x)))
+        scores = model.postprocess(raw).numpy()
+        loss = float(task.make_loss(weights)(raw, y))
+    return {"test_loss": loss, "test_metrics": plain(task.metrics(y.numpy(), scores))}
 
 
 def examples(prep: Any) -> torch.Tensor:

@@ -67,11 +67,10 @@ def choose(study: Any, best: Any, defaults: dict, direction: str) -> Choice:
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     # the first trial holding every default (a searched value with no default is drawn)
     base = next((t for t in done if all(t.params.get(k) == v for k, v in defaults.items())), None)
-    ours, theirs = (
-        best.user_attrs.get("fold_scores"),
-        (base.user_attrs if base else {}).get("fold_scores"),
-    )
-    if base is None or not ours or not theirs or len(ours) != len(theirs) or len(ours) < 2:
+    if base is None:
+        return Choice(best)
+    ours, theirs = best.user_attrs.get("fold_scores"), base.user_attrs.get("fold_scores")
+    if not ours or not theirs or len(ours) != len(theirs) or len(ours) < 2:
         return Choice(best)
     sign = 1.0 if direction == "maximize" else -1.0
     diffs = [sign * (a - b) for a, b in zip(ours, theirs, strict=True)]

@@ -70,7 +70,7 @@ def nested(prep: Any, fraction: float, seed: int, stratify: bool) -> Any:
         torch.from_numpy(i)
         for i in stratified_split(labels, len(prep.y_train), fraction, seed, stratify)
     )
-    if not len(tr) > 1 or not len(va):
+    if len(tr) < 2 or len(va) == 0:  # too few rows to split again: the fold validates
         return prep
     return replace(
         prep,
